@@ -1,0 +1,24 @@
+"""Run Pyro code without touching the caller's global state."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pyro
+import torch
+
+
+@contextlib.contextmanager
+def isolated(seed: int | None):
+    """A private parameter store and a private copy of torch's RNG seeded by ``seed``.
+
+    Pyro samples with torch's global generator and registers modules in a global parameter
+    store; inside this block both are private, so results depend on ``seed`` alone and two
+    models in one process never share parameters by name.
+    """
+    if seed is not None and not isinstance(seed, int):
+        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}.")
+    with pyro.get_param_store().scope(), torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield

@@ -1,0 +1,333 @@
+"""Data: the embedded digits, any directory of MNIST-format IDX files, splits and binarisation.
+
+Entry point: :func:`load`. Every split holds ``x`` of shape ``(N, D)`` with values in ``[0, 1]``
+(or ``{0, 1}`` once binarised), integer ``labels`` of shape ``(N,)`` and the ``image_shape``.
+
+Binarisation modes (``binarize=``):
+
+* ``"none"`` -- grey levels scaled to ``[0, 1]``;
+* ``"fixed"`` -- every split is replaced by one Bernoulli draw per pixel with a fixed seed;
+* ``"dynamic"`` -- validation and test are binarised once with a fixed seed, while the training
+  split keeps its grey levels and :func:`pyro_vae.fit` draws a fresh binarisation each epoch
+  (the usual protocol for binarised MNIST-type benchmarks).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BINARIZE_MODES = ("none", "fixed", "dynamic")
+DATA_ENV_VAR = "PYRO_VAE_DATA"
+DEBIAN_DATASETS = Path("/usr/share/datasets")
+
+# IDX files by role; each may be gzipped (".gz") or not.
+IDX_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+
+# Known IDX data sets: where to download them and the SHA-256 of each *decompressed* file
+# (compressed archives differ between mirrors; their content does not).
+KNOWN_IDX = {
+    "fashion-mnist": {
+        "debian_package": "dataset-fashion-mnist",
+        "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
+        "sha256": {
+            "train_images": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train_labels": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "test_images": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "test_labels": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+    },
+    "mnist": {"debian_package": None, "mirrors": [], "sha256": {}},
+}
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a data set.
+
+    Attributes:
+        x: float tensor ``(N, D)`` in ``[0, 1]``; under dynamic binarisation, the grey levels
+            that act as Bernoulli probabilities.
+        labels: long tensor ``(N,)``.
+        image_shape: ``(height, width)``.
+        dynamic_binarization: ``True`` when :func:`pyro_vae.fit` should binarise ``x`` afresh
+            each epoch.
+    """
+
+    x: torch.Tensor
+    labels: torch.Tensor
+    image_shape: tuple[int, int]
+    dynamic_binarization: bool = False
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, index) -> "Split":
+        """A sub-split: ``split[:100]``, ``split[split.labels == 3]``."""
+        return replace(self, x=self.x[index], labels=self.labels[index])
+
+    def binarized(self, seed: int) -> torch.Tensor:
+        """One Bernoulli draw per pixel of ``x``, reproducible from ``seed``."""
+        return binarize(self.x, seed)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named data set with ``train``, ``val`` and ``test`` splits."""
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        return self.train.image_shape
+
+    @property
+    def input_dim(self) -> int:
+        return self.train.x.shape[1]
+
+
+def binarize(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """``Bernoulli(x)`` drawn with a private generator seeded by ``seed``; same shape as ``x``."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.bernoulli(x, generator=generator)
+
+
+def load(
+    name_or_path: str | os.PathLike = "digits",
+    *,
+    binarize: str = "none",
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    download: bool = True,
+) -> Dataset:
+    """Load a data set with deterministic train/validation/test splits.
+
+    Args:
+        name_or_path: ``"digits"`` (scikit-learn's bundled 8x8 digits, 1,797 images, the embedded
+            default), ``"fashion-mnist"`` or ``"mnist"`` (IDX files found as described below), or
+            the path of a directory holding MNIST-format IDX files (gzipped or not).
+        binarize: ``"none"``, ``"fixed"`` or ``"dynamic"`` (see the module docstring).
+        val_fraction: share of the training images held out for validation.
+        test_fraction: share held out for testing; only for ``"digits"``, since IDX data sets
+            come with their own test split.
+        seed: seeds the split and the fixed binarisation.
+        download: for a known IDX data set whose files are found nowhere, try its mirrors
+            (checksums verified) before failing.
+
+    IDX files of a named data set are searched for in this order: ``$PYRO_VAE_DATA/<name>``, the
+    user cache ``~/.cache/pyro_vae/<name>`` (or under ``$XDG_CACHE_HOME``), then Debian's
+    ``/usr/share/datasets/<name>``.
+
+    Returns: a :class:`Dataset`.
+    """
+    if binarize not in BINARIZE_MODES:
+        raise ValueError(f"binarize must be one of {BINARIZE_MODES}, got {binarize!r}.")
+    for label, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"{label} must lie strictly between 0 and 1, got {fraction!r}.")
+
+    key = str(name_or_path)
+    if key == "digits":
+        x, labels, image_shape = _load_digits()
+        test_x, test_labels = None, None
+    else:
+        directory = _find_idx_directory(key, download=download)
+        x, labels = _read_idx_pair(directory, "train")
+        test_x, test_labels = _read_idx_pair(directory, "test")
+        image_shape = tuple(x.shape[1:])
+        key = key if key in KNOWN_IDX else Path(key).name
+    x = _flatten_scale(x)
+
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    if test_x is None:
+        if test_fraction + val_fraction >= 1.0:
+            raise ValueError("val_fraction + test_fraction must be below 1.")
+        n_test = max(1, round(test_fraction * len(x)))
+        test_idx, order = order[:n_test], order[n_test:]
+        test_x, test_labels = x[test_idx], labels[test_idx]
+    else:
+        test_x = _flatten_scale(test_x)
+    n_val = max(1, round(val_fraction * len(x)))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+
+    splits = {
+        "train": Split(x[train_idx], labels[train_idx], image_shape),
+        "val": Split(x[val_idx], labels[val_idx], image_shape),
+        "test": Split(test_x, test_labels, image_shape),
+    }
+    if binarize != "none":
+        # Distinct fixed seeds per split, so validation and test noise are independent.
+        for offset, part in enumerate(("val", "test")):
+            splits[part] = replace(splits[part], x=splits[part].binarized(seed + 1000 + offset))
+        if binarize == "fixed":
+            splits["train"] = replace(splits["train"], x=splits["train"].binarized(seed + 999))
+        else:
+            splits["train"] = replace(splits["train"], dynamic_binarization=True)
+    return Dataset(key, splits["train"], splits["val"], splits["test"])
+
+
+# ---------------------------------------------------------------------- embedded digits
+def _load_digits():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)
+    return images, torch.from_numpy(bunch.target.astype(np.int64)), (8, 8)
+
+
+def _flatten_scale(x: torch.Tensor) -> torch.Tensor:
+    x = x.reshape(x.shape[0], -1)
+    if x.dtype == torch.uint8:
+        x = x.to(torch.float32) / 255.0
+    return x.to(torch.float32)
+
+
+# ---------------------------------------------------------------------- IDX files
+def _candidate_directories(name: str) -> list[Path]:
+    found = []
+    if os.environ.get(DATA_ENV_VAR):
+        found.append(Path(os.environ[DATA_ENV_VAR]) / name)
+    found.append(_cache_root() / name)
+    found.append(DEBIAN_DATASETS / name)
+    return found
+
+
+def _cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pyro_vae"
+
+
+def _has_idx_files(directory: Path) -> bool:
+    return all(_idx_path(directory, role) is not None for role in IDX_FILES)
+
+
+def _idx_path(directory: Path, role: str) -> Path | None:
+    for suffix in ("", ".gz"):
+        path = directory / (IDX_FILES[role] + suffix)
+        if path.is_file():
+            return path
+    return None
+
+
+def _find_idx_directory(name_or_path: str, *, download: bool) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not _has_idx_files(path):
+            missing = [IDX_FILES[r] for r in IDX_FILES if _idx_path(path, r) is None]
+            raise FileNotFoundError(
+                f"{path} lacks the IDX file(s) {missing} (each may be gzipped, ending in .gz)."
+            )
+        return path
+    if name_or_path not in KNOWN_IDX:
+        raise ValueError(
+            f"{name_or_path!r} is neither a directory nor a known data set; use 'digits', "
+            f"{sorted(KNOWN_IDX)}, or the path of a directory of MNIST-format IDX files."
+        )
+    candidates = _candidate_directories(name_or_path)
+    for directory in candidates:
+        if _has_idx_files(directory):
+            return directory
+    info = KNOWN_IDX[name_or_path]
+    target = candidates[-2]  # the user cache
+    errors: list[str] = []
+    if download and info["mirrors"]:
+        try:
+            _download_idx(name_or_path, target)
+            return target
+        except OSError as error:  # no network, a broken mirror, a checksum mismatch
+            errors.append(str(error))
+    how = [f"put the four IDX files ({', '.join(IDX_FILES.values())}, optionally .gz) in one of:"]
+    how += [f"  {d}" for d in candidates]
+    if info["debian_package"]:
+        how.insert(0, f"install Debian's package: sudo apt-get install {info['debian_package']}; or")
+    how.append(f"or set ${DATA_ENV_VAR} to a directory holding a '{name_or_path}' folder,")
+    how.append("or pass the directory path to pyro_vae.data.load(path).")
+    tried = f" Download failed: {'; '.join(errors)}." if errors else ""
+    raise FileNotFoundError(f"Could not find the {name_or_path!r} IDX files.{tried} To get them, " + "\n".join(how))
+
+
+def _download_idx(name: str, target: Path, timeout: float = 20.0) -> None:
+    """Fetch every IDX file of ``name`` into ``target``, verifying the decompressed SHA-256."""
+    info = KNOWN_IDX[name]
+    target.mkdir(parents=True, exist_ok=True)
+    for role, stem in IDX_FILES.items():
+        last_error: Exception | None = None
+        for mirror in info["mirrors"]:
+            url = mirror.rstrip("/") + "/" + stem + ".gz"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    payload = response.read()
+                content = gzip.decompress(payload)
+            except (OSError, EOFError) as error:
+                last_error = error
+                continue
+            digest = hashlib.sha256(content).hexdigest()
+            if digest != info["sha256"][role]:
+                last_error = OSError(f"checksum mismatch for {url}: got {digest}")
+                continue
+            _atomic_write_bytes(target / (stem + ".gz"), payload)
+            break
+        else:
+            raise OSError(f"could not fetch {stem}: {last_error}")
+
+
+def _atomic_write_bytes(path: Path, payload: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
+        handle.write(payload)
+    shutil.move(handle.name, path)
+
+
+def _read_idx_pair(directory: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images = read_idx(_idx_path(directory, f"{part}_images"))
+    labels = read_idx(_idx_path(directory, f"{part}_labels"))
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise ValueError(
+            f"{directory}: {part} images of shape {tuple(images.shape)} do not match labels of "
+            f"shape {tuple(labels.shape)}; expected (N, H, W) and (N,)."
+        )
+    return images, labels.to(torch.int64)
+
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """Read one IDX file (gzipped or not) into a tensor, checking its header against its size."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as error:
+            raise ValueError(f"{path} is a damaged gzip file ({error}).") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number).")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path} is truncated inside its header.")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = header + int(np.prod(shape)) * dtype.itemsize
+    if len(raw) != expected:
+        raise ValueError(f"{path} holds {len(raw)} bytes but its header {shape} implies {expected}.")
+    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).copy())

@@ -1,0 +1,230 @@
+"""The VAE: a generative model ``p(x|z) p(z)`` and an amortized guide ``q(z|x)`` as Pyro programs.
+
+.. math::
+
+    p_\\theta(x, z) = p(z)\\, p_\\theta(x \\mid z), \\qquad
+    q_\\phi(z \\mid x) = \\mathcal{N}(z;\\, \\mu_\\phi(x),\\, \\operatorname{diag} \\sigma_\\phi(x)^2)
+
+Site names: the latent site is ``"z"`` and the observed site is ``"x"``, both inside
+``pyro.plate("data", num_data, subsample=indices)``. When a minibatch of ``B`` points out of
+``num_data`` is passed, every log-density inside the plate is scaled by ``num_data / B``, so the
+minibatch ELBO is an unbiased estimate of the full-data ELBO.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+
+from .likelihoods import Likelihood, get_likelihood
+from .networks import MLPDecoder, MLPEncoder
+from .priors import Prior, get_prior
+
+
+def _kl_scale(kl_weight: float):
+    # Scaling both log p(z) and log q(z|x) by beta scales the ELBO's KL term by beta.
+    return contextlib.nullcontext() if kl_weight == 1.0 else poutine.scale(scale=kl_weight)
+
+
+class VAE(nn.Module):
+    """A variational autoencoder over data of shape ``(N, input_dim)``.
+
+    Args:
+        input_dim: number of features ``D`` per data point (pixels of a flattened image).
+        latent_dim: dimension ``L`` of ``z``.
+        hidden_sizes: hidden layer widths of the default MLP encoder and decoder.
+        activation: activation of the default MLPs (``"softplus"``, ``"relu"``, ...).
+        likelihood: a registry name (see :data:`pyro_vae.likelihoods.LIKELIHOODS`) or a
+            :class:`~pyro_vae.likelihoods.Likelihood`.
+        likelihood_kwargs: constructor arguments when ``likelihood`` is a name.
+        prior: a registry name (see :data:`pyro_vae.priors.PRIORS`) or a :class:`~pyro_vae.priors.Prior`.
+        prior_kwargs: constructor arguments when ``prior`` is a name.
+        encoder: optional user module mapping ``(B, D) -> (loc, scale)``, each ``(B, L)``.
+        decoder: optional user module mapping ``(B, L) -> (B, D * likelihood.params_per_feature)``.
+        image_shape: optional ``(height, width)`` used by plots.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int = 2,
+        *,
+        hidden_sizes: Sequence[int] = (400,),
+        activation: str = "softplus",
+        likelihood: str | Likelihood = "bernoulli",
+        likelihood_kwargs: dict[str, Any] | None = None,
+        prior: str | Prior = "normal",
+        prior_kwargs: dict[str, Any] | None = None,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        image_shape: Sequence[int] | None = None,
+    ):
+        super().__init__()
+        for name, value in (("input_dim", input_dim), ("latent_dim", latent_dim)):
+            if not (isinstance(value, (int, np.integer)) and value > 0):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        hidden_sizes = [int(h) for h in hidden_sizes]
+        if any(h <= 0 for h in hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}.")
+        if image_shape is not None and int(np.prod(image_shape)) != input_dim:
+            raise ValueError(f"image_shape {tuple(image_shape)} does not hold input_dim={input_dim} values.")
+        self.input_dim = int(input_dim)
+        self.latent_dim = int(latent_dim)
+        self.image_shape = tuple(int(s) for s in image_shape) if image_shape is not None else None
+
+        self.likelihood = get_likelihood(likelihood, **(likelihood_kwargs or {}))
+        self.prior = get_prior(prior, self.latent_dim, **(prior_kwargs or {}))
+        output_dim = self.input_dim * self.likelihood.params_per_feature
+        self.encoder = encoder or MLPEncoder(self.input_dim, self.latent_dim, hidden_sizes, activation)
+        self.decoder = decoder or MLPDecoder(self.latent_dim, output_dim, hidden_sizes, activation)
+        self.custom_networks = {"encoder": encoder is not None, "decoder": decoder is not None}
+        self._architecture = {"hidden_sizes": hidden_sizes, "activation": activation}
+
+    # ------------------------------------------------------------------ Pyro programs
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        *,
+        indices: torch.Tensor | None = None,
+        num_data: int | None = None,
+        kl_weight: float = 1.0,
+    ) -> torch.Tensor:
+        """Generative model ``z ~ p(z)``, ``x ~ p(x|z)``.
+
+        Args:
+            x: observed batch of shape ``(B, D)``, or ``None`` to generate ``num_data`` points.
+            indices: positions of the batch in the full data set (the plate's ``subsample``);
+                defaults to ``0..B-1``.
+            num_data: size ``N`` of the full data set; log-densities are scaled by ``N / B``.
+            kl_weight: multiplies ``log p(z)`` (and the guide's ``log q(z|x)``), for KL warm-up.
+
+        Returns: the raw decoder output of shape ``(B, D * params_per_feature)``.
+        """
+        pyro.module("decoder", self.decoder)
+        pyro.module("likelihood", self.likelihood)
+        pyro.module("prior", self.prior)
+        with self._data_plate(x, indices, num_data):
+            with _kl_scale(kl_weight):
+                z = pyro.sample("z", self.prior())
+            raw = self.decoder(z)
+            pyro.sample("x", self.likelihood(raw), obs=x)
+        return raw
+
+    def guide(
+        self,
+        x: torch.Tensor,
+        *,
+        indices: torch.Tensor | None = None,
+        num_data: int | None = None,
+        kl_weight: float = 1.0,
+    ) -> None:
+        """Amortized posterior ``q(z|x) = N(loc(x), diag(scale(x)^2))``; arguments as in :meth:`model`."""
+        pyro.module("encoder", self.encoder)
+        with self._data_plate(x, indices, num_data):
+            loc, scale = self.encoder(x)
+            with _kl_scale(kl_weight):
+                pyro.sample("z", pyro.distributions.Normal(loc, scale).to_event(1))
+
+    def _data_plate(self, x, indices, num_data):
+        if x is None:
+            if num_data is None:
+                raise ValueError("Pass x, or num_data to say how many points to generate.")
+            return pyro.plate("data", num_data)
+        batch = x.shape[0]
+        if indices is None:
+            if num_data is None or num_data == batch:
+                return pyro.plate("data", batch)
+            indices = torch.arange(batch, device=x.device)
+        return pyro.plate("data", num_data if num_data is not None else batch, subsample=indices)
+
+    # ------------------------------------------------------------------ deterministic maps
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of ``q(z|x)``, each of shape ``(B, L)``."""
+        return self.encoder(x)
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """Likelihood mean ``E[x|z]`` of shape ``(..., D)`` for codes ``z`` of shape ``(..., L)``."""
+        return self.likelihood.mean(self.decoder(z))
+
+    # ------------------------------------------------------------------ data checks
+    def check_data(self, x: Any, what: str = "x") -> torch.Tensor:
+        """Return ``x`` as a float tensor of shape ``(N, D)``, or raise ``ValueError`` saying why not.
+
+        Accepts arrays of shape ``(N, D)`` or ``(N, *image_shape)``; checks that the data is not
+        empty, is finite and lies in the likelihood's support.
+        """
+        if isinstance(x, np.ndarray):
+            x = torch.from_numpy(x)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{what} must be a torch.Tensor or numpy array, got {type(x).__name__}.")
+        if x.dtype == torch.bool or not torch.is_floating_point(x):
+            x = x.to(torch.get_default_dtype())
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(
+                f"{what} must have shape (N, {self.input_dim}) with N >= 1, got {tuple(x.shape)}."
+            )
+        if x.ndim > 2:
+            x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.input_dim:
+            raise ValueError(
+                f"{what} has {x.shape[1]} features per point but this VAE expects "
+                f"input_dim={self.input_dim}."
+            )
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            bad = x[~finite]
+            kind = "NaN" if bool(torch.isnan(bad).any()) else "infinite"
+            raise ValueError(
+                f"{what} contains {bad.numel()} non-finite value(s) ({kind}); remove or impute them."
+            )
+        self.likelihood.validate(x, what)
+        return x
+
+    # ------------------------------------------------------------------ configuration
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description from which :func:`pyro_vae.load` rebuilds the VAE."""
+        cfg = {
+            "input_dim": self.input_dim,
+            "latent_dim": self.latent_dim,
+            **self._architecture,
+            "likelihood": self.likelihood.name,
+            "likelihood_kwargs": self.likelihood.config,
+            "prior": self.prior.name,
+            "prior_kwargs": self.prior.config,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+            "custom_networks": self.custom_networks,
+        }
+        json.dumps(cfg)  # fail early, not at save time, on a non-serialisable argument
+        return cfg
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], **networks: nn.Module) -> "VAE":
+        """Rebuild a VAE from :meth:`config`; user networks must be passed again as ``encoder=``/``decoder=``."""
+        custom = cfg.get("custom_networks", {})
+        for part in ("encoder", "decoder"):
+            if custom.get(part) and part not in networks:
+                raise ValueError(
+                    f"This model was built with a custom {part}; pass it again, e.g. "
+                    f"pyro_vae.load(path, {part}=My{part.capitalize()}(...))."
+                )
+        return cls(
+            cfg["input_dim"],
+            cfg["latent_dim"],
+            hidden_sizes=cfg["hidden_sizes"],
+            activation=cfg["activation"],
+            likelihood=cfg["likelihood"],
+            likelihood_kwargs=cfg["likelihood_kwargs"],
+            prior=cfg["prior"],
+            prior_kwargs=cfg["prior_kwargs"],
+            image_shape=cfg["image_shape"],
+            encoder=networks.get("encoder"),
+            decoder=networks.get("decoder"),
+        )

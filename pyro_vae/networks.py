@@ -1,0 +1,77 @@
+"""Encoder and decoder networks.
+
+Plain :class:`torch.nn.Module` objects with no Pyro import: the model and guide in
+:mod:`pyro_vae.model` register them with ``pyro.module``. Any user module with the same
+call signature can take their place.
+
+* An **encoder** maps ``x`` of shape ``(batch, input_dim)`` to ``(loc, scale)``, each of shape
+  ``(batch, latent_dim)``, the parameters of the diagonal Gaussian ``q(z|x)``.
+* A **decoder** maps ``z`` of shape ``(batch, latent_dim)`` to the raw parameters of
+  ``p(x|z)``, of shape ``(batch, output_dim)``, where ``output_dim`` is
+  ``input_dim * likelihood.params_per_feature``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+
+# Posterior scales are kept away from zero so log q(z|x) stays finite.
+_MIN_SCALE = 1e-4
+
+
+def mlp(sizes: Sequence[int], activation: str = "softplus") -> nn.Sequential:
+    """A multilayer perceptron with ``activation`` between layers and none after the last."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
+    layers: list[nn.Module] = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[activation]())
+    return nn.Sequential(*layers)
+
+
+class MLPEncoder(nn.Module):
+    """``x -> (loc, scale)`` of a diagonal Gaussian, through hidden layers ``hidden_sizes``."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int,
+        hidden_sizes: Sequence[int] = (400,),
+        activation: str = "softplus",
+    ):
+        super().__init__()
+        self.body = mlp([input_dim, *hidden_sizes], activation)
+        width = hidden_sizes[-1] if hidden_sizes else input_dim
+        self.act = ACTIVATIONS[activation]() if hidden_sizes else nn.Identity()
+        self.head = nn.Linear(width, 2 * latent_dim)
+        self.latent_dim = latent_dim
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.act(self.body(x))
+        loc, raw_scale = self.head(hidden).split(self.latent_dim, dim=-1)
+        return loc, F.softplus(raw_scale) + _MIN_SCALE
+
+
+class MLPDecoder(nn.Module):
+    """``z -> raw likelihood parameters`` through hidden layers ``hidden_sizes``."""
+
+    def __init__(
+        self,
+        latent_dim: int,
+        output_dim: int,
+        hidden_sizes: Sequence[int] = (400,),
+        activation: str = "softplus",
+    ):
+        super().__init__()
+        self.net = mlp([latent_dim, *hidden_sizes, output_dim], activation)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)

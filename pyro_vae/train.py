@@ -1,0 +1,349 @@
+"""Training: :func:`fit` runs ``pyro.infer.SVI`` on a :class:`~pyro_vae.VAE`.
+
+The objective is the ELBO
+
+.. math::
+
+    \\mathcal{L}(x) = \\mathbb{E}_{q(z|x)}[\\log p(x|z)] - \\beta\\, \\mathrm{KL}(q(z|x)\\,\\|\\,p(z)),
+
+with ``Trace_ELBO`` (a Monte Carlo KL) by default or ``TraceMeanField_ELBO`` (analytic KL where
+one exists). ``beta`` ramps linearly from 0 to 1 over ``kl_warmup_epochs`` (KL warm-up,
+Bowman et al. 2016; Sønderby et al. 2016), and is 1 afterwards.
+
+Reproducibility: minibatch order and dynamic binarisation come from generators seeded by
+``(seed, epoch)``, and Pyro's sampling uses a private copy of torch's global generator seeded by
+``seed`` and saved in every checkpoint; so a run resumed from a checkpoint continues exactly as the
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import PyroOptim
+
+from . import checkpoint as ckpt
+from .data import Split, binarize
+from .model import VAE
+
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+HISTORY_COLUMNS = ("epoch", "kl_weight", "train_elbo", "val_elbo", "seconds")
+
+
+@dataclass
+class History:
+    """Per-epoch training record.
+
+    ``rows`` holds one dict per epoch with keys :data:`HISTORY_COLUMNS`: ``train_elbo`` is the
+    average per-point training objective (the ELBO once warm-up ends), ``val_elbo`` the
+    per-point validation ELBO (``nan`` without validation data).
+    """
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    def column(self, name: str) -> list[float]:
+        return [row[name] for row in self.rows]
+
+    def to_csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        return buffer.getvalue()
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"best_epoch": self.best_epoch, "stopped_early": self.stopped_early, "rows": self.rows},
+            indent=1,
+        )
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write as CSV or JSON, chosen by the suffix of ``path``, atomically."""
+        path = Path(path)
+        if path.suffix not in (".csv", ".json"):
+            raise ValueError(f"History files end in .csv or .json, got {path.name!r}.")
+        text = self.to_csv() if path.suffix == ".csv" else self.to_json()
+        ckpt.atomic_write(path, lambda handle: handle.write(text.encode()))
+        return path
+
+
+def fit(
+    vae: VAE,
+    train: Any,
+    *,
+    val: Any = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    elbo: str = "trace",
+    num_particles: int = 1,
+    kl_warmup_epochs: float = 0.0,
+    patience: int | None = None,
+    restore_best: bool = True,
+    seed: int = 0,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    history_path: str | os.PathLike | None = None,
+    progress: bool | None = None,
+) -> History:
+    """Train ``vae`` by stochastic variational inference (``pyro.infer.SVI``).
+
+    Args:
+        vae: the model to train, in place.
+        train: training data ``(N, D)`` (tensor or array) or a :class:`~pyro_vae.data.Split`;
+            a split with dynamic binarisation is binarised afresh every epoch.
+        val: optional validation data, evaluated every epoch by its per-point ELBO.
+        epochs: total number of epochs (including those done before a resumed checkpoint).
+        batch_size: minibatch size ``B``; the plate scales each minibatch by ``N / B``.
+        lr: Adam learning rate.
+        elbo: ``"trace"`` (``Trace_ELBO``) or ``"meanfield"`` (``TraceMeanField_ELBO``).
+        num_particles: samples of ``z`` per point and step (vectorised).
+        kl_warmup_epochs: epochs over which the KL weight rises linearly from 0 to 1.
+        patience: stop after this many epochs without a better validation ELBO (needs ``val``).
+        restore_best: with ``val``, end with the parameters of the best validation epoch.
+        seed: seeds shuffling, dynamic binarisation and sampling.
+        checkpoint: file written atomically after every epoch (model, optimiser, RNG, history).
+        resume: continue from ``checkpoint`` if it exists.
+        history_path: ``.csv`` or ``.json`` file, rewritten after every epoch.
+        progress: show a progress bar; by default only when standard error is a terminal.
+
+    Returns: the :class:`History`.
+    """
+    _check_settings(epochs, batch_size, lr, elbo, num_particles, kl_warmup_epochs, patience, val, resume, checkpoint)
+    x, dynamic = _training_tensor(vae, train)
+    x_val = None
+    if val is not None:
+        x_val = vae.check_data(val.x if isinstance(val, Split) else val, "val")
+    settings = {
+        "seed": seed, "batch_size": batch_size, "lr": lr, "elbo": elbo,
+        "num_particles": num_particles, "kl_warmup_epochs": kl_warmup_epochs,
+        "dynamic_binarization": dynamic, "num_data": len(x),
+    }  # fmt: skip
+
+    optimizer = JointAdam(vae, lr)
+    state = _RunState()
+    if resume and Path(checkpoint).exists():
+        state = _resume(vae, optimizer, checkpoint, settings)
+
+    loss = ELBOS[elbo](
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+    )
+    num_data = len(x)
+    steps_per_epoch = math.ceil(num_data / batch_size)
+    show = sys.stderr.isatty() if progress is None else progress
+    history = History(state.rows, state.best_epoch, False)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=epochs, initial=state.epoch, disable=not show, unit="epoch", leave=False)
+    # A private parameter store keeps two VAEs in one process from sharing parameters by name;
+    # a private RNG keeps the caller's global random state untouched. Data was validated above,
+    # so Pyro's per-step distribution checks are switched off for speed.
+    with pyro.get_param_store().scope(), torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+        if state.rng_state is None:
+            torch.manual_seed(seed)
+        else:
+            torch.set_rng_state(state.rng_state)
+        svi = SVI(vae.model, vae.guide, optimizer, loss)
+        vae.train()
+        for epoch in range(state.epoch, epochs):
+            started = time.perf_counter()
+            order = torch.randperm(num_data, generator=_generator(seed, epoch, "shuffle"))
+            x_epoch = binarize(x, _derived_seed(seed, epoch, "binarize")) if dynamic else x
+            total = 0.0
+            for step in range(steps_per_epoch):
+                indices = order[step * batch_size : (step + 1) * batch_size]
+                weight = _kl_weight(epoch * steps_per_epoch + step, kl_warmup_epochs * steps_per_epoch)
+                total += svi.step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight)
+            row = {
+                "epoch": epoch + 1,
+                "kl_weight": weight,
+                "train_elbo": -total / steps_per_epoch / num_data,
+                "val_elbo": float("nan"),
+                "seconds": 0.0,
+            }
+            if x_val is not None:
+                row["val_elbo"] = elbo_per_point(vae, x_val, elbo=elbo, seed=seed, batch_size=max(batch_size, 512))
+                if row["val_elbo"] > state.best_val:
+                    state.best_val, state.best_epoch, state.bad_epochs = row["val_elbo"], epoch + 1, 0
+                    state.best_state = copy.deepcopy(vae.state_dict())
+                else:
+                    state.bad_epochs += 1
+            row["seconds"] = time.perf_counter() - started
+            state.rows.append(row)
+            state.epoch = epoch + 1
+            history.best_epoch = state.best_epoch
+            bar.update(1)
+            bar.set_postfix(train=f"{row['train_elbo']:.2f}", val=f"{row['val_elbo']:.2f}")
+            if checkpoint is not None:
+                state.rng_state = torch.get_rng_state()
+                ckpt.save(vae, checkpoint, training=state.to_payload(optimizer, settings))
+            if history_path is not None:
+                history.save(history_path)
+            if patience is not None and state.bad_epochs >= patience:
+                history.stopped_early = True
+                break
+    bar.close()
+    vae.eval()
+    if x_val is not None and restore_best and state.best_state is not None:
+        vae.load_state_dict(state.best_state)
+    return history
+
+
+@torch.no_grad()
+def elbo_per_point(
+    vae: VAE, x: torch.Tensor, *, elbo: str = "trace", seed: int = 0, batch_size: int = 1024
+) -> float:
+    """Average ELBO per data point, ``(1/N) sum_i L(x_i)``, with one draw of ``z`` per point.
+
+    Uses a private generator seeded by ``seed``, so repeated calls on the same model agree.
+    """
+    loss = ELBOS[elbo](max_plate_nesting=1)
+    total = 0.0
+    with pyro.get_param_store().scope(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(x), batch_size):
+            total += loss.loss(vae.model, vae.guide, x[start : start + batch_size])
+    return -total / len(x)
+
+
+class JointAdam(PyroOptim):
+    """One ``torch.optim.Adam`` over all parameters of a module, driven by ``SVI``.
+
+    ``pyro.optim.Adam`` keeps a separate optimiser per parameter; a single one over the whole
+    module does the same arithmetic with far fewer Python calls per step, and its state dict
+    maps parameters by their fixed order in ``module.parameters()``, which makes it resumable.
+    """
+
+    def __init__(self, module: torch.nn.Module, lr: float):
+        super().__init__(torch.optim.Adam, {"lr": lr})
+        self.module = module
+        self.params = list(module.parameters())
+        self.optimizer = torch.optim.Adam(self.params, lr=lr, foreach=True)
+        self._checked = False
+
+    def __call__(self, params, *args, **kwargs) -> None:
+        if not self._checked:
+            known = {id(p) for p in self.params}
+            stray = [p for p in params if id(p) not in known]
+            if stray:
+                raise ValueError(
+                    f"The model or guide uses {len(stray)} parameter(s) outside the VAE module; "
+                    "register every network and learned parameter as part of the VAE."
+                )
+            self._checked = True
+        self.optimizer.step()
+
+    def get_state(self) -> dict:
+        return self.optimizer.state_dict()
+
+    def set_state(self, state_dict: dict) -> None:
+        self.optimizer.load_state_dict(state_dict)
+
+
+# ---------------------------------------------------------------------- helpers
+@dataclass
+class _RunState:
+    epoch: int = 0
+    rows: list = field(default_factory=list)
+    best_val: float = -math.inf
+    best_epoch: int | None = None
+    best_state: dict | None = None
+    bad_epochs: int = 0
+    rng_state: torch.Tensor | None = None
+
+    def to_payload(self, optimizer: JointAdam, settings: dict) -> dict:
+        return {
+            "epoch": self.epoch,
+            "rows": self.rows,
+            "best_val": self.best_val,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "bad_epochs": self.bad_epochs,
+            "rng_state": self.rng_state,
+            "optimizer": optimizer.get_state(),
+            "settings": json.dumps(settings),
+        }
+
+
+def _resume(vae: VAE, optimizer: JointAdam, path, settings: dict) -> _RunState:
+    payload = ckpt.read_checkpoint(path)
+    if "training" not in payload:
+        raise ValueError(f"{path} holds a saved model, not a training checkpoint; it cannot be resumed.")
+    saved_config = json.loads(payload["config"])
+    if saved_config != vae.config():
+        differing = sorted(k for k in saved_config if saved_config.get(k) != vae.config().get(k))
+        raise ValueError(f"{path} was written for another architecture (differs in {differing}).")
+    ckpt.load_state(vae, payload["state_dict"], path)
+    training = payload["training"]
+    saved_settings = json.loads(training["settings"])
+    if saved_settings != settings:
+        differing = sorted(k for k in settings if saved_settings.get(k) != settings[k])
+        raise ValueError(
+            f"Cannot resume {path}: the training settings differ ({differing}); resume with the "
+            "settings of the original run, changing only epochs."
+        )
+    optimizer.set_state(training["optimizer"])
+    return _RunState(
+        epoch=training["epoch"],
+        rows=list(training["rows"]),
+        best_val=training["best_val"],
+        best_epoch=training["best_epoch"],
+        best_state=training["best_state"],
+        bad_epochs=training["bad_epochs"],
+        rng_state=training["rng_state"],
+    )
+
+
+def _training_tensor(vae: VAE, train: Any) -> tuple[torch.Tensor, bool]:
+    if isinstance(train, Split) and train.dynamic_binarization:
+        if not bool(((train.x >= 0) & (train.x <= 1)).all()):
+            raise ValueError("Dynamic binarisation needs training values in [0, 1] (Bernoulli probabilities).")
+        # Any draw is binary; checking one draw checks shape, finiteness and support.
+        vae.check_data(binarize(train.x, 0), "train (binarised)")
+        return train.x, True
+    return vae.check_data(train.x if isinstance(train, Split) else train, "train"), False
+
+
+def _check_settings(epochs, batch_size, lr, elbo, num_particles, warmup, patience, val, resume, checkpoint):
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_particles", num_particles)):
+        if not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+    if elbo not in ELBOS:
+        raise ValueError(f"elbo must be one of {sorted(ELBOS)}, got {elbo!r}.")
+    if not warmup >= 0:
+        raise ValueError(f"kl_warmup_epochs must be >= 0, got {warmup!r}.")
+    if patience is not None and (val is None or not (isinstance(patience, int) and patience >= 1)):
+        raise ValueError("Early stopping needs val data and a positive integer patience.")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH.")
+
+
+def _kl_weight(step: int, warmup_steps: float) -> float:
+    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
+
+
+def _derived_seed(seed: int, epoch: int, purpose: str) -> int:
+    offset = {"shuffle": 0, "binarize": 1}[purpose]
+    return (int(seed) * 1_000_003 + epoch * 2 + offset) % (2**63)
+
+
+def _generator(seed: int, epoch: int, purpose: str) -> torch.Generator:
+    return torch.Generator().manual_seed(_derived_seed(seed, epoch, purpose))
