@@ -1,0 +1,95 @@
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+import pyro_vae
+
+D, L = 9, 2
+
+
+def trained(likelihood="normal"):
+    vae = pyro_vae.VAE(D, L, hidden_sizes=(8,), likelihood=likelihood, image_shape=(3, 3))
+    pyro_vae.fit(vae, torch.rand(30, D), epochs=1, batch_size=10)
+    return vae
+
+
+def test_round_trip_keeps_parameters_config_and_outputs(tmp_path):
+    vae = trained()
+    path = pyro_vae.save(vae, tmp_path / "m.pt")
+    back = pyro_vae.load(path)
+    assert back.config() == vae.config()
+    for (k, a), (_, b) in zip(vae.state_dict().items(), back.state_dict().items()):
+        assert torch.equal(a, b), k
+    x = torch.rand(4, D)
+    assert torch.equal(pyro_vae.reconstruct(vae, x), pyro_vae.reconstruct(back, x))
+    assert back.likelihood.scale.item() == pytest.approx(vae.likelihood.scale.item())
+
+
+def test_a_crash_mid_save_leaves_the_old_file_intact(tmp_path, monkeypatch):
+    vae = trained()
+    path = pyro_vae.save(vae, tmp_path / "m.pt")
+    before = path.read_bytes()
+
+    def crash(obj, handle, *a, **k):
+        handle.write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pyro_vae.save(trained(), path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.pt"]  # no temporary file left behind
+
+
+def test_truncated_and_corrupt_files_raise_clear_errors(tmp_path):
+    path = pyro_vae.save(trained(), tmp_path / "m.pt")
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        pyro_vae.load(tmp_path / "cut.pt")
+    (tmp_path / "junk.pt").write_bytes(os.urandom(500))
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        pyro_vae.load(tmp_path / "junk.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a pyro_vae checkpoint"):
+        pyro_vae.load(tmp_path / "foreign.pt")
+    with pytest.raises(FileNotFoundError):
+        pyro_vae.load(tmp_path / "absent.pt")
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_pickled_objects_are_never_executed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open("evil.pt", "wb") as handle:
+        pickle.dump({"format": "pyro_vae", "payload": Boom()}, handle)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        pyro_vae.load("evil.pt")
+    assert not os.path.exists("pwned")
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    path = pyro_vae.save(trained(), tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["decoder.net.0.weight"] = torch.zeros(5, 5)
+    torch.save(payload, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="another architecture.*decoder.net.0.weight"):
+        pyro_vae.load(tmp_path / "other.pt")
+
+
+def test_custom_networks_must_be_passed_again(tmp_path):
+    decoder = nn.Sequential(nn.Linear(L, D))
+    vae = pyro_vae.VAE(D, L, decoder=decoder, likelihood="continuous_bernoulli")
+    path = pyro_vae.save(vae, tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="custom decoder"):
+        pyro_vae.load(path)
+    back = pyro_vae.load(path, decoder=nn.Sequential(nn.Linear(L, D)))
+    assert torch.equal(back.decoder[0].weight, decoder[0].weight)
+    with pytest.raises(ValueError, match="another architecture"):
+        pyro_vae.load(path, decoder=nn.Sequential(nn.Linear(L, 4), nn.Linear(4, D)))
