@@ -159,7 +159,7 @@ def fit(
             torch.manual_seed(seed)
         else:
             torch.set_rng_state(state.rng_state)
-        svi = SVI(vae.model, vae.guide, optimizer, loss)
+        svi = _ModuleSVI(vae.model, vae.guide, optimizer, loss)
         vae.train()
         for epoch in range(state.epoch, epochs):
             started = time.perf_counter()
@@ -220,6 +220,24 @@ def elbo_per_point(
         for start in range(0, len(x), batch_size):
             total += loss.loss(vae.model, vae.guide, x[start : start + batch_size])
     return -total / len(x)
+
+
+class _ModuleSVI(SVI):
+    """``SVI`` whose optimiser already owns every parameter (a :class:`JointAdam`).
+
+    The first step is ``SVI.step`` itself, which records the parameters the model and guide
+    touch so that :class:`JointAdam` can refuse strays. Later steps skip that bookkeeping (a
+    parameter-only trace and fresh zero gradients per step), which only lazily created
+    per-parameter optimisers need: the loss, its gradients and the update are unchanged.
+    """
+
+    def step(self, *args, **kwargs) -> float:
+        if not self.optim._checked:
+            return super().step(*args, **kwargs)
+        loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
+        self.optim.optimizer.step()
+        self.optim.optimizer.zero_grad(set_to_none=True)
+        return loss
 
 
 class JointAdam(PyroOptim):

@@ -1,0 +1,181 @@
+"""Command line: ``pyro-vae demo | train | sample``.
+
+    pyro-vae demo                          # train on the embedded digits, write figures to runs/demo
+    pyro-vae train --data fashion-mnist --binarize dynamic --latent-dim 50 --out runs/fmnist
+    pyro-vae sample runs/fmnist --source aggregate --num 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from . import data as data_module
+from .checkpoint import load, save
+from .likelihoods import LIKELIHOODS
+from .model import VAE
+from .predictive import AggregatePosterior, prior_predictive, reconstruct
+from .priors import PRIORS
+from .train import elbo_per_point, fit
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="train on the embedded digits and write a run folder with figures")
+    demo.add_argument("--out", default="runs/demo")
+    demo.add_argument("--epochs", type=int, default=400)
+    demo.add_argument("--seed", type=int, default=0)
+
+    train = commands.add_parser("train", help="train a VAE and write a run folder")
+    train.add_argument("--data", default="digits", help="'digits', 'fashion-mnist', 'mnist' or an IDX directory")
+    train.add_argument("--binarize", default="none", choices=data_module.BINARIZE_MODES)
+    train.add_argument("--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS))
+    train.add_argument("--prior", default="normal", choices=sorted(PRIORS))
+    train.add_argument("--latent-dim", type=int, default=2)
+    train.add_argument("--hidden", type=int, nargs="*", default=[400])
+    train.add_argument("--epochs", type=int, default=50)
+    train.add_argument("--batch-size", type=int, default=128)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--kl-warmup", type=float, default=0.0, help="epochs of linear KL warm-up")
+    train.add_argument("--patience", type=int, default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True)
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+
+    sample = commands.add_parser("sample", help="draw images from a trained run")
+    sample.add_argument("run", help="a run folder written by train or demo")
+    sample.add_argument("--source", choices=("prior", "aggregate"), default="prior")
+    sample.add_argument("--num", type=int, default=64)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", default=None, help="PNG path (default RUN/samples-SOURCE.png)")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            run_demo(Path(args.out), epochs=args.epochs, seed=args.seed)
+        elif args.command == "train":
+            run_train(args)
+        else:
+            run_sample(args)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        print(f"pyro-vae {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run_demo(out: Path, *, epochs: int = 400, seed: int = 0) -> dict:
+    """The embedded-digits demo: a 2-D latent space, Bernoulli likelihood, dynamic binarisation."""
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    dataset = data_module.load("digits", binarize="dynamic", seed=seed)
+    torch.manual_seed(seed)
+    vae = VAE(dataset.input_dim, 2, hidden_sizes=(256,), likelihood="bernoulli", image_shape=dataset.image_shape)
+    settings = dict(epochs=epochs, batch_size=64, lr=3e-3, kl_warmup_epochs=20, patience=40, seed=seed)
+    return _train_and_report(vae, dataset, out, settings, title="digits demo")
+
+
+def run_train(args) -> dict:
+    dataset = data_module.load(args.data, binarize=args.binarize, seed=args.seed)
+    torch.manual_seed(args.seed)
+    vae = VAE(dataset.input_dim, args.latent_dim, hidden_sizes=args.hidden, likelihood=args.likelihood,
+              prior=args.prior, image_shape=dataset.image_shape)  # fmt: skip
+    settings = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kl_warmup_epochs=args.kl_warmup,
+                    patience=args.patience, seed=args.seed, resume=args.resume)  # fmt: skip
+    return _train_and_report(vae, dataset, Path(args.out), settings, title=dataset.name)
+
+
+def run_sample(args) -> Path:
+    run = Path(args.run)
+    vae = load(run / "model.pt")
+    if vae.image_shape is None:
+        raise ValueError("This model has no image_shape, so its samples cannot be drawn as pictures.")
+    if args.source == "prior":
+        means = prior_predictive(vae, args.num, seed=args.seed).mean
+    else:
+        config = json.loads((run / "config.json").read_text())
+        dataset = data_module.load(config["data"], binarize=config["binarize"], seed=config["seed"])
+        agg = AggregatePosterior.from_data(vae, dataset.train.binarized(0) if dataset.train.dynamic_binarization else dataset.train.x)
+        with torch.no_grad():
+            means = vae.decode_mean(agg.sample(args.num, seed=args.seed))
+    from .plots import image_grid
+
+    path = Path(args.out) if args.out else run / f"samples-{args.source}.png"
+    image_grid(means, vae.image_shape, path, title=f"likelihood means, z from the {args.source}")
+    print(f"wrote {path}")
+    return path
+
+
+def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: str) -> dict:
+    from .plots import image_grid, latent_map, training_curve
+
+    out.mkdir(parents=True, exist_ok=True)
+    config = {"data": dataset.name, "binarize": "dynamic" if dataset.train.dynamic_binarization else
+              ("fixed" if _is_binary(dataset.test.x) else "none"), "seed": settings["seed"],
+              "model": vae.config(), "training": {k: v for k, v in settings.items() if k != "resume"}}  # fmt: skip
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    print(f"Training on {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} validation / "
+          f"{len(dataset.test)} test images, latent dimension {vae.latent_dim}.")  # fmt: skip
+    history = fit(vae, dataset.train, val=dataset.val, checkpoint=out / "checkpoint.pt",
+                  history_path=out / "history.csv", **settings)  # fmt: skip
+    save(vae, out / "model.pt")
+
+    test_x = dataset.test.x
+    test_elbo = elbo_per_point(vae, test_x, seed=settings["seed"])
+    agg = AggregatePosterior.from_data(vae, dataset.train.binarized(0) if dataset.train.dynamic_binarization else dataset.train.x)
+    files = {
+        "model": out / "model.pt",
+        "checkpoint": out / "checkpoint.pt",
+        "config": out / "config.json",
+        "history": out / "history.csv",
+        "training curve": training_curve(history, out / "training_curve.png"),
+        "prior samples": image_grid(prior_predictive(vae, 100, seed=1).mean, dataset.image_shape,
+                                    out / "prior_samples.png", title="Likelihood means E[x|z], z ~ prior p(z)"),
+        "aggregate-posterior samples": image_grid(_decode(vae, agg.sample(100, seed=1)), dataset.image_shape,
+                                                  out / "aggregate_samples.png",
+                                                  title="Likelihood means E[x|z], z ~ aggregate posterior q(z)"),
+        "reconstructions": _reconstruction_grid(vae, dataset, out / "reconstructions.png"),
+        "latent map": latent_map(vae, test_x, dataset.test.labels, out / "latent_map.png",
+                                 title=f"{title}: encoded test points over the prior density"),
+    }  # fmt: skip
+    summary = {
+        "test_elbo_per_image": test_elbo,
+        "best_val_elbo": max(history.column("val_elbo")),
+        "epochs_run": len(history.rows),
+        "best_epoch": history.best_epoch,
+        "stopped_early": history.stopped_early,
+        "files": {k: str(v) for k, v in files.items()},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    print(f"Test ELBO: {test_elbo:.2f} nats per image (best validation epoch {history.best_epoch} "
+          f"of {len(history.rows)}).")  # fmt: skip
+    for name, path in files.items():
+        print(f"  {name:28s} {path}")
+    return summary
+
+
+@torch.no_grad()
+def _decode(vae, z):
+    return vae.decode_mean(z)
+
+
+def _reconstruction_grid(vae, dataset, path):
+    from .plots import image_grid
+
+    originals = dataset.test.x[:10]
+    grey = dataset.test.x[:10]
+    rows = torch.cat([originals, reconstruct(vae, grey)])
+    return image_grid(rows, dataset.image_shape, path, title="Test images (top) and reconstructions E[x|z=E[z|x]]",
+                      row_labels=["data", "recon."])  # fmt: skip
+
+
+def _is_binary(x: torch.Tensor) -> bool:
+    return bool(((x == 0) | (x == 1)).all())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
