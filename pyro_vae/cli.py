@@ -76,7 +76,7 @@ def run_demo(out: Path, *, epochs: int = 400, seed: int = 0) -> dict:
     torch.manual_seed(seed)
     vae = VAE(dataset.input_dim, 2, hidden_sizes=(256,), likelihood="bernoulli", image_shape=dataset.image_shape)
     settings = dict(epochs=epochs, batch_size=64, lr=3e-3, kl_warmup_epochs=20, patience=40, seed=seed)
-    return _train_and_report(vae, dataset, out, settings, title="digits demo")
+    return _train_and_report(vae, dataset, out, settings, title="digits demo", binarize="dynamic")
 
 
 def run_train(args) -> dict:
@@ -86,7 +86,7 @@ def run_train(args) -> dict:
               prior=args.prior, image_shape=dataset.image_shape)  # fmt: skip
     settings = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kl_warmup_epochs=args.kl_warmup,
                     patience=args.patience, seed=args.seed, resume=args.resume)  # fmt: skip
-    return _train_and_report(vae, dataset, Path(args.out), settings, title=dataset.name)
+    return _train_and_report(vae, dataset, Path(args.out), settings, title=dataset.name, binarize=args.binarize)
 
 
 def run_sample(args) -> Path:
@@ -99,7 +99,7 @@ def run_sample(args) -> Path:
     else:
         config = json.loads((run / "config.json").read_text())
         dataset = data_module.load(config["data"], binarize=config["binarize"], seed=config["seed"])
-        agg = AggregatePosterior.from_data(vae, dataset.train.binarized(0) if dataset.train.dynamic_binarization else dataset.train.x)
+        agg = AggregatePosterior.from_data(vae, _training_codes_input(dataset))
         with torch.no_grad():
             means = vae.decode_mean(agg.sample(args.num, seed=args.seed))
     from .plots import image_grid
@@ -110,13 +110,12 @@ def run_sample(args) -> Path:
     return path
 
 
-def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: str) -> dict:
+def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: str, binarize: str) -> dict:
     from .plots import image_grid, latent_map, training_curve
 
     out.mkdir(parents=True, exist_ok=True)
-    config = {"data": dataset.name, "binarize": "dynamic" if dataset.train.dynamic_binarization else
-              ("fixed" if _is_binary(dataset.test.x) else "none"), "seed": settings["seed"],
-              "model": vae.config(), "training": {k: v for k, v in settings.items() if k != "resume"}}  # fmt: skip
+    config = {"data": dataset.name, "binarize": binarize, "seed": settings["seed"], "model": vae.config(),
+              "training": {k: v for k, v in settings.items() if k != "resume"}}  # fmt: skip
     (out / "config.json").write_text(json.dumps(config, indent=1))
     print(f"Training on {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} validation / "
           f"{len(dataset.test)} test images, latent dimension {vae.latent_dim}.")  # fmt: skip
@@ -126,7 +125,7 @@ def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: st
 
     test_x = dataset.test.x
     test_elbo = elbo_per_point(vae, test_x, seed=settings["seed"])
-    agg = AggregatePosterior.from_data(vae, dataset.train.binarized(0) if dataset.train.dynamic_binarization else dataset.train.x)
+    agg = AggregatePosterior.from_data(vae, _training_codes_input(dataset))
     files = {
         "model": out / "model.pt",
         "checkpoint": out / "checkpoint.pt",
@@ -167,14 +166,14 @@ def _reconstruction_grid(vae, dataset, path):
     from .plots import image_grid
 
     originals = dataset.test.x[:10]
-    grey = dataset.test.x[:10]
-    rows = torch.cat([originals, reconstruct(vae, grey)])
+    rows = torch.cat([originals, reconstruct(vae, originals)])
     return image_grid(rows, dataset.image_shape, path, title="Test images (top) and reconstructions E[x|z=E[z|x]]",
                       row_labels=["data", "recon."])  # fmt: skip
 
 
-def _is_binary(x: torch.Tensor) -> bool:
-    return bool(((x == 0) | (x == 1)).all())
+def _training_codes_input(dataset) -> torch.Tensor:
+    """Training images as the model saw them: one fixed binarisation under dynamic binarisation."""
+    return dataset.train.binarized(0) if dataset.train.dynamic_binarization else dataset.train.x
 
 
 if __name__ == "__main__":

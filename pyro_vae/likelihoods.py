@@ -28,23 +28,15 @@ from typing import Any
 import pyro.distributions as dist
 import torch
 from torch import nn
+
+from ._registry import registrar
 from torch.distributions import constraints
 from torch.nn import functional as F
 
 LIKELIHOODS: dict[str, type["Likelihood"]] = {}
 
 
-def register_likelihood(name: str):
-    """Class decorator that adds a :class:`Likelihood` subclass to the registry under ``name``."""
-
-    def decorate(cls: type[Likelihood]) -> type[Likelihood]:
-        if name in LIKELIHOODS:
-            raise ValueError(f"A likelihood named {name!r} is already registered.")
-        cls.name = name
-        LIKELIHOODS[name] = cls
-        return cls
-
-    return decorate
+register_likelihood = registrar(LIKELIHOODS, "likelihood")
 
 
 def get_likelihood(spec: "str | Likelihood", **kwargs: Any) -> "Likelihood":

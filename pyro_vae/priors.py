@@ -21,20 +21,12 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ._registry import registrar
+
 PRIORS: dict[str, type["Prior"]] = {}
 
 
-def register_prior(name: str):
-    """Class decorator that adds a :class:`Prior` subclass to the registry under ``name``."""
-
-    def decorate(cls: type[Prior]) -> type[Prior]:
-        if name in PRIORS:
-            raise ValueError(f"A prior named {name!r} is already registered.")
-        cls.name = name
-        PRIORS[name] = cls
-        return cls
-
-    return decorate
+register_prior = registrar(PRIORS, "prior")
 
 
 def get_prior(spec: "str | Prior", latent_dim: int, **kwargs: Any) -> "Prior":

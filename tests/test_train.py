@@ -120,3 +120,10 @@ def test_two_models_in_one_process_keep_their_own_parameters():
     pyro_vae.fit(b, dataset(seed=3), epochs=1)
     assert all(torch.equal(v, params(a)[k]) for k, v in before.items())
     assert not torch.equal(params(a)["decoder.net.0.weight"], params(b)["decoder.net.0.weight"])
+
+
+def test_progress_bar_is_silent_when_output_is_not_a_terminal(capsys):
+    pyro_vae.fit(new_vae(), dataset(), epochs=2)
+    assert capsys.readouterr().err == ""
+    pyro_vae.fit(new_vae(), dataset(), epochs=2, progress=True)
+    assert "epoch" in capsys.readouterr().err
