@@ -22,9 +22,8 @@ config = json.loads((run / "config.json").read_text())
 data = pyro_vae.data.load(config["data"], binarize=config["binarize"], seed=config["seed"])
 q_z = pyro_vae.AggregatePosterior.from_data(vae, data.train.binarized(0))
 
-with torch.no_grad():
-    from_q = q_z.sample(10_000, seed=1)
-    from_prior = vae.prior().sample((10_000,))
+from_q = q_z.sample(10_000, seed=1)
+from_prior = pyro_vae.prior_predictive(vae, 10_000, seed=2).z
 log_q_own, log_q_prior = q_z.log_prob(from_q), q_z.log_prob(from_prior)
 threshold = torch.quantile(log_q_own, 0.01)
 print(f"aggregate posterior: {q_z.num_components} components, {q_z.memory_bytes / 1024:.0f} KiB")
