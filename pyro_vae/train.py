@@ -36,6 +36,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import PyroOptim
 
 from . import checkpoint as ckpt
+from ._isolation import isolated
 from .data import Split, binarize
 from .model import VAE
 
@@ -154,10 +155,8 @@ def fit(
     # A private parameter store keeps two VAEs in one process from sharing parameters by name;
     # a private RNG keeps the caller's global random state untouched. Data was validated above,
     # so Pyro's per-step distribution checks are switched off for speed.
-    with pyro.get_param_store().scope(), torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
-        if state.rng_state is None:
-            torch.manual_seed(seed)
-        else:
+    with isolated(seed), pyro.validation_enabled(False):
+        if state.rng_state is not None:
             torch.set_rng_state(state.rng_state)
         svi = _ModuleSVI(vae.model, vae.guide, optimizer, loss)
         vae.train()
@@ -215,8 +214,7 @@ def elbo_per_point(
     """
     loss = ELBOS[elbo](max_plate_nesting=1)
     total = 0.0
-    with pyro.get_param_store().scope(), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with isolated(seed):
         for start in range(0, len(x), batch_size):
             total += loss.loss(vae.model, vae.guide, x[start : start + batch_size])
     return -total / len(x)
