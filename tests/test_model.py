@@ -1,4 +1,3 @@
-import pyro
 import pytest
 import torch
 from pyro import poutine

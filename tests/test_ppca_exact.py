@@ -1,6 +1,5 @@
 """Exact checks on probabilistic PCA, where log p(x) and p(z|x) are known in closed form."""
 
-import pyro
 import pytest
 import torch
 from pyro.infer import Trace_ELBO

@@ -23,7 +23,6 @@ import torch
 from torch.nn import functional as F
 
 import pyro_vae
-from pyro_vae.networks import MLPDecoder, MLPEncoder
 
 
 def plain_epoch(encoder, decoder, x, batch_size, lr, seed):
