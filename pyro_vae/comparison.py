@@ -1,0 +1,191 @@
+"""Rank models by held-out ``log p(x)``, in the layout of ``arviz.compare``.
+
+For models ``m`` evaluated on the same ``N`` held-out points, the score is the expected log
+predictive density on new data, estimated by
+
+.. math::
+
+    \\widehat{\\mathrm{elpd}}_m = \\sum_{i=1}^N \\widehat{\\log p_m}(x_i), \\qquad
+    \\mathrm{se}_m = \\sqrt{N \\operatorname{var}_i \\widehat{\\log p_m}(x_i)},
+
+and a difference to the best model ``b`` gets its standard error from the *paired* per-point
+differences, ``dse = sqrt(N var_i (log p_b(x_i) - log p_m(x_i)))`` (Vehtari, Gelman & Gabry 2017,
+section 5.2), which is much smaller than ``sqrt(se_b^2 + se_m^2)`` when both models find the same
+points hard. The ranking, differences and stacking weights come from ``arviz.compare`` itself,
+fed with the per-point importance-weighted estimates in place of leave-one-out values: on held-out
+data no leave-one-out correction is needed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .evaluate import LogLikelihood, arviz, log_likelihood
+from .model import VAE
+
+#: Columns of the table returned by :func:`compare`.
+COLUMNS = ("rank", "elpd", "se", "elpd_diff", "dse", "weight", "nll", "mc_se", "share_k_above_0.7", "warning")
+
+
+def compare(
+    models: Mapping[str, VAE | LogLikelihood],
+    x: torch.Tensor | None = None,
+    *,
+    num_particles: int = 1000,
+    max_memory_mb: float = 64.0,
+    seed: int = 0,
+    method: str = "stacking",
+) -> pd.DataFrame:
+    """Rank models by summed held-out ``log p(x)``, best first.
+
+    Args:
+        models: model name -> a trained :class:`~pyro_vae.VAE`, or a
+            :class:`~pyro_vae.evaluate.LogLikelihood` already computed on the same data.
+        x: the held-out data, shape ``(N, D)``; needed when any entry is a VAE.
+        num_particles, max_memory_mb, seed: passed to :func:`~pyro_vae.log_likelihood`; each
+            model gets the same seed.
+        method: how ``arviz.compare`` weighs the models: ``"stacking"``, ``"BB-pseudo-BMA"`` or
+            ``"pseudo-BMA"``.
+
+    Returns: a :class:`pandas.DataFrame` indexed by model name with columns
+
+    * ``rank`` (0 is best), ``elpd`` = ``sum_i log p(x_i)`` and its standard error ``se``;
+    * ``elpd_diff``, the best model's ``elpd`` minus this one's, and ``dse``, its paired standard error;
+    * ``weight``, the model weight from ``arviz.compare`` (stacking by default);
+    * ``nll``, the negative log-likelihood per point (``-elpd / N``);
+    * ``mc_se``, the Monte Carlo error of ``elpd`` from the finite number of particles;
+    * ``share_k_above_0.7`` and ``warning``: the share of points whose importance weights have
+      Pareto ``k > 0.7`` (an unreliable estimate), and whether any point does.
+
+    ``table.attrs`` records ``num_points`` and ``num_particles``.
+
+    Raises:
+        ValueError: when fewer than two models are given, when the data sets differ in size, or
+        when a model whose likelihood is a probability mass function is ranked against one whose
+        likelihood is a density: their ``log p(x)`` are in different units (log-probabilities
+        against log-densities) and their difference says nothing about which model is better.
+    """
+    if not isinstance(models, Mapping) or len(models) < 2:
+        raise ValueError("compare needs a mapping of at least two model names to models.")
+    for name, model in models.items():
+        if not isinstance(model, (VAE, LogLikelihood)):
+            raise TypeError(f"Model {name!r} is a {type(model).__name__}; pass a VAE or a LogLikelihood.")
+    _refuse_mixed_units(models)
+    if any(isinstance(m, VAE) for m in models.values()) and x is None:
+        raise ValueError("Pass the held-out data x: at least one model has not been evaluated yet.")
+    results = {
+        name: model if isinstance(model, LogLikelihood)
+        else log_likelihood(model, x, num_particles=num_particles, max_memory_mb=max_memory_mb, seed=seed)
+        for name, model in models.items()
+    }  # fmt: skip
+    sizes = {name: r.num_points for name, r in results.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"Every model must be evaluated on the same data points; got sizes {sizes}.")
+    return _table(results, method)
+
+
+def plot_comparison(table: pd.DataFrame, path: str | os.PathLike, *, title: str | None = None) -> Path:
+    """Draw a :func:`compare` table like ``arviz.plot_compare`` and save it as a PNG.
+
+    Each model gets a row: its ``elpd`` with a ``+-se`` bar (filled dot) and, below every model
+    but the best, its difference to the best with the paired ``+-dse`` bar (open triangle). A
+    dashed line marks the best model's ``elpd``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not set(COLUMNS) <= set(table.columns):
+        raise ValueError("plot_comparison draws the table returned by pyro_vae.compare.")
+    table = table.sort_values("rank")
+    names = list(table.index)
+    best = table["elpd"].iloc[0]
+    fig, ax = plt.subplots(figsize=(7, 1.4 + 0.7 * len(names)), constrained_layout=True)
+    rows = np.arange(len(names))[::-1].astype(float)
+    ax.errorbar(table["elpd"], rows, xerr=table["se"], fmt="o", color="C0", capsize=3, label="elpd ± se")
+    others = table.iloc[1:]
+    if len(others):
+        ax.errorbar(best - others["elpd_diff"], rows[1:] - 0.3, xerr=others["dse"], fmt="^", mfc="white",
+                    color="C1", capsize=3, label="difference to best ± dse")  # fmt: skip
+    ax.axvline(best, color="grey", ls="--", lw=1)
+    ax.set_yticks(rows, names)
+    ax.set_xlabel(f"held-out sum of log p(x) over {table.attrs.get('num_points', '?')} points (higher is better)")
+    ax.set_title(title or "Model comparison")
+    fig.legend(loc="outside lower center", ncols=2, fontsize="small", frameon=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _refuse_mixed_units(models: Mapping[str, VAE | LogLikelihood]) -> None:
+    def kind(model):
+        if isinstance(model, VAE):
+            return model.likelihood.is_discrete, model.likelihood.name
+        return model.is_discrete, model.likelihood
+
+    kinds = {name: kind(model) for name, model in models.items()}
+    mass = [f"{n} ({lik})" for n, (discrete, lik) in kinds.items() if discrete]
+    density = [f"{n} ({lik})" for n, (discrete, lik) in kinds.items() if not discrete]
+    if mass and density:
+        raise ValueError(
+            "Cannot rank these models on one scale: "
+            f"{', '.join(mass)} assign probabilities (a mass function) while {', '.join(density)} "
+            "assign densities. A log-probability is at most 0, whereas a log-density depends on the "
+            "units of x and can be any size, so their difference says nothing about which model is "
+            "better. Compare within one kind, or make the density model discrete (dequantise it into "
+            "a mass function over the same values) before comparing."
+        )
+
+
+def _table(results: Mapping[str, LogLikelihood], method: str) -> pd.DataFrame:
+    az = arviz()
+    log_px = np.stack([r.log_px.numpy() for r in results.values()])  # (M, N)
+    # arviz.compare exponentiates the per-point values to fit stacking weights; a per-point
+    # shift common to all models changes no weight and no difference, and keeps exp() finite.
+    shifted = log_px - log_px.max(axis=0, keepdims=True)
+    elpds = {}
+    for (name, result), values in zip(results.items(), shifted):
+        elpds[name] = az.ELPDData(
+            data=[result.total, result.se, np.nan, result.num_particles, result.num_points,
+                  _warning(result), _pointwise(values), "log"],
+            index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "scale"],
+        )  # fmt: skip
+    ranked = az.compare(elpds, ic="loo", method=method, scale="log")
+    table = pd.DataFrame(index=ranked.index)
+    table["rank"] = ranked["rank"].astype(int)
+    table["elpd"] = ranked["elpd_loo"].astype(float)
+    table["se"] = ranked["se"].astype(float)
+    table["elpd_diff"] = ranked["elpd_diff"].astype(float)
+    table["dse"] = ranked["dse"].astype(float)
+    table["weight"] = ranked["weight"].astype(float)
+    table["nll"] = [-results[n].mean for n in table.index]
+    table["mc_se"] = [results[n].total_mc_se for n in table.index]
+    table["share_k_above_0.7"] = [
+        results[n].share_k_above(0.7) if results[n].pareto_k is not None else np.nan for n in table.index
+    ]
+    table["warning"] = ranked["warning"].astype(bool)
+    table.attrs.update(
+        num_points=next(iter(results.values())).num_points,
+        num_particles={n: r.num_particles for n, r in results.items()},
+        method=method,
+    )
+    return table
+
+
+def _warning(result: LogLikelihood) -> bool:
+    return bool(result.pareto_k is not None and (result.pareto_k > 0.7).any())
+
+
+def _pointwise(values: np.ndarray):
+    import xarray as xr
+
+    return xr.DataArray(values, dims=["obs"], name="loo_i")
