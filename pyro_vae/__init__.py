@@ -1,7 +1,12 @@
 """pyro_vae: variational autoencoders written as Pyro programs."""
 
-from . import data
+__version__ = "0.1.0"
+
+from . import data, diagnostics
 from .checkpoint import load, save
+from .comparison import compare, plot_comparison
+from .evaluate import LogLikelihood, log_likelihood
+from .export import to_inference_data
 from .likelihoods import LIKELIHOODS, Likelihood, get_likelihood, register_likelihood
 from .model import VAE
 from .predictive import (
@@ -14,27 +19,31 @@ from .predictive import (
 from .priors import PRIORS, Prior, get_prior, register_prior
 from .train import History, elbo_per_point, fit
 
-__version__ = "0.1.0"
-
 __all__ = [
     "AggregatePosterior",
     "History",
     "LIKELIHOODS",
     "Likelihood",
+    "LogLikelihood",
     "PRIORS",
     "PredictiveSamples",
     "Prior",
     "VAE",
+    "compare",
     "data",
+    "diagnostics",
     "elbo_per_point",
     "fit",
     "get_likelihood",
     "get_prior",
     "load",
+    "log_likelihood",
+    "plot_comparison",
     "posterior_predictive",
     "prior_predictive",
     "reconstruct",
     "register_likelihood",
     "register_prior",
     "save",
+    "to_inference_data",
 ]

@@ -1,0 +1,233 @@
+"""How good is ``q(z|x)``? Posterior diagnostics for a trained :class:`~pyro_vae.VAE`.
+
+* :func:`elbo_surgery` -- split the average KL term of the ELBO into the mutual information
+  between ``x`` and ``z`` and the divergence of the aggregate posterior from the prior;
+* :func:`active_units` -- latent dimensions whose posterior mean varies with the data;
+* :func:`pareto_k_report` -- Pareto ``k`` of each point's importance weights (PSIS), in words;
+* :func:`amortization_gap` -- how much ELBO the encoder leaves on the table, per point.
+
+Each returns a small result object with the numbers, their Monte Carlo or sampling errors, and a
+``summary()`` dict ready for JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import pyro.distributions as dist
+import torch
+from torch.distributions import kl_divergence
+
+from ._isolation import isolated
+from .amortization import AmortizationGap, amortization_gap
+from .evaluate import LogLikelihood, log_likelihood
+from .model import VAE
+from .predictive import AggregatePosterior
+
+__all__ = [
+    "ActiveUnits",
+    "AmortizationGap",
+    "ElboSurgery",
+    "ParetoReport",
+    "active_units",
+    "amortization_gap",
+    "elbo_surgery",
+    "pareto_k_report",
+]
+
+
+@dataclass(frozen=True)
+class ElboSurgery:
+    """The terms of ``E_x KL(q(z|x) || p(z)) = I_q(x; z) + KL(q(z) || p(z))`` with their errors.
+
+    Every ``*_se`` is the Monte Carlo standard error of the estimate beside it. ``average_kl_exact``
+    is the closed-form average KL where ``torch.distributions`` knows one (else ``None``).
+    ``max_mutual_information`` is ``log N``: with ``N`` data points ``I_q(x; z)`` cannot exceed it.
+    """
+
+    average_kl: float
+    average_kl_se: float
+    mutual_information: float
+    mutual_information_se: float
+    marginal_kl: float
+    marginal_kl_se: float
+    average_kl_exact: float | None
+    max_mutual_information: float
+    num_points: int
+    num_draws: int
+
+    def summary(self) -> dict[str, float | int | None]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ActiveUnits:
+    """Active latent dimensions: ``Cov_x(E_q[z_u | x]) > threshold`` (Burda et al. 2016).
+
+    Attributes:
+        variance: ``Cov_x(E_q[z_u|x])`` per dimension, shape ``(L,)``.
+        active: boolean mask of shape ``(L,)``.
+        threshold: the cut-off (0.01 in Burda et al.).
+    """
+
+    variance: torch.Tensor
+    active: torch.Tensor
+    threshold: float
+
+    @property
+    def count(self) -> int:
+        return int(self.active.sum())
+
+    def summary(self) -> dict[str, object]:
+        return {"active_units": self.count, "latent_dim": int(self.active.numel()),
+                "threshold": self.threshold, "variance": [float(v) for v in self.variance]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ParetoReport:
+    """Pareto ``k`` of each point's importance weights ``p(x, z_s) / q(z_s|x)``, ``z_s ~ q(z|x)``.
+
+    Attributes:
+        k: shape ``(N,)``; ``-inf`` where the weights are constant (an exact guide).
+        num_particles: importance samples per point.
+    """
+
+    k: torch.Tensor
+    num_particles: int
+
+    def share_above(self, threshold: float) -> float:
+        return float((self.k > threshold).double().mean())
+
+    @property
+    def shares(self) -> dict[str, float]:
+        """Shares of points with ``k < 0.5``, ``0.5 <= k <= 0.7`` and ``k > 0.7``."""
+        good = float((self.k < 0.5).double().mean())
+        bad = self.share_above(0.7)
+        return {"k<0.5": good, "0.5<=k<=0.7": 1.0 - good - bad, "k>0.7": bad}
+
+    def interpretation(self) -> str:
+        """What the shares mean for the importance-weighted estimates, in words."""
+        s = self.shares
+        text = (
+            f"{100 * s['k<0.5']:.1f}% of points have k < 0.5: q(z|x) covers p(z|x) well and the "
+            f"importance-weighted log p(x) converges quickly. {100 * s['0.5<=k<=0.7']:.1f}% have "
+            "0.5 <= k <= 0.7: the weights have infinite variance, so estimates converge slowly but are "
+            f"still usable. {100 * s['k>0.7']:.1f}% have k > 0.7: q(z|x) misses mass of p(z|x) (it is "
+            "too narrow or misplaced), a few weights dominate, and the estimate of log p(x) for those "
+            f"points is unreliable and probably too low at {self.num_particles} particles."
+        )
+        return text
+
+    def summary(self) -> dict[str, object]:
+        finite = self.k[torch.isfinite(self.k)]
+        return {
+            "num_particles": self.num_particles,
+            **{f"share_{key}": value for key, value in self.shares.items()},
+            "median_k": float(finite.median()) if finite.numel() else None,
+            "interpretation": self.interpretation(),
+        }
+
+
+def elbo_surgery(
+    vae: VAE,
+    x: torch.Tensor,
+    *,
+    draws_per_point: int = 1,
+    seed: int = 0,
+    max_memory_mb: float = 256.0,
+) -> ElboSurgery:
+    """Hoffman & Johnson's (2016) ELBO surgery on the data ``x`` (shape ``(N, D)``).
+
+    With ``q(x, z) = (1/N) sum_i delta(x - x_i) q(z|x)`` and the aggregate posterior
+    ``q(z) = (1/N) sum_i q(z|x_i)``,
+
+    .. math::
+
+        \\frac{1}{N}\\sum_i \\mathrm{KL}(q(z|x_i) \\| p(z))
+        = \\underbrace{\\mathbb{E}_{q(x,z)}\\Big[\\log \\frac{q(z|x)}{q(z)}\\Big]}_{I_q(x;\\,z)}
+        + \\underbrace{\\mathbb{E}_{q(z)}\\Big[\\log \\frac{q(z)}{p(z)}\\Big]}_{\\mathrm{KL}(q(z)\\|p(z))}.
+
+    Every point contributes ``draws_per_point`` draws ``z ~ q(z|x_i)``, which are draws from
+    ``q(x, z)`` and so from ``q(z)``; ``log q(z)`` is the exact ``N``-component mixture. The two
+    terms are evaluated on the same draws, so the estimates add up to the average-KL estimate
+    exactly, and each has a standard error of ``std / sqrt(num_draws)``. A large
+    ``KL(q(z)||p(z))`` means prior samples land where the encoder never puts data ("holes").
+    """
+    x = vae.check_data(x)
+    if not (isinstance(draws_per_point, int) and draws_per_point >= 1):
+        raise ValueError(f"draws_per_point must be a positive integer, got {draws_per_point!r}.")
+    with torch.no_grad():
+        loc, scale = vae.encode(x)
+        q = dist.Normal(loc, scale)
+        with isolated(seed):
+            z = q.sample((draws_per_point,))  # (K, N, L)
+        log_q_cond = q.log_prob(z).sum(-1).reshape(-1).double()
+        prior = vae.prior()
+        log_p = prior.log_prob(z).reshape(-1).double()
+        aggregate = AggregatePosterior(loc, scale)
+        log_q_marg = aggregate.log_prob(z.reshape(-1, vae.latent_dim), max_memory_mb=max_memory_mb).double()
+        try:
+            exact = float(kl_divergence(q.to_event(1), prior).mean())
+        except NotImplementedError:
+            exact = None
+    mi_terms = log_q_cond - log_q_marg
+    marginal_terms = log_q_marg - log_p
+    total_terms = log_q_cond - log_p
+    return ElboSurgery(
+        average_kl=float(total_terms.mean()),
+        average_kl_se=_mc_se(total_terms),
+        mutual_information=float(mi_terms.mean()),
+        mutual_information_se=_mc_se(mi_terms),
+        marginal_kl=float(marginal_terms.mean()),
+        marginal_kl_se=_mc_se(marginal_terms),
+        average_kl_exact=exact,
+        max_mutual_information=math.log(len(x)),
+        num_points=len(x),
+        num_draws=int(total_terms.numel()),
+    )
+
+
+def active_units(vae: VAE, x: torch.Tensor, *, threshold: float = 0.01, batch_size: int = 4096) -> ActiveUnits:
+    """Count the latent dimensions ``u`` with ``Cov_x(E_q[z_u|x]) > threshold`` over the rows of ``x``.
+
+    Burda, Grosse & Salakhutdinov (2016, section 5.2) call such a dimension active; the others
+    carry no information about ``x`` and their ``q(z_u|x)`` stays at the prior.
+    """
+    x = vae.check_data(x)
+    if len(x) < 2:
+        raise ValueError("active_units needs at least two data points to measure a variance.")
+    if not threshold > 0:
+        raise ValueError(f"threshold must be positive, got {threshold!r}.")
+    with torch.no_grad():
+        means = torch.cat([vae.encode(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)])
+    variance = means.double().var(dim=0, correction=1)
+    return ActiveUnits(variance=variance, active=variance > threshold, threshold=float(threshold))
+
+
+def pareto_k_report(
+    vae: VAE | LogLikelihood,
+    x: torch.Tensor | None = None,
+    *,
+    num_particles: int = 1000,
+    seed: int = 0,
+    max_memory_mb: float = 64.0,
+) -> ParetoReport:
+    """Pareto ``k`` of the importance weights of every row of ``x``, from ArviZ's PSIS.
+
+    Pass a trained VAE with data, or the :class:`~pyro_vae.evaluate.LogLikelihood` returned by
+    :func:`~pyro_vae.log_likelihood` (which computes ``k`` by default) to reuse its weights.
+    See :meth:`ParetoReport.interpretation` for how to read ``k`` (Vehtari et al. 2024).
+    """
+    if isinstance(vae, LogLikelihood):
+        if vae.pareto_k is None:
+            raise ValueError("This LogLikelihood was computed with psis=False; it holds no Pareto k.")
+        return ParetoReport(k=vae.pareto_k, num_particles=vae.num_particles)
+    if x is None:
+        raise ValueError("Pass the data x to evaluate the VAE on.")
+    result = log_likelihood(vae, x, num_particles=num_particles, seed=seed, max_memory_mb=max_memory_mb)
+    return ParetoReport(k=result.pareto_k, num_particles=num_particles)
+
+
+def _mc_se(terms: torch.Tensor) -> float:
+    return float(terms.std(correction=1) / math.sqrt(terms.numel())) if terms.numel() > 1 else math.nan
