@@ -1,8 +1,10 @@
-"""Command line: ``pyro-vae demo | train | sample``.
+"""Command line: ``pyro-vae demo | train | sample | evaluate | compare``.
 
     pyro-vae demo                          # train on the embedded digits, write figures to runs/demo
     pyro-vae train --data fashion-mnist --binarize dynamic --latent-dim 50 --out runs/fmnist
     pyro-vae sample runs/fmnist --source aggregate --num 64
+    pyro-vae evaluate runs/fmnist          # NLL, ELBO surgery, active units, Pareto k -> JSON
+    pyro-vae compare runs/a runs/b --plot comparison.png
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import data as data_module
-from .checkpoint import load, save
+from .checkpoint import atomic_write, load, save
 from .likelihoods import LIKELIHOODS
 from .model import VAE
 from .predictive import AggregatePosterior, prior_predictive, reconstruct
@@ -55,14 +57,29 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default=None, help="PNG path (default RUN/samples-SOURCE.png)")
 
+    evaluate = commands.add_parser("evaluate", help="held-out log-likelihood and posterior diagnostics of a run")
+    evaluate.add_argument("run", help="a run folder written by train or demo")
+    _evaluation_options(evaluate)
+    evaluate.add_argument("--out", default=None, help="JSON path (default RUN/evaluation.json)")
+
+    comparison = commands.add_parser("compare", help="rank runs by held-out log p(x), in the layout of arviz.compare")
+    comparison.add_argument("runs", nargs="+", help="two or more run folders trained on the same data")
+    _evaluation_options(comparison)
+    comparison.add_argument("--plot", default="comparison.png", help="PNG path of the comparison plot")
+    comparison.add_argument("--csv", default=None, help="also write the table as CSV")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
             run_demo(Path(args.out), epochs=args.epochs, seed=args.seed)
         elif args.command == "train":
             run_train(args)
-        else:
+        elif args.command == "sample":
             run_sample(args)
+        elif args.command == "evaluate":
+            run_evaluate(args)
+        else:
+            run_compare(args)
     except (ValueError, FileNotFoundError, TypeError) as error:
         print(f"pyro-vae {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -108,6 +125,112 @@ def run_sample(args) -> Path:
     image_grid(means, vae.image_shape, path, title=f"likelihood means, z from the {args.source}")
     print(f"wrote {path}")
     return path
+
+
+def _evaluation_options(parser) -> None:
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="held-out split to evaluate on")
+    parser.add_argument("--num-particles", type=int, default=1000, help="importance samples per data point")
+    parser.add_argument("--max-points", type=int, default=None, help="evaluate only the first N points of the split")
+    parser.add_argument("--max-memory-mb", type=float, default=64.0, help="rough bound on one chunk's activations")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _held_out(run: Path, split: str, max_points: int | None) -> tuple[VAE, torch.Tensor, dict]:
+    """The run's model and the held-out split it was trained against, binarised as in training."""
+    if not (run / "config.json").is_file():
+        raise FileNotFoundError(f"{run} is not a run folder: it has no config.json (write one with pyro-vae train).")
+    config = json.loads((run / "config.json").read_text())
+    vae = load(run / "model.pt")
+    dataset = data_module.load(config["data"], binarize=config["binarize"], seed=config["seed"])
+    x = getattr(dataset, split).x
+    if max_points is not None:
+        if max_points < 1:
+            raise ValueError(f"--max-points must be positive, got {max_points}.")
+        x = x[:max_points]
+    return vae, x, config
+
+
+def run_evaluate(args) -> dict:
+    from .diagnostics import active_units, elbo_surgery, pareto_k_report
+    from .evaluate import log_likelihood
+
+    run = Path(args.run)
+    vae, x, config = _held_out(run, args.split, args.max_points)
+    print(f"Evaluating {run} on {len(x)} {args.split} points of {config['data']} "
+          f"with {args.num_particles} particles per point.")  # fmt: skip
+    result = log_likelihood(vae, x, num_particles=args.num_particles, seed=args.seed, max_memory_mb=args.max_memory_mb)
+    surgery = elbo_surgery(vae, x, seed=args.seed)
+    units = active_units(vae, x)
+    pareto = pareto_k_report(result)
+    metrics = {
+        "run": str(run),
+        "data": config["data"],
+        "split": args.split,
+        **result.summary(),
+        "mutual_information": surgery.mutual_information,
+        "mutual_information_se": surgery.mutual_information_se,
+        "marginal_kl": surgery.marginal_kl,
+        "marginal_kl_se": surgery.marginal_kl_se,
+        "average_kl": surgery.average_kl,
+        "average_kl_se": surgery.average_kl_se,
+        "max_mutual_information": surgery.max_mutual_information,
+        "active_units": units.count,
+        "latent_dim": vae.latent_dim,
+        "pareto_k": pareto.summary(),
+    }
+    out = Path(args.out) if args.out else run / "evaluation.json"
+    atomic_write(out, lambda handle: handle.write(json.dumps(metrics, indent=1).encode()))
+    print(f"  NLL                        {metrics['nll']:.2f} ± {metrics['nll_se']:.2f} nats per point "
+          f"(Monte Carlo error {metrics['nll_mc_se']:.3f})")
+    print(f"  ELBO                       {metrics['elbo']:.2f} ± {metrics['elbo_se']:.2f}")
+    print(f"  mutual information I(x;z)  {surgery.mutual_information:.3f} ± {surgery.mutual_information_se:.3f} "
+          f"(at most log N = {surgery.max_mutual_information:.2f})")
+    print(f"  KL(q(z) || p(z))           {surgery.marginal_kl:.3f} ± {surgery.marginal_kl_se:.3f}")
+    print(f"  active units               {units.count} of {vae.latent_dim}")
+    print(f"  Pareto k > 0.7             {100 * pareto.share_above(0.7):.1f}% of points")
+    print(f"wrote {out}")
+    return metrics
+
+
+def run_compare(args):
+    from .comparison import compare, plot_comparison
+
+    runs = [Path(r) for r in args.runs]
+    if len(runs) < 2:
+        raise ValueError("compare needs at least two run folders.")
+    names = _run_names(runs)
+    results, data_keys = {}, {}
+    for name, run in zip(names, runs):
+        vae, x, config = _held_out(run, args.split, args.max_points)
+        data_keys[name] = (config["data"], config["binarize"], config["seed"])
+        results[name] = (vae, x)
+    if len(set(data_keys.values())) != 1:
+        raise ValueError(f"The runs were trained on different data (data, binarize, seed): {data_keys}; "
+                         "held-out log p(x) is comparable only on the same points.")  # fmt: skip
+    x = next(iter(results.values()))[1]
+    table = compare({name: vae for name, (vae, _) in results.items()}, x, num_particles=args.num_particles,
+                    seed=args.seed, max_memory_mb=args.max_memory_mb)  # fmt: skip
+    with _wide_tables():
+        print(table.to_string(float_format=lambda v: f"{v:.2f}"))
+    path = plot_comparison(table, args.plot, title=f"Held-out {args.split} log p(x), {next(iter(data_keys.values()))[0]}")
+    print(f"wrote {path}")
+    if args.csv:
+        table.to_csv(args.csv)
+        print(f"wrote {args.csv}")
+    return table
+
+
+def _run_names(runs: list[Path]) -> list[str]:
+    names = [run.resolve().name for run in runs]
+    if len(set(names)) < len(names):
+        names = [str(run) for run in runs]
+    return names
+
+
+def _wide_tables():
+    import pandas as pd
+
+    return pd.option_context("display.width", 160, "display.max_columns", 20)
 
 
 def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: str, binarize: str) -> dict:

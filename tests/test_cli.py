@@ -28,3 +28,46 @@ def test_cli_errors_are_reported_not_raised(tmp_path, capsys):
     assert "No checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--out", str(tmp_path), "--likelihood", "nonsense"])
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for name, latent in (("small", 2), ("large", 4)):
+        assert main(["train", "--data", "digits", "--binarize", "fixed", "--epochs", "1", "--hidden", "16",
+                     "--latent-dim", str(latent), "--out", str(root / name)]) == 0  # fmt: skip
+    return root
+
+
+def test_evaluate_writes_and_prints_the_metrics(two_runs, capsys):
+    run = two_runs / "small"
+    assert main(["evaluate", str(run), "--num-particles", "20", "--max-points", "50"]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads((run / "evaluation.json").read_text())
+    for key in ("nll", "nll_se", "elbo", "mutual_information", "marginal_kl", "active_units", "share_k_above_0.7"):
+        assert key in metrics, key
+    assert metrics["num_points"] == 50 and metrics["num_particles"] == 20
+    assert metrics["nll"] > 0 and metrics["nll"] <= -metrics["elbo"] + 1.0
+    assert f"{metrics['nll']:.2f}" in printed and "active units" in printed
+
+
+def test_compare_prints_the_table_and_writes_the_plot(two_runs, tmp_path, capsys):
+    plot = tmp_path / "comparison.png"
+    args = ["compare", str(two_runs / "small"), str(two_runs / "large"), "--num-particles", "20",
+            "--max-points", "40", "--plot", str(plot), "--csv", str(tmp_path / "table.csv")]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "elpd_diff" in printed and "small" in printed and "large" in printed
+    assert plot.stat().st_size > 0
+    assert (tmp_path / "table.csv").read_text().startswith(",rank,elpd")
+
+
+def test_compare_refuses_runs_on_different_data(two_runs, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["train", "--data", "digits", "--epochs", "1", "--hidden", "8", "--out", str(other),
+                 "--likelihood", "continuous_bernoulli"]) == 0  # fmt: skip
+    capsys.readouterr()
+    assert main(["compare", str(two_runs / "small"), str(other), "--num-particles", "20"]) == 2
+    assert "different data" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path / "missing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
