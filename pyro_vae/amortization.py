@@ -40,6 +40,8 @@ class AmortizationGap:
         encoder_elbo: ELBO of the encoder's ``q(z|x)``.
         refined_elbo: ELBO of the refined per-point Gaussian.
         log_px: importance-weighted ``log p(x)`` with the refined Gaussian as proposal.
+        encoder_log_px: the same estimate with the encoder's ``q(z|x)`` as proposal; the
+            refined proposal usually gives the higher (tighter) one.
         loc, scale: the refined Gaussians, shape ``(N, L)``.
         trace: average refined ELBO every ``num_steps // 10`` steps, to judge convergence.
     """
@@ -47,6 +49,7 @@ class AmortizationGap:
     encoder_elbo: torch.Tensor
     refined_elbo: torch.Tensor
     log_px: torch.Tensor
+    encoder_log_px: torch.Tensor
     loc: torch.Tensor
     scale: torch.Tensor
     num_steps: int
@@ -70,6 +73,7 @@ class AmortizationGap:
             ("encoder_elbo", self.encoder_elbo),
             ("refined_elbo", self.refined_elbo),
             ("log_px", self.log_px),
+            ("encoder_log_px", self.encoder_log_px),
             ("amortization_gap", self.amortization),
             ("approximation_gap", self.approximation),
         ):
@@ -135,6 +139,7 @@ def amortization_gap(
         encoder_elbo=encoder.elbo,
         refined_elbo=refined.elbo,
         log_px=refined.log_px,
+        encoder_log_px=encoder.log_px,
         loc=local.loc.detach().clone(),
         scale=local.scale.detach().clone(),
         num_steps=num_steps,
