@@ -6,16 +6,11 @@ import torch
 
 import pyro_vae
 from ppca import ExactEncoder, log_marginal, simulate
-from test_evaluate import SIGMA
+from test_evaluate import SIGMA, ppca_vae
 
 
 def exact_model(W, b, sigma):
-    vae = pyro_vae.VAE(W.shape[0], W.shape[1], hidden_sizes=(), likelihood="normal",
-                       likelihood_kwargs={"scale": sigma}, encoder=ExactEncoder(W, b, sigma))  # fmt: skip
-    with torch.no_grad():
-        vae.decoder.net[0].weight.copy_(W)
-        vae.decoder.net[0].bias.copy_(b)
-    return vae
+    return ppca_vae(W, b, ExactEncoder(W, b, sigma), sigma=sigma)
 
 
 @pytest.fixture(scope="module")

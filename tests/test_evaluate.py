@@ -26,9 +26,10 @@ class ScaledEncoder(nn.Module):
         return loc + self.shift, scale * self.factor
 
 
-def ppca_vae(W, b, encoder=None):
+def ppca_vae(W, b, encoder=None, sigma=SIGMA):
+    """Probabilistic PCA with decoder weights ``W``, ``b`` and noise scale ``sigma``."""
     vae = pyro_vae.VAE(W.shape[0], W.shape[1], hidden_sizes=(), likelihood="normal",
-                       likelihood_kwargs={"scale": SIGMA}, encoder=encoder)  # fmt: skip
+                       likelihood_kwargs={"scale": sigma}, encoder=encoder)  # fmt: skip
     with torch.no_grad():
         vae.decoder.net[0].weight.copy_(W)
         vae.decoder.net[0].bias.copy_(b)
@@ -104,10 +105,25 @@ def test_seeded_reproducible_and_chunking_only_changes_the_draws(ppca):
     assert one.log_weights.shape == (200, 64)
     # A tiny memory bound forces one point and a few particles per chunk.
     assert chunk_plan(vae, 64, 0.0001) == (1, 1)
-    small = pyro_vae.log_likelihood(vae, x, num_particles=64, seed=3, max_memory_mb=0.001)
+    small = pyro_vae.log_likelihood(vae, x[:40], num_particles=64, seed=3, max_memory_mb=0.001)
     assert chunk_plan(vae, 64, 0.001)[1] < 64
-    assert float((small.log_px - one.log_px).abs().mean()) < 0.05
-    assert not torch.equal(small.log_px, one.log_px)
+    # Different draws of 64 particles: the estimates differ by Monte Carlo noise (~0.05 nats).
+    assert float((small.log_px - one.log_px[:40]).abs().mean()) < 0.15
+    assert not torch.equal(small.log_px, one.log_px[:40])
+
+
+def test_heap_guard_trims_only_past_its_allowance(monkeypatch):
+    from pyro_vae import evaluate
+
+    calls = []
+    guard = evaluate._HeapGuard(allowance_mb=1.0)
+    guard.trim, guard.start = calls.append, 0
+    monkeypatch.setattr(evaluate, "_resident_bytes", lambda: 512 * 1024)
+    guard.check()
+    assert calls == []
+    monkeypatch.setattr(evaluate, "_resident_bytes", lambda: 2 * 2**20)
+    guard.check()
+    assert calls == [0]
 
 
 def test_log_weights_are_pyro_site_log_probs():
