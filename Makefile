@@ -22,6 +22,7 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python experiments/benchmarks/train_step.py
+	$(BIN)/python experiments/benchmarks/log_likelihood.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -19,6 +19,7 @@ data no leave-one-out correction is needed.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -159,7 +160,10 @@ def _table(results: Mapping[str, LogLikelihood], method: str) -> pd.DataFrame:
                   _warning(result), _pointwise(values), "log"],
             index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "scale"],
         )  # fmt: skip
-    ranked = az.compare(elpds, ic="loo", method=method, scale="log")
+    with warnings.catch_warnings():
+        # arviz.compare sorts with pandas' deprecated inplace=True; nothing for our users to act on.
+        warnings.filterwarnings("ignore", message=".*inplace keyword.*")
+        ranked = az.compare(elpds, ic="loo", method=method, scale="log")
     table = pd.DataFrame(index=ranked.index)
     table["rank"] = ranked["rank"].astype(int)
     table["elpd"] = ranked["elpd_loo"].astype(float)
