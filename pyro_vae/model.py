@@ -86,6 +86,7 @@ class VAE(nn.Module):
         self.encoder = encoder or MLPEncoder(self.input_dim, self.latent_dim, hidden_sizes, activation)
         self.decoder = decoder or MLPDecoder(self.latent_dim, output_dim, hidden_sizes, activation)
         self.custom_networks = {"encoder": encoder is not None, "decoder": decoder is not None}
+        self.prior.attach(self)
         self._architecture = {"hidden_sizes": hidden_sizes, "activation": activation}
 
     # ------------------------------------------------------------------ Pyro programs
