@@ -7,6 +7,7 @@ from .checkpoint import load, save
 from .comparison import compare, plot_comparison
 from .evaluate import LogLikelihood, log_likelihood
 from .export import to_inference_data
+from .latent_mixture import LatentMixture
 from .likelihoods import LIKELIHOODS, Likelihood, get_likelihood, register_likelihood
 from .model import VAE
 from .predictive import (
@@ -17,12 +18,14 @@ from .predictive import (
     reconstruct,
 )
 from .priors import PRIORS, Prior, get_prior, register_prior
+from .sampling import sample
 from .train import History, elbo_per_point, fit
 
 __all__ = [
     "AggregatePosterior",
     "History",
     "LIKELIHOODS",
+    "LatentMixture",
     "Likelihood",
     "LogLikelihood",
     "PRIORS",
@@ -44,6 +47,7 @@ __all__ = [
     "reconstruct",
     "register_likelihood",
     "register_prior",
+    "sample",
     "save",
     "to_inference_data",
 ]

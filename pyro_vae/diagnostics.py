@@ -2,6 +2,7 @@
 
 * :func:`elbo_surgery` -- split the average KL term of the ELBO into the mutual information
   between ``x`` and ``z`` and the divergence of the aggregate posterior from the prior;
+* :func:`holes` -- how much of the prior's mass falls where the aggregate posterior has none;
 * :func:`active_units` -- latent dimensions whose posterior mean varies with the data;
 * :func:`pareto_k_report` -- Pareto ``k`` of each point's importance weights (PSIS), in words;
 * :func:`amortization_gap` -- how much ELBO the encoder leaves on the table, per point.
@@ -29,10 +30,12 @@ __all__ = [
     "ActiveUnits",
     "AmortizationGap",
     "ElboSurgery",
+    "Holes",
     "ParetoReport",
     "active_units",
     "amortization_gap",
     "elbo_surgery",
+    "holes",
     "pareto_k_report",
 ]
 
@@ -58,6 +61,33 @@ class ElboSurgery:
     num_draws: int
 
     def summary(self) -> dict[str, float | int | None]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Holes:
+    """Mismatch between the prior ``p(z)`` and the aggregate posterior ``q(z)``, in both directions.
+
+    Attributes:
+        kl_q_p: ``KL(q(z) || p(z))``, large when the data's codes sit where the prior has little mass.
+        kl_p_q: ``KL(p(z) || q(z))``, large when the prior puts mass where no code goes ("holes").
+        hole_share: share of prior draws whose ``log q(z)`` is below ``threshold``, the
+            ``quantile`` of ``log q`` at the data's own codes (so ``quantile`` itself if ``q = p``).
+        threshold: that log-density.
+        ``*_se``: Monte Carlo standard errors.
+    """
+
+    kl_q_p: float
+    kl_q_p_se: float
+    kl_p_q: float
+    kl_p_q_se: float
+    hole_share: float
+    hole_share_se: float
+    threshold: float
+    quantile: float
+    num_samples: int
+
+    def summary(self) -> dict[str, float | int]:
         return dict(self.__dict__)
 
 
@@ -185,6 +215,60 @@ def elbo_surgery(
         max_mutual_information=math.log(len(x)),
         num_points=len(x),
         num_draws=int(total_terms.numel()),
+    )
+
+
+def holes(
+    vae: VAE,
+    x: torch.Tensor,
+    *,
+    num_samples: int = 10_000,
+    quantile: float = 0.01,
+    seed: int = 0,
+    max_memory_mb: float = 256.0,
+) -> Holes:
+    """Measure how well the aggregate posterior of ``x`` (shape ``(N, D)``) covers the prior.
+
+    ``q(z)`` is the exact ``N``-component mixture of the rows' ``q(z|x_i)``. ``num_samples``
+    draws from ``q(z)`` (a uniform row, then its Gaussian) and as many from ``p(z)`` give
+
+    .. math::
+
+        \mathrm{KL}(q\|p) \approx \overline{\log q(z) - \log p(z)}_{z \sim q}, \qquad
+        \mathrm{KL}(p\|q) \approx \overline{\log p(z) - \log q(z)}_{z \sim p},
+
+    and the hole share: the fraction of prior draws with ``log q(z)`` below the ``quantile`` of
+    ``log q`` at the draws from ``q`` itself -- below the density that 99% (by default) of the
+    data's own codes exceed. Without holes it equals ``quantile``.
+    """
+    x = vae.check_data(x)
+    if not (isinstance(num_samples, int) and num_samples >= 2):
+        raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}.")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must lie strictly between 0 and 1, got {quantile!r}.")
+    with torch.no_grad():
+        aggregate = AggregatePosterior.from_data(vae, x)
+        prior = vae.prior()
+        from_q = aggregate.sample(num_samples, seed=seed)
+        with isolated(seed + 1):
+            from_p = prior.sample((num_samples,))
+        log_q_at_q = aggregate.log_prob(from_q, max_memory_mb=max_memory_mb).double()
+        log_q_at_p = aggregate.log_prob(from_p, max_memory_mb=max_memory_mb).double()
+        q_minus_p = log_q_at_q - prior.log_prob(from_q).double()
+        p_minus_q = prior.log_prob(from_p).double() - log_q_at_p
+    threshold = torch.quantile(log_q_at_q, quantile)
+    below = (log_q_at_p < threshold).double()
+    share = float(below.mean())
+    return Holes(
+        kl_q_p=float(q_minus_p.mean()),
+        kl_q_p_se=_mc_se(q_minus_p),
+        kl_p_q=float(p_minus_q.mean()),
+        kl_p_q_se=_mc_se(p_minus_q),
+        hole_share=share,
+        hole_share_se=math.sqrt(share * (1 - share) / num_samples),
+        threshold=float(threshold),
+        quantile=float(quantile),
+        num_samples=num_samples,
     )
 
 

@@ -24,6 +24,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from .latent_mixture import LatentMixture
 from .likelihoods import Likelihood, get_likelihood
 from .networks import MLPDecoder, MLPEncoder
 from .priors import Prior, get_prior
@@ -87,6 +88,9 @@ class VAE(nn.Module):
         self.decoder = decoder or MLPDecoder(self.latent_dim, output_dim, hidden_sizes, activation)
         self.custom_networks = {"encoder": encoder is not None, "decoder": decoder is not None}
         self.prior.attach(self)
+        #: Optional :class:`~pyro_vae.latent_mixture.LatentMixture` fitted to the codes after
+        #: training; saved and loaded with the model.
+        self.latent_mixture: LatentMixture | None = None
         self._architecture = {"hidden_sizes": hidden_sizes, "activation": activation}
 
     # ------------------------------------------------------------------ Pyro programs
@@ -202,9 +206,21 @@ class VAE(nn.Module):
             "prior_kwargs": self.prior.config,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "custom_networks": self.custom_networks,
+            "latent_mixture": self._latent_mixture_config(),
         }
         json.dumps(cfg)  # fail early, not at save time, on a non-serialisable argument
         return cfg
+
+    def _latent_mixture_config(self) -> dict[str, Any] | None:
+        mixture = self.latent_mixture
+        if mixture is None:
+            return None
+        if not isinstance(mixture, LatentMixture) or mixture.latent_dim != self.latent_dim:
+            raise ValueError(
+                "vae.latent_mixture must be a LatentMixture over this VAE's latent_dim="
+                f"{self.latent_dim}; fit one with LatentMixture.fit(vae, x, num_components)."
+            )
+        return mixture.config()
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], **networks: nn.Module) -> "VAE":
@@ -216,7 +232,7 @@ class VAE(nn.Module):
                     f"This model was built with a custom {part}; pass it again, e.g. "
                     f"pyro_vae.load(path, {part}=My{part.capitalize()}(...))."
                 )
-        return cls(
+        vae = cls(
             cfg["input_dim"],
             cfg["latent_dim"],
             hidden_sizes=cfg["hidden_sizes"],
@@ -229,3 +245,7 @@ class VAE(nn.Module):
             encoder=networks.get("encoder"),
             decoder=networks.get("decoder"),
         )
+        if cfg.get("latent_mixture"):
+            # Placeholder of the right shape; the saved state fills it.
+            vae.latent_mixture = LatentMixture(latent_dim=vae.latent_dim, **cfg["latent_mixture"])
+        return vae
