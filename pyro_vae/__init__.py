@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from . import data, diagnostics
+from . import data, diagnostics, quality
 from .checkpoint import load, save
 from .comparison import compare, plot_comparison
 from .evaluate import LogLikelihood, log_likelihood
@@ -44,6 +44,7 @@ __all__ = [
     "plot_comparison",
     "posterior_predictive",
     "prior_predictive",
+    "quality",
     "reconstruct",
     "register_likelihood",
     "register_prior",
