@@ -54,6 +54,7 @@ train_codes_input = data.train.binarized(0)
 out_dir = Path(args.out_dir)
 out_path = Path(args.out)
 results = json.loads(out_path.read_text())["priors"] if out_path.is_file() else {}
+evaluated = {}
 
 for name in args.priors:
     path = out_dir / name / "model.pt"
@@ -72,6 +73,7 @@ for name in args.priors:
         seconds = time.perf_counter() - start
         pyro_vae.save(vae, path)
     ll = pyro_vae.log_likelihood(vae, test, num_particles=args.particles, seed=args.seed)
+    evaluated[name] = ll
     holes = diagnostics.holes(vae, train_codes_input, num_samples=10_000, seed=args.seed)
     drawn = pyro_vae.sample(vae, 10_000, source="prior", seed=args.seed)
     sample_quality = quality.sample_quality(classifier, grey.test.x, drawn.mean)
@@ -89,10 +91,17 @@ for name in args.priors:
     out_path.write_text(json.dumps({"priors": results, "command": "python experiments/learned_priors.py "
                                     f"--epochs {args.epochs} --out-dir {args.out_dir}"}, indent=1))  # fmt: skip
 
+# Paired comparison on the same test images: differences with standard errors (arviz.compare layout).
+table = pyro_vae.compare(evaluated) if len(evaluated) >= 2 else None
+if table is not None:
+    print(table.to_string(float_format=lambda v: f"{v:.2f}"))
+
 best = min(results, key=lambda n: results[n]["test_nll"])
 vae = pyro_vae.load(out_dir / best / "model.pt")
 headline = pyro_vae.log_likelihood(vae, test, num_particles=args.headline_particles, seed=args.seed + 1, psis=False)
-summary = {"priors": results, "headline": {"prior": best, "num_particles": args.headline_particles, **headline.summary()},
+summary = {"priors": results,
+           "comparison": None if table is None else json.loads(table.to_json(orient="index")),
+           "headline": {"prior": best, "num_particles": args.headline_particles, **headline.summary()},
            "command": f"python experiments/learned_priors.py --epochs {args.epochs} --out-dir {args.out_dir}"}  # fmt: skip
 out_path.write_text(json.dumps(summary, indent=1))
 print(f"headline ({best}, {args.headline_particles} particles): NLL {headline.summary()['nll']:.2f} "
