@@ -45,9 +45,7 @@ args = parser.parse_args()
 torch.set_num_threads(2)
 
 run = Path(args.run)
-config = json.loads((run / "config.json").read_text())
-vae = pyro_vae.load(run / "model.pt")
-data = pyro_vae.data.load(config["data"], binarize=config["binarize"], seed=config["seed"])
+vae, data, config = pyro_vae.load_run(run)
 test = data.test.x
 timings = {}
 

@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 from . import data, diagnostics, quality
-from .checkpoint import load, save
+from .checkpoint import load, load_run, save
 from .comparison import compare, plot_comparison
 from .evaluate import LogLikelihood, log_likelihood
 from .export import to_inference_data
@@ -40,6 +40,7 @@ __all__ = [
     "get_likelihood",
     "get_prior",
     "load",
+    "load_run",
     "log_likelihood",
     "plot_comparison",
     "posterior_predictive",

@@ -54,6 +54,23 @@ def load(path: str | os.PathLike, **networks: nn.Module) -> VAE:
     return vae
 
 
+def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, dict[str, Any]]:
+    """``(vae, dataset, config)`` of a run folder written by ``pyro-vae train`` or ``pyro-vae demo``.
+
+    The data set is loaded with the run's own settings (name, binarisation, seed), so its
+    validation and test splits are the ones the model was checked against.
+    """
+    from . import data
+
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise FileNotFoundError(f"{run} is not a run folder: it has no config.json (write one with pyro-vae train).")
+    config = json.loads((run / "config.json").read_text())
+    vae = load(run / "model.pt", **networks)
+    dataset = data.load(config["data"], binarize=config["binarize"], seed=config["seed"])
+    return vae, dataset, config
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The raw dictionary of a file written by :func:`save`, read safely and checked."""
     path = Path(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from . import data as data_module
-from .checkpoint import atomic_write, load, save
+from .checkpoint import atomic_write, load, load_run, save
 from .likelihoods import LIKELIHOODS
 from .model import VAE
 from .predictive import AggregatePosterior, prior_predictive, reconstruct
@@ -114,8 +114,7 @@ def run_sample(args) -> Path:
     if args.source == "prior":
         means = prior_predictive(vae, args.num, seed=args.seed).mean
     else:
-        config = json.loads((run / "config.json").read_text())
-        dataset = data_module.load(config["data"], binarize=config["binarize"], seed=config["seed"])
+        vae, dataset, _ = load_run(run)
         agg = AggregatePosterior.from_data(vae, _training_codes_input(dataset))
         with torch.no_grad():
             means = vae.decode_mean(agg.sample(args.num, seed=args.seed))
@@ -137,11 +136,7 @@ def _evaluation_options(parser) -> None:
 
 def _held_out(run: Path, split: str, max_points: int | None) -> tuple[VAE, torch.Tensor, dict]:
     """The run's model and the held-out split it was trained against, binarised as in training."""
-    if not (run / "config.json").is_file():
-        raise FileNotFoundError(f"{run} is not a run folder: it has no config.json (write one with pyro-vae train).")
-    config = json.loads((run / "config.json").read_text())
-    vae = load(run / "model.pt")
-    dataset = data_module.load(config["data"], binarize=config["binarize"], seed=config["seed"])
+    vae, dataset, config = load_run(run)
     x = getattr(dataset, split).x
     if max_points is not None:
         if max_points < 1:
