@@ -27,6 +27,7 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 from torch.nn import functional as F
 
+from ._checks import positive_int
 from ._isolation import isolated
 from .evaluate import log_likelihood
 from .model import VAE
@@ -113,8 +114,7 @@ def amortization_gap(
     """
     x = vae.check_data(x)
     for value, name in ((num_steps, "num_steps"), (train_particles, "train_particles"), (batch_size, "batch_size")):
-        if not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        positive_int(value, name)
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}.")
     with torch.no_grad():

@@ -20,6 +20,7 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import kl_divergence
 
+from ._checks import positive_int
 from ._isolation import isolated
 from .amortization import AmortizationGap, amortization_gap
 from .evaluate import LogLikelihood, log_likelihood
@@ -185,8 +186,7 @@ def elbo_surgery(
     ``KL(q(z)||p(z))`` means prior samples land where the encoder never puts data ("holes").
     """
     x = vae.check_data(x)
-    if not (isinstance(draws_per_point, int) and draws_per_point >= 1):
-        raise ValueError(f"draws_per_point must be a positive integer, got {draws_per_point!r}.")
+    positive_int(draws_per_point, "draws_per_point")
     with torch.no_grad():
         loc, scale = vae.encode(x)
         q = dist.Normal(loc, scale)

@@ -36,6 +36,7 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
+from ._checks import positive_int
 from ._isolation import isolated
 from .model import VAE
 
@@ -155,7 +156,7 @@ def log_likelihood(
     Returns: a :class:`LogLikelihood`.
     """
     x = vae.check_data(x)
-    _check_positive_int(num_particles, "num_particles")
+    positive_int(num_particles, "num_particles")
     if not (isinstance(max_memory_mb, (int, float)) and max_memory_mb > 0):
         raise ValueError(f"max_memory_mb must be a positive number, got {max_memory_mb!r}.")
     if psis and num_particles < 10:
@@ -336,7 +337,3 @@ def _sum_se(values: torch.Tensor) -> float:
     n = values.shape[0]
     return float(math.sqrt(n * values.double().var(correction=0))) if n > 1 else math.nan
 
-
-def _check_positive_int(value, name: str) -> None:
-    if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")

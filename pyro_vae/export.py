@@ -22,6 +22,7 @@ import numpy as np
 import pyro
 import torch
 
+from ._checks import positive_int
 from . import __version__
 from .evaluate import arviz
 from .model import VAE
@@ -57,8 +58,7 @@ def to_inference_data(
     az = arviz()
     x = vae.check_data(x)
     for value, name in ((num_samples, "num_samples"), (num_chains, "num_chains")):
-        if not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        positive_int(value, name)
     n, d = x.shape
     draws = num_samples * num_chains
     if draws * n * d > max_values:

@@ -24,6 +24,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ._checks import positive_int
+
 COVARIANCE_TYPES = ("full", "diag")
 
 
@@ -37,8 +39,7 @@ class LatentMixture(nn.Module):
     def __init__(self, num_components: int, latent_dim: int, covariance_type: str = "full"):
         super().__init__()
         for value, name in ((num_components, "num_components"), (latent_dim, "latent_dim")):
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+            positive_int(value, name)
         if covariance_type not in COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {COVARIANCE_TYPES}, got {covariance_type!r}.")
         self.num_components, self.latent_dim, self.covariance_type = num_components, latent_dim, covariance_type

@@ -19,6 +19,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Predictive
 
+from ._checks import positive_int
 from ._isolation import isolated
 from .model import VAE
 
@@ -47,7 +48,7 @@ def prior_predictive(vae: VAE, num_samples: int, *, seed: int = 0) -> Predictive
     Returns: :class:`PredictiveSamples` with ``z`` of shape ``(num_samples, L)`` and ``x``,
     ``mean`` of shape ``(num_samples, D)``.
     """
-    _check_count(num_samples, "num_samples")
+    positive_int(num_samples, "num_samples")
     predictive = Predictive(vae.model, num_samples=num_samples, return_sites=_SITES, parallel=True)
     with isolated(seed):
         out = predictive(None, num_data=1)
@@ -61,7 +62,7 @@ def posterior_predictive(vae: VAE, x: torch.Tensor, num_samples: int, *, seed: i
     Returns: :class:`PredictiveSamples` with ``z`` of shape ``(num_samples, N, L)`` and ``x``,
     ``mean`` of shape ``(num_samples, N, D)``.
     """
-    _check_count(num_samples, "num_samples")
+    positive_int(num_samples, "num_samples")
     x = vae.check_data(x)
     predictive = Predictive(
         poutine.uncondition(vae.model), guide=vae.guide, num_samples=num_samples,
@@ -122,7 +123,7 @@ class AggregatePosterior:
 
     def sample(self, num_samples: int, *, seed: int = 0) -> torch.Tensor:
         """Draws of shape ``(num_samples, L)``: a uniform component, then its Gaussian."""
-        _check_count(num_samples, "num_samples")
+        positive_int(num_samples, "num_samples")
         generator = torch.Generator().manual_seed(seed)
         which = torch.randint(self.num_components, (num_samples,), generator=generator)
         noise = torch.randn(num_samples, self.latent_dim, generator=generator, dtype=self.loc.dtype)
@@ -153,11 +154,6 @@ class AggregatePosterior:
         """The same mixture as a :class:`pyro.distributions.MixtureSameFamily` (``O(M N L)`` memory)."""
         mixing = dist.Categorical(logits=torch.zeros(self.num_components, dtype=self.loc.dtype))
         return dist.MixtureSameFamily(mixing, dist.Normal(self.loc, self.scale).to_event(1))
-
-
-def _check_count(value: int, name: str) -> None:
-    if not (isinstance(value, int) and value >= 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 def _collect(vae: VAE, out: dict, squeeze_dim: int | None) -> PredictiveSamples:

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._checks import positive_int
 from ._registry import registrar
 
 PRIORS: dict[str, type["Prior"]] = {}
@@ -93,12 +94,6 @@ def _inverse_softplus(value: float) -> float:
     return math.log(math.expm1(value))
 
 
-def _positive_int(value: Any, name: str) -> int:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return value
-
-
 #: Learned scales never fall below this, so a component cannot collapse onto one code.
 MIN_SCALE = 1e-3
 
@@ -129,7 +124,7 @@ class MixturePrior(Prior):
     """
 
     def __init__(self, latent_dim: int, num_components: int = 10, init_seed: int = 0):
-        super().__init__(latent_dim, num_components=_positive_int(num_components, "num_components"),
+        super().__init__(latent_dim, num_components=positive_int(num_components, "num_components"),
                          init_seed=init_seed)  # fmt: skip
         generator = torch.Generator().manual_seed(init_seed)
         self.logits = nn.Parameter(torch.zeros(num_components))
@@ -156,7 +151,7 @@ class VampPrior(Prior):
     """
 
     def __init__(self, latent_dim: int, num_components: int = 50, init_seed: int = 0):
-        super().__init__(latent_dim, num_components=_positive_int(num_components, "num_components"),
+        super().__init__(latent_dim, num_components=positive_int(num_components, "num_components"),
                          init_seed=init_seed)  # fmt: skip
         self.num_components = num_components
         self.init_seed = init_seed
@@ -203,7 +198,7 @@ class FlowPrior(Prior):
 
     def __init__(self, latent_dim: int, num_flows: int = 4, hidden_dims: list[int] | tuple[int, ...] = (64, 64)):
         hidden_dims = [int(h) for h in hidden_dims]
-        super().__init__(latent_dim, num_flows=_positive_int(num_flows, "num_flows"), hidden_dims=hidden_dims)
+        super().__init__(latent_dim, num_flows=positive_int(num_flows, "num_flows"), hidden_dims=hidden_dims)
         if latent_dim < 2:
             raise ValueError("The flow prior needs latent_dim >= 2: coupling layers split the coordinates in two.")
         self.couplings = nn.ModuleList(T.affine_coupling(latent_dim, hidden_dims=hidden_dims) for _ in range(num_flows))

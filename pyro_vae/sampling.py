@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ._checks import positive_int
 from ._isolation import isolated
 from .data import Split
 from .latent_mixture import LatentMixture
@@ -53,8 +54,7 @@ def sample(
     Returns: :class:`~pyro_vae.PredictiveSamples` with ``z`` of shape ``(num_samples, L)`` and
     ``x``, ``mean`` of shape ``(num_samples, D)``.
     """
-    if not (isinstance(num_samples, int) and num_samples >= 1):
-        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
+    positive_int(num_samples, "num_samples")
     if isinstance(source, str) and source == "prior":
         return prior_predictive(vae, num_samples, seed=seed)
     z = latent_source(vae, source, x=x, label=label).sample(num_samples, seed=seed)
