@@ -57,7 +57,7 @@ def load(path: str | os.PathLike, **networks: nn.Module) -> VAE:
 def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, dict[str, Any]]:
     """``(vae, dataset, config)`` of a run folder written by ``pyro-vae train`` or ``pyro-vae demo``.
 
-    The data set is loaded with the run's own settings (name, binarisation, seed), so its
+    The data set is loaded with the run's own settings (name, binarisation, values, seed), so its
     validation and test splits are the ones the model was checked against.
     """
     from . import data
@@ -67,7 +67,8 @@ def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, d
         raise FileNotFoundError(f"{run} is not a run folder: it has no config.json (write one with pyro-vae train).")
     config = json.loads((run / "config.json").read_text())
     vae = load(run / "model.pt", **networks)
-    dataset = data.load(config["data"], binarize=config["binarize"], seed=config["seed"])
+    dataset = data.load(config["data"], binarize=config["binarize"], values=config.get("values", "unit"),
+                        seed=config["seed"])  # fmt: skip
     return vae, dataset, config
 
 

@@ -37,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser("train", help="train a VAE and write a run folder")
     train.add_argument("--data", default="digits", help="'digits', 'fashion-mnist', 'mnist' or an IDX directory")
     train.add_argument("--binarize", default="none", choices=data_module.BINARIZE_MODES)
+    train.add_argument("--values", default="unit", choices=data_module.VALUE_MODES,
+                       help="pixels scaled to [0, 1] or as integer levels (for count and level likelihoods)")
     train.add_argument("--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS))
+    train.add_argument("--likelihood-kwargs", type=_json_object, default={},
+                       help='likelihood options as a JSON object, e.g. \'{"num_levels": 256}\'')
     train.add_argument("--prior", default="normal", choices=sorted(PRIORS))
     train.add_argument("--latent-dim", type=int, default=2)
     train.add_argument("--hidden", type=int, nargs="*", default=[400])
@@ -97,13 +101,24 @@ def run_demo(out: Path, *, epochs: int = 400, seed: int = 0) -> dict:
 
 
 def run_train(args) -> dict:
-    dataset = data_module.load(args.data, binarize=args.binarize, seed=args.seed)
+    dataset = data_module.load(args.data, binarize=args.binarize, values=args.values, seed=args.seed)
     torch.manual_seed(args.seed)
     vae = VAE(dataset.input_dim, args.latent_dim, hidden_sizes=args.hidden, likelihood=args.likelihood,
-              prior=args.prior, image_shape=dataset.image_shape)  # fmt: skip
+              likelihood_kwargs=args.likelihood_kwargs, prior=args.prior, image_shape=dataset.image_shape)  # fmt: skip
     settings = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kl_warmup_epochs=args.kl_warmup,
                     patience=args.patience, seed=args.seed, resume=args.resume)  # fmt: skip
-    return _train_and_report(vae, dataset, Path(args.out), settings, title=dataset.name, binarize=args.binarize)
+    return _train_and_report(vae, dataset, Path(args.out), settings, title=dataset.name, binarize=args.binarize,
+                             values=args.values)  # fmt: skip
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"num_levels\": 256}}', got {text!r}")
+    return value
 
 
 def run_sample(args) -> Path:
@@ -121,7 +136,8 @@ def run_sample(args) -> Path:
     from .plots import image_grid
 
     path = Path(args.out) if args.out else run / f"samples-{args.source}.png"
-    image_grid(means, vae.image_shape, path, title=f"likelihood means, z from the {args.source}")
+    image_grid(means, vae.image_shape, path, title=f"likelihood means, z from the {args.source}",
+               value_max=vae.input_scale)  # fmt: skip
     print(f"wrote {path}")
     return path
 
@@ -197,10 +213,10 @@ def run_compare(args):
     results, data_keys = {}, {}
     for name, run in zip(names, runs):
         vae, x, config = _held_out(run, args.split, args.max_points)
-        data_keys[name] = (config["data"], config["binarize"], config["seed"])
+        data_keys[name] = (config["data"], config["binarize"], config.get("values", "unit"), config["seed"])
         results[name] = (vae, x)
     if len(set(data_keys.values())) != 1:
-        raise ValueError(f"The runs were trained on different data (data, binarize, seed): {data_keys}; "
+        raise ValueError(f"The runs were trained on different data (data, binarize, values, seed): {data_keys}; "
                          "held-out log p(x) is comparable only on the same points.")  # fmt: skip
     x = next(iter(results.values()))[1]
     table = compare({name: vae for name, (vae, _) in results.items()}, x, num_particles=args.num_particles,
@@ -228,11 +244,13 @@ def _wide_tables():
     return pd.option_context("display.width", 160, "display.max_columns", 20)
 
 
-def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: str, binarize: str) -> dict:
+def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: str, binarize: str,
+                      values: str = "unit") -> dict:  # fmt: skip
     from .plots import image_grid, latent_map, training_curve
 
     out.mkdir(parents=True, exist_ok=True)
-    config = {"data": dataset.name, "binarize": binarize, "seed": settings["seed"], "model": vae.config(),
+    config = {"data": dataset.name, "binarize": binarize, "values": values, "seed": settings["seed"],
+              "model": vae.config(),
               "training": {k: v for k, v in settings.items() if k != "resume"}}  # fmt: skip
     (out / "config.json").write_text(json.dumps(config, indent=1))
     print(f"Training on {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} validation / "
@@ -251,10 +269,12 @@ def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: st
         "history": out / "history.csv",
         "training curve": training_curve(history, out / "training_curve.png"),
         "prior samples": image_grid(prior_predictive(vae, 100, seed=1).mean, dataset.image_shape,
-                                    out / "prior_samples.png", title="Likelihood means E[x|z], z ~ prior p(z)"),
+                                    out / "prior_samples.png", title="Likelihood means E[x|z], z ~ prior p(z)",
+                                    value_max=vae.input_scale),
         "aggregate-posterior samples": image_grid(_decode(vae, agg.sample(100, seed=1)), dataset.image_shape,
                                                   out / "aggregate_samples.png",
-                                                  title="Likelihood means E[x|z], z ~ aggregate posterior q(z)"),
+                                                  title="Likelihood means E[x|z], z ~ aggregate posterior q(z)",
+                                                  value_max=vae.input_scale),
         "reconstructions": _reconstruction_grid(vae, dataset, out / "reconstructions.png"),
         "latent map": latent_map(vae, test_x, dataset.test.labels, out / "latent_map.png",
                                  title=f"{title}: encoded test points over the prior density"),
@@ -286,7 +306,7 @@ def _reconstruction_grid(vae, dataset, path):
     originals = dataset.test.x[:10]
     rows = torch.cat([originals, reconstruct(vae, originals)])
     return image_grid(rows, dataset.image_shape, path, title="Test images (top) and reconstructions E[x|z=E[z|x]]",
-                      row_labels=["data", "recon."])  # fmt: skip
+                      row_labels=["data", "recon."], value_max=vae.input_scale)  # fmt: skip
 
 
 def _training_codes_input(dataset) -> torch.Tensor:

@@ -1,7 +1,14 @@
 """Data: the embedded digits, any directory of MNIST-format IDX files, splits and binarisation.
 
-Entry point: :func:`load`. Every split holds ``x`` of shape ``(N, D)`` with values in ``[0, 1]``
-(or ``{0, 1}`` once binarised), integer ``labels`` of shape ``(N,)`` and the ``image_shape``.
+Entry point: :func:`load`. Every split holds ``x`` of shape ``(N, D)``, integer ``labels`` of
+shape ``(N,)``, the ``image_shape`` and the number of grey levels ``num_levels`` of the source
+(17 for the digits, whose pixels count inked cells from 0 to 16; 256 for 8-bit IDX images).
+
+Values (``values=``):
+
+* ``"unit"`` -- grey levels scaled to ``[0, 1]`` (``k / (num_levels - 1)``), the default;
+* ``"levels"`` -- the integer levels ``k`` themselves (as floats), for mass functions on counts
+  and levels and for densities with ``num_levels`` (uniform dequantisation).
 
 Binarisation modes (``binarize=``):
 
@@ -27,6 +34,7 @@ import numpy as np
 import torch
 
 BINARIZE_MODES = ("none", "fixed", "dynamic")
+VALUE_MODES = ("unit", "levels")
 DATA_ENV_VAR = "PYRO_VAE_DATA"
 DEBIAN_DATASETS = Path("/usr/share/datasets")
 
@@ -66,12 +74,14 @@ class Split:
         image_shape: ``(height, width)``.
         dynamic_binarization: ``True`` when :func:`pyro_vae.fit` should binarise ``x`` afresh
             each epoch.
+        num_levels: grey levels of the source images (``None`` if unknown).
     """
 
     x: torch.Tensor
     labels: torch.Tensor
     image_shape: tuple[int, int]
     dynamic_binarization: bool = False
+    num_levels: int | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -102,6 +112,10 @@ class Dataset:
     def input_dim(self) -> int:
         return self.train.x.shape[1]
 
+    @property
+    def num_levels(self) -> int | None:
+        return self.train.num_levels
+
 
 def binarize(x: torch.Tensor, seed: int) -> torch.Tensor:
     """``Bernoulli(x)`` drawn with a private generator seeded by ``seed``; same shape as ``x``."""
@@ -113,6 +127,7 @@ def load(
     name_or_path: str | os.PathLike = "digits",
     *,
     binarize: str = "none",
+    values: str = "unit",
     val_fraction: float = 0.1,
     test_fraction: float = 0.2,
     seed: int = 0,
@@ -125,6 +140,8 @@ def load(
             default), ``"fashion-mnist"`` or ``"mnist"`` (IDX files found as described below), or
             the path of a directory holding MNIST-format IDX files (gzipped or not).
         binarize: ``"none"``, ``"fixed"`` or ``"dynamic"`` (see the module docstring).
+        values: ``"unit"`` (scaled to ``[0, 1]``) or ``"levels"`` (integer grey levels); see the
+            module docstring. Binarisation needs ``"unit"``.
         val_fraction: share of the training images held out for validation.
         test_fraction: share held out for testing; only for ``"digits"``, since IDX data sets
             come with their own test split.
@@ -140,6 +157,10 @@ def load(
     """
     if binarize not in BINARIZE_MODES:
         raise ValueError(f"binarize must be one of {BINARIZE_MODES}, got {binarize!r}.")
+    if values not in VALUE_MODES:
+        raise ValueError(f"values must be one of {VALUE_MODES}, got {values!r}.")
+    if values == "levels" and binarize != "none":
+        raise ValueError("Binarised data has two levels already; use values='unit' with binarize.")
     for label, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < fraction < 1.0:
             raise ValueError(f"{label} must lie strictly between 0 and 1, got {fraction!r}.")
@@ -148,13 +169,18 @@ def load(
     if key == "digits":
         x, labels, image_shape = _load_digits()
         test_x, test_labels = None, None
+        num_levels = DIGITS_LEVELS
     else:
         directory = _find_idx_directory(key, download=download)
         x, labels = _read_idx_pair(directory, "train")
         test_x, test_labels = _read_idx_pair(directory, "test")
         image_shape = tuple(x.shape[1:])
         key = key if key in KNOWN_IDX else Path(key).name
-    x = _flatten_scale(x)
+        num_levels = 256 if x.dtype == torch.uint8 else None
+        if values == "levels" and num_levels is None:
+            raise ValueError(f"{key}: values='levels' needs 8-bit (unsigned byte) IDX images, got {x.dtype}.")
+    scale = 1.0 if values == "levels" else float(num_levels - 1) if num_levels else 1.0
+    x = _flatten_scale(x, scale)
 
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     if test_x is None:
@@ -164,14 +190,14 @@ def load(
         test_idx, order = order[:n_test], order[n_test:]
         test_x, test_labels = x[test_idx], labels[test_idx]
     else:
-        test_x = _flatten_scale(test_x)
+        test_x = _flatten_scale(test_x, scale)
     n_val = max(1, round(val_fraction * len(x)))
     val_idx, train_idx = order[:n_val], order[n_val:]
 
     splits = {
-        "train": Split(x[train_idx], labels[train_idx], image_shape),
-        "val": Split(x[val_idx], labels[val_idx], image_shape),
-        "test": Split(test_x, test_labels, image_shape),
+        "train": Split(x[train_idx], labels[train_idx], image_shape, num_levels=num_levels),
+        "val": Split(x[val_idx], labels[val_idx], image_shape, num_levels=num_levels),
+        "test": Split(test_x, test_labels, image_shape, num_levels=num_levels),
     }
     if binarize != "none":
         # Distinct fixed seeds per split, so validation and test noise are independent.
@@ -185,19 +211,22 @@ def load(
 
 
 # ---------------------------------------------------------------------- embedded digits
+#: Each digits pixel counts the inked cells of a 4x4 block: 0 to 16.
+DIGITS_LEVELS = 17
+
+
 def _load_digits():
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)
+    images = torch.from_numpy(bunch.images.astype(np.float32))
     return images, torch.from_numpy(bunch.target.astype(np.int64)), (8, 8)
 
 
-def _flatten_scale(x: torch.Tensor) -> torch.Tensor:
-    x = x.reshape(x.shape[0], -1)
-    if x.dtype == torch.uint8:
-        x = x.to(torch.float32) / 255.0
-    return x.to(torch.float32)
+def _flatten_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    """Rows of ``x`` as float32 divided by ``scale`` (1 keeps the integer levels)."""
+    x = x.reshape(x.shape[0], -1).to(torch.float32)
+    return x if scale == 1.0 else x / scale
 
 
 # ---------------------------------------------------------------------- IDX files

@@ -51,6 +51,9 @@ class VAE(nn.Module):
         encoder: optional user module mapping ``(B, D) -> (loc, scale)``, each ``(B, L)``.
         decoder: optional user module mapping ``(B, L) -> (B, D * likelihood.params_per_feature)``.
         image_shape: optional ``(height, width)`` used by plots.
+        input_scale: the encoder sees ``x / input_scale``. Defaults to the likelihood's largest
+            possible value (``total_count`` of a binomial, ``L - 1`` for ``L`` levels) when it has
+            one, else 1: an MLP trains badly on raw 8-bit values. Set it for unbounded counts.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class VAE(nn.Module):
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
         image_shape: Sequence[int] | None = None,
+        input_scale: float | None = None,
     ):
         super().__init__()
         for name, value in (("input_dim", input_dim), ("latent_dim", latent_dim)):
@@ -82,6 +86,12 @@ class VAE(nn.Module):
         self.image_shape = tuple(int(s) for s in image_shape) if image_shape is not None else None
 
         self.likelihood = get_likelihood(likelihood, **(likelihood_kwargs or {}))
+        self.likelihood.build(self.input_dim)
+        if input_scale is None:
+            input_scale = self.likelihood.max_level or 1.0
+        if not (isinstance(input_scale, (int, float)) and not isinstance(input_scale, bool) and input_scale > 0):
+            raise ValueError(f"input_scale must be a positive number, got {input_scale!r}.")
+        self.input_scale = float(input_scale)
         self.prior = get_prior(prior, self.latent_dim, **(prior_kwargs or {}))
         output_dim = self.input_dim * self.likelihood.params_per_feature
         self.encoder = encoder or MLPEncoder(self.input_dim, self.latent_dim, hidden_sizes, activation)
@@ -134,7 +144,7 @@ class VAE(nn.Module):
         """Amortized posterior ``q(z|x) = N(loc(x), diag(scale(x)^2))``; arguments as in :meth:`model`."""
         pyro.module("encoder", self.encoder)
         with self._data_plate(x, indices, num_data):
-            loc, scale = self.encoder(x)
+            loc, scale = self.encode(x)
             with _kl_scale(kl_weight):
                 pyro.sample("z", pyro.distributions.Normal(loc, scale).to_event(1))
 
@@ -152,8 +162,8 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ deterministic maps
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loc, scale)`` of ``q(z|x)``, each of shape ``(B, L)``."""
-        return self.encoder(x)
+        """``(loc, scale)`` of ``q(z|x)``, each of shape ``(B, L)``; the encoder sees ``x / input_scale``."""
+        return self.encoder(x if self.input_scale == 1.0 else x / self.input_scale)
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         """Likelihood mean ``E[x|z]`` of shape ``(..., D)`` for codes ``z`` of shape ``(..., L)``."""
@@ -205,6 +215,7 @@ class VAE(nn.Module):
             "prior": self.prior.name,
             "prior_kwargs": self.prior.config,
             "image_shape": list(self.image_shape) if self.image_shape else None,
+            "input_scale": self.input_scale,
             "custom_networks": self.custom_networks,
             "latent_mixture": self._latent_mixture_config(),
         }
@@ -242,6 +253,7 @@ class VAE(nn.Module):
             prior=cfg["prior"],
             prior_kwargs=cfg["prior_kwargs"],
             image_shape=cfg["image_shape"],
+            input_scale=cfg.get("input_scale"),
             encoder=networks.get("encoder"),
             decoder=networks.get("decoder"),
         )

@@ -50,9 +50,11 @@ def image_grid(
     title: str = "",
     ncols: int = 10,
     row_labels: Sequence[str] | None = None,
+    value_max: float = 1.0,
 ) -> Path:
-    """Tile ``images`` of shape ``(n, D)`` with values in ``[0, 1]`` as grey pictures."""
-    images = images.detach().cpu().reshape(-1, *image_shape).clamp(0, 1).numpy()
+    """Tile ``images`` of shape ``(n, D)`` with values in ``[0, value_max]`` as grey pictures
+    (``value_max = 255`` for 8-bit levels)."""
+    images = (images.detach().cpu().reshape(-1, *image_shape) / value_max).clamp(0, 1).numpy()
     n = len(images)
     nrows = math.ceil(n / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.9, nrows * 0.9 + (0.4 if title else 0)), squeeze=False)

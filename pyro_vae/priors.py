@@ -144,7 +144,8 @@ class MixturePrior(Prior):
 class VampPrior(Prior):
     """VampPrior (Tomczak & Welling 2018): ``p(z) = (1/K) sum_k q(z | u_k)``.
 
-    The ``K = num_components`` pseudo-inputs ``u_k`` are learned parameters in data space, mapped
+    The ``K = num_components`` pseudo-inputs ``u_k`` are learned parameters in the encoder's input
+    space (data divided by the VAE's ``input_scale``), mapped
     through the VAE's own encoder, so the prior is a mixture of the posteriors of ``K`` imagined
     data points. They start as uniform draws in ``[0, 1]`` (seeded by ``init_seed``); call
     :meth:`initialize_from` to start them at real data points instead.
@@ -157,11 +158,13 @@ class VampPrior(Prior):
         self.init_seed = init_seed
         self.pseudo_inputs: nn.Parameter | None = None
         self._encoder: list[nn.Module] = []  # held outside the module tree: the VAE owns the encoder
+        self._input_scale = 1.0
 
     def attach(self, vae: nn.Module) -> None:
         generator = torch.Generator().manual_seed(self.init_seed)
         self.pseudo_inputs = nn.Parameter(torch.rand(self.num_components, vae.input_dim, generator=generator))
         self._encoder[:] = [vae.encoder]
+        self._input_scale = getattr(vae, "input_scale", 1.0)
 
     @torch.no_grad()
     def initialize_from(self, x: torch.Tensor, *, seed: int = 0) -> None:
@@ -173,7 +176,8 @@ class VampPrior(Prior):
                 f"got {tuple(x.shape)}."
             )
         rows = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[: self.num_components]
-        self.pseudo_inputs.copy_(x[rows])
+        # Pseudo-inputs live where the encoder works: x / input_scale.
+        self.pseudo_inputs.copy_(x[rows] / self._input_scale)
 
     def distribution(self):
         self._check_attached()

@@ -44,7 +44,7 @@ def linear_gaussian_vae(d, latent, sigma=None):
 
 def decoder_params(vae):
     layer = vae.decoder.net[0]
-    return layer.weight.detach(), layer.bias.detach(), float(vae.likelihood.scale.detach())
+    return layer.weight.detach(), layer.bias.detach(), float(vae.likelihood.scale.value().detach())
 
 
 class ExactEncoder(nn.Module):

@@ -1,0 +1,207 @@
+"""Mass functions for counts and for grey levels.
+
+* counts with a known maximum: ``binomial``;
+* unbounded counts: ``poisson``, ``negative_binomial``, ``zero_inflated_negative_binomial``;
+* ``L`` ordered levels (8-bit pixels: ``L = 256``): ``categorical`` (no order assumed) and
+  ``discretized_logistic`` (a logistic, or a mixture of them, binned into the levels).
+
+Count means use a softplus link, ``mean = softplus(raw)``, which grows linearly rather than
+exponentially and so keeps early training steps tame.
+"""
+
+from __future__ import annotations
+
+import pyro.distributions as dist
+import torch
+from torch.distributions import constraints
+from torch.nn import functional as F
+
+from .._checks import positive_int
+from .base import Likelihood, register_likelihood
+from .distributions import DiscretizedLogistic
+
+_MIN_RATE = 1e-6
+_COUNT_HINT = "Pass counts (non-negative whole numbers), e.g. pyro_vae.data.load(..., values='levels')."
+
+
+def _rate(raw: torch.Tensor) -> torch.Tensor:
+    return F.softplus(raw) + _MIN_RATE
+
+
+@register_likelihood("binomial")
+class BinomialLikelihood(Likelihood):
+    """``x_d ~ Binomial(total_count, sigmoid(raw_d))``: counts out of a known number of trials.
+
+    The embedded digits are the standard example: each pixel counts how many of 16 cells of a
+    4x4 block were inked, so ``total_count=16``.
+    """
+
+    is_discrete = True
+    support_hint = _COUNT_HINT
+
+    def __init__(self, total_count: int = 16):
+        super().__init__(total_count=total_count)
+        self.total_count = positive_int(total_count, "total_count")
+        self.max_level = float(self.total_count)
+
+    @property
+    def support(self):
+        return constraints.integer_interval(0, self.total_count)
+
+    def distribution(self, raw):
+        return dist.Binomial(total_count=self.total_count, logits=raw, validate_args=False).to_event(1)
+
+    def mean(self, raw):
+        return self.total_count * torch.sigmoid(raw)
+
+
+@register_likelihood("poisson")
+class PoissonLikelihood(Likelihood):
+    """``x_d ~ Poisson(softplus(raw_d))``: counts whose variance equals their mean."""
+
+    support = constraints.nonnegative_integer
+    is_discrete = True
+    support_hint = _COUNT_HINT
+
+    def __init__(self):
+        super().__init__()
+
+    def distribution(self, raw):
+        return dist.Poisson(_rate(raw), validate_args=False).to_event(1)
+
+    def mean(self, raw):
+        return _rate(raw)
+
+
+@register_likelihood("negative_binomial")
+class NegativeBinomialLikelihood(Likelihood):
+    """Over-dispersed counts: mean ``m = softplus(raw_d)``, variance ``m + m^2 / r``.
+
+    The concentration ``r`` (inverse dispersion; large ``r`` approaches the Poisson) is fixed,
+    ``"global"``, ``"feature"`` (the default, one per feature as in scVI, Lopez et al. 2018)
+    or ``"decoder"``; learned as ``min_concentration + softplus(.)``.
+    """
+
+    support = constraints.nonnegative_integer
+    is_discrete = True
+    support_hint = _COUNT_HINT
+
+    def __init__(self, concentration: float | str = "feature", min_concentration: float = 1e-3,
+                 init_concentration: float = 1.0):  # fmt: skip
+        super().__init__(concentration=concentration, min_concentration=min_concentration,
+                         init_concentration=init_concentration)  # fmt: skip
+        self.concentration = self.positive("concentration", concentration, floor=min_concentration,
+                                           init=init_concentration)  # fmt: skip
+
+    @staticmethod
+    def _counts(mean_raw, concentration):
+        mean = _rate(mean_raw)
+        concentration = concentration.expand_as(mean)
+        # torch's NegativeBinomial has mean r * exp(logits).
+        return dist.NegativeBinomial(concentration, logits=mean.log() - concentration.log(), validate_args=False)
+
+    def distribution(self, raw):
+        mean_raw, concentration = self.split(raw)
+        return self._counts(mean_raw, concentration).to_event(1)
+
+    def mean(self, raw):
+        return _rate(self.split(raw)[0])
+
+
+@register_likelihood("zero_inflated_negative_binomial")
+class ZeroInflatedNegativeBinomialLikelihood(NegativeBinomialLikelihood):
+    """A negative binomial with extra zeros: with probability ``g_d = sigmoid(gate_d)`` the count
+    is 0, otherwise it is drawn from the negative binomial above. The decoder predicts the mean
+    and the gate (two outputs per feature) besides any decoder-predicted concentration."""
+
+    base_params = 2
+
+    def distribution(self, raw):
+        mean_raw, gate_logits, concentration = self.split(raw)
+        counts = self._counts(mean_raw, concentration)
+        return dist.ZeroInflatedNegativeBinomial(
+            counts.total_count, logits=counts.logits, gate_logits=gate_logits, validate_args=False
+        ).to_event(1)
+
+    def mean(self, raw):
+        mean_raw, gate_logits, _ = self.split(raw)
+        return torch.sigmoid(-gate_logits) * _rate(mean_raw)
+
+
+class _Levels(Likelihood):
+    """Shared by the mass functions on levels ``0..num_levels-1``."""
+
+    is_discrete = True
+    support_hint = "Pass integer levels, e.g. pyro_vae.data.load('fashion-mnist', values='levels')."
+
+    def _set_levels(self, num_levels: int) -> None:
+        self.num_levels = positive_int(num_levels, "num_levels")
+        if self.num_levels < 2:
+            raise ValueError(f"num_levels must be at least 2, got {num_levels}.")
+        self.max_level = float(self.num_levels - 1)
+
+    @property
+    def support(self):
+        return constraints.integer_interval(0, self.num_levels - 1)
+
+
+@register_likelihood("categorical")
+class CategoricalLikelihood(_Levels):
+    """``x_d ~ Categorical(softmax(raw_d))`` over ``num_levels`` levels, with no order assumed.
+
+    The most flexible mass function on levels, and the most expensive: the decoder needs
+    ``num_levels`` outputs per feature (200,704 for 28x28 images with 256 levels).
+    """
+
+    def __init__(self, num_levels: int = 256):
+        super().__init__(num_levels=num_levels)
+        self._set_levels(num_levels)
+        self.base_params = self.num_levels
+
+    def _logits(self, raw):
+        self.check_width(raw)
+        # The same layout as split(): level j's logits are the j-th block of D outputs.
+        return raw.unflatten(-1, (self.num_levels, -1)).transpose(-1, -2)  # (..., D, L)
+
+    def distribution(self, raw):
+        return dist.Categorical(logits=self._logits(raw), validate_args=False).to_event(1)
+
+    def mean(self, raw):
+        levels = torch.arange(self.num_levels, dtype=raw.dtype, device=raw.device)
+        return torch.softmax(self._logits(raw), dim=-1) @ levels
+
+
+@register_likelihood("discretized_logistic")
+class DiscretizedLogisticLikelihood(_Levels):
+    """A logistic on ``[0, 1]``, or a mixture of ``num_components`` of them, binned into
+    ``num_levels`` levels (Salimans et al. 2017); see
+    :class:`~pyro_vae.likelihoods.distributions.DiscretizedLogistic`.
+
+    The decoder predicts each component's location (through a sigmoid) and, with more than one
+    component, its mixture logit. ``scale`` is ``"decoder"`` (the default), ``"feature"``,
+    ``"global"`` or fixed, learned as ``min_scale + softplus(.)``.
+    """
+
+    def __init__(self, num_levels: int = 256, num_components: int = 1, scale: float | str = "decoder",
+                 min_scale: float = 1e-3, init_scale: float = 0.1):  # fmt: skip
+        super().__init__(num_levels=num_levels, num_components=num_components, scale=scale,
+                         min_scale=min_scale, init_scale=init_scale)  # fmt: skip
+        self._set_levels(num_levels)
+        self.num_components = positive_int(num_components, "num_components")
+        self.base_params = self.num_components * (2 if self.num_components > 1 else 1)
+        self.scale = self.positive("scale", scale, floor=min_scale, init=init_scale, copies=self.num_components)
+
+    def _distribution(self, raw) -> DiscretizedLogistic:
+        *parts, scale = self.split(raw)
+        k = self.num_components
+        loc = torch.sigmoid(torch.stack(parts[:k], dim=-1))
+        logits = torch.stack(parts[k:], dim=-1) if k > 1 else None
+        if k == 1 and scale.ndim:
+            scale = scale.unsqueeze(-1)
+        return DiscretizedLogistic(loc, scale.expand_as(loc), self.num_levels, logits)
+
+    def distribution(self, raw):
+        return self._distribution(raw).to_event(1)
+
+    def mean(self, raw):
+        return self._distribution(raw).mean
