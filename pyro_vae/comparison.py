@@ -31,7 +31,8 @@ from .evaluate import LogLikelihood, arviz, log_likelihood
 from .model import VAE
 
 #: Columns of the table returned by :func:`compare`.
-COLUMNS = ("rank", "elpd", "se", "elpd_diff", "dse", "weight", "nll", "mc_se", "share_k_above_0.7", "warning")
+COLUMNS = ("rank", "elpd", "se", "elpd_diff", "dse", "weight", "nll", "bits_per_dim", "mc_se", "share_k_above_0.7",
+           "warning")  # fmt: skip
 
 
 def compare(
@@ -59,7 +60,8 @@ def compare(
     * ``rank`` (0 is best), ``elpd`` = ``sum_i log p(x_i)`` and its standard error ``se``;
     * ``elpd_diff``, the best model's ``elpd`` minus this one's, and ``dse``, its paired standard error;
     * ``weight``, the model weight from ``arviz.compare`` (stacking by default);
-    * ``nll``, the negative log-likelihood per point (``-elpd / N``);
+    * ``nll``, the negative log-likelihood per point (``-elpd / N``), and ``bits_per_dim``,
+      ``nll / (D ln 2)`` (``NaN`` when ``D`` is unknown);
     * ``mc_se``, the Monte Carlo error of ``elpd`` from the finite number of particles;
     * ``share_k_above_0.7`` and ``warning``: the share of points whose importance weights have
       Pareto ``k > 0.7`` (an unreliable estimate), and whether any point does.
@@ -71,6 +73,9 @@ def compare(
         when a model whose likelihood is a probability mass function is ranked against one whose
         likelihood is a density: their ``log p(x)`` are in different units (log-probabilities
         against log-densities) and their difference says nothing about which model is better.
+        A density with ``num_levels`` (uniform dequantisation) is a mass function on the levels
+        and compares with the others; see ``docs/likelihoods.md``. Results over different
+        numbers of values per point are refused too.
     """
     if not isinstance(models, Mapping) or len(models) < 2:
         raise ValueError("compare needs a mapping of at least two model names to models.")
@@ -133,6 +138,12 @@ def _refuse_mixed_units(models: Mapping[str, VAE | LogLikelihood]) -> None:
             return model.likelihood.is_discrete, model.likelihood.name
         return model.is_discrete, model.likelihood
 
+    def features(model):
+        return model.input_dim if isinstance(model, VAE) else model.num_features
+
+    sizes = {name: features(model) for name, model in models.items() if features(model)}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"The models describe data with different numbers of values per point: {sizes}.")
     kinds = {name: kind(model) for name, model in models.items()}
     mass = [f"{n} ({lik})" for n, (discrete, lik) in kinds.items() if discrete]
     density = [f"{n} ({lik})" for n, (discrete, lik) in kinds.items() if not discrete]
@@ -142,8 +153,9 @@ def _refuse_mixed_units(models: Mapping[str, VAE | LogLikelihood]) -> None:
             f"{', '.join(mass)} assign probabilities (a mass function) while {', '.join(density)} "
             "assign densities. A log-probability is at most 0, whereas a log-density depends on the "
             "units of x and can be any size, so their difference says nothing about which model is "
-            "better. Compare within one kind, or make the density model discrete (dequantise it into "
-            "a mass function over the same values) before comparing."
+            "better. Compare within one kind, or, for integer data such as 8-bit pixels, build the "
+            "density model with num_levels=L (e.g. likelihood_kwargs={'num_levels': 256}): uniform "
+            "dequantisation makes it a mass function over the same levels."
         )
 
 
@@ -172,6 +184,7 @@ def _table(results: Mapping[str, LogLikelihood], method: str) -> pd.DataFrame:
     table["dse"] = ranked["dse"].astype(float)
     table["weight"] = ranked["weight"].astype(float)
     table["nll"] = [-results[n].mean for n in table.index]
+    table["bits_per_dim"] = [results[n].bits_per_dim if results[n].num_features else np.nan for n in table.index]
     table["mc_se"] = [results[n].total_mc_se for n in table.index]
     table["share_k_above_0.7"] = [
         results[n].share_k_above(0.7) if results[n].pareto_k is not None else np.nan for n in table.index

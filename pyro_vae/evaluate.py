@@ -63,7 +63,9 @@ class LogLikelihood:
         num_particles: ``S``.
         likelihood: name of the model's likelihood.
         is_discrete: whether that likelihood is a mass function (``log_px`` in log-probability
-            units) rather than a density.
+            units) rather than a density. Densities with ``num_levels`` count as mass functions:
+            their estimate is the dequantised log-probability of the levels.
+        num_features: ``D``, the values per point, for :attr:`bits_per_dim`.
     """
 
     log_px: torch.Tensor
@@ -74,6 +76,7 @@ class LogLikelihood:
     num_particles: int
     likelihood: str
     is_discrete: bool
+    num_features: int | None = None
 
     @property
     def num_points(self) -> int:
@@ -104,6 +107,17 @@ class LogLikelihood:
         """Monte Carlo error of :attr:`total`, ``sqrt(sum_i mc_se_i^2)`` (draws are independent)."""
         return float(self.mc_se.pow(2).sum().sqrt())
 
+    @property
+    def bits_per_dim(self) -> float:
+        """Negative log-likelihood per value in bits, ``-mean / (D ln 2)``.
+
+        For a mass function this is the average code length per pixel; for a density it depends
+        on the units of ``x`` (and can be negative).
+        """
+        if not self.num_features:
+            raise ValueError("bits_per_dim needs num_features, the number of values per point.")
+        return -self.mean / (self.num_features * math.log(2))
+
     def share_k_above(self, threshold: float = 0.7) -> float:
         """Share of points whose Pareto ``k`` exceeds ``threshold``."""
         if self.pareto_k is None:
@@ -120,6 +134,8 @@ class LogLikelihood:
             "nll": -self.mean,
             "nll_se": self.mean_se,
             "nll_mc_se": self.total_mc_se / self.num_points,
+            **({"bits_per_dim": self.bits_per_dim, "bits_per_dim_se": self.mean_se / (self.num_features * math.log(2))}
+               if self.num_features else {}),  # fmt: skip
             "elbo": float(self.elbo.mean()),
             "elbo_se": _sum_se(self.elbo) / self.num_points,
         }
@@ -194,6 +210,7 @@ def log_likelihood(
         num_particles=num_particles,
         likelihood=vae.likelihood.name,
         is_discrete=vae.likelihood.is_discrete,
+        num_features=vae.input_dim,
     )
 
 

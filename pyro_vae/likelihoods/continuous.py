@@ -59,8 +59,8 @@ class _LocationScale(DensityLikelihood):
     family: type = dist.Normal
 
     def __init__(self, scale: float | str = "global", min_scale: float = 1e-3, init_scale: float = 0.1,
-                 num_levels: int | None = None, **extra):  # fmt: skip
-        super().__init__(num_levels=num_levels, scale=scale, min_scale=min_scale, init_scale=init_scale, **extra)
+                 num_levels: int | None = None):  # fmt: skip
+        super().__init__(num_levels=num_levels, scale=scale, min_scale=min_scale, init_scale=init_scale)
         self.scale = self.positive("scale", scale, floor=min_scale, init=init_scale)
 
     def density(self, raw):
@@ -96,7 +96,8 @@ class StudentTLikelihood(_LocationScale):
     def __init__(self, scale: float | str = "global", min_scale: float = 1e-3, init_scale: float = 0.1,
                  df: float | str = "global", min_df: float = 1.0, init_df: float = 5.0,
                  num_levels: int | None = None):  # fmt: skip
-        super().__init__(scale, min_scale, init_scale, num_levels, df=df, min_df=min_df, init_df=init_df)
+        super().__init__(scale, min_scale, init_scale, num_levels)
+        self.config.update(df=df, min_df=min_df, init_df=init_df)
         self.df = self.positive("df", df, floor=min_df, init=init_df)
 
     def density(self, raw):
