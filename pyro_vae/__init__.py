@@ -8,7 +8,7 @@ from .comparison import compare, plot_comparison
 from .evaluate import LogLikelihood, log_likelihood
 from .export import to_inference_data
 from .latent_mixture import LatentMixture
-from .likelihoods import LIKELIHOODS, Likelihood, get_likelihood, register_likelihood
+from .likelihoods import LIKELIHOODS, DensityLikelihood, Likelihood, Positive, get_likelihood, register_likelihood
 from .model import VAE
 from .predictive import (
     AggregatePosterior,
@@ -23,12 +23,14 @@ from .train import History, elbo_per_point, fit
 
 __all__ = [
     "AggregatePosterior",
+    "DensityLikelihood",
     "History",
     "LIKELIHOODS",
     "LatentMixture",
     "Likelihood",
     "LogLikelihood",
     "PRIORS",
+    "Positive",
     "PredictiveSamples",
     "Prior",
     "VAE",

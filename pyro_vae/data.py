@@ -120,7 +120,8 @@ class Dataset:
 def binarize(x: torch.Tensor, seed: int) -> torch.Tensor:
     """``Bernoulli(x)`` drawn with a private generator seeded by ``seed``; same shape as ``x``."""
     generator = torch.Generator().manual_seed(int(seed))
-    return torch.bernoulli(x, generator=generator)
+    # Drawn on the CPU whatever the device of x, so a seed gives the same pixels everywhere.
+    return torch.bernoulli(x.cpu(), generator=generator).to(x.device)
 
 
 def load(

@@ -191,7 +191,7 @@ def log_likelihood(
                     for done in range(0, num_particles, particles)
                 ],
                 dim=0,
-            ).T.double()  # (B, S)
+            ).T.double().cpu()  # (B, S); statistics on the CPU whatever the model's device
             memory.check()
             stats = _weight_statistics(lw)
             log_px.append(stats[0])
@@ -240,7 +240,7 @@ def log_weights(
     guide_trace = poutine.trace(particles(guide)).get_trace(x, **guide_kwargs)
     model_trace = poutine.trace(poutine.replay(particles(vae.model), trace=guide_trace)).get_trace(x)
     expected = (num_particles, x.shape[0])
-    total = torch.zeros(expected, dtype=x.dtype)
+    total = torch.zeros(expected, dtype=x.dtype, device=x.device)
     for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
         for name, site in trace.nodes.items():
             if site["type"] != "sample" or site_is_subsample(site):

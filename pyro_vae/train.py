@@ -169,6 +169,13 @@ def fit(
                 indices = order[step * batch_size : (step + 1) * batch_size]
                 weight = _kl_weight(epoch * steps_per_epoch + step, kl_warmup_epochs * steps_per_epoch)
                 total += svi.step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight)
+            if not math.isfinite(total):
+                raise FloatingPointError(
+                    f"The training loss became {total} in epoch {epoch + 1}: the parameters have left the "
+                    "range where the likelihood is finite. Lower lr, or raise the floor of the "
+                    "likelihood's positive parameters (min_scale, min_concentration, ...). "
+                    + ("The checkpoint file holds the last finite epoch." if checkpoint is not None else "")
+                )
             row = {
                 "epoch": epoch + 1,
                 "kl_weight": weight,
