@@ -71,3 +71,19 @@ def test_compare_refuses_runs_on_different_data(two_runs, tmp_path, capsys):
     assert "different data" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+def test_train_on_levels_with_likelihood_options_and_evaluate(tmp_path, capsys):
+    run = tmp_path / "levels"
+    assert main(["train", "--data", "digits", "--values", "levels", "--likelihood", "normal",
+                 "--likelihood-kwargs", '{"num_levels": 17, "scale": "feature"}', "--epochs", "1",
+                 "--hidden", "8", "--out", str(run)]) == 0  # fmt: skip
+    vae, dataset, config = pyro_vae.load_run(run)
+    assert config["values"] == "levels" and dataset.test.x.max() == 16
+    assert vae.likelihood.num_levels == 17 and vae.input_scale == 16.0
+    assert main(["evaluate", str(run), "--num-particles", "20", "--max-points", "30"]) == 0
+    assert '"is_discrete": true' in (run / "evaluation.json").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["train", "--likelihood-kwargs", "[1, 2]", "--out", str(tmp_path / "x")])
+    assert "expected a JSON object" in capsys.readouterr().err

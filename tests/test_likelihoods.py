@@ -329,3 +329,29 @@ def test_every_registered_likelihood_declares_itself():
         assert lik.mean(raw).shape == (B, D)
         sample = distribution.sample()
         assert bool(lik.support.check(sample).all()), name
+
+
+def test_the_documented_registration_example_works():
+    import pyro.distributions as dist
+
+    @pyro_vae.register_likelihood("test_gumbel")
+    class GumbelLikelihood(pyro_vae.DensityLikelihood):
+        def __init__(self, scale="global", num_levels=None):
+            super().__init__(num_levels=num_levels, scale=scale)
+            self.scale = self.positive("scale", scale, floor=1e-3, init=0.1)
+
+        def density(self, raw):
+            loc, scale = self.split(raw)
+            return dist.Gumbel(loc, scale.expand_as(loc)).to_event(1)
+
+    try:
+        lik = make("test_gumbel", scale="decoder")
+        raw, x = raw_for(lik), torch.randn(B, D, generator=GEN, dtype=torch.float64)
+        scale = 1e-3 + softplus(raw[:, D:].numpy())
+        expected = stats.gumbel_r.logpdf(x.numpy(), raw[:, :D].numpy(), scale).sum(-1)
+        np.testing.assert_allclose(log_prob(lik, raw, x), expected, rtol=1e-10)
+        vae = pyro_vae.VAE(D, 2, hidden_sizes=(4,), likelihood="test_gumbel", likelihood_kwargs={"num_levels": 16})
+        assert vae.likelihood.is_discrete and vae.input_scale == 15.0
+        pyro_vae.fit(vae, counts(15).float(), epochs=1)
+    finally:
+        pyro_vae.LIKELIHOODS.pop("test_gumbel")
