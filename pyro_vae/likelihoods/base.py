@@ -354,7 +354,7 @@ class DensityLikelihood(Likelihood):
     def mean(self, raw):
         """``E[x|z]``; on levels ``L E[x] - 1/2`` clipped to ``[0, L-1]`` (within half a level of
         the mean level for densities on ``[0, 1]``)."""
+        from .distributions import level_mean
+
         mean = self.density_mean(raw)
-        if self.num_levels is None:
-            return mean
-        return (self.num_levels * mean - 0.5).clamp(0, self.num_levels - 1)
+        return mean if self.num_levels is None else level_mean(mean, self.num_levels)

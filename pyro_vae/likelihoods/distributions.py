@@ -14,6 +14,12 @@ from torch.nn import functional as F
 _EDGE = 1e-6
 
 
+def level_mean(unit_mean: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """``L E[x] - 1/2`` clipped to ``[0, L-1]``: the mean level of ``floor(L x)`` to within half a
+    level when ``x`` lies in ``[0, 1]``."""
+    return (num_levels * unit_mean - 0.5).clamp(0, num_levels - 1)
+
+
 class Dequantized(dist.TorchDistribution):
     """Integer levels ``k = floor(L x)`` of ``x ~ density`` on ``[0, 1]``, scored by uniform dequantisation.
 
@@ -51,7 +57,7 @@ class Dequantized(dist.TorchDistribution):
 
     @property
     def mean(self):
-        return (self.num_levels * self.density.mean - 0.5).clamp(0, self.num_levels - 1)
+        return level_mean(self.density.mean, self.num_levels)
 
 
 class DiscretizedLogistic(dist.TorchDistribution):
