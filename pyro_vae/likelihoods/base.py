@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from .._checks import positive_int
 from .._registry import registrar
+from .distributions import Dequantized, level_mean
 
 LIKELIHOODS: dict[str, type["Likelihood"]] = {}
 
@@ -346,15 +347,11 @@ class DensityLikelihood(Likelihood):
         return self.density(raw).mean
 
     def distribution(self, raw):
-        from .distributions import Dequantized
-
         density = self.density(raw)
         return density if self.num_levels is None else Dequantized(density, self.num_levels)
 
     def mean(self, raw):
         """``E[x|z]``; on levels ``L E[x] - 1/2`` clipped to ``[0, L-1]`` (within half a level of
         the mean level for densities on ``[0, 1]``)."""
-        from .distributions import level_mean
-
         mean = self.density_mean(raw)
         return mean if self.num_levels is None else level_mean(mean, self.num_levels)
