@@ -32,6 +32,7 @@ import math
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 import pyro_vae
@@ -119,8 +120,6 @@ def run(args) -> None:
               f"{summary['bits_per_dim']:.4f} bits/dim, k>0.7 {summary['share_k_above_0.7']:.2f}, "
               f"train {seconds:.0f} s, eval {eval_seconds:.0f} s", flush=True)  # fmt: skip
         del vae
-        if args.after_each:
-            __import__("subprocess").run(args.after_each, shell=True, check=False)
 
 
 def _to(split, device):
@@ -146,7 +145,7 @@ def report(args) -> None:
             s = summaries[name]
             results[name] = LogLikelihood(saved["log_px"], saved["elbo"], saved["mc_se"], saved["pareto_k"], None,
                                           s["num_particles"], s["likelihood"], s["is_discrete"],
-                                          num_features=784 if data_name == "fashion-mnist" else 64)  # fmt: skip
+                                          num_features=saved["originals"].shape[1])  # fmt: skip
             value_max = 1.0 if name == "bernoulli_binarized" else (255.0 if data_name == "fashion-mnist" else 16.0)
             shape = (28, 28) if data_name == "fashion-mnist" else (8, 8)
             rows = torch.cat([saved["originals"], saved["reconstructions"], saved["prior_means"][:10],
@@ -172,7 +171,7 @@ def report(args) -> None:
             print(f"  {n:22s} NLL {s['nll']:9.2f} ± {s['nll_se']:.2f}  bits/dim {s['bits_per_dim']:.4f} "
                   f"± {s['bits_per_dim_se']:.4f}  k>0.7 {s['share_k_above_0.7']:.2f}")  # fmt: skip
         if table is not None:
-            with __import__("pandas").option_context("display.width", 200, "display.max_columns", 20):
+            with pd.option_context("display.width", 200, "display.max_columns", 20):
                 print(table.round(3))
     Path(args.out).write_text(json.dumps(tables, indent=1))
     print(f"wrote {args.out}")
@@ -192,7 +191,6 @@ run_parser.add_argument("--max-memory-mb", type=float, default=64.0)
 run_parser.add_argument("--device", default="cpu")
 run_parser.add_argument("--threads", type=int, default=2)
 run_parser.add_argument("--seed", type=int, default=0)
-run_parser.add_argument("--after-each", default=None, help="shell command run after each model (e.g. to pack results)")
 run_parser.add_argument("--out-dir", default="runs/likelihood_swap")
 report_parser = commands.add_parser("report", help="tables and figures from the runs")
 report_parser.add_argument("--out-dir", default="runs/likelihood_swap")
