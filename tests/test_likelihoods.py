@@ -10,6 +10,7 @@ from scipy import special, stats
 
 import pyro_vae
 from pyro_vae.likelihoods import DiscretizedLogistic, get_likelihood
+from pyro_vae.likelihoods.distributions import dequantize
 
 B, D = 5, 4
 GEN = torch.Generator().manual_seed(0)
@@ -206,6 +207,21 @@ def test_dequantised_density_is_the_stated_bound_and_converges_to_the_bin_mass()
     mass = stats.norm.cdf((k.numpy() + 1) / levels, 0.4, 0.2) - stats.norm.cdf(k.numpy() / levels, 0.4, 0.2)
     se = draws.std(0).numpy() / math.sqrt(len(draws))
     assert np.all(np.abs(draws.mean(0).numpy() - mass[:, 0]) < 4 * se + 1e-12)
+
+
+def test_dequantised_points_stay_inside_the_open_interval_in_float32():
+    # 255 + u rounds to 256 in float32 for u near 1; unclamped, the Beta log-density would be infinite.
+    top = torch.full((4,), 255.0)
+    noise = torch.tensor([1e-6, 0.5, 1 - 1e-6, 1 - 1e-7])
+    assert ((top + noise) / 256 == 1).any()
+    x = dequantize(top, noise, 256)
+    assert (x < 1).all() and (x > 0).all()
+    assert dequantize(torch.zeros(1), torch.full((1,), 1e-6), 256).item() > 0
+    lik = make("beta", concentration=3.0, num_levels=256).float()
+    raw = torch.zeros(1, D)
+    torch.manual_seed(0)
+    values = torch.full((200000, D), 255.0)  # about 7.6e-6 of these draws round onto 1 unclamped
+    assert torch.isfinite(lik(raw).log_prob(values)).all()
 
 
 def test_dequantised_samples_and_means_are_levels():

@@ -14,6 +14,18 @@ from torch.nn import functional as F
 _EDGE = 1e-6
 
 
+def dequantize(levels: torch.Tensor, noise: torch.Tensor, num_levels: int) -> torch.Tensor:
+    """``(k + u) / L``, kept strictly inside ``(0, 1)`` in the values' own precision.
+
+    In float32, ``255 + u`` rounds to ``256`` once ``u > 1 - 2^-17``, and ``(k + u) / L`` is then
+    exactly 1, where a Beta density is zero or infinite. The point is therefore clamped to
+    ``[_EDGE / L, 1 - eps]`` with ``eps`` the dtype's machine epsilon: it moves ``x`` by at most
+    ``eps``, and only for the rare draws that would otherwise round onto an edge.
+    """
+    x = (levels + noise) / num_levels
+    return x.clamp(_EDGE / num_levels, 1 - torch.finfo(x.dtype).eps)
+
+
 def level_mean(unit_mean: torch.Tensor, num_levels: int) -> torch.Tensor:
     """``L E[x] - 1/2`` clipped to ``[0, L-1]``: the mean level of ``floor(L x)`` to within half a
     level when ``x`` lies in ``[0, 1]``."""
@@ -48,7 +60,8 @@ class Dequantized(dist.TorchDistribution):
         shape = torch.broadcast_shapes(value.shape, self.batch_shape + self.event_shape)
         noise = torch.rand(shape, dtype=value.dtype, device=value.device) * (1 - 2 * _EDGE) + _EDGE
         values_per_event = math.prod(self.event_shape)
-        return self.density.log_prob((value + noise) / self.num_levels) - values_per_event * math.log(self.num_levels)
+        x = dequantize(value, noise, self.num_levels)
+        return self.density.log_prob(x) - values_per_event * math.log(self.num_levels)
 
     def sample(self, sample_shape=torch.Size()):
         with torch.no_grad():
