@@ -7,8 +7,8 @@ Two data sets, each with one set of networks and one training budget for every l
   the 17 levels;
 * Fashion-MNIST as 8-bit levels 0..255: continuous Bernoulli, Gaussian (per-pixel and
   decoder-predicted scale), Laplace and Beta, each dequantised onto the 256 levels, the
-  discretised logistic and the 256-way categorical; plus the Bernoulli on binarised pixels,
-  which is a different data set and is reported on its own.
+  discretised logistic (one logistic, and a mixture of five) and the 256-way categorical; plus
+  the Bernoulli on binarised pixels, which is a different data set and is reported on its own.
 
 Every model's test NLL is importance-weighted (nats per image and bits per pixel, with standard
 errors over images), so mass functions and dequantised densities are in the same units, and
@@ -22,6 +22,10 @@ Train and evaluate (each model writes OUT_DIR/<data>/<model>.pt and .json)::
 then build the tables and figures from what the runs wrote::
 
     python experiments/likelihood_swap.py report
+
+and, to see what each likelihood costs, time a few training steps of every model::
+
+    python experiments/likelihood_swap.py step-time --data fashion-mnist
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ FASHION = {
     "normal_decoder_scale": ("normal", {"num_levels": 256, "scale": "decoder"}),
     "laplace": ("laplace", {"num_levels": 256, "scale": "feature"}),
     "discretized_logistic": ("discretized_logistic", {"num_levels": 256}),
+    "discretized_logistic_mixture": ("discretized_logistic", {"num_levels": 256, "num_components": 5}),
     "categorical": ("categorical", {"num_levels": 256}),
     "bernoulli_binarized": ("bernoulli", {}),
     "beta": ("beta", {"num_levels": 256, "concentration": "feature"}),
@@ -120,6 +125,32 @@ def run(args) -> None:
               f"{summary['bits_per_dim']:.4f} bits/dim, k>0.7 {summary['share_k_above_0.7']:.2f}, "
               f"train {seconds:.0f} s, eval {eval_seconds:.0f} s", flush=True)  # fmt: skip
         del vae
+
+
+def step_time(args) -> None:
+    """Milliseconds per SVI step of each model on one batch of random levels (the cost of a likelihood)."""
+    import pyro
+    from pyro.infer import SVI, Trace_ELBO
+
+    torch.set_num_threads(args.threads)
+    settings = SETTINGS[args.data]
+    input_dim = 784 if args.data == "fashion-mnist" else 64
+    levels = torch.randint(0, int(settings["input_scale"]) + 1, (settings["batch_size"], input_dim)).float()
+    for name, (likelihood, kwargs) in MODELS[args.data].items():
+        x = (levels > settings["input_scale"] / 2).float() if name == "bernoulli_binarized" else levels
+        pyro.clear_param_store()
+        torch.manual_seed(args.seed)
+        vae = pyro_vae.VAE(input_dim, settings["latent_dim"], hidden_sizes=(settings["hidden"],),
+                           likelihood=likelihood, likelihood_kwargs=kwargs,
+                           input_scale=1.0 if name == "bernoulli_binarized" else settings["input_scale"])  # fmt: skip
+        svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+        for _ in range(3):  # warm-up
+            svi.step(x)
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            svi.step(x)
+        milliseconds = 1000 * (time.perf_counter() - started) / args.steps
+        print(f"{args.data:14s} {name:28s} {milliseconds:8.1f} ms/step (batch {len(x)})", flush=True)
 
 
 def _to(split, device):
@@ -192,6 +223,11 @@ run_parser.add_argument("--device", default="cpu")
 run_parser.add_argument("--threads", type=int, default=2)
 run_parser.add_argument("--seed", type=int, default=0)
 run_parser.add_argument("--out-dir", default="runs/likelihood_swap")
+time_parser = commands.add_parser("step-time", help="milliseconds per training step of each model")
+time_parser.add_argument("--data", choices=list(MODELS), required=True)
+time_parser.add_argument("--steps", type=int, default=10)
+time_parser.add_argument("--threads", type=int, default=2)
+time_parser.add_argument("--seed", type=int, default=0)
 report_parser = commands.add_parser("report", help="tables and figures from the runs")
 report_parser.add_argument("--out-dir", default="runs/likelihood_swap")
 report_parser.add_argument("--figures", default="docs/figures")
@@ -204,5 +240,7 @@ if __name__ == "__main__":
             if name not in MODELS[arguments.data]:
                 parser.error(f"unknown model {name!r} for {arguments.data}; choose from {list(MODELS[arguments.data])}")
         run(arguments)
+    elif arguments.command == "step-time":
+        step_time(arguments)
     else:
         report(arguments)
