@@ -72,6 +72,15 @@ SETTINGS = {
 MODELS = {"digits": DIGITS, "fashion-mnist": FASHION}
 
 
+def _make_vae(data_name: str, name: str, input_dim: int, settings: dict, image_shape=None) -> pyro_vae.VAE:
+    """The network of ``data_name`` with model ``name``'s likelihood; only the likelihood differs."""
+    likelihood, kwargs = MODELS[data_name][name]
+    # Every model's encoder sees pixels in [0, 1]: binarised pixels as they are, levels / (L - 1).
+    scale = 1.0 if name == "bernoulli_binarized" else settings["input_scale"]
+    return pyro_vae.VAE(input_dim, settings["latent_dim"], hidden_sizes=(settings["hidden"],), likelihood=likelihood,
+                        likelihood_kwargs=kwargs, image_shape=image_shape, input_scale=scale)  # fmt: skip
+
+
 def run(args) -> None:
     torch.set_num_threads(args.threads)
     settings = {**SETTINGS[args.data], **{k: v for k, v in vars(args).items() if k in SETTINGS[args.data] and v}}
@@ -83,12 +92,8 @@ def run(args) -> None:
     for name in names:
         likelihood, kwargs = MODELS[args.data][name]
         data = binary if name == "bernoulli_binarized" else levels
-        # Every model's encoder sees pixels in [0, 1]: binarised pixels as they are, levels / (L - 1).
-        scale = 1.0 if name == "bernoulli_binarized" else settings["input_scale"]
         torch.manual_seed(args.seed)
-        vae = pyro_vae.VAE(data.input_dim, settings["latent_dim"], hidden_sizes=(settings["hidden"],),
-                           likelihood=likelihood, likelihood_kwargs=kwargs, image_shape=data.image_shape,
-                           input_scale=scale).to(args.device)  # fmt: skip
+        vae = _make_vae(args.data, name, data.input_dim, settings, data.image_shape).to(args.device)
         train = _to(data.train if settings["train_points"] is None else data.train[: settings["train_points"]],
                     args.device)  # fmt: skip
         started = time.perf_counter()
@@ -136,13 +141,11 @@ def step_time(args) -> None:
     settings = SETTINGS[args.data]
     input_dim = 784 if args.data == "fashion-mnist" else 64
     levels = torch.randint(0, int(settings["input_scale"]) + 1, (settings["batch_size"], input_dim)).float()
-    for name, (likelihood, kwargs) in MODELS[args.data].items():
+    for name in MODELS[args.data]:
         x = (levels > settings["input_scale"] / 2).float() if name == "bernoulli_binarized" else levels
         pyro.clear_param_store()
         torch.manual_seed(args.seed)
-        vae = pyro_vae.VAE(input_dim, settings["latent_dim"], hidden_sizes=(settings["hidden"],),
-                           likelihood=likelihood, likelihood_kwargs=kwargs,
-                           input_scale=1.0 if name == "bernoulli_binarized" else settings["input_scale"])  # fmt: skip
+        vae = _make_vae(args.data, name, input_dim, settings)
         svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
         for _ in range(3):  # warm-up
             svi.step(x)
