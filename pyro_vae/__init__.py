@@ -1,29 +1,30 @@
 """pyro_vae: variational autoencoders written as Pyro programs."""
 
-__version__ = "0.1.0"
-
-from . import data, diagnostics, quality
-from .checkpoint import load, load_run, save
+from ._version import __version__
+from . import data, diagnostics, latent, program, quality
+from .checkpoint import load, save
+from .cli import load_run
 from .comparison import compare, plot_comparison
 from .evaluate import LogLikelihood, log_likelihood
 from .export import to_inference_data
+from .guides import GUIDES, GuideFamily, get_guide, register_guide
+from .latent import AggregatePosterior
 from .latent_mixture import LatentMixture
 from .likelihoods import LIKELIHOODS, DensityLikelihood, Likelihood, Positive, get_likelihood, register_likelihood
 from .model import VAE
-from .predictive import (
-    AggregatePosterior,
-    PredictiveSamples,
-    posterior_predictive,
-    prior_predictive,
-    reconstruct,
-)
+from .networks import FlattenLeading
+from .predictive import PredictiveSamples, posterior_predictive, prior_predictive, reconstruct
 from .priors import PRIORS, Prior, get_prior, register_prior
+from .program import Program, as_program
 from .sampling import sample
-from .train import History, elbo_per_point, fit
+from .train import History, fit, mean_elbo
 
 __all__ = [
     "AggregatePosterior",
     "DensityLikelihood",
+    "FlattenLeading",
+    "GUIDES",
+    "GuideFamily",
     "History",
     "LIKELIHOODS",
     "LatentMixture",
@@ -32,23 +33,30 @@ __all__ = [
     "PRIORS",
     "Positive",
     "PredictiveSamples",
+    "Program",
     "Prior",
     "VAE",
+    "__version__",
+    "as_program",
     "compare",
     "data",
     "diagnostics",
-    "elbo_per_point",
     "fit",
+    "get_guide",
     "get_likelihood",
     "get_prior",
+    "latent",
     "load",
     "load_run",
     "log_likelihood",
+    "mean_elbo",
     "plot_comparison",
     "posterior_predictive",
     "prior_predictive",
+    "program",
     "quality",
     "reconstruct",
+    "register_guide",
     "register_likelihood",
     "register_prior",
     "sample",

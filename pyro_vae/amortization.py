@@ -16,9 +16,10 @@ fixed), then evaluates both ELBOs and the importance-weighted ``log p(x)`` with 
 
 from __future__ import annotations
 
-import math
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyro
 import pyro.distributions as dist
@@ -30,7 +31,10 @@ from torch.nn import functional as F
 from ._checks import positive_int
 from ._isolation import isolated
 from .evaluate import log_likelihood
-from .model import VAE
+from .latent import AggregatePosterior
+from .predictive import shaped_like_site
+from .program import Data, Program, as_program, site_values
+from .statistics import mean_se
 
 
 @dataclass(frozen=True)
@@ -79,15 +83,19 @@ class AmortizationGap:
             ("approximation_gap", self.approximation),
         ):
             out[name] = float(values.mean())
-            out[f"{name}_se"] = float(values.std(correction=1) / math.sqrt(values.numel())) if values.numel() > 1 else math.nan
+            out[f"{name}_se"] = mean_se(values)
         out.update(num_steps=self.num_steps, num_particles=self.num_particles, trace=self.trace)
         return out
 
 
 def amortization_gap(
-    vae: VAE,
-    x: torch.Tensor,
+    model: Any,
+    x: Any,
     *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    plate: str | None = None,
     num_steps: int = 500,
     lr: float = 1e-2,
     train_particles: int = 8,
@@ -99,8 +107,10 @@ def amortization_gap(
     """Refine ``q(z|x_i)`` for every row of ``x`` and measure the encoder's gap.
 
     Args:
-        vae: a trained model; it is not modified.
-        x: data of shape ``(N, D)``.
+        model: a trained program (a VAE, or a model with ``guide=``); it is not modified.
+        x: data with the points along the first dimension.
+        covariates: data-aligned keyword arguments of model and guide.
+        site: the local latent to refine (the only one by default).
         num_steps: Adam steps of SVI per batch of points.
         lr: initial Adam learning rate for the per-point means and scales; it decays
             exponentially to ``lr / 10`` over the steps.
@@ -110,30 +120,39 @@ def amortization_gap(
             changes speed and memory).
         seed: seeds SVI and evaluation.
 
+    The refined ``q*`` is a diagonal Gaussian per point, started at the guide's own Gaussian (or at
+    the mean and spread of its draws, for a flow guide).
+
     Returns: an :class:`AmortizationGap`.
     """
-    x = vae.check_data(x)
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
     for value, name in ((num_steps, "num_steps"), (train_particles, "train_particles"), (batch_size, "batch_size")):
         positive_int(value, name)
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr!r}.")
-    with torch.no_grad():
-        loc, scale = vae.encode(x)
+    sites = program.sites(data)
+    name = sites.latent(site)
+    if len(sites.local) != 1:
+        raise ValueError(f"The amortization gap refines one local latent; this program has {list(sites.local)}.")
+    loc, scale = _starting_gaussians(program, data, name, seed)
     traces, parts = [], []
-    with _frozen(vae):
-        for start in range(0, len(x), batch_size):
-            rows = slice(start, start + batch_size)
+    with _frozen(_parameters(program, data)):
+        for start in range(0, len(data), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(data)))
             # Fresh parameters and optimiser per batch, so Adam's momentum never moves rows
             # refined in an earlier batch.
-            part = _LocalGaussians(loc[rows], scale[rows])
-            traces.append(_refine(vae, part, x[rows], num_steps, lr, train_particles, seed + start))
+            part = _LocalGaussians(loc[rows], scale[rows], name, program.plate, sites)
+            traces.append(_refine(program, part, data, rows, num_steps, lr, train_particles, seed + start, sites))
             parts.append(part)
-    local = _LocalGaussians(torch.cat([p.loc.detach() for p in parts]), torch.cat([p.scale.detach() for p in parts]))
-    encoder = log_likelihood(vae, x, num_particles=num_particles, seed=seed, psis=False, max_memory_mb=max_memory_mb)
-    refined = log_likelihood(
-        vae, x, num_particles=num_particles, seed=seed, psis=False, max_memory_mb=max_memory_mb, guide=local.guide
-    )
-    weights = torch.tensor([min(batch_size, len(x) - s) for s in range(0, len(x), batch_size)], dtype=torch.float64)
+    local = _LocalGaussians(torch.cat([p.loc.detach() for p in parts]), torch.cat([p.scale.detach() for p in parts]),
+                            name, program.plate, sites)  # fmt: skip
+    common = dict(covariates=data.covariates, num_particles=num_particles, seed=seed, psis=False,
+                  max_memory_mb=max_memory_mb)  # fmt: skip
+    encoder = log_likelihood(program, data.x, **common)
+    refined = log_likelihood(program.replace(guide=local.guide), data.x, **common)
+    weights = torch.tensor([len(range(s, min(s + batch_size, len(data)))) for s in range(0, len(data), batch_size)],
+                           dtype=torch.float64)  # fmt: skip
     trace = (torch.tensor(traces, dtype=torch.float64).T @ weights / weights.sum()).tolist() if traces else []
     return AmortizationGap(
         encoder_elbo=encoder.elbo,
@@ -148,14 +167,42 @@ def amortization_gap(
     )
 
 
-class _LocalGaussians(nn.Module):
-    """Free diagonal Gaussians, one per data point, initialised at the encoder's output."""
+@torch.no_grad()
+def _starting_gaussians(program: Program, data: Data, site: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guide's own ``(loc, scale)`` per point, or the mean and spread of 64 of its draws."""
+    try:
+        aggregate = AggregatePosterior.from_program(program, data, site=site)
+        if not aggregate.transforms:
+            return aggregate.loc, aggregate.scale
+    except ValueError:
+        pass
+    with isolated(seed), pyro.validation_enabled(False):
+        sites = program.sites(data)
+        guide_trace, _ = program.traces(data, 64, indices=torch.arange(len(data)), num_data=len(data), sites=sites)
+        draws = site_values(guide_trace.nodes[site], sites, program.plate)
+    return draws.mean(0), draws.std(0).clamp(min=1e-4)
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
+
+def _parameters(program: Program, data: Data) -> list[torch.Tensor]:
+    """The parameters the model touches (its ``pyro.module``/``pyro.param`` sites), to freeze."""
+    with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False), torch.no_grad():
+        _, model_trace = program.traces(data.rows(slice(0, 1)), None, indices=torch.arange(1), num_data=len(data))
+    found = [site["value"] for site in model_trace.nodes.values() if site["type"] == "param"]
+    owner = getattr(program.model, "__self__", None)
+    if isinstance(owner, nn.Module):
+        found += list(owner.parameters())
+    return [p for p in found if isinstance(p, torch.Tensor) and p.requires_grad]
+
+
+class _LocalGaussians(nn.Module):
+    """Free diagonal Gaussians, one per data point, initialised at ``(loc, scale)``: a guide."""
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, site: str = "z", plate: str = "data", sites=None):
         super().__init__()
         self.loc = nn.Parameter(loc.detach().clone())
-        # Inverse softplus, so the initial scale equals the encoder's.
+        # Inverse softplus, so the initial scale equals the given one.
         self.raw_scale = nn.Parameter(scale.detach() + torch.log(-torch.expm1(-scale.detach())))
+        self.site, self.plate, self.sites = site, plate, sites
 
     @property
     def scale(self) -> torch.Tensor:
@@ -163,38 +210,54 @@ class _LocalGaussians(nn.Module):
 
     def guide(self, x: torch.Tensor, *, indices: torch.Tensor | None = None, **_) -> None:
         rows = indices if indices is not None else torch.arange(x.shape[0])
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(self.loc[rows], self.scale[rows]).to_event(1))
+        dim = self.sites.data_dim if self.sites is not None else -1
+        with pyro.plate(self.plate, x.shape[0], dim=dim):
+            loc, scale = self.loc[rows], self.scale[rows]
+            if self.sites is not None:
+                loc, scale = shaped_like_site(loc, self.sites, len(rows)), shaped_like_site(scale, self.sites, len(rows))
+            pyro.sample(self.site, dist.Normal(loc, scale).to_event(1))
 
 
-def _refine(vae, local, batch, num_steps, lr, particles, seed) -> list[float]:
+def _refine(program, local, data, rows, num_steps, lr, particles, seed, sites) -> list[float]:
     """Adam on the batch's Gaussians; returns the average ELBO every ``num_steps // 10`` steps."""
-    objective = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+    objective = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=sites.nesting)
     optimiser = torch.optim.Adam(local.parameters(), lr=lr)
     # The step size decays to 10% of lr, so the final iterate rests near the optimum instead of
     # jittering around it with the Monte Carlo noise of the gradients.
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=0.1 ** (1 / num_steps))
     every = max(1, num_steps // 10)
+    batch = data.rows(rows)
+    model_kwargs = program._kwargs(program.model, batch, rows, len(rows))
+    guide_kwargs = {**batch.covariates, "indices": torch.arange(len(rows))}
     trace = []
     with isolated(seed), warnings.catch_warnings():
-        # The frozen decoder's parameters are deliberately left out of the parameter store.
+        # The frozen model's parameters are deliberately left out of the parameter store.
         warnings.filterwarnings("ignore", message=".*was not registered in the param store.*")
         for step in range(num_steps):
-            loss = objective.differentiable_loss(vae.model, local.guide, batch)
+            loss = objective.differentiable_loss(_with(program.model, model_kwargs), _with(local.guide, guide_kwargs),
+                                                 batch.x)  # fmt: skip
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
             if (step + 1) % every == 0:
-                trace.append(-loss.item() / len(batch))
+                trace.append(-loss.item() / len(rows))
     return trace
 
 
-class _frozen:
-    """Turn off gradients of the VAE's parameters for the duration of a block."""
+def _with(fn, kwargs):
+    def call(x):
+        return fn(x, **kwargs)
 
-    def __init__(self, module: nn.Module):
-        self.params = [p for p in module.parameters() if p.requires_grad]
+    return call
+
+
+class _frozen:
+    """Turn off gradients of the given parameters for the duration of a block."""
+
+    def __init__(self, params: list[torch.Tensor]):
+        unique = {id(p): p for p in params}
+        self.params = list(unique.values())
 
     def __enter__(self):
         for p in self.params:

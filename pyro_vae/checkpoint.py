@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ._io import atomic_write
 from .model import VAE
 
 FORMAT = "pyro_vae"
@@ -52,24 +52,6 @@ def load(path: str | os.PathLike, **networks: nn.Module) -> VAE:
     vae = VAE.from_config(json.loads(payload["config"]), **networks)
     load_state(vae, payload["state_dict"], path)
     return vae
-
-
-def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, dict[str, Any]]:
-    """``(vae, dataset, config)`` of a run folder written by ``pyro-vae train`` or ``pyro-vae demo``.
-
-    The data set is loaded with the run's own settings (name, binarisation, values, seed), so its
-    validation and test splits are the ones the model was checked against.
-    """
-    from . import data
-
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise FileNotFoundError(f"{run} is not a run folder: it has no config.json (write one with pyro-vae train).")
-    config = json.loads((run / "config.json").read_text())
-    vae = load(run / "model.pt", **networks)
-    dataset = data.load(config["data"], binarize=config["binarize"], values=config.get("values", "unit"),
-                        seed=config["seed"])  # fmt: skip
-    return vae, dataset, config
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -115,18 +97,3 @@ def load_state(vae: VAE, state_dict: dict[str, torch.Tensor], source: Any = "che
         )
         raise ValueError(f"{source} holds parameters of another architecture: {details}.")
     vae.load_state_dict(state_dict)
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

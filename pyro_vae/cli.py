@@ -11,18 +11,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from . import data as data_module
-from .checkpoint import atomic_write, load, load_run, save
+from ._io import write_json
+from .checkpoint import load, save
+from .latent import AggregatePosterior
 from .likelihoods import LIKELIHOODS
 from .model import VAE
-from .predictive import AggregatePosterior, prior_predictive, reconstruct
+from .predictive import prior_predictive, reconstruct
 from .priors import PRIORS
-from .train import elbo_per_point, fit
+from .train import fit, mean_elbo
+
+#: The files of a run folder written by ``pyro-vae train`` or ``pyro-vae demo``.
+RUN_FILES = ("config.json", "model.pt", "checkpoint.pt", "history.csv", "summary.json")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     comparison.add_argument("--csv", default=None, help="also write the table as CSV")
 
     args = parser.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # the command line draws files, never windows
     try:
         if args.command == "demo":
             run_demo(Path(args.out), epochs=args.epochs, seed=args.seed)
@@ -88,6 +99,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pyro-vae {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, dict[str, Any]]:
+    """``(vae, dataset, config)`` of a run folder written by ``pyro-vae train`` or ``pyro-vae demo``.
+
+    The data set is loaded with the run's own settings (name, binarisation, values, seed), so its
+    validation and test splits are the ones the model was checked against.
+    """
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise FileNotFoundError(f"{run} is not a run folder: it has no config.json (write one with pyro-vae train).")
+    config = json.loads((run / "config.json").read_text())
+    vae = load(run / "model.pt", **networks)
+    dataset = data_module.load(config["data"], binarize=config["binarize"], values=config.get("values", "unit"),
+                        seed=config["seed"])  # fmt: skip
+    return vae, dataset, config
+
 
 
 def run_demo(out: Path, *, epochs: int = 400, seed: int = 0) -> dict:
@@ -190,7 +218,7 @@ def run_evaluate(args) -> dict:
         "pareto_k": pareto.summary(),
     }
     out = Path(args.out) if args.out else run / "evaluation.json"
-    atomic_write(out, lambda handle: handle.write(json.dumps(metrics, indent=1).encode()))
+    write_json(out, metrics)
     print(f"  NLL                        {metrics['nll']:.2f} ± {metrics['nll_se']:.2f} nats per point "
           f"(Monte Carlo error {metrics['nll_mc_se']:.3f})")
     print(f"  ELBO                       {metrics['elbo']:.2f} ± {metrics['elbo_se']:.2f}")
@@ -252,7 +280,7 @@ def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: st
     config = {"data": dataset.name, "binarize": binarize, "values": values, "seed": settings["seed"],
               "model": vae.config(),
               "training": {k: v for k, v in settings.items() if k != "resume"}}  # fmt: skip
-    (out / "config.json").write_text(json.dumps(config, indent=1))
+    write_json(out / "config.json", config)
     print(f"Training on {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} validation / "
           f"{len(dataset.test)} test images, latent dimension {vae.latent_dim}.")  # fmt: skip
     history = fit(vae, dataset.train, val=dataset.val, checkpoint=out / "checkpoint.pt",
@@ -260,7 +288,7 @@ def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: st
     save(vae, out / "model.pt")
 
     test_x = dataset.test.x
-    test_elbo = elbo_per_point(vae, test_x, seed=settings["seed"])
+    test_elbo = mean_elbo(vae, test_x, seed=settings["seed"])
     agg = AggregatePosterior.from_data(vae, _training_codes_input(dataset))
     files = {
         "model": out / "model.pt",
@@ -287,7 +315,7 @@ def _train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: st
         "stopped_early": history.stopped_early,
         "files": {k: str(v) for k, v in files.items()},
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_json(out / "summary.json", summary)
     print(f"Test ELBO: {test_elbo:.2f} nats per image (best validation epoch {history.best_epoch} "
           f"of {len(history.rows)}).")  # fmt: skip
     for name, path in files.items():

@@ -18,17 +18,19 @@ data no leave-one-out correction is needed.
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .evaluate import LogLikelihood, arviz, log_likelihood
-from .model import VAE
+from .evaluate import LogLikelihood, arviz, describe_observed, log_likelihood
+from .program import Program, as_program
 
 #: Columns of the table returned by :func:`compare`.
 COLUMNS = ("rank", "elpd", "se", "elpd_diff", "dse", "weight", "nll", "bits_per_dim", "mc_se", "share_k_above_0.7",
@@ -36,22 +38,27 @@ COLUMNS = ("rank", "elpd", "se", "elpd_diff", "dse", "weight", "nll", "bits_per_
 
 
 def compare(
-    models: Mapping[str, VAE | LogLikelihood],
-    x: torch.Tensor | None = None,
+    models: Mapping[str, Any],
+    x: Any = None,
     *,
+    covariates: Mapping[str, Any] | None = None,
     num_particles: int = 1000,
     max_memory_mb: float = 64.0,
     seed: int = 0,
     method: str = "stacking",
+    **program_kwargs: Any,
 ) -> pd.DataFrame:
     """Rank models by summed held-out ``log p(x)``, best first.
 
     Args:
-        models: model name -> a trained :class:`~pyro_vae.VAE`, or a
+        models: model name -> a trained :class:`~pyro_vae.VAE`, a ``(model, guide)`` pair of Pyro
+            programs, a :class:`~pyro_vae.program.Program`, or a
             :class:`~pyro_vae.evaluate.LogLikelihood` already computed on the same data.
-        x: the held-out data, shape ``(N, D)``; needed when any entry is a VAE.
-        num_particles, max_memory_mb, seed: passed to :func:`~pyro_vae.log_likelihood`; each
-            model gets the same seed.
+        x: the held-out data (points along the first dimension); needed when any entry is a model.
+        covariates: data-aligned keyword arguments of the programs (the same for every model).
+        num_particles, max_memory_mb, seed, **program_kwargs: passed to
+            :func:`~pyro_vae.log_likelihood` (``global_values=``, ``plate=``); each model gets the
+            same seed.
         method: how ``arviz.compare`` weighs the models: ``"stacking"``, ``"BB-pseudo-BMA"`` or
             ``"pseudo-BMA"``.
 
@@ -66,7 +73,8 @@ def compare(
     * ``share_k_above_0.7`` and ``warning``: the share of points whose importance weights have
       Pareto ``k > 0.7`` (an unreliable estimate), and whether any point does.
 
-    ``table.attrs`` records ``num_points`` and ``num_particles``.
+    ``table.attrs`` records ``num_points``, ``num_particles`` and, per model, the estimator and any
+    global latents it was conditioned on.
 
     Raises:
         ValueError: when fewer than two models are given, when the data sets differ in size, or
@@ -79,21 +87,43 @@ def compare(
     """
     if not isinstance(models, Mapping) or len(models) < 2:
         raise ValueError("compare needs a mapping of at least two model names to models.")
-    for name, model in models.items():
-        if not isinstance(model, (VAE, LogLikelihood)):
-            raise TypeError(f"Model {name!r} is a {type(model).__name__}; pass a VAE or a LogLikelihood.")
-    _refuse_mixed_units(models)
-    if any(isinstance(m, VAE) for m in models.values()) and x is None:
+    entries = {name: _entry(name, model) for name, model in models.items()}
+    if any(isinstance(e, Program) for e in entries.values()) and x is None:
         raise ValueError("Pass the held-out data x: at least one model has not been evaluated yet.")
+    _refuse_mixed_units({name: _units(entry, x, covariates) for name, entry in entries.items()})
     results = {
-        name: model if isinstance(model, LogLikelihood)
-        else log_likelihood(model, x, num_particles=num_particles, max_memory_mb=max_memory_mb, seed=seed)
-        for name, model in models.items()
+        name: entry if isinstance(entry, LogLikelihood)
+        else log_likelihood(entry, x, covariates=covariates, num_particles=num_particles,
+                            max_memory_mb=max_memory_mb, seed=seed, **program_kwargs)
+        for name, entry in entries.items()
     }  # fmt: skip
     sizes = {name: r.num_points for name, r in results.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"Every model must be evaluated on the same data points; got sizes {sizes}.")
     return _table(results, method)
+
+
+def _entry(name: str, model: Any) -> Program | LogLikelihood:
+    if isinstance(model, LogLikelihood):
+        return model
+    if isinstance(model, tuple) and len(model) == 2 and all(callable(m) for m in model):
+        return as_program(*model)
+    if isinstance(model, Program) or hasattr(model, "as_program"):
+        return as_program(model)
+    raise TypeError(f"Model {name!r} is a {type(model).__name__}; pass a VAE or a LogLikelihood, a (model, guide) pair "
+                    "or a Program.")  # fmt: skip
+
+
+def _units(entry: Program | LogLikelihood, x: Any, covariates) -> tuple[bool, str, int | None]:
+    """``(is_discrete, description, values per point)`` of a model, read before any evaluation."""
+    if isinstance(entry, LogLikelihood):
+        return entry.is_discrete, entry.likelihood, entry.num_features
+    # A program that can make its own rows (a VAE) is described without the data, so a model of
+    # another data size is refused for that reason rather than for the shape of x.
+    data = entry.template(1) if entry.can_generate else entry.data(x, covariates)
+    sites = entry.sites(data)
+    features = sum(int(math.prod(sites.event_shapes[k])) for k in sites.observed)
+    return all(sites.discrete.values()), describe_observed(entry, data, sites), features
 
 
 def plot_comparison(table: pd.DataFrame, path: str | os.PathLike, *, title: str | None = None) -> Path:
@@ -103,9 +133,7 @@ def plot_comparison(table: pd.DataFrame, path: str | os.PathLike, *, title: str 
     but the best, its difference to the best with the paired ``+-dse`` bar (open triangle). A
     dashed line marks the best model's ``elpd``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # The caller's matplotlib backend is left alone: saving a figure needs no display.
     import matplotlib.pyplot as plt
 
     if not set(COLUMNS) <= set(table.columns):
@@ -132,19 +160,11 @@ def plot_comparison(table: pd.DataFrame, path: str | os.PathLike, *, title: str 
     return path
 
 
-def _refuse_mixed_units(models: Mapping[str, VAE | LogLikelihood]) -> None:
-    def kind(model):
-        if isinstance(model, VAE):
-            return model.likelihood.is_discrete, model.likelihood.name
-        return model.is_discrete, model.likelihood
-
-    def features(model):
-        return model.input_dim if isinstance(model, VAE) else model.num_features
-
-    sizes = {name: features(model) for name, model in models.items() if features(model)}
+def _refuse_mixed_units(units: Mapping[str, tuple[bool, str, int | None]]) -> None:
+    sizes = {name: features for name, (_, _, features) in units.items() if features}
     if len(set(sizes.values())) > 1:
         raise ValueError(f"The models describe data with different numbers of values per point: {sizes}.")
-    kinds = {name: kind(model) for name, model in models.items()}
+    kinds = {name: (discrete, lik) for name, (discrete, lik, _) in units.items()}
     mass = [f"{n} ({lik})" for n, (discrete, lik) in kinds.items() if discrete]
     density = [f"{n} ({lik})" for n, (discrete, lik) in kinds.items() if not discrete]
     if mass and density:
@@ -193,6 +213,8 @@ def _table(results: Mapping[str, LogLikelihood], method: str) -> pd.DataFrame:
     table.attrs.update(
         num_points=next(iter(results.values())).num_points,
         num_particles={n: r.num_particles for n, r in results.items()},
+        estimator={n: r.estimator for n, r in results.items()},
+        conditioned_on={n: r.conditioned_on for n, r in results.items() if r.conditioned_on},
         method=method,
     )
     return table

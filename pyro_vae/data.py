@@ -361,3 +361,14 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
         raise ValueError(f"{path} holds {len(raw)} bytes but its header {shape} implies {expected}.")
     array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).copy())
+
+
+def one_hot(labels, num_classes: int) -> torch.Tensor:
+    """Labels ``(N,)`` (or one label) as one-hot rows ``(N, num_classes)`` of the default float type,
+    the covariates of a class-conditional VAE: ``covariates={"y": one_hot(split.labels, 10)}``."""
+    labels = torch.as_tensor(labels).long().reshape(-1)
+    if not (isinstance(num_classes, int) and num_classes >= 1):
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got values from {int(labels.min())} to {int(labels.max())}.")
+    return torch.nn.functional.one_hot(labels, num_classes).to(torch.get_default_dtype())

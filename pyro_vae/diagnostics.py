@@ -1,4 +1,4 @@
-"""How good is ``q(z|x)``? Posterior diagnostics for a trained :class:`~pyro_vae.VAE`.
+"""How good is ``q(z|x)``? Posterior diagnostics for a trained program (a VAE or model and guide).
 
 * :func:`elbo_surgery` -- split the average KL term of the ELBO into the mutual information
   between ``x`` and ``z`` and the divergence of the aggregate posterior from the prior;
@@ -20,12 +20,20 @@ import pyro.distributions as dist
 import torch
 from torch.distributions import kl_divergence
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pyro
+
 from ._checks import positive_int
 from ._isolation import isolated
 from .amortization import AmortizationGap, amortization_gap
 from .evaluate import LogLikelihood, log_likelihood
-from .model import VAE
-from .predictive import AggregatePosterior
+from .latent import AggregatePosterior, prior_of
+from .predictive import latent_means
+from .program import as_program, per_point, site_values
+from .statistics import monte_carlo_se as _mc_se
+from .statistics import proportion_se
 
 __all__ = [
     "ActiveUnits",
@@ -161,14 +169,18 @@ class ParetoReport:
 
 
 def elbo_surgery(
-    vae: VAE,
-    x: torch.Tensor,
+    model: Any,
+    x: Any,
     *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    plate: str | None = None,
     draws_per_point: int = 1,
     seed: int = 0,
     max_memory_mb: float = 256.0,
 ) -> ElboSurgery:
-    """Hoffman & Johnson's (2016) ELBO surgery on the data ``x`` (shape ``(N, D)``).
+    """Hoffman & Johnson's (2016) ELBO surgery on the data ``x`` (points along the first dimension).
 
     With ``q(x, z) = (1/N) sum_i delta(x - x_i) q(z|x)`` and the aggregate posterior
     ``q(z) = (1/N) sum_i q(z|x_i)``,
@@ -179,26 +191,29 @@ def elbo_surgery(
         = \\underbrace{\\mathbb{E}_{q(x,z)}\\Big[\\log \\frac{q(z|x)}{q(z)}\\Big]}_{I_q(x;\\,z)}
         + \\underbrace{\\mathbb{E}_{q(z)}\\Big[\\log \\frac{q(z)}{p(z)}\\Big]}_{\\mathrm{KL}(q(z)\\|p(z))}.
 
-    Every point contributes ``draws_per_point`` draws ``z ~ q(z|x_i)``, which are draws from
-    ``q(x, z)`` and so from ``q(z)``; ``log q(z)`` is the exact ``N``-component mixture. The two
-    terms are evaluated on the same draws, so the estimates add up to the average-KL estimate
-    exactly, and each has a standard error of ``std / sqrt(num_draws)``. A large
-    ``KL(q(z)||p(z))`` means prior samples land where the encoder never puts data ("holes").
+    Every point contributes ``draws_per_point`` draws ``z ~ q(z|x_i)`` from the guide's trace,
+    which are draws from ``q(x, z)`` and so from ``q(z)``; ``log q(z|x_i)`` and ``log p(z)`` are the
+    guide's and the model's own log-densities of those draws, and ``log q(z)`` is the exact
+    ``N``-component mixture. The two terms are evaluated on the same draws, so the estimates add
+    up to the average-KL estimate exactly, and each has a standard error of
+    ``std / sqrt(num_draws)``. A large ``KL(q(z)||p(z))`` means prior samples land where the
+    encoder never puts data ("holes"). Works on the local latent ``site`` (the only one by default).
     """
-    x = vae.check_data(x)
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
     positive_int(draws_per_point, "draws_per_point")
-    with torch.no_grad():
-        loc, scale = vae.encode(x)
-        q = dist.Normal(loc, scale)
-        with isolated(seed):
-            z = q.sample((draws_per_point,))  # (K, N, L)
-        log_q_cond = q.log_prob(z).sum(-1).reshape(-1).double()
-        prior = vae.prior()
-        log_p = prior.log_prob(z).reshape(-1).double()
-        aggregate = AggregatePosterior(loc, scale)
-        log_q_marg = aggregate.log_prob(z.reshape(-1, vae.latent_dim), max_memory_mb=max_memory_mb).double()
+    sites = program.sites(data)
+    name = sites.latent(site)
+    with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
+        aggregate = AggregatePosterior.from_program(program, data, site=name)
+        guide_trace, model_trace = program.traces(data, draws_per_point, indices=torch.arange(len(data)),
+                                                  num_data=len(data), sites=sites)  # fmt: skip
+        z = site_values(guide_trace.nodes[name], sites, program.plate)  # (K, N, L)
+        log_q_cond = per_point(guide_trace.nodes[name], sites, program.plate, draws_per_point, len(data)).reshape(-1).double()
+        log_p = per_point(model_trace.nodes[name], sites, program.plate, draws_per_point, len(data)).reshape(-1).double()
+        log_q_marg = aggregate.log_prob(z.reshape(-1, z.shape[-1]), max_memory_mb=max_memory_mb).double()
         try:
-            exact = float(kl_divergence(q.to_event(1), prior).mean())
+            exact = float(kl_divergence(guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]).mean())
         except NotImplementedError:
             exact = None
     mi_terms = log_q_cond - log_q_marg
@@ -212,43 +227,49 @@ def elbo_surgery(
         marginal_kl=float(marginal_terms.mean()),
         marginal_kl_se=_mc_se(marginal_terms),
         average_kl_exact=exact,
-        max_mutual_information=math.log(len(x)),
-        num_points=len(x),
+        max_mutual_information=math.log(len(data)),
+        num_points=len(data),
         num_draws=int(total_terms.numel()),
     )
 
 
 def holes(
-    vae: VAE,
-    x: torch.Tensor,
+    model: Any,
+    x: Any,
     *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    plate: str | None = None,
     num_samples: int = 10_000,
     quantile: float = 0.01,
     seed: int = 0,
     max_memory_mb: float = 256.0,
 ) -> Holes:
-    """Measure how well the aggregate posterior of ``x`` (shape ``(N, D)``) covers the prior.
+    """Measure how well the aggregate posterior of ``x`` covers the prior.
 
-    ``q(z)`` is the exact ``N``-component mixture of the rows' ``q(z|x_i)``. ``num_samples``
-    draws from ``q(z)`` (a uniform row, then its Gaussian) and as many from ``p(z)`` give
+    ``q(z)`` is the exact ``N``-component mixture of the rows' ``q(z|x_i)``; ``p(z)`` is the
+    model's prior of the latent ``site`` (at the first row's covariates). ``num_samples`` draws
+    from ``q(z)`` and as many from ``p(z)`` give
 
     .. math::
 
-        \mathrm{KL}(q\|p) \approx \overline{\log q(z) - \log p(z)}_{z \sim q}, \qquad
-        \mathrm{KL}(p\|q) \approx \overline{\log p(z) - \log q(z)}_{z \sim p},
+        \\mathrm{KL}(q\\|p) \\approx \\overline{\\log q(z) - \\log p(z)}_{z \\sim q}, \\qquad
+        \\mathrm{KL}(p\\|q) \\approx \\overline{\\log p(z) - \\log q(z)}_{z \\sim p},
 
     and the hole share: the fraction of prior draws with ``log q(z)`` below the ``quantile`` of
     ``log q`` at the draws from ``q`` itself -- below the density that 99% (by default) of the
     data's own codes exceed. Without holes it equals ``quantile``.
     """
-    x = vae.check_data(x)
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
     if not (isinstance(num_samples, int) and num_samples >= 2):
         raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}.")
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must lie strictly between 0 and 1, got {quantile!r}.")
     with torch.no_grad():
-        aggregate = AggregatePosterior.from_data(vae, x)
-        prior = vae.prior()
+        aggregate = AggregatePosterior.from_program(program, data, site=site)
+        prior = prior_of(program, data, site=site)
         from_q = aggregate.sample(num_samples, seed=seed)
         with isolated(seed + 1):
             from_p = prior.sample((num_samples,))
@@ -265,53 +286,65 @@ def holes(
         kl_p_q=float(p_minus_q.mean()),
         kl_p_q_se=_mc_se(p_minus_q),
         hole_share=share,
-        hole_share_se=math.sqrt(share * (1 - share) / num_samples),
+        hole_share_se=proportion_se(share, num_samples),
         threshold=float(threshold),
         quantile=float(quantile),
         num_samples=num_samples,
     )
 
 
-def active_units(vae: VAE, x: torch.Tensor, *, threshold: float = 0.01, batch_size: int = 4096) -> ActiveUnits:
+def active_units(
+    model: Any,
+    x: Any,
+    *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    plate: str | None = None,
+    threshold: float = 0.01,
+    batch_size: int = 4096,
+) -> ActiveUnits:
     """Count the latent dimensions ``u`` with ``Cov_x(E_q[z_u|x]) > threshold`` over the rows of ``x``.
 
     Burda, Grosse & Salakhutdinov (2016, section 5.2) call such a dimension active; the others
-    carry no information about ``x`` and their ``q(z_u|x)`` stays at the prior.
+    carry no information about ``x`` and their ``q(z_u|x)`` stays at the prior. ``E_q[z|x]`` is the
+    guide's closed-form mean, or a Monte Carlo average where it has none (flow guides).
     """
-    x = vae.check_data(x)
-    if len(x) < 2:
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
+    if len(data) < 2:
         raise ValueError("active_units needs at least two data points to measure a variance.")
     if not threshold > 0:
         raise ValueError(f"threshold must be positive, got {threshold!r}.")
-    with torch.no_grad():
-        means = torch.cat([vae.encode(x[i : i + batch_size])[0] for i in range(0, len(x), batch_size)])
+    means = latent_means(program, data, program.sites(data).latent(site), batch_size=batch_size)
+    means = means.reshape(len(data), -1)
     variance = means.double().var(dim=0, correction=1)
     return ActiveUnits(variance=variance, active=variance > threshold, threshold=float(threshold))
 
 
 def pareto_k_report(
-    vae: VAE | LogLikelihood,
-    x: torch.Tensor | None = None,
+    model: Any,
+    x: Any = None,
     *,
     num_particles: int = 1000,
     seed: int = 0,
     max_memory_mb: float = 64.0,
+    **program_kwargs: Any,
 ) -> ParetoReport:
     """Pareto ``k`` of the importance weights of every row of ``x``, from ArviZ's PSIS.
 
-    Pass a trained VAE with data, or the :class:`~pyro_vae.evaluate.LogLikelihood` returned by
-    :func:`~pyro_vae.log_likelihood` (which computes ``k`` by default) to reuse its weights.
-    See :meth:`ParetoReport.interpretation` for how to read ``k`` (Vehtari et al. 2024).
+    Pass a trained program (a VAE, or a model with ``guide=``, ``covariates=`` ... as for
+    :func:`~pyro_vae.log_likelihood`) with data, or the
+    :class:`~pyro_vae.evaluate.LogLikelihood` returned by :func:`~pyro_vae.log_likelihood` (which
+    computes ``k`` by default) to reuse its weights. See :meth:`ParetoReport.interpretation` for
+    how to read ``k`` (Vehtari et al. 2024).
     """
-    if isinstance(vae, LogLikelihood):
-        if vae.pareto_k is None:
+    if isinstance(model, LogLikelihood):
+        if model.pareto_k is None:
             raise ValueError("This LogLikelihood was computed with psis=False; it holds no Pareto k.")
-        return ParetoReport(k=vae.pareto_k, num_particles=vae.num_particles)
+        return ParetoReport(k=model.pareto_k, num_particles=model.num_particles)
     if x is None:
-        raise ValueError("Pass the data x to evaluate the VAE on.")
-    result = log_likelihood(vae, x, num_particles=num_particles, seed=seed, max_memory_mb=max_memory_mb)
+        raise ValueError("Pass the data x to evaluate the model on.")
+    result = log_likelihood(model, x, num_particles=num_particles, seed=seed, max_memory_mb=max_memory_mb,
+                            **program_kwargs)  # fmt: skip
     return ParetoReport(k=result.pareto_k, num_particles=num_particles)
-
-
-def _mc_se(terms: torch.Tensor) -> float:
-    return float(terms.std(correction=1) / math.sqrt(terms.numel())) if terms.numel() > 1 else math.nan

@@ -17,35 +17,28 @@ The first is the importance-weighted bound of Burda, Grosse & Salakhutdinov (201
 expectation never exceeds ``log p(x)`` and rises towards it as ``S`` grows. The second is an
 unbiased estimate of the per-point ELBO.
 
-The weights come from genuine Pyro traces: the guide runs under a ``"particles"`` plate, the model
-is replayed against it, and each site's ``log_prob`` keeps the ``(particles, data)`` shape, so
-nothing is summed over data points. Work is split into chunks of (points x particles) whose
-activations stay near ``max_memory_mb``.
+The weights come from genuine Pyro traces of any program that follows :mod:`pyro_vae.program`:
+the guide runs under a ``"particles"`` plate, the model is replayed against it, and each site's
+``log_prob`` is reduced to the ``(particles, data)`` shape, so nothing is summed over data points.
+Work is split into chunks of (points x particles) whose allocations stay near ``max_memory_mb``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyro
 import torch
-from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 
 from ._checks import positive_int
 from ._isolation import isolated
-from .model import VAE
-
-#: Tensors of the decoder's output size alive at once per draw of ``z``: the raw output, the
-#: log-density terms and the temporaries of the likelihood's ``log_prob``. Measured, see
-#: ``experiments/benchmarks/log_likelihood.py``.
-_OUTPUT_COPIES = 6
-#: Tensors of each hidden layer's size alive at once per draw (pre- and post-activation).
-_HIDDEN_COPIES = 2
+from .program import Data, Program, Sites, as_program, per_point
+from .statistics import sum_se as _sum_se
 
 
 @dataclass(frozen=True)
@@ -61,11 +54,14 @@ class LogLikelihood:
             or ``None`` when not computed.
         log_weights: the ``(N, S)`` log weights, kept only on request.
         num_particles: ``S``.
-        likelihood: name of the model's likelihood.
+        likelihood: name of the model's likelihood, or its observed sites and their distributions.
         is_discrete: whether that likelihood is a mass function (``log_px`` in log-probability
             units) rather than a density. Densities with ``num_levels`` count as mass functions:
             their estimate is the dequantised log-probability of the levels.
-        num_features: ``D``, the values per point, for :attr:`bits_per_dim`.
+        num_features: ``D``, the values per point (over all observed sites), for :attr:`bits_per_dim`.
+        per_site: with several observed sites, each site's own ``log p(x_i^{(k)})`` estimate.
+        conditioned_on: global latents fixed for the estimate, with how their values were chosen.
+        estimator: how ``log_px`` was estimated.
     """
 
     log_px: torch.Tensor
@@ -77,6 +73,9 @@ class LogLikelihood:
     likelihood: str
     is_discrete: bool
     num_features: int | None = None
+    per_site: dict[str, torch.Tensor] | None = None
+    conditioned_on: dict[str, str] = field(default_factory=dict)
+    estimator: str = "importance sampling"
 
     @property
     def num_points(self) -> int:
@@ -141,66 +140,93 @@ class LogLikelihood:
         }
         if self.pareto_k is not None:
             out["share_k_above_0.7"] = self.share_k_above(0.7)
+        if self.per_site:
+            out["nll_per_site"] = {k: -float(v.mean()) for k, v in self.per_site.items()}
+        if self.conditioned_on:
+            out["conditioned_on"] = dict(self.conditioned_on)
+        out["estimator"] = self.estimator
         return out
 
 
 def log_likelihood(
-    vae: VAE,
-    x: torch.Tensor,
+    model: Any,
+    x: Any,
     *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    plate: str | None = None,
+    global_values: Any = None,
     num_particles: int = 1000,
     max_memory_mb: float = 64.0,
     seed: int = 0,
     psis: bool = True,
     return_log_weights: bool = False,
-    guide: Callable | None = None,
 ) -> LogLikelihood:
-    """Importance-weighted ``log p(x_i)`` and ELBO for every row of ``x``.
+    """Importance-weighted ``log p(x_i)`` and ELBO for every data point of a Pyro program.
 
     Args:
-        vae: a trained model.
-        x: data of shape ``(N, D)`` (or ``(N, *image_shape)``), in the likelihood's support.
+        model: a :class:`~pyro_vae.VAE`, or a Pyro program ``model(x, **covariates)`` (see
+            :mod:`pyro_vae.program` for the protocol).
+        x: data with the points along the first dimension, e.g. ``(N, D)``.
+        guide: the proposal ``guide(x, **covariates)``; a VAE brings its own encoder. A guide that
+            declares ``indices`` receives the positions of the chunk's rows in ``x``.
+        covariates: data-aligned keyword arguments of model and guide (labels, a second
+            modality), sliced with ``x`` chunk by chunk.
+        plate: name of the data plate (``"data"`` by default).
+        global_values: how to fix latent sites outside the data plate, which make ``log p(x_i)``
+            exist only conditionally: ``"guide_median"`` or ``{site: value}``. Without it a
+            program with global latents is refused. The result's ``conditioned_on`` says what
+            was used.
         num_particles: importance samples ``S`` per point.
-        max_memory_mb: rough bound on the activations of one chunk (points x particles); the
-            default keeps chunks small enough to stay in cache, which is also fastest on CPU.
-        seed: seeds the draws of ``z``; the same seed and ``max_memory_mb`` give the same result.
+        max_memory_mb: rough bound on the memory of one chunk (points x particles), measured
+            from the program itself; the default keeps chunks in cache, which is also fastest.
+        seed: seeds the draws; the same seed and ``max_memory_mb`` give the same result.
         psis: also fit the Pareto shape ``k`` of each point's weights (ArviZ's ``psislw``).
         return_log_weights: keep the ``(N, S)`` log weights in the result.
-        guide: a proposal with the signature of :meth:`VAE.guide` plus an ``indices`` keyword
-            (positions of the chunk's rows in ``x``); defaults to the encoder's ``q(z|x)``.
 
-    Returns: a :class:`LogLikelihood`.
+    Returns: a :class:`LogLikelihood`. With several observed sites, ``log_px`` estimates the
+    joint ``log p(x_i)`` and ``per_site`` holds an estimate of each site's own marginal
+    ``log p(x_i^{(k)})`` from the same draws (weights ``p(x^{(k)}|z) p(z) / q(z|x)``).
     """
-    x = vae.check_data(x)
+    program = as_program(model, guide, plate=plate)
     positive_int(num_particles, "num_particles")
     if not (isinstance(max_memory_mb, (int, float)) and max_memory_mb > 0):
         raise ValueError(f"max_memory_mb must be a positive number, got {max_memory_mb!r}.")
     if psis and num_particles < 10:
         raise ValueError("Pareto k needs at least 10 particles per point; raise num_particles or pass psis=False.")
-    points, particles = chunk_plan(vae, num_particles, max_memory_mb)
+    data = program.data(x, covariates)
+    program.guide  # noqa: B018 -- refuse a missing guide before any work
+    sites = program.sites(data)
+    program, conditioned = program.conditioned_on_globals(data, global_values)
+    program.check_vectorised(data, sites)
+    points, particles = _plan(program, data, sites, num_particles, max_memory_mb)
     memory = _HeapGuard(allowance_mb=4 * max_memory_mb + 128)
     log_px, elbo, mc_se, khat, kept = [], [], [], [], []
+    per_site: dict[str, list[torch.Tensor]] = {name: [] for name in sites.observed} if len(sites.observed) > 1 else {}
     # The data was checked above and every z comes from the guide itself, so Pyro's per-site
     # argument checks are switched off in the inner loop, where they cost ~10% of the time.
     with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
-        for start in range(0, len(x), points):
-            indices = torch.arange(start, min(start + points, len(x)))
-            lw = torch.cat(
-                [
-                    log_weights(vae, x[indices], min(particles, num_particles - done), guide=guide, indices=indices)
-                    for done in range(0, num_particles, particles)
-                ],
-                dim=0,
-            ).T.double().cpu()  # (B, S); statistics on the CPU whatever the model's device
+        for start in range(0, len(data), points):
+            indices = torch.arange(start, min(start + points, len(data)))
+            parts = [
+                _weights(program, data.rows(indices), min(particles, num_particles - done), sites,
+                         indices=indices, num_data=len(data))
+                for done in range(0, num_particles, particles)
+            ]  # fmt: skip
+            latent = torch.cat([p[0] for p in parts]).T.double().cpu()  # (B, S); statistics on the CPU
+            observed = {k: torch.cat([p[1][k] for p in parts]).T.double().cpu() for k in sites.observed}
+            lw = latent + sum(observed.values())
             memory.check()
             stats = _weight_statistics(lw)
             log_px.append(stats[0])
             elbo.append(stats[1])
             mc_se.append(stats[2])
+            for name in per_site:
+                per_site[name].append(_weight_statistics(latent + observed[name])[0])
             if psis:
                 khat.append(pareto_k(lw))
             if return_log_weights:
-                kept.append(lw.to(x.dtype))
+                kept.append(lw.to(data.x.dtype if data.x.is_floating_point() else torch.get_default_dtype()))
     return LogLikelihood(
         log_px=torch.cat(log_px),
         elbo=torch.cat(elbo),
@@ -208,51 +234,66 @@ def log_likelihood(
         pareto_k=torch.cat(khat) if psis else None,
         log_weights=torch.cat(kept) if return_log_weights else None,
         num_particles=num_particles,
-        likelihood=vae.likelihood.name,
-        is_discrete=vae.likelihood.is_discrete,
-        num_features=vae.input_dim,
+        likelihood=describe_observed(program, data, sites),
+        is_discrete=all(sites.discrete.values()),
+        num_features=sum(int(math.prod(sites.event_shapes[k])) or 1 for k in sites.observed),
+        per_site={k: torch.cat(v) for k, v in per_site.items()} or None,
+        conditioned_on=conditioned,
     )
 
 
 def log_weights(
-    vae: VAE,
+    model: Any,
     x: torch.Tensor,
     num_particles: int,
     *,
     guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
     indices: torch.Tensor | None = None,
+    num_data: int | None = None,
 ) -> torch.Tensor:
     """Log importance weights ``log p(x, z_s) - log q(z_s|x)`` of shape ``(num_particles, B)``.
 
-    ``x`` has shape ``(B, D)`` and has been checked. Draws use torch's global generator, so call
-    this inside a seeded block.
+    ``x`` is one batch of ``B`` points. Draws use torch's global generator, so call this inside a
+    seeded block; reading the program's structure does not consume it.
     """
+    program = as_program(model, guide)
+    data = program.data(x, covariates)
+    sites = program.sites(data)
+    program, _ = program.conditioned_on_globals(data, None)
+    latent, observed = _weights(program, data, num_particles, sites, indices=indices, num_data=num_data)
+    return latent + sum(observed.values())
 
-    def particles(fn):
-        def vectorised(*args, **kwargs):
-            with pyro.plate("particles", num_particles, dim=-2):
-                return fn(*args, **kwargs)
 
-        return vectorised
+def describe_observed(program: Program, data: Data, sites: Sites) -> str:
+    """The program's name, or its observed sites and their distributions: ``"x: Bernoulli"``."""
+    if program.name:
+        return program.name
+    with torch.no_grad(), torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+        _, trace = program.traces(data.rows(slice(0, 1)), None, sites=sites)
+    return ", ".join(f"{k}: {_distribution_name(trace.nodes[k]['fn'])}" for k in sites.observed)
 
-    guide = guide or vae.guide
-    guide_kwargs = {"indices": indices} if indices is not None and guide is not vae.guide else {}
-    guide_trace = poutine.trace(particles(guide)).get_trace(x, **guide_kwargs)
-    model_trace = poutine.trace(poutine.replay(particles(vae.model), trace=guide_trace)).get_trace(x)
-    expected = (num_particles, x.shape[0])
-    total = torch.zeros(expected, dtype=x.dtype, device=x.device)
-    for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
-        for name, site in trace.nodes.items():
-            if site["type"] != "sample" or site_is_subsample(site):
-                continue
-            log_prob = site["fn"].log_prob(site["value"])
-            if log_prob.shape != expected:
-                raise ValueError(
-                    f"Site {name!r} has log_prob of shape {tuple(log_prob.shape)}; importance weights "
-                    f"need every sample site inside the data plate, shape {expected}."
-                )
-            total = total + sign * log_prob
-    return total
+
+def _distribution_name(fn) -> str:
+    while hasattr(fn, "base_dist") and type(fn).__name__ in ("Independent", "ExpandedDistribution"):
+        fn = fn.base_dist
+    return type(fn).__name__
+
+
+def _weights(program: Program, data: Data, num_particles: int, sites: Sites, *, indices=None, num_data=None,
+             guide: Callable | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+    """``(log p(z) - log q(z|x), {site: log p(x_k|z)})``, each of shape ``(S, B)``."""
+    guide_trace, model_trace = program.traces(data, num_particles, indices=indices, num_data=num_data, guide=guide,
+                                              sites=sites)  # fmt: skip
+    batch = len(data)
+    latent = torch.zeros(num_particles, batch, dtype=torch.float64 if data.x.dtype == torch.float64 else None,
+                         device=data.x.device)  # fmt: skip
+    for name in sites.local:
+        latent = latent + per_point(model_trace.nodes[name], sites, program.plate, num_particles, batch)
+        latent = latent - per_point(guide_trace.nodes[name], sites, program.plate, num_particles, batch)
+    observed = {name: per_point(model_trace.nodes[name], sites, program.plate, num_particles, batch)
+                for name in sites.observed}  # fmt: skip
+    return latent, observed
 
 
 def pareto_k(log_weights: torch.Tensor) -> torch.Tensor:
@@ -285,21 +326,32 @@ def arviz():
     return az
 
 
-def chunk_plan(vae: VAE, num_particles: int, max_memory_mb: float) -> tuple[int, int]:
-    """``(points, particles)`` per chunk so one chunk's activations stay near ``max_memory_mb``."""
-    draws = max(1, int(max_memory_mb * 2**20 // _bytes_per_draw(vae)))
+def chunk_plan(
+    model: Any,
+    num_particles: int,
+    max_memory_mb: float,
+    x: Any = None,
+    *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+) -> tuple[int, int]:
+    """``(points, particles)`` per chunk so one chunk's allocations stay near ``max_memory_mb``.
+
+    The bytes per draw are measured on the program itself (see :meth:`Program.bytes_per_draw`),
+    on the first rows of ``x`` or, for a VAE, on its template batch.
+    """
+    program = as_program(model, guide)
+    data = program.data(x, covariates) if x is not None else program.template(1)
+    return _plan(program, data, program.sites(data), num_particles, max_memory_mb)
+
+
+def _plan(program: Program, data: Data, sites: Sites, num_particles: int, max_memory_mb: float) -> tuple[int, int]:
+    with torch.random.fork_rng(devices=[]):
+        per_draw = program.bytes_per_draw(data, sites)
+    draws = max(1, int(max_memory_mb * 2**20 // per_draw))
     if draws >= num_particles:
         return draws // num_particles, num_particles
     return 1, draws
-
-
-def _bytes_per_draw(vae: VAE) -> int:
-    """Estimated bytes of activations per draw of ``z`` in the model's forward pass."""
-    widths = [m.out_features for m in vae.decoder.modules() if isinstance(m, torch.nn.Linear)]
-    output = vae.input_dim * vae.likelihood.params_per_feature
-    hidden = sum(widths[:-1]) if widths else output
-    floats = _OUTPUT_COPIES * max(output, vae.input_dim) + _HIDDEN_COPIES * hidden + 6 * vae.latent_dim
-    return floats * torch.finfo(torch.get_default_dtype()).bits // 8
 
 
 class _HeapGuard:
@@ -348,9 +400,3 @@ def _weight_statistics(lw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     ratio = (lw - log_mean[:, None]).exp()
     rel_var = ratio.var(dim=1, correction=1) / num if num > 1 else torch.full_like(log_mean, math.inf)
     return log_mean, lw.mean(dim=1), rel_var.sqrt()
-
-
-def _sum_se(values: torch.Tensor) -> float:
-    n = values.shape[0]
-    return float(math.sqrt(n * values.double().var(correction=0))) if n > 1 else math.nan
-

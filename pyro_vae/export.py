@@ -1,38 +1,49 @@
-"""Export a trained VAE and data to ArviZ's :class:`arviz.InferenceData`.
+"""Export a trained program and data to ArviZ's :class:`arviz.InferenceData`, from traces.
 
-Groups and their variables (``S`` draws, ``N`` points, ``L`` latent and ``D`` observed dimensions)::
+Groups and their variables (``S`` draws, ``N`` points); one variable per site of the program::
 
-    posterior              z  (chain, draw, obs, latent)     z ~ q(z|x_i), the amortized posterior
-    posterior_predictive   x  (chain, draw, obs, feature)    x' ~ p(x|z), z from the posterior
-    log_likelihood         x  (chain, draw, obs)             log p(x_i | z), z from the posterior
-    prior                  z  (chain, draw, obs, latent)     z ~ p(z), one per observation
-    prior_predictive       x  (chain, draw, obs, feature)    x' ~ p(x|z), z from the prior
-    observed_data          x  (obs, feature)
+    posterior              every latent site of the guide    local: (chain, draw, obs, ...)
+                                                              global: (chain, draw, ...)
+    posterior_predictive   every observed site, x' ~ p(x|z) with z from the posterior
+    log_likelihood         every observed site, log p(x_i | z) per draw: (chain, draw, obs)
+    prior                  every latent site of the model, drawn from the model itself
+    prior_predictive       every observed site, with latents from the prior
+    observed_data          every observed site: (obs, ...)
 
 The ``log_likelihood`` group holds ``log p(x_i | z_s)`` for posterior draws, the quantity ArviZ
-expects there. It is *not* ``log p(x_i)``: each ``z`` is a local latent of its own point, so for
+expects there, read from each observed site's ``fn`` -- the model's own value, whatever its
+latents. It is *not* ``log p(x_i)``: each ``z`` is a local latent of its own point, so for
 held-out ``log p(x)`` use :func:`pyro_vae.log_likelihood` and :func:`pyro_vae.compare`.
+
+Dimension names: a site's event dimensions are ``latent`` (``feature``) when the program has one
+latent (observed) site with a one-dimensional event, else ``<site>_dim_<i>``.
 """
 
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pyro
 import torch
 
 from ._checks import positive_int
-from . import __version__
+from ._isolation import isolated
+from ._version import __version__
 from .evaluate import arviz
-from .model import VAE
-from .predictive import posterior_predictive, prior_predictive
+from .program import Data, Sites, as_program, per_point, site_values
 
 
 def to_inference_data(
-    vae: VAE,
-    x: torch.Tensor,
+    model: Any,
+    x: Any,
     *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    plate: str | None = None,
     num_samples: int = 100,
     num_chains: int = 1,
     seed: int = 0,
@@ -42,8 +53,9 @@ def to_inference_data(
     """Draws from the amortized posterior and the prior, with their predictive distributions.
 
     Args:
-        vae: a trained model.
-        x: observed data, shape ``(N, D)`` or ``(N, *image_shape)``.
+        model: a :class:`~pyro_vae.VAE` or a Pyro program (see :mod:`pyro_vae.program`).
+        x: observed data with the points along the first dimension.
+        guide, covariates, plate: as for :func:`pyro_vae.log_likelihood`.
         num_samples: draws per chain.
         num_chains: independent chains; the draws are independent anyway, chains only shape them.
         seed: seeds all draws.
@@ -52,48 +64,118 @@ def to_inference_data(
             ``chains * draws * N * D`` of them); raise it deliberately for large exports.
 
     Returns: an :class:`arviz.InferenceData` with the groups listed in the module docstring; its
-    attrs record the inference library (Pyro), pyro_vae's version, the likelihood and the model's
-    configuration as JSON.
+    attrs record the inference library (Pyro), pyro_vae's version, the observed sites'
+    distributions and, for a VAE, its configuration as JSON.
     """
     az = arviz()
-    x = vae.check_data(x)
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
+    program.guide  # noqa: B018 -- refuse a missing guide before any work
     for value, name in ((num_samples, "num_samples"), (num_chains, "num_chains")):
         positive_int(value, name)
-    n, d = x.shape
+    sites = program.sites(data)
+    program.check_vectorised(data, sites)
+    n = len(data)
     draws = num_samples * num_chains
-    if draws * n * d > max_values:
+    per_point_values = sum(int(math.prod(sites.event_shapes[k])) for k in sites.observed)
+    if draws * n * per_point_values > max_values:
         raise ValueError(
-            f"The predictive groups would hold {draws * n * d:,} numbers (draws x points x features), "
-            f"more than max_values={max_values:,}; pass fewer points or draws, or raise max_values."
+            f"The predictive groups would hold {draws * n * per_point_values:,} numbers (draws x points x "
+            f"features), more than max_values={max_values:,}; pass fewer points or draws, or raise max_values."
         )
     if obs_coords is None:
         obs_coords = np.arange(n)
     elif len(obs_coords) != n:
         raise ValueError(f"obs_coords has {len(obs_coords)} labels for {n} observations.")
 
-    posterior = posterior_predictive(vae, x, draws, seed=seed)
-    with torch.no_grad():
-        log_lik = vae.likelihood(vae.decoder(posterior.z)).log_prob(x)  # (S, N)
-    prior = prior_predictive(vae, draws * n, seed=seed + 1)
+    posterior, predictive, log_lik = {}, {}, {}
+    with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
+        guide_trace, model_trace = program.traces(data, draws, indices=torch.arange(n), num_data=n,
+                                                  uncondition=True, sites=sites)  # fmt: skip
+        for name in sites.local + sites.globals:
+            if name in guide_trace.nodes:
+                posterior[name] = site_values(guide_trace.nodes[name], sites, program.plate)
+        for name in sites.observed:
+            site = model_trace.nodes[name]
+            predictive[name] = site_values(site, sites, program.plate)
+            log_lik[name] = per_point({**site, "value": _observed_value(data, name, site)}, sites, program.plate,
+                                      draws, n)  # fmt: skip
+        prior_rows = Data(data.x, data.covariates)
+        with isolated(seed + 1):
+            prior_trace = _prior_traces(program, prior_rows, draws, sites)
+        prior = {k: site_values(prior_trace.nodes[k], sites, program.plate)
+                 for k in sites.local + sites.globals if k in prior_trace.nodes}  # fmt: skip
+        prior_predictive = {k: site_values(prior_trace.nodes[k], sites, program.plate) for k in sites.observed}
+    observed_data = {k: _observed_value(data, k, model_trace.nodes[k], squeeze=True, sites=sites, plate=program.plate)
+                     for k in sites.observed}  # fmt: skip
+
+    dims = _dims(sites, {**posterior, **predictive})
+    coords = {"obs": np.asarray(obs_coords)}
+    for name, values in {**posterior, **predictive}.items():
+        for dim, size in zip(dims[name], values.shape[1:]):
+            coords.setdefault(dim, np.arange(size))
 
     def shaped(tensor: torch.Tensor) -> np.ndarray:
-        # (chains * draws, N, ...) -> (chain, draw, obs, ...)
-        return tensor.reshape(num_chains, num_samples, n, *tensor.shape[2:]).detach().cpu().numpy()
+        # (chains * draws, ...) -> (chain, draw, ...)
+        return tensor.reshape(num_chains, num_samples, *tensor.shape[1:]).detach().cpu().numpy()
 
-    coords = {"obs": np.asarray(obs_coords), "latent": np.arange(vae.latent_dim), "feature": np.arange(d)}
-    attrs = {"pyro_vae_version": __version__, "likelihood": vae.likelihood.name,
-             "model_config": json.dumps(vae.config())}  # fmt: skip
+    attrs = {"pyro_vae_version": __version__, "likelihood": program.name or ", ".join(sites.observed),
+             "observed_sites": json.dumps(list(sites.observed)), "latent_sites": json.dumps(list(sites.local + sites.globals))}  # fmt: skip
+    if hasattr(model, "config"):
+        attrs["model_config"] = json.dumps(model.config())
 
-    def group(values: dict, dims: dict, sampled: bool = True):
-        return az.dict_to_dataset(values, attrs=attrs, library=pyro, coords=coords, dims=dims,
+    def group(values: dict, sampled: bool = True, per_point: bool = False):
+        numpy = {k: shaped(v) if sampled else v.detach().cpu().numpy() for k, v in values.items()}
+        group_dims = {k: ["obs"] if per_point else dims[k] for k in numpy}
+        return az.dict_to_dataset(numpy, attrs=attrs, library=pyro, coords=coords, dims=group_dims,
                                   default_dims=None if sampled else [])  # fmt: skip
 
-    z_dims, x_dims = {"z": ["obs", "latent"]}, {"x": ["obs", "feature"]}
     return az.InferenceData(
-        posterior=group({"z": shaped(posterior.z)}, z_dims),
-        posterior_predictive=group({"x": shaped(posterior.x)}, x_dims),
-        log_likelihood=group({"x": shaped(log_lik)}, {"x": ["obs"]}),
-        prior=group({"z": shaped(prior.z.reshape(draws, n, -1))}, z_dims),
-        prior_predictive=group({"x": shaped(prior.x.reshape(draws, n, -1))}, x_dims),
-        observed_data=group({"x": x.detach().cpu().numpy()}, x_dims, sampled=False),
+        posterior=group(posterior),
+        posterior_predictive=group(predictive),
+        log_likelihood=group(log_lik, per_point=True),
+        prior=group(prior),
+        prior_predictive=group(prior_predictive),
+        observed_data=group(observed_data, sampled=False),
     )
+
+
+def _prior_traces(program, rows: Data, draws: int, sites: Sites):
+    """The model run unconditioned under the particle plate: latents from the prior, one per observation."""
+    from .program import _particles
+
+    model = _particles(pyro.poutine.uncondition(program.model), draws, sites.particle_dim)
+    return pyro.poutine.trace(model).get_trace(rows.x, **program._kwargs(program.model, rows, torch.arange(len(rows)),
+                                                                         len(rows)))  # fmt: skip
+
+
+def _observed_value(data: Data, name: str, site: dict, *, squeeze: bool = False, sites: Sites | None = None,
+                    plate: str | None = None) -> torch.Tensor:  # fmt: skip
+    """The observed value of site ``name`` (kept by ``poutine.uncondition`` in ``infer["obs"]``)."""
+    value = site["infer"].get("obs")
+    if value is None:
+        raise ValueError(f"The observed site {name!r} kept no observed value.")
+    if not squeeze:
+        return value
+    shaped = site_values({**site, "value": value.expand(site["value"].shape[-value.ndim:]).unsqueeze(0)}, sites, plate)
+    return shaped[0]
+
+
+def _dims(sites: Sites, values: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    """Dimension names after (chain, draw) for every site, as described in the module docstring."""
+    out = {}
+    for names, single in ((sites.local + sites.globals, "latent"), (sites.observed, "feature")):
+        one = len(names) == 1
+        for name in names:
+            event = len(sites.event_shapes[name])
+            local = name in sites.local or name in sites.observed
+            lead = ["obs"] if local else []
+            if name in values:
+                extra = values[name].ndim - 1 - len(lead) - event
+            else:
+                extra = 0
+            rest = [f"{name}_dim_{i}" for i in range(extra + event)]
+            if one and event == 1 and extra == 0:
+                rest = [single]
+            out[name] = ["chain", "draw", *lead, *rest]
+    return {k: v[2:] for k, v in out.items()}

@@ -20,11 +20,17 @@ of the VAE's state and configuration, so :func:`pyro_vae.save` writes it and
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
 from ._checks import positive_int
+from ._isolation import isolated
+from .program import as_program, site_values
 
 COVARIANCE_TYPES = ("full", "diag")
 
@@ -54,17 +60,20 @@ class LatentMixture(nn.Module):
     @torch.no_grad()
     def fit(
         cls,
-        vae: nn.Module,
-        x: torch.Tensor,
+        model: Any,
+        x: Any,
         num_components: int,
         *,
+        guide: Callable | None = None,
+        covariates: Mapping[str, Any] | None = None,
+        site: str | None = None,
         covariance_type: str = "full",
         draws_per_point: int = 1,
         max_draws: int = 20_000,
         max_iter: int = 200,
         seed: int = 0,
     ) -> "LatentMixture":
-        """Fit to draws ``z ~ q(z|x_i)`` for the rows of ``x`` (shape ``(N, D)``).
+        """Fit to draws ``z ~ q(z|x_i)`` from the guide's trace at the latent ``site``, for the rows of ``x``.
 
         Uses scikit-learn's EM (``GaussianMixture``, k-means initialisation, covariance floor
         ``1e-6``). At most ``max_draws`` draws are used (a seeded random subset of the points),
@@ -72,14 +81,19 @@ class LatentMixture(nn.Module):
         """
         from sklearn.mixture import GaussianMixture
 
-        x = vae.check_data(x)
-        mixture = cls(num_components, vae.latent_dim, covariance_type)
+        program = as_program(model, guide)
+        data = program.data(x, covariates)
+        sites = program.sites(data)
+        name = sites.latent(site)
+        latent_dim = int(sites.event_shapes[name].numel())
+        mixture = cls(num_components, latent_dim, covariance_type)
         generator = torch.Generator().manual_seed(seed)
-        points = min(len(x), max(1, max_draws // draws_per_point))
-        rows = torch.randperm(len(x), generator=generator)[:points]
-        loc, scale = vae.encode(x[rows])
-        noise = torch.randn(draws_per_point, *loc.shape, generator=generator, dtype=loc.dtype)
-        draws = (loc + scale * noise).reshape(-1, vae.latent_dim).double().numpy()
+        points = min(len(data), max(1, max_draws // draws_per_point))
+        rows = torch.randperm(len(data), generator=generator)[:points]
+        with isolated(seed), pyro.validation_enabled(False):
+            guide_trace, _ = program.traces(data.rows(rows), draws_per_point, indices=rows, num_data=len(data),
+                                            sites=sites)  # fmt: skip
+        draws = site_values(guide_trace.nodes[name], sites, program.plate).reshape(-1, latent_dim).double().cpu().numpy()
         if len(draws) < num_components:
             raise ValueError(f"Cannot fit {num_components} components to {len(draws)} draws; pass more data.")
         gmm = GaussianMixture(num_components, covariance_type=covariance_type, reg_covar=1e-6,
@@ -102,7 +116,8 @@ class LatentMixture(nn.Module):
         return self.distribution().log_prob(z)
 
     def sample(self, num_samples: int, *, seed: int = 0) -> torch.Tensor:
-        """Draws of shape ``(num_samples, L)`` from a private generator seeded by ``seed``."""
+        """Draws of shape ``(num_samples, L)`` from a private generator seeded by ``seed``
+        (:meth:`distribution` gives the same mixture as a Pyro distribution)."""
         generator = torch.Generator().manual_seed(seed)
         which = torch.multinomial(self.weights, num_samples, replacement=True, generator=generator)
         noise = torch.randn(num_samples, self.latent_dim, generator=generator, dtype=self.loc.dtype)

@@ -6,7 +6,9 @@
     q_\\phi(z \\mid x) = \\mathcal{N}(z;\\, \\mu_\\phi(x),\\, \\operatorname{diag} \\sigma_\\phi(x)^2)
 
 Site names: the latent site is ``"z"`` and the observed site is ``"x"``, both inside
-``pyro.plate("data", num_data, subsample=indices)``. When a minibatch of ``B`` points out of
+``pyro.plate("data", num_data, subsample=indices)``. A conditional VAE (``covariate_dim=K``) takes
+covariates ``y`` of shape ``(B, K)`` (one-hot labels or continuous values) as a data-aligned
+keyword argument; its encoder sees ``(x, y)`` and its decoder ``(z, y)`` (Sohn et al. 2015). When a minibatch of ``B`` points out of
 ``num_data`` is passed, every log-density inside the plate is scaled by ``num_data / B``, so the
 minibatch ELBO is an unbiased estimate of the full-data ELBO.
 """
@@ -24,10 +26,12 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from .guides import GuideFamily, get_guide
 from .latent_mixture import LatentMixture
 from .likelihoods import Likelihood, get_likelihood
-from .networks import MLPDecoder, MLPEncoder
+from .networks import MLPDecoder, MLPEncoder, flatten_leading
 from .priors import Prior, get_prior
+from .program import Data, Program
 
 
 def _kl_scale(kl_weight: float):
@@ -48,8 +52,14 @@ class VAE(nn.Module):
         likelihood_kwargs: constructor arguments when ``likelihood`` is a name.
         prior: a registry name (see :data:`pyro_vae.priors.PRIORS`) or a :class:`~pyro_vae.priors.Prior`.
         prior_kwargs: constructor arguments when ``prior`` is a name.
-        encoder: optional user module mapping ``(B, D) -> (loc, scale)``, each ``(B, L)``.
-        decoder: optional user module mapping ``(B, L) -> (B, D * likelihood.params_per_feature)``.
+        guide: the family of ``q(z|x)``: a registry name (see :data:`pyro_vae.guides.GUIDES`:
+            ``"normal"``, ``"iaf"``) or a :class:`~pyro_vae.guides.GuideFamily`.
+        guide_kwargs: constructor arguments when ``guide`` is a name.
+        covariate_dim: ``K > 0`` makes the VAE conditional on covariates ``y`` of shape ``(B, K)``.
+        encoder: optional user module mapping ``(B, D + K) -> (loc, scale)``, each ``(B, L)``.
+        decoder: optional user module mapping ``(B, L + K) -> (B, D * likelihood.params_per_feature)``.
+            Networks only ever see two-dimensional inputs: the VAE flattens the particle
+            dimensions the tools add in front.
         image_shape: optional ``(height, width)`` used by plots.
         input_scale: the encoder sees ``x / input_scale``. Defaults to the likelihood's largest
             possible value (``total_count`` of a binomial, ``L - 1`` for ``L`` levels) when it has
@@ -67,6 +77,9 @@ class VAE(nn.Module):
         likelihood_kwargs: dict[str, Any] | None = None,
         prior: str | Prior = "normal",
         prior_kwargs: dict[str, Any] | None = None,
+        guide: str | GuideFamily = "normal",
+        guide_kwargs: dict[str, Any] | None = None,
+        covariate_dim: int = 0,
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
         image_shape: Sequence[int] | None = None,
@@ -81,8 +94,12 @@ class VAE(nn.Module):
             raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}.")
         if image_shape is not None and int(np.prod(image_shape)) != input_dim:
             raise ValueError(f"image_shape {tuple(image_shape)} does not hold input_dim={input_dim} values.")
+        if not (isinstance(covariate_dim, (int, np.integer)) and not isinstance(covariate_dim, bool)
+                and covariate_dim >= 0):
+            raise ValueError(f"covariate_dim must be a non-negative integer, got {covariate_dim!r}.")
         self.input_dim = int(input_dim)
         self.latent_dim = int(latent_dim)
+        self.covariate_dim = int(covariate_dim)
         self.image_shape = tuple(int(s) for s in image_shape) if image_shape is not None else None
 
         self.likelihood = get_likelihood(likelihood, **(likelihood_kwargs or {}))
@@ -93,11 +110,15 @@ class VAE(nn.Module):
             raise ValueError(f"input_scale must be a positive number, got {input_scale!r}.")
         self.input_scale = float(input_scale)
         self.prior = get_prior(prior, self.latent_dim, **(prior_kwargs or {}))
+        self.guide_family = get_guide(guide, self.latent_dim, **(guide_kwargs or {}))
+        if self.covariate_dim and self.prior.name == "vamp":
+            raise ValueError("The VampPrior's pseudo-inputs carry no covariates; use another prior with covariate_dim > 0.")
         output_dim = self.input_dim * self.likelihood.params_per_feature
-        self.encoder = encoder or MLPEncoder(self.input_dim, self.latent_dim, hidden_sizes, activation)
-        self.decoder = decoder or MLPDecoder(self.latent_dim, output_dim, hidden_sizes, activation)
+        k = self.covariate_dim
+        self.encoder = encoder or MLPEncoder(self.input_dim + k, self.latent_dim, hidden_sizes, activation)
+        self.decoder = decoder or MLPDecoder(self.latent_dim + k, output_dim, hidden_sizes, activation)
         self.custom_networks = {"encoder": encoder is not None, "decoder": decoder is not None}
-        self.prior.attach(self)
+        self.prior.attach(flatten_leading(self.encoder), self.input_dim, input_scale=self.input_scale)
         #: Optional :class:`~pyro_vae.latent_mixture.LatentMixture` fitted to the codes after
         #: training; saved and loaded with the model.
         self.latent_mixture: LatentMixture | None = None
@@ -107,46 +128,78 @@ class VAE(nn.Module):
     def model(
         self,
         x: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
         *,
         indices: torch.Tensor | None = None,
         num_data: int | None = None,
         kl_weight: float = 1.0,
     ) -> torch.Tensor:
-        """Generative model ``z ~ p(z)``, ``x ~ p(x|z)``.
+        """Generative model ``z ~ p(z)``, ``x ~ p(x|z)`` (``p(x|z, y)`` for a conditional VAE).
 
         Args:
             x: observed batch of shape ``(B, D)``, or ``None`` to generate ``num_data`` points.
+            y: covariates of shape ``(B, K)`` for a conditional VAE, else ``None``.
             indices: positions of the batch in the full data set (the plate's ``subsample``);
                 defaults to ``0..B-1``.
             num_data: size ``N`` of the full data set; log-densities are scaled by ``N / B``.
             kl_weight: multiplies ``log p(z)`` (and the guide's ``log q(z|x)``), for KL warm-up.
 
-        Returns: the raw decoder output of shape ``(B, D * params_per_feature)``.
+        Returns: the raw decoder output of shape ``(..., B, D * params_per_feature)``.
         """
         pyro.module("decoder", self.decoder)
         pyro.module("likelihood", self.likelihood)
         pyro.module("prior", self.prior)
+        y = self._covariates(y, x.shape[0] if x is not None else num_data)
         with self._data_plate(x, indices, num_data):
             with _kl_scale(kl_weight):
                 z = pyro.sample("z", self.prior())
-            raw = self.decoder(z)
+            raw = self.decode(z, y)
             pyro.sample("x", self.likelihood(raw), obs=x)
         return raw
 
     def guide(
         self,
         x: torch.Tensor,
+        y: torch.Tensor | None = None,
         *,
         indices: torch.Tensor | None = None,
         num_data: int | None = None,
         kl_weight: float = 1.0,
     ) -> None:
-        """Amortized posterior ``q(z|x) = N(loc(x), diag(scale(x)^2))``; arguments as in :meth:`model`."""
+        """Amortized posterior ``q(z|x)`` of the chosen family (``q(z|x, y)`` when conditional);
+        arguments as in :meth:`model`."""
         pyro.module("encoder", self.encoder)
+        pyro.module("guide_family", self.guide_family)
+        y = self._covariates(y, x.shape[0])
         with self._data_plate(x, indices, num_data):
-            loc, scale = self.encode(x)
+            loc, scale = self.encode(x, y)
             with _kl_scale(kl_weight):
-                pyro.sample("z", pyro.distributions.Normal(loc, scale).to_event(1))
+                pyro.sample("z", self.guide_family(loc, scale))
+
+    def as_program(self) -> Program:
+        """This VAE under the protocol every tool uses (:mod:`pyro_vae.program`)."""
+        return Program(self.model, self.guide, plate="data", check=self.check_data, template=self._template,
+                       name=self.likelihood.name)  # fmt: skip
+
+    def _template(self, n: int) -> Data:
+        # Rows to generate on: only their number matters, the observed site is unconditioned.
+        return Data(torch.zeros(n, self.input_dim, device=self._device()))
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _covariates(self, y, batch) -> torch.Tensor | None:
+        if not self.covariate_dim:
+            if y is not None:
+                raise ValueError("This VAE has no covariates (covariate_dim=0); build it with covariate_dim=K to use y.")
+            return None
+        if y is None:
+            raise ValueError(f"This VAE is conditional (covariate_dim={self.covariate_dim}): pass covariates "
+                             "y of shape (N, K), e.g. covariates={'y': pyro_vae.data.one_hot(labels, K)}.")  # fmt: skip
+        y = torch.as_tensor(y, dtype=torch.get_default_dtype())
+        if y.shape[-1] != self.covariate_dim or (batch is not None and y.ndim > 1 and y.shape[-2] != batch):
+            raise ValueError(f"y must have shape ({batch}, {self.covariate_dim}), got {tuple(y.shape)}.")
+        return y
 
     def _data_plate(self, x, indices, num_data):
         if x is None:
@@ -161,13 +214,23 @@ class VAE(nn.Module):
         return pyro.plate("data", num_data if num_data is not None else batch, subsample=indices)
 
     # ------------------------------------------------------------------ deterministic maps
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loc, scale)`` of ``q(z|x)``, each of shape ``(B, L)``; the encoder sees ``x / input_scale``."""
-        return self.encoder(x if self.input_scale == 1.0 else x / self.input_scale)
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of the encoder's Gaussian, each of shape ``(..., B, L)``; the encoder sees
+        ``x / input_scale`` (and ``y``)."""
+        inputs = x if self.input_scale == 1.0 else x / self.input_scale
+        if self.covariate_dim:
+            inputs = torch.cat([inputs, self._covariates(y, None).expand(*inputs.shape[:-1], -1)], dim=-1)
+        return flatten_leading(self.encoder)(inputs)
 
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw likelihood parameters for codes ``z`` of shape ``(..., L)`` (and covariates ``y``)."""
+        if self.covariate_dim:
+            z = torch.cat([z, self._covariates(y, None).expand(*z.shape[:-1], -1)], dim=-1)
+        return flatten_leading(self.decoder)(z)
+
+    def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Likelihood mean ``E[x|z]`` of shape ``(..., D)`` for codes ``z`` of shape ``(..., L)``."""
-        return self.likelihood.mean(self.decoder(z))
+        return self.likelihood.mean(self.decode(z, y))
 
     # ------------------------------------------------------------------ data checks
     def check_data(self, x: Any, what: str = "x") -> torch.Tensor:
@@ -214,6 +277,9 @@ class VAE(nn.Module):
             "likelihood_kwargs": self.likelihood.config,
             "prior": self.prior.name,
             "prior_kwargs": self.prior.config,
+            "guide": self.guide_family.name,
+            "guide_kwargs": self.guide_family.config,
+            "covariate_dim": self.covariate_dim,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "input_scale": self.input_scale,
             "custom_networks": self.custom_networks,
@@ -252,6 +318,9 @@ class VAE(nn.Module):
             likelihood_kwargs=cfg["likelihood_kwargs"],
             prior=cfg["prior"],
             prior_kwargs=cfg["prior_kwargs"],
+            guide=cfg.get("guide", "normal"),
+            guide_kwargs=cfg.get("guide_kwargs", {}),
+            covariate_dim=cfg.get("covariate_dim", 0),
             image_shape=cfg["image_shape"],
             input_scale=cfg.get("input_scale"),
             encoder=networks.get("encoder"),

@@ -75,3 +75,35 @@ class MLPDecoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
+
+
+class FlattenLeading(nn.Module):
+    """Run ``net`` on inputs with any leading dimensions by flattening them into one batch.
+
+    Tools draw many particles at once, so a network inside a program sees ``(..., B, L)``
+    inputs. A network written for ``(B, L)`` -- a convolutional decoder, say -- works after
+    ``FlattenLeading(net)``: it receives ``(prod(...) * B, L)`` and its outputs (a tensor or a
+    tuple of tensors) get the leading dimensions back.
+    """
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, inputs: torch.Tensor):
+        return flatten_leading(self.net)(inputs)
+
+
+def flatten_leading(net):
+    """``net`` applied with leading dimensions flattened (a function, not a module: nothing to register)."""
+
+    def apply(inputs: torch.Tensor):
+        if inputs.ndim <= 2:
+            return net(inputs)
+        lead = inputs.shape[:-1]
+        out = net(inputs.reshape(-1, inputs.shape[-1]))
+        if isinstance(out, tuple):
+            return tuple(o.reshape(*lead, *o.shape[1:]) for o in out)
+        return out.reshape(*lead, *out.shape[1:])
+
+    return apply

@@ -1,6 +1,7 @@
-"""Figures: training curves, image grids and 2-D latent maps (matplotlib, Agg backend).
+"""Figures: training curves, image grids and 2-D latent maps (matplotlib).
 
-Every function writes a PNG to ``path`` and returns the path; none needs a display.
+Every function writes a PNG to ``path``, closes its figure and returns the path; none needs a
+display, and none changes the caller's matplotlib backend.
 """
 
 from __future__ import annotations
@@ -10,14 +11,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from .train import History  # noqa: E402
+from .train import History
 
 
 def training_curve(history: History, path: str | os.PathLike) -> Path:

@@ -1,29 +1,30 @@
-"""Predictive utilities over a trained :class:`~pyro_vae.VAE`, vectorised over samples.
+"""Predictive draws from any Pyro program following :mod:`pyro_vae.program`, vectorised over samples.
 
-* :func:`prior_predictive` -- ``z ~ p(z)``, ``x ~ p(x|z)``;
-* :func:`posterior_predictive` -- ``z ~ q(z|x)`` (amortized), ``x ~ p(x|z)``;
-* :func:`reconstruct` -- ``E[x | z = E_q[z|x]]``;
-* :class:`AggregatePosterior` -- the exact mixture ``q(z) = (1/N) sum_i q(z|x_i)``.
+* :func:`prior_predictive` -- latents from the model itself, observed sites sampled;
+* :func:`posterior_predictive` -- latents from the guide ``q(z|x)``, observed sites sampled;
+* :func:`reconstruct` -- ``E[x | z = E_q[z|x]]``.
 
-Each returns likelihood samples *and* likelihood means: a Bernoulli sample is pixel noise, its
-mean is the picture.
+Each returns likelihood samples *and* likelihood means (``site["fn"].mean``): a Bernoulli sample
+is pixel noise, its mean is the picture.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-import pyro.distributions as dist
+import pyro
 import torch
 from pyro import poutine
-from pyro.infer import Predictive
 
 from ._checks import positive_int
 from ._isolation import isolated
-from .model import VAE
+from .latent import AggregatePosterior  # noqa: F401 -- re-exported for pyro_vae.predictive users
+from .program import Data, Program, Sites, as_program, site_values
 
-_SITES = ("z", "x", "_RETURN")
+#: Draws times rows per chunk of posterior predictive work.
+_DRAWS_PER_CHUNK = 2**16
 
 
 @dataclass(frozen=True)
@@ -31,133 +32,187 @@ class PredictiveSamples:
     """Draws from a predictive distribution.
 
     Attributes:
-        z: latent draws, shape ``(*sample_shape, L)``.
-        x: likelihood draws ``x ~ p(x|z)``, shape ``(*sample_shape, D)``.
-        mean: likelihood means ``E[x|z]``, shape ``(*sample_shape, D)``.
+        z: draws of the (only, or first) local latent site, shape ``(*sample_shape, L)``.
+        x: draws of the (first) observed site, shape ``(*sample_shape, D)``.
+        mean: its likelihood means ``E[x|z]``, same shape as ``x`` (``None`` where the
+            distribution has no mean).
+        sites: every latent and observed site's draws, by name.
+        means: every observed site's means, by name.
     """
 
-    z: torch.Tensor
+    z: torch.Tensor | None
     x: torch.Tensor
-    mean: torch.Tensor
+    mean: torch.Tensor | None
+    sites: dict[str, torch.Tensor] = field(default_factory=dict)
+    means: dict[str, torch.Tensor | None] = field(default_factory=dict)
 
 
 @torch.no_grad()
-def prior_predictive(vae: VAE, num_samples: int, *, seed: int = 0) -> PredictiveSamples:
-    """Draw ``z ~ p(z)`` and ``x ~ p(x|z)``.
+def prior_predictive(
+    model: Any,
+    num_samples: int,
+    *,
+    x: Any = None,
+    covariates: Mapping[str, Any] | None = None,
+    plate: str | None = None,
+    seed: int = 0,
+) -> PredictiveSamples:
+    """Draw latents from the model's prior and observed sites from ``p(x|z)``.
+
+    The model runs on ``num_samples`` rows: the VAE's template batch, or the rows of ``x`` (and
+    ``covariates``) repeated in order; a covariate of one row (``{"y": label_one_hot}``) is used
+    for every draw. The values of ``x`` are never scored.
 
     Returns: :class:`PredictiveSamples` with ``z`` of shape ``(num_samples, L)`` and ``x``,
     ``mean`` of shape ``(num_samples, D)``.
     """
     positive_int(num_samples, "num_samples")
-    predictive = Predictive(vae.model, num_samples=num_samples, return_sites=_SITES, parallel=True)
-    with isolated(seed):
-        out = predictive(None, num_data=1)
-    return _collect(vae, out, squeeze_dim=1)
+    program = as_program(model, plate=plate)
+    rows = generation_rows(program, num_samples, x, covariates)
+    with isolated(seed), pyro.validation_enabled(False):
+        sites = program.sites(rows)
+        draws = [program.generate(rows.rows(slice(s, s + _DRAWS_PER_CHUNK)))
+                 for s in range(0, len(rows), _DRAWS_PER_CHUNK)]  # fmt: skip
+    return _collect(program, sites, draws, particles=False, data_axis=0)
 
 
 @torch.no_grad()
-def posterior_predictive(vae: VAE, x: torch.Tensor, num_samples: int, *, seed: int = 0) -> PredictiveSamples:
-    """Draw ``z ~ q(z|x_i)`` from the encoder and ``x' ~ p(x|z)`` for every data point.
+def posterior_predictive(
+    model: Any,
+    x: Any,
+    num_samples: int,
+    *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    plate: str | None = None,
+    seed: int = 0,
+) -> PredictiveSamples:
+    """Draw latents from the guide ``q(z|x_i)`` and new observations ``x' ~ p(x|z)`` for every point.
 
     Returns: :class:`PredictiveSamples` with ``z`` of shape ``(num_samples, N, L)`` and ``x``,
-    ``mean`` of shape ``(num_samples, N, D)``.
+    ``mean`` of shape ``(num_samples, N, D)``; global latents have shape ``(num_samples, ...)``.
     """
     positive_int(num_samples, "num_samples")
-    x = vae.check_data(x)
-    predictive = Predictive(
-        poutine.uncondition(vae.model), guide=vae.guide, num_samples=num_samples,
-        return_sites=_SITES, parallel=True,
-    )  # fmt: skip
-    with isolated(seed):
-        out = predictive(x)
-    return _collect(vae, out, squeeze_dim=None)
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
+    program.guide  # noqa: B018 -- refuse a missing guide before any work
+    sites = program.sites(data)
+    program.check_vectorised(data, sites)
+    step = max(1, _DRAWS_PER_CHUNK // num_samples)
+    with isolated(seed), pyro.validation_enabled(False):
+        traces = []
+        for start in range(0, len(data), step):
+            rows = torch.arange(start, min(start + step, len(data)))
+            guide_trace, model_trace = program.traces(data.rows(rows), num_samples, indices=rows, num_data=len(data),
+                                                      uncondition=True, sites=sites)  # fmt: skip
+            traces.append((guide_trace, model_trace))
+    return _collect(program, sites, traces, particles=True, data_axis=1)
 
 
 @torch.no_grad()
-def reconstruct(vae: VAE, x: torch.Tensor) -> torch.Tensor:
-    """Deterministic reconstruction ``E[x | z = E_q[z|x]]``, shape ``(N, D)``."""
-    x = vae.check_data(x)
-    loc, _ = vae.encode(x)
-    return vae.decode_mean(loc)
+def reconstruct(
+    model: Any,
+    x: Any,
+    *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    plate: str | None = None,
+) -> torch.Tensor:
+    """Deterministic reconstruction ``E[x | z = E_q[z|x]]`` of the first observed site, shape ``(N, D)``."""
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
+    sites = program.sites(data)
+    name = sites.latent(site)
+    loc = latent_means(program, data, name)
+    with pyro.validation_enabled(False):
+        trace = program.generate(data, condition={name: shaped_like_site(loc, sites, len(data))})
+    return _mean(trace.nodes[sites.observed[0]], sites, program.plate)
 
 
-class AggregatePosterior:
-    """The aggregate posterior ``q(z) = (1/N) sum_i N(z; mu_i, diag(sigma_i^2))``.
-
-    An exact ``N``-component mixture: it stores ``loc`` and ``scale`` of shape ``(N, L)``
-    (``2 N L`` numbers), and evaluates ``log q(z)`` in chunks so that no intermediate exceeds
-    ``max_memory_mb``.
-    """
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor):
-        if loc.ndim != 2 or loc.shape != scale.shape or loc.shape[0] == 0:
-            raise ValueError(
-                f"loc and scale must share a shape (N, L) with N >= 1; got {tuple(loc.shape)} "
-                f"and {tuple(scale.shape)}."
-            )
-        if not bool((scale > 0).all()):
-            raise ValueError("Every component scale must be positive.")
-        self.loc = loc.detach()
-        self.scale = scale.detach()
-
-    @classmethod
-    @torch.no_grad()
-    def from_data(cls, vae: VAE, x: torch.Tensor, *, batch_size: int = 4096) -> "AggregatePosterior":
-        """Encode every row of ``x`` (shape ``(N, D)``) and keep the ``N`` Gaussians ``q(z|x_i)``."""
-        x = vae.check_data(x)
-        parts = [vae.encode(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
-        return cls(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
-
-    @property
-    def num_components(self) -> int:
-        return self.loc.shape[0]
-
-    @property
-    def latent_dim(self) -> int:
-        return self.loc.shape[1]
-
-    @property
-    def memory_bytes(self) -> int:
-        """Bytes held by the component parameters (``O(N L)``)."""
-        return self.loc.element_size() * self.loc.numel() * 2
-
-    def sample(self, num_samples: int, *, seed: int = 0) -> torch.Tensor:
-        """Draws of shape ``(num_samples, L)``: a uniform component, then its Gaussian."""
-        positive_int(num_samples, "num_samples")
-        generator = torch.Generator().manual_seed(seed)
-        which = torch.randint(self.num_components, (num_samples,), generator=generator)
-        noise = torch.randn(num_samples, self.latent_dim, generator=generator, dtype=self.loc.dtype)
-        return self.loc[which] + self.scale[which] * noise
-
-    def log_prob(self, z: torch.Tensor, *, max_memory_mb: float = 256.0) -> torch.Tensor:
-        """``log q(z)`` for ``z`` of shape ``(M, L)``; returns shape ``(M,)``.
-
-        Uses ``sum_l (z_l - mu_il)^2 / s_il^2 = z^2 . (1/s^2)_i - 2 z . (mu/s^2)_i + sum mu^2/s^2``
-        as matrix products in float64, so memory is ``O(chunk * N)`` rather than ``O(M N L)``.
-        """
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z must have shape (M, {self.latent_dim}), got {tuple(z.shape)}.")
-        loc, scale = self.loc.double(), self.scale.double()
-        precision = scale.pow(-2)  # (N, L)
-        weighted_loc = loc * precision
-        constant = (loc * weighted_loc).sum(-1) + 2 * scale.log().sum(-1)  # (N,)
-        constant = constant + self.latent_dim * math.log(2 * math.pi)
-        chunk = max(1, int(max_memory_mb * 2**20 / (8 * 3 * self.num_components)))
-        out = []
-        for start in range(0, z.shape[0], chunk):
-            zc = z[start : start + chunk].double()
-            quad = (zc * zc) @ precision.T - 2 * zc @ weighted_loc.T + constant  # (m, N)
-            out.append(torch.logsumexp(-0.5 * quad, dim=-1) - math.log(self.num_components))
-        return torch.cat(out).to(z.dtype)
-
-    def to_distribution(self) -> dist.MixtureSameFamily:
-        """The same mixture as a :class:`pyro.distributions.MixtureSameFamily` (``O(M N L)`` memory)."""
-        mixing = dist.Categorical(logits=torch.zeros(self.num_components, dtype=self.loc.dtype))
-        return dist.MixtureSameFamily(mixing, dist.Normal(self.loc, self.scale).to_event(1))
+# ---------------------------------------------------------------------- shared with sampling
+def generation_rows(program: Program, n: int, x: Any, covariates: Mapping[str, Any] | None) -> Data:
+    """``n`` rows to generate on: from ``x`` and its covariates, or the template with given covariates."""
+    covariates = {k: _rows_of(v) for k, v in (covariates or {}).items()}
+    if x is not None:
+        count = torch.as_tensor(x).shape[0] if not isinstance(x, torch.Tensor) else x.shape[0]
+        return program.data(x, _broadcast_rows(covariates, count)).cycled(n)
+    if covariates:
+        count = max(v.shape[0] for v in covariates.values())
+        template = program.template(count)
+        return program.data(template.x, {**template.covariates, **_broadcast_rows(covariates, count)},
+                            what="template").cycled(n)  # fmt: skip
+    return program.template(n)
 
 
-def _collect(vae: VAE, out: dict, squeeze_dim: int | None) -> PredictiveSamples:
-    z, x, raw = out["z"], out["x"], out["_RETURN"]
-    if squeeze_dim is not None:
-        z, x, raw = z.squeeze(squeeze_dim), x.squeeze(squeeze_dim), raw.squeeze(squeeze_dim)
-    return PredictiveSamples(z=z, x=x, mean=vae.likelihood.mean(raw))
+def _broadcast_rows(covariates: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+    """Covariates of one row repeated to ``count`` rows (one label for every draw)."""
+    return {k: v.expand(count, *v.shape[1:]) if v.shape[0] == 1 and count > 1 else v for k, v in covariates.items()}
+
+
+def shaped_like_site(z: torch.Tensor, sites: Sites, rows: int) -> torch.Tensor:
+    """Codes ``(n, *event)`` reshaped to a latent site's value shape for a batch of ``n`` rows."""
+    shape = [1] * sites.nesting
+    shape[sites.nesting + sites.data_dim] = rows
+    return z.reshape(*shape, *z.shape[1:])
+
+
+@torch.no_grad()
+def latent_means(program: Program, data: Data, site: str, *, num_draws: int = 64, batch_size: int = 4096) -> torch.Tensor:
+    """``E_q[z|x_i]`` for every row, shape ``(N, *event)``: the guide's ``fn.mean``, or a
+    ``num_draws``-draw Monte Carlo average where the distribution has no closed-form mean (flows)."""
+    sites = program.sites(data)
+    out = []
+    with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+        torch.manual_seed(0)
+        for start in range(0, len(data), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(data)))
+            chunk = data.rows(rows)
+            trace = poutine.trace(program.guide).get_trace(chunk.x, **program._kwargs(program.guide, chunk, rows, len(data)))
+            node = trace.nodes[site]
+            try:
+                mean = node["fn"].mean
+                if mean is None or not bool(torch.isfinite(mean).all()):
+                    raise NotImplementedError
+                node = {**node, "value": mean.expand_as(node["value"])}
+                out.append(site_values(node, sites, program.plate, particles=False))
+            except NotImplementedError:
+                guide_trace, _ = program.traces(chunk, num_draws, indices=rows, num_data=len(data), sites=sites)
+                out.append(site_values(guide_trace.nodes[site], sites, program.plate).mean(0))
+    return torch.cat(out)
+
+
+def _rows_of(value: Any) -> torch.Tensor:
+    value = torch.as_tensor(value)
+    return value.unsqueeze(0) if value.ndim <= 1 else value
+
+
+def _mean(site: dict, sites: Sites, plate: str, particles: bool = False) -> torch.Tensor | None:
+    try:
+        mean = site["fn"].mean
+    except NotImplementedError:
+        return None
+    return site_values({**site, "value": mean.expand_as(site["value"])}, sites, plate, particles=particles)
+
+
+def _collect(program: Program, sites: Sites, runs: list, *, particles: bool, data_axis: int) -> PredictiveSamples:
+    """Concatenate site values of several runs along the data axis (global latents from the first run)."""
+    values: dict[str, list] = {}
+    means: dict[str, list] = {}
+    for run in runs:
+        trace = run[-1] if isinstance(run, tuple) else run  # the model's trace holds the replayed latents too
+        for name, site in trace.nodes.items():
+            if site["type"] != "sample" or name not in sites.event_shapes:
+                continue
+            values.setdefault(name, []).append(site_values(site, sites, program.plate, particles=particles))
+            if name in sites.observed:
+                means.setdefault(name, []).append(_mean(site, sites, program.plate, particles=particles))
+    local = set(sites.local) | set(sites.observed)
+    joined = {k: torch.cat(v, dim=data_axis) if k in local else v[0] for k, v in values.items()}
+    joined_means = {k: None if any(m is None for m in v) else torch.cat(v, dim=data_axis) for k, v in means.items()}
+    first_latent = sites.local[0] if sites.local else None
+    first_observed = sites.observed[0]
+    return PredictiveSamples(
+        z=joined.get(first_latent), x=joined[first_observed], mean=joined_means[first_observed],
+        sites=joined, means=joined_means,
+    )  # fmt: skip

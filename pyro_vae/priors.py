@@ -75,8 +75,9 @@ class Prior(nn.Module):
     def distribution(self) -> dist.TorchDistribution:  # pragma: no cover
         raise NotImplementedError
 
-    def attach(self, vae: nn.Module) -> None:
-        """Called once by the VAE after its networks exist; priors that need them override it."""
+    def attach(self, encoder, input_dim: int, *, input_scale: float = 1.0) -> None:
+        """Called once by the VAE with its encoder function ``(K, D) -> (loc, scale)`` and data size;
+        priors built on the encoder (the VampPrior) keep them, the others ignore them."""
 
     def forward(self) -> dist.TorchDistribution:
         return self.distribution()
@@ -157,14 +158,14 @@ class VampPrior(Prior):
         self.num_components = num_components
         self.init_seed = init_seed
         self.pseudo_inputs: nn.Parameter | None = None
-        self._encoder: list[nn.Module] = []  # held outside the module tree: the VAE owns the encoder
+        self._encoder: list = []  # the encoder function, held outside the module tree: the VAE owns the network
         self._input_scale = 1.0
 
-    def attach(self, vae: nn.Module) -> None:
+    def attach(self, encoder, input_dim: int, *, input_scale: float = 1.0) -> None:
         generator = torch.Generator().manual_seed(self.init_seed)
-        self.pseudo_inputs = nn.Parameter(torch.rand(self.num_components, vae.input_dim, generator=generator))
-        self._encoder[:] = [vae.encoder]
-        self._input_scale = getattr(vae, "input_scale", 1.0)
+        self.pseudo_inputs = nn.Parameter(torch.rand(self.num_components, input_dim, generator=generator))
+        self._encoder[:] = [encoder]
+        self._input_scale = input_scale
 
     @torch.no_grad()
     def initialize_from(self, x: torch.Tensor, *, seed: int = 0) -> None:

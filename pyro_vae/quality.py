@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import checkpoint as ckpt
+from ._io import atomic_write
 
 CACHE_ENV = "PYRO_VAE_CACHE"
 
@@ -92,7 +92,7 @@ def feature_classifier(
         model.test_accuracy = float((model(test.x).argmax(1) == test.labels).float().mean())
     payload = {"config": json.dumps({**model.config, "test_accuracy": model.test_accuracy}),
                "state_dict": model.state_dict()}  # fmt: skip
-    ckpt.atomic_write(path, lambda handle: torch.save(payload, handle))
+    atomic_write(path, lambda handle: torch.save(payload, handle))
     return model
 
 

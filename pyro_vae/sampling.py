@@ -1,108 +1,121 @@
-"""New samples from a trained VAE, with the latent source as an explicit choice.
+"""New samples from a trained program, with the latent source as an explicit distribution.
 
-:func:`sample` draws ``z`` from one of
+:func:`sample` draws ``z`` from a distribution over the latent code and decodes it through the
+model (``x' ~ p(x|z)`` and the likelihood mean ``E[x|z]``). The source is any
+:mod:`pyro.distributions` object with ``event_shape == (L,)`` -- see :mod:`pyro_vae.latent` -- or
+one of the names in :data:`pyro_vae.latent.SOURCES`:
 
-* ``"prior"`` -- ``p(z)``, what the model was trained to decode;
+* ``"prior"`` -- the model's ``p(z)``, what it was trained to decode;
 * ``"aggregate"`` -- the exact aggregate posterior ``q(z) = (1/N) sum_i q(z|x_i)`` of the data
   ``x`` (usually the training set), ``O(N L)`` memory;
 * ``"mixture"`` -- the compact :class:`~pyro_vae.latent_mixture.LatentMixture` fitted to ``q(z)``
   and stored on the model (``vae.latent_mixture``), ``O(K L^2)`` memory;
 * ``"subset"`` -- the aggregate posterior of a chosen subset: the rows of ``x`` whose label is
-  ``label``, or simply all of a user-given batch ``x``;
-
-then decodes it: ``x' ~ p(x|z)`` and the likelihood mean ``E[x|z]``.
+  ``label``, or simply all of a user-given batch ``x``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import pyro
 import torch
 
 from ._checks import positive_int
 from ._isolation import isolated
 from .data import Split
-from .latent_mixture import LatentMixture
-from .model import VAE
-from .predictive import AggregatePosterior, PredictiveSamples, prior_predictive
-
-SOURCES = ("prior", "aggregate", "mixture", "subset")
+from .latent import SOURCES
+from .predictive import PredictiveSamples, _collect, generation_rows, shaped_like_site
+from .program import Data, Program, as_program
 
 
 def sample(
-    vae: VAE,
+    model: Any,
     num_samples: int,
     *,
-    source: str | AggregatePosterior | LatentMixture = "prior",
+    source: str | torch.distributions.Distribution = "prior",
     x: Any = None,
     label: int | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    guide: Callable | None = None,
+    site: str | None = None,
+    plate: str | None = None,
     seed: int = 0,
+    **generate_with: Any,
 ) -> PredictiveSamples:
-    """Draw ``num_samples`` codes from ``source`` and decode them.
+    """Draw ``num_samples`` codes from ``source`` and decode them through the model.
 
     Args:
-        vae: a trained model.
+        model: a :class:`~pyro_vae.VAE` or a Pyro program (with ``guide=`` for data-based sources).
         num_samples: number of draws.
-        source: one of :data:`SOURCES`, or a ready :class:`~pyro_vae.AggregatePosterior` or
-            :class:`~pyro_vae.latent_mixture.LatentMixture` (reused without re-encoding).
-        x: the data whose aggregate posterior to use (``"aggregate"``, ``"subset"``): a tensor of
-            shape ``(N, D)`` or a :class:`~pyro_vae.data.Split` (needed with ``label``). A split
-            under dynamic binarisation is encoded with one fixed binarisation.
+        source: a name in :data:`pyro_vae.latent.SOURCES`, or any distribution over ``z`` (an
+            :class:`~pyro_vae.AggregatePosterior`, ``vae.latent_mixture.distribution()``, ...).
+        x: the data whose aggregate posterior to use (``"aggregate"``, ``"subset"``): a tensor with
+            points along the first dimension or a :class:`~pyro_vae.data.Split` (needed with
+            ``label``). A split under dynamic binarisation is encoded with one fixed binarisation.
         label: with ``"subset"``, keep only the rows of the split ``x`` with this label.
+        covariates: data-aligned keyword arguments of ``x`` (what the guide sees with it).
+        site: the latent site, when the program has several.
         seed: seeds every draw; the global RNG is not touched.
+        **generate_with: covariates the *model* sees while decoding, one row for every draw or
+            ``num_samples`` rows: ``sample(cvae, 64, y=one_hot(7, 10))`` generates class 7.
+            Without them the rows of ``x`` (and ``covariates``) are used in turn.
 
     Returns: :class:`~pyro_vae.PredictiveSamples` with ``z`` of shape ``(num_samples, L)`` and
     ``x``, ``mean`` of shape ``(num_samples, D)``.
     """
     positive_int(num_samples, "num_samples")
-    if isinstance(source, str) and source == "prior":
-        return prior_predictive(vae, num_samples, seed=seed)
-    z = latent_source(vae, source, x=x, label=label).sample(num_samples, seed=seed)
-    return decode(vae, z, seed=seed)
-
-
-def latent_source(
-    vae: VAE, source: str | AggregatePosterior | LatentMixture, *, x: Any = None, label: int | None = None
-) -> AggregatePosterior | LatentMixture:
-    """The object :func:`sample` draws from for ``source`` other than ``"prior"``."""
-    if isinstance(source, (AggregatePosterior, LatentMixture)):
-        if source.latent_dim != vae.latent_dim:
-            raise ValueError(f"The source is over {source.latent_dim} dimensions; this VAE has {vae.latent_dim}.")
-        return source
-    if source not in SOURCES:
-        raise ValueError(f"Unknown source {source!r}; choose one of {SOURCES}, or pass an AggregatePosterior "
-                         "or LatentMixture.")  # fmt: skip
-    if source == "mixture":
-        if vae.latent_mixture is None:
-            raise ValueError("This VAE has no fitted mixture; fit one first: vae.latent_mixture = "
-                             "pyro_vae.LatentMixture.fit(vae, train_x, num_components=10).")  # fmt: skip
-        return vae.latent_mixture
-    if x is None:
-        raise ValueError(f"source={source!r} needs the data x whose aggregate posterior to sample.")
-    if label is not None and source != "subset":
-        raise ValueError("label selects a subset; pass source='subset'.")
-    return AggregatePosterior.from_data(vae, _rows(x, label))
+    program = as_program(model, guide, plate=plate)
+    data, labels = _data(program, x, covariates)
+    if isinstance(source, str):
+        if source not in SOURCES:
+            raise ValueError(f"Unknown source {source!r}; choose one of {tuple(SOURCES)}, or pass a distribution over z.")
+        rows = generation_rows(program, 1, None if data is None else data.x, _merge(data, generate_with))
+        source = SOURCES[source](program, data, rows=rows, site=site, label=label, labels=labels,
+                                 mixture=getattr(model, "latent_mixture", None))  # fmt: skip
+    elif not isinstance(source, torch.distributions.Distribution):
+        raise TypeError(f"source must be a name in {tuple(SOURCES)} or a distribution over z, got {type(source).__name__}.")
+    with isolated(seed):
+        z = source.sample(torch.Size([num_samples]))
+    return decode(program, z, x=None if data is None else data.x, covariates=_merge(data, generate_with),
+                  site=site, seed=seed)  # fmt: skip
 
 
 @torch.no_grad()
-def decode(vae: VAE, z: torch.Tensor, *, seed: int = 0) -> PredictiveSamples:
-    """``x' ~ p(x|z)`` and ``E[x|z]`` for codes ``z`` of shape ``(M, L)``."""
-    raw = vae.decoder(z)
-    with isolated(seed):
-        draws = vae.likelihood(raw).sample()
-    return PredictiveSamples(z=z, x=draws, mean=vae.likelihood.mean(raw))
+def decode(
+    model: Any,
+    z: torch.Tensor,
+    *,
+    x: Any = None,
+    covariates: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    seed: int = 0,
+) -> PredictiveSamples:
+    """``x' ~ p(x|z)`` and ``E[x|z]`` for codes ``z`` of shape ``(M, L)``, run on ``M`` rows."""
+    program = as_program(model)
+    rows = generation_rows(program, z.shape[0], x, covariates)
+    with isolated(seed), pyro.validation_enabled(False):
+        sites = program.sites(rows)
+        name = sites.latent(site)
+        if tuple(z.shape[1:]) != tuple(sites.event_shapes[name]):
+            raise ValueError(f"The source draws codes of shape {tuple(z.shape[1:])}; the site {name!r} has event "
+                             f"shape {tuple(sites.event_shapes[name])}.")  # fmt: skip
+        trace = program.generate(rows, condition={name: shaped_like_site(z, sites, len(rows))})
+    return _collect(program, sites, [trace], particles=False, data_axis=0)
 
 
-def _rows(x: Any, label: int | None) -> torch.Tensor:
+def _data(program: Program, x: Any, covariates) -> tuple[Data | None, torch.Tensor | None]:
+    if x is None:
+        return None, None
+    labels = None
     if isinstance(x, Split):
-        if label is not None:
-            if x.labels is None:
-                raise ValueError("This split has no labels to select a subset by.")
-            known = sorted(set(x.labels.tolist()))
-            if label not in known:
-                raise ValueError(f"No rows with label {label!r}; the labels present are {known}.")
-            x = x[x.labels == label]
-        return x.binarized(0) if x.dynamic_binarization else x.x
-    if label is not None:
-        raise ValueError("label needs x as a pyro_vae.data.Split, which carries the labels.")
-    return x
+        labels = x.labels
+        x = x.binarized(0) if x.dynamic_binarization else x.x
+    return program.data(x, covariates), labels
+
+
+def _merge(data: Data | None, generate_with: dict) -> dict:
+    if data is None:
+        return dict(generate_with)
+    return {**data.covariates, **generate_with} if not generate_with else dict(generate_with)

@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,11 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import PyroOptim
 
 from . import checkpoint as ckpt
+from ._io import atomic_write
 from ._isolation import isolated
 from .data import Split, binarize
 from .model import VAE
+from .program import as_program
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
 HISTORY_COLUMNS = ("epoch", "kl_weight", "train_elbo", "val_elbo", "seconds")
@@ -79,7 +82,7 @@ class History:
         if path.suffix not in (".csv", ".json"):
             raise ValueError(f"History files end in .csv or .json, got {path.name!r}.")
         text = self.to_csv() if path.suffix == ".csv" else self.to_json()
-        ckpt.atomic_write(path, lambda handle: handle.write(text.encode()))
+        atomic_write(path, lambda handle: handle.write(text.encode()))
         return path
 
 
@@ -87,7 +90,9 @@ def fit(
     vae: VAE,
     train: Any,
     *,
+    covariates: Mapping[str, Any] | None = None,
     val: Any = None,
+    val_covariates: Mapping[str, Any] | None = None,
     epochs: int = 10,
     batch_size: int = 128,
     lr: float = 1e-3,
@@ -108,7 +113,10 @@ def fit(
         vae: the model to train, in place.
         train: training data ``(N, D)`` (tensor or array) or a :class:`~pyro_vae.data.Split`;
             a split with dynamic binarisation is binarised afresh every epoch.
-        val: optional validation data, evaluated every epoch by its per-point ELBO.
+        covariates: data-aligned keyword arguments of the training data (``{"y": Y}`` for a
+            conditional VAE), sliced with every minibatch.
+        val: optional validation data, evaluated every epoch by its average ELBO per point.
+        val_covariates: the covariates of ``val``.
         epochs: total number of epochs (including those done before a resumed checkpoint).
         batch_size: minibatch size ``B``; the plate scales each minibatch by ``N / B``.
         lr: Adam learning rate.
@@ -127,9 +135,14 @@ def fit(
     """
     _check_settings(epochs, batch_size, lr, elbo, num_particles, kl_warmup_epochs, patience, val, resume, checkpoint)
     x, dynamic = _training_tensor(vae, train)
-    x_val = None
+    program = as_program(vae)
+    train_covariates = program.data(x if not dynamic else binarize(x[:1], 0).expand_as(x), covariates).covariates
+    x_val = val_data = None
     if val is not None:
         x_val = vae.check_data(val.x if isinstance(val, Split) else val, "val")
+        val_data = program.data(x_val, val_covariates, what="val")
+    elif val_covariates is not None:
+        raise ValueError("val_covariates were given without val data.")
     settings = {
         "seed": seed, "batch_size": batch_size, "lr": lr, "elbo": elbo,
         "num_particles": num_particles, "kl_warmup_epochs": kl_warmup_epochs,
@@ -168,7 +181,8 @@ def fit(
             for step in range(steps_per_epoch):
                 indices = order[step * batch_size : (step + 1) * batch_size]
                 weight = _kl_weight(epoch * steps_per_epoch + step, kl_warmup_epochs * steps_per_epoch)
-                total += svi.step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight)
+                batch = {k: v[indices] for k, v in train_covariates.items()}
+                total += svi.step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight, **batch)
             if not math.isfinite(total):
                 raise FloatingPointError(
                     f"The training loss became {total} in epoch {epoch + 1}: the parameters have left the "
@@ -184,7 +198,8 @@ def fit(
                 "seconds": 0.0,
             }
             if x_val is not None:
-                row["val_elbo"] = elbo_per_point(vae, x_val, elbo=elbo, seed=seed, batch_size=max(batch_size, 512))
+                row["val_elbo"] = mean_elbo(vae, val_data.x, covariates=val_data.covariates, seed=seed,
+                                            batch_size=max(batch_size, 512))  # fmt: skip
                 if row["val_elbo"] > state.best_val:
                     state.best_val, state.best_epoch, state.bad_epochs = row["val_elbo"], epoch + 1, 0
                     state.best_state = copy.deepcopy(vae.state_dict())
@@ -212,19 +227,35 @@ def fit(
 
 
 @torch.no_grad()
-def elbo_per_point(
-    vae: VAE, x: torch.Tensor, *, elbo: str = "trace", seed: int = 0, batch_size: int = 1024
+def mean_elbo(
+    model: Any,
+    x: Any,
+    *,
+    guide: Any = None,
+    covariates: Mapping[str, Any] | None = None,
+    global_values: Any = None,
+    seed: int = 0,
+    batch_size: int = 1024,
 ) -> float:
-    """Average ELBO per data point, ``(1/N) sum_i L(x_i)``, with one draw of ``z`` per point.
+    """Average over points of a one-draw ELBO estimate, ``(1/N) sum_i [log p(x_i, z_i) - log q(z_i|x_i)]``.
 
-    Uses a private generator seeded by ``seed``, so repeated calls on the same model agree.
+    Works on any program (:mod:`pyro_vae.program`); every chunk passes its rows' positions to a
+    model that declares ``indices``. Uses a private generator seeded by ``seed``, so repeated
+    calls on the same model agree.
     """
-    loss = ELBOS[elbo](max_plate_nesting=1)
+    from .evaluate import _weights
+
+    program = as_program(model, guide)
+    data = program.data(x, covariates)
+    sites = program.sites(data)
+    program, _ = program.conditioned_on_globals(data, global_values)
     total = 0.0
-    with isolated(seed):
-        for start in range(0, len(x), batch_size):
-            total += loss.loss(vae.model, vae.guide, x[start : start + batch_size])
-    return -total / len(x)
+    with isolated(seed), pyro.validation_enabled(False):
+        for start in range(0, len(data), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(data)))
+            latent, observed = _weights(program, data.rows(rows), 1, sites, indices=rows, num_data=len(data))
+            total += float((latent + sum(observed.values())).double().sum())
+    return total / len(data)
 
 
 class _ModuleSVI(SVI):

@@ -164,11 +164,7 @@ class CategoricalLikelihood(_Levels):
         return raw.unflatten(-1, (self.num_levels, -1)).transpose(-1, -2)  # (..., D, L)
 
     def distribution(self, raw):
-        return dist.Categorical(logits=self._logits(raw), validate_args=False).to_event(1)
-
-    def mean(self, raw):
-        levels = torch.arange(self.num_levels, dtype=raw.dtype, device=raw.device)
-        return torch.softmax(self._logits(raw), dim=-1) @ levels
+        return LevelCategorical(logits=self._logits(raw), validate_args=False).to_event(1)
 
 
 @register_likelihood("discretized_logistic")
@@ -205,3 +201,22 @@ class DiscretizedLogisticLikelihood(_Levels):
 
     def mean(self, raw):
         return self._distribution(raw).mean
+
+
+class LevelCategorical(dist.Categorical):
+    """A categorical over the levels ``0..L-1`` whose ``mean`` is the mean level ``sum_k k p_k``
+    (torch's categorical has none), so ``site["fn"].mean`` is the picture for every likelihood."""
+
+    @property
+    def mean(self):
+        levels = torch.arange(self.probs.shape[-1], dtype=self.probs.dtype, device=self.probs.device)
+        return self.probs @ levels
+
+    @property
+    def variance(self):
+        levels = torch.arange(self.probs.shape[-1], dtype=self.probs.dtype, device=self.probs.device)
+        return self.probs @ levels**2 - self.mean**2
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(LevelCategorical, _instance)
+        return super().expand(batch_shape, _instance=new)
