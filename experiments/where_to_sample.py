@@ -49,13 +49,17 @@ classifier = quality.feature_classifier(grey)
 print(f"feature classifier: test accuracy {classifier.test_accuracy:.3f} ({time.perf_counter() - start:.0f} s)")
 
 sources = {"prior": "prior", "aggregate posterior (exact)": pyro_vae.AggregatePosterior.from_data(vae, train_codes_input)}
+memory = {"prior": 0, "aggregate posterior (exact)": sources["aggregate posterior (exact)"].memory_bytes}
 fit_seconds = {}
 for k in args.components:
     start = time.perf_counter()
-    sources[f"fitted mixture K={k}"] = pyro_vae.LatentMixture.fit(vae, train_codes_input, k, seed=args.seed)
+    mixture = pyro_vae.LatentMixture.fit(vae, train_codes_input, k, seed=args.seed)
+    sources[f"fitted mixture K={k}"] = mixture.distribution()
+    memory[f"fitted mixture K={k}"] = mixture.memory_bytes
     fit_seconds[k] = time.perf_counter() - start
 subset_name = f"aggregate posterior of label {args.label}"
-sources[subset_name] = pyro_vae.sampling.latent_source(vae, "subset", x=data.train, label=args.label)
+sources[subset_name] = pyro_vae.AggregatePosterior.from_data(vae, train_codes_input[data.train.labels == args.label])
+memory[subset_name] = sources[subset_name].memory_bytes
 
 results = {}
 grids = {}
@@ -63,11 +67,10 @@ for name, source in sources.items():
     drawn = pyro_vae.sample(vae, args.num, source=source, seed=args.seed)
     real = grey.test.x if name != subset_name else grey.test.x[grey.test.labels == args.label]
     metrics = quality.sample_quality(classifier, real, drawn.mean)
-    memory = 0 if source == "prior" else source.memory_bytes
-    results[name] = {**metrics, "memory_bytes": memory}
+    results[name] = {**metrics, "memory_bytes": memory[name]}
     grids[name] = drawn.mean[:10]
     print(f"{name:38s} FD {metrics['frechet_distance']:8.2f}  precision {metrics['precision']:.3f}  "
-          f"recall {metrics['recall']:.3f}  memory {memory / 1024:9.1f} KiB")
+          f"recall {metrics['recall']:.3f}  memory {memory[name] / 1024:9.1f} KiB")
 
 # The reference: held-out real images against the same real set.
 half = len(grey.test.x) // 2

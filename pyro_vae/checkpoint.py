@@ -41,15 +41,18 @@ def save(vae: VAE, path: str | os.PathLike, *, training: dict[str, Any] | None =
     return path
 
 
-def load(path: str | os.PathLike, **networks: nn.Module) -> VAE:
+def load(path: str | os.PathLike, *, cls: type[VAE] = VAE, **networks: nn.Module) -> VAE:
     """Rebuild a VAE saved by :func:`save`.
 
-    A model built with user networks needs them again: ``load(path, encoder=..., decoder=...)``.
+    A model built with user networks needs them again: ``load(path, encoder=..., decoder=...)``;
+    one saved from a subclass of :class:`~pyro_vae.VAE` needs its class: ``load(path, cls=MyVAE)``.
     Raises ``ValueError`` for a truncated, corrupt or foreign file, and for parameters that do not
     fit the architecture.
     """
     payload = read_checkpoint(path)
-    vae = VAE.from_config(json.loads(payload["config"]), **networks)
+    if not (isinstance(cls, type) and issubclass(cls, VAE)):
+        raise TypeError(f"cls must be pyro_vae.VAE or a subclass of it, got {cls!r}.")
+    vae = cls.from_config(json.loads(payload["config"]), **networks)
     load_state(vae, payload["state_dict"], path)
     return vae
 

@@ -87,7 +87,7 @@ def compare(
     """
     if not isinstance(models, Mapping) or len(models) < 2:
         raise ValueError("compare needs a mapping of at least two model names to models.")
-    entries = {name: _entry(name, model) for name, model in models.items()}
+    entries = {name: _entry(name, model, program_kwargs.get("plate")) for name, model in models.items()}
     if any(isinstance(e, Program) for e in entries.values()) and x is None:
         raise ValueError("Pass the held-out data x: at least one model has not been evaluated yet.")
     _refuse_mixed_units({name: _units(entry, x, covariates) for name, entry in entries.items()})
@@ -103,13 +103,13 @@ def compare(
     return _table(results, method)
 
 
-def _entry(name: str, model: Any) -> Program | LogLikelihood:
+def _entry(name: str, model: Any, plate: str | None) -> Program | LogLikelihood:
     if isinstance(model, LogLikelihood):
         return model
     if isinstance(model, tuple) and len(model) == 2 and all(callable(m) for m in model):
-        return as_program(*model)
+        return as_program(*model, plate=plate)
     if isinstance(model, Program) or hasattr(model, "as_program"):
-        return as_program(model)
+        return as_program(model, plate=plate)
     raise TypeError(f"Model {name!r} is a {type(model).__name__}; pass a VAE or a LogLikelihood, a (model, guide) pair "
                     "or a Program.")  # fmt: skip
 

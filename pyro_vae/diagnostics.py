@@ -308,7 +308,9 @@ def active_units(
 
     Burda, Grosse & Salakhutdinov (2016, section 5.2) call such a dimension active; the others
     carry no information about ``x`` and their ``q(z_u|x)`` stays at the prior. ``E_q[z|x]`` is the
-    guide's closed-form mean, or a Monte Carlo average where it has none (flow guides).
+    guide's closed-form mean, or a Monte Carlo average where it has none (flow guides); the
+    variance of such averages inflates ``Cov_x`` by ``E_x[Var_q(z_u|x)] / draws``, which is
+    subtracted.
     """
     program = as_program(model, guide, plate=plate)
     data = program.data(x, covariates)
@@ -316,9 +318,9 @@ def active_units(
         raise ValueError("active_units needs at least two data points to measure a variance.")
     if not threshold > 0:
         raise ValueError(f"threshold must be positive, got {threshold!r}.")
-    means = latent_means(program, data, program.sites(data).latent(site), batch_size=batch_size)
-    means = means.reshape(len(data), -1)
-    variance = means.double().var(dim=0, correction=1)
+    means, noise = latent_means(program, data, program.sites(data).latent(site), batch_size=batch_size)
+    means, noise = means.reshape(len(data), -1), noise.reshape(len(data), -1)
+    variance = (means.double().var(dim=0, correction=1) - noise.double().mean(0)).clamp(min=0)
     return ActiveUnits(variance=variance, active=variance > threshold, threshold=float(threshold))
 
 

@@ -59,7 +59,10 @@ class LogLikelihood:
             units) rather than a density. Densities with ``num_levels`` count as mass functions:
             their estimate is the dequantised log-probability of the levels.
         num_features: ``D``, the values per point (over all observed sites), for :attr:`bits_per_dim`.
-        per_site: with several observed sites, each site's own ``log p(x_i^{(k)})`` estimate.
+        per_site: with several observed sites, each site's own ``log p(x_i^{(k)})`` estimate. The
+            proposal is the joint guide ``q(z|x)``, which can be much narrower than
+            ``p(z|x^{(k)})`` when other sites inform ``z``; ``per_site_pareto_k`` says where.
+        per_site_pareto_k: Pareto ``k`` of each site's own weights (with ``psis``).
         conditioned_on: global latents fixed for the estimate, with how their values were chosen.
         estimator: how ``log_px`` was estimated.
     """
@@ -74,6 +77,7 @@ class LogLikelihood:
     is_discrete: bool
     num_features: int | None = None
     per_site: dict[str, torch.Tensor] | None = None
+    per_site_pareto_k: dict[str, torch.Tensor] | None = None
     conditioned_on: dict[str, str] = field(default_factory=dict)
     estimator: str = "importance sampling"
 
@@ -142,6 +146,9 @@ class LogLikelihood:
             out["share_k_above_0.7"] = self.share_k_above(0.7)
         if self.per_site:
             out["nll_per_site"] = {k: -float(v.mean()) for k, v in self.per_site.items()}
+        if self.per_site_pareto_k:
+            out["share_k_above_0.7_per_site"] = {k: float((v > 0.7).double().mean())
+                                                 for k, v in self.per_site_pareto_k.items()}  # fmt: skip
         if self.conditioned_on:
             out["conditioned_on"] = dict(self.conditioned_on)
         out["estimator"] = self.estimator
@@ -203,6 +210,7 @@ def log_likelihood(
     memory = _HeapGuard(allowance_mb=4 * max_memory_mb + 128)
     log_px, elbo, mc_se, khat, kept = [], [], [], [], []
     per_site: dict[str, list[torch.Tensor]] = {name: [] for name in sites.observed} if len(sites.observed) > 1 else {}
+    per_site_k: dict[str, list[torch.Tensor]] = {name: [] for name in per_site} if psis else {}
     # The data was checked above and every z comes from the guide itself, so Pyro's per-site
     # argument checks are switched off in the inner loop, where they cost ~10% of the time.
     with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
@@ -222,7 +230,10 @@ def log_likelihood(
             elbo.append(stats[1])
             mc_se.append(stats[2])
             for name in per_site:
-                per_site[name].append(_weight_statistics(latent + observed[name])[0])
+                own = latent + observed[name]
+                per_site[name].append(_weight_statistics(own)[0])
+                if psis:
+                    per_site_k[name].append(pareto_k(own))
             if psis:
                 khat.append(pareto_k(lw))
             if return_log_weights:
@@ -238,6 +249,7 @@ def log_likelihood(
         is_discrete=all(sites.discrete.values()),
         num_features=sum(int(math.prod(sites.event_shapes[k])) or 1 for k in sites.observed),
         per_site={k: torch.cat(v) for k, v in per_site.items()} or None,
+        per_site_pareto_k={k: torch.cat(v) for k, v in per_site_k.items()} or None,
         conditioned_on=conditioned,
     )
 

@@ -15,8 +15,9 @@ expects there, read from each observed site's ``fn`` -- the model's own value, w
 latents. It is *not* ``log p(x_i)``: each ``z`` is a local latent of its own point, so for
 held-out ``log p(x)`` use :func:`pyro_vae.log_likelihood` and :func:`pyro_vae.compare`.
 
-Dimension names: a site's event dimensions are ``latent`` (``feature``) when the program has one
-latent (observed) site with a one-dimensional event, else ``<site>_dim_<i>``.
+Dimension names: the data points are ``obs`` (``obs_index`` when a site is itself named ``obs``);
+a site's event dimensions are ``latent`` (``feature``) when the program has one latent (observed)
+site with a one-dimensional event, else ``<site>_dim_<i>``.
 """
 
 from __future__ import annotations
@@ -109,8 +110,10 @@ def to_inference_data(
     observed_data = {k: _observed_value(data, k, model_trace.nodes[k], squeeze=True, sites=sites, plate=program.plate)
                      for k in sites.observed}  # fmt: skip
 
-    dims = _dims(sites, {**posterior, **predictive})
-    coords = {"obs": np.asarray(obs_coords)}
+    # A site named like the observation dimension would collide with it (xarray makes it a coordinate).
+    obs_dim = "obs" if "obs" not in sites.event_shapes else "obs_index"
+    dims = _dims(sites, {**posterior, **predictive}, obs_dim)
+    coords = {obs_dim: np.asarray(obs_coords)}
     for name, values in {**posterior, **predictive}.items():
         for dim, size in zip(dims[name], values.shape[1:]):
             coords.setdefault(dim, np.arange(size))
@@ -126,18 +129,23 @@ def to_inference_data(
 
     def group(values: dict, sampled: bool = True, per_point: bool = False):
         numpy = {k: shaped(v) if sampled else v.detach().cpu().numpy() for k, v in values.items()}
-        group_dims = {k: ["obs"] if per_point else dims[k] for k in numpy}
+        group_dims = {k: [obs_dim] if per_point else dims[k] for k in numpy}
         return az.dict_to_dataset(numpy, attrs=attrs, library=pyro, coords=coords, dims=group_dims,
                                   default_dims=None if sampled else [])  # fmt: skip
 
-    return az.InferenceData(
-        posterior=group(posterior),
-        posterior_predictive=group(predictive),
-        log_likelihood=group(log_lik, per_point=True),
-        prior=group(prior),
-        prior_predictive=group(prior_predictive),
-        observed_data=group(observed_data, sampled=False),
-    )
+    groups = {
+        "posterior": group(posterior),
+        "posterior_predictive": group(predictive),
+        "log_likelihood": group(log_lik, per_point=True),
+        "prior": group(prior),
+        "prior_predictive": group(prior_predictive),
+        "observed_data": group(observed_data, sampled=False),
+    }
+    idata = az.InferenceData(**groups)
+    missing = sorted(set(groups) - set(idata.groups()))
+    if missing:  # never hand back an export that silently lacks a group
+        raise RuntimeError(f"ArviZ dropped the group(s) {missing} of this export; please report this as a bug.")
+    return idata
 
 
 def _prior_traces(program, rows: Data, draws: int, sites: Sites):
@@ -161,7 +169,7 @@ def _observed_value(data: Data, name: str, site: dict, *, squeeze: bool = False,
     return shaped[0]
 
 
-def _dims(sites: Sites, values: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+def _dims(sites: Sites, values: dict[str, torch.Tensor], obs_dim: str) -> dict[str, list[str]]:
     """Dimension names after (chain, draw) for every site, as described in the module docstring."""
     out = {}
     for names, single in ((sites.local + sites.globals, "latent"), (sites.observed, "feature")):
@@ -169,7 +177,7 @@ def _dims(sites: Sites, values: dict[str, torch.Tensor]) -> dict[str, list[str]]
         for name in names:
             event = len(sites.event_shapes[name])
             local = name in sites.local or name in sites.observed
-            lead = ["obs"] if local else []
+            lead = [obs_dim] if local else []
             if name in values:
                 extra = values[name].ndim - 1 - len(lead) - event
             else:

@@ -270,6 +270,7 @@ class VAE(nn.Module):
     def config(self) -> dict[str, Any]:
         """JSON-serialisable description from which :func:`pyro_vae.load` rebuilds the VAE."""
         cfg = {
+            "class": _class_name(type(self)),
             "input_dim": self.input_dim,
             "latent_dim": self.latent_dim,
             **self._architecture,
@@ -301,7 +302,18 @@ class VAE(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any], **networks: nn.Module) -> "VAE":
-        """Rebuild a VAE from :meth:`config`; user networks must be passed again as ``encoder=``/``decoder=``."""
+        """Rebuild a VAE from :meth:`config`; user networks must be passed again as ``encoder=``/``decoder=``.
+
+        A model saved from a subclass is rebuilt by that subclass (``MyVAE.from_config``, or
+        ``pyro_vae.load(path, cls=MyVAE)``); its constructor must take the VAE's arguments.
+        """
+        saved = cfg.get("class", _class_name(VAE))
+        if saved != _class_name(cls):
+            name = saved.rsplit(".", 1)[-1]
+            raise ValueError(
+                f"This model was saved from the class {saved}, not {_class_name(cls)}: it may hold latents and "
+                f"parameters of its own. Load it with that class: pyro_vae.load(path, cls={name})."
+            )
         custom = cfg.get("custom_networks", {})
         for part in ("encoder", "decoder"):
             if custom.get(part) and part not in networks:
@@ -330,3 +342,7 @@ class VAE(nn.Module):
             # Placeholder of the right shape; the saved state fills it.
             vae.latent_mixture = LatentMixture(latent_dim=vae.latent_dim, **cfg["latent_mixture"])
         return vae
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"

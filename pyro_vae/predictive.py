@@ -124,7 +124,7 @@ def reconstruct(
     data = program.data(x, covariates)
     sites = program.sites(data)
     name = sites.latent(site)
-    loc = latent_means(program, data, name)
+    loc, _ = latent_means(program, data, name)
     with pyro.validation_enabled(False):
         trace = program.generate(data, condition={name: shaped_like_site(loc, sites, len(data))})
     return _mean(trace.nodes[sites.observed[0]], sites, program.plate)
@@ -158,11 +158,16 @@ def shaped_like_site(z: torch.Tensor, sites: Sites, rows: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def latent_means(program: Program, data: Data, site: str, *, num_draws: int = 64, batch_size: int = 4096) -> torch.Tensor:
-    """``E_q[z|x_i]`` for every row, shape ``(N, *event)``: the guide's ``fn.mean``, or a
-    ``num_draws``-draw Monte Carlo average where the distribution has no closed-form mean (flows)."""
+def latent_means(
+    program: Program, data: Data, site: str, *, num_draws: int = 256, batch_size: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``E_q[z|x_i]`` for every row, shape ``(N, *event)``, and the Monte Carlo variance of each.
+
+    The mean is the guide's closed-form ``fn.mean`` (variance 0), or a ``num_draws``-draw average
+    where the distribution has none (flows), whose variance is ``Var_q[z|x_i] / num_draws``.
+    """
     sites = program.sites(data)
-    out = []
+    out, noise = [], []
     with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
         torch.manual_seed(0)
         for start in range(0, len(data), batch_size):
@@ -176,10 +181,13 @@ def latent_means(program: Program, data: Data, site: str, *, num_draws: int = 64
                     raise NotImplementedError
                 node = {**node, "value": mean.expand_as(node["value"])}
                 out.append(site_values(node, sites, program.plate, particles=False))
+                noise.append(torch.zeros_like(out[-1]))
             except NotImplementedError:
                 guide_trace, _ = program.traces(chunk, num_draws, indices=rows, num_data=len(data), sites=sites)
-                out.append(site_values(guide_trace.nodes[site], sites, program.plate).mean(0))
-    return torch.cat(out)
+                draws = site_values(guide_trace.nodes[site], sites, program.plate)
+                out.append(draws.mean(0))
+                noise.append(draws.var(0, correction=1) / num_draws)
+    return torch.cat(out), torch.cat(noise)
 
 
 def _rows_of(value: Any) -> torch.Tensor:

@@ -445,7 +445,9 @@ def _discover(program: Program, rows: Data) -> Sites:
     observed = tuple(n for n, s in model_sites.items() if s["is_observed"] and in_plate(s, plate))
     if not observed:
         raise ValueError(f"The model observes no site inside the plate {plate!r}: pass the data as obs= of a sample site there.")
-    local = tuple(n for n, s in guide_sites.items() if not s["is_observed"] and in_plate(s, plate))
+    # The guide's latents are the ones tools draw from q; without a guide, the model's own.
+    latent_source = guide_sites if program._guide is not None else model_sites
+    local = tuple(n for n, s in latent_source.items() if not s["is_observed"] and in_plate(s, plate))
     globals_ = tuple(n for n, s in {**guide_sites, **model_sites}.items()
                      if not in_plate(s, plate) and (not s["is_observed"] or n in guide_sites))  # fmt: skip
     if program._guide is not None:

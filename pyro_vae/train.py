@@ -233,6 +233,7 @@ def mean_elbo(
     *,
     guide: Any = None,
     covariates: Mapping[str, Any] | None = None,
+    plate: str | None = None,
     global_values: Any = None,
     seed: int = 0,
     batch_size: int = 1024,
@@ -245,7 +246,7 @@ def mean_elbo(
     """
     from .evaluate import _weights
 
-    program = as_program(model, guide)
+    program = as_program(model, guide, plate=plate)
     data = program.data(x, covariates)
     sites = program.sites(data)
     program, _ = program.conditioned_on_globals(data, global_values)
