@@ -25,13 +25,14 @@ import gzip
 import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ._io import atomic_write
 
 BINARIZE_MODES = ("none", "fixed", "dynamic")
 VALUE_MODES = ("unit", "levels")
@@ -313,16 +314,10 @@ def _download_idx(name: str, target: Path, timeout: float = 20.0) -> None:
             if digest != info["sha256"][role]:
                 last_error = OSError(f"checksum mismatch for {url}: got {digest}")
                 continue
-            _atomic_write_bytes(target / (stem + ".gz"), payload)
+            atomic_write(target / (stem + ".gz"), lambda handle, payload=payload: handle.write(payload))
             break
         else:
             raise OSError(f"could not fetch {stem}: {last_error}")
-
-
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as handle:
-        handle.write(payload)
-    shutil.move(handle.name, path)
 
 
 def _read_idx_pair(directory: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -511,8 +511,7 @@ def _as_tensor(value: Any, what: str) -> torch.Tensor:
         raise TypeError(f"{what} must be a torch.Tensor or numpy array, got {type(value).__name__}.")
     if value.dtype == torch.bool:
         value = value.to(torch.get_default_dtype())
-    if value.is_floating_point() and value.dtype != torch.get_default_dtype() and value.dtype == torch.float64:
-        value = value.to(torch.get_default_dtype())
+    # Other dtypes stay as given: a hand-written program decides what precision it works in.
     return value
 
 
