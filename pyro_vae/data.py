@@ -24,7 +24,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
