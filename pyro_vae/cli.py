@@ -23,6 +23,7 @@ from . import data as data_module
 from ._io import write_json
 from .checkpoint import load, save
 from .latent import AggregatePosterior
+from .guides import GUIDES
 from .likelihoods import LIKELIHOODS
 from .model import VAE
 from .predictive import prior_predictive, reconstruct
@@ -51,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--likelihood-kwargs", type=_json_object, default={},
                        help='likelihood options as a JSON object, e.g. \'{"num_levels": 256}\'')
     train.add_argument("--prior", default="normal", choices=sorted(PRIORS))
+    train.add_argument("--prior-kwargs", type=_json_object, default={},
+                       help='prior options as a JSON object, e.g. \'{"num_components": 50}\'')
+    train.add_argument("--guide", default="normal", choices=sorted(GUIDES),
+                       help="family of q(z|x): a diagonal Gaussian, or an inverse autoregressive flow on top of it")
+    train.add_argument("--guide-kwargs", type=_json_object, default={},
+                       help='guide options as a JSON object, e.g. \'{"num_flows": 2}\'')
     train.add_argument("--latent-dim", type=int, default=2)
     train.add_argument("--hidden", type=int, nargs="*", default=[400])
     train.add_argument("--epochs", type=int, default=50)
@@ -132,7 +139,8 @@ def run_train(args) -> dict:
     dataset = data_module.load(args.data, binarize=args.binarize, values=args.values, seed=args.seed)
     torch.manual_seed(args.seed)
     vae = VAE(dataset.input_dim, args.latent_dim, hidden_sizes=args.hidden, likelihood=args.likelihood,
-              likelihood_kwargs=args.likelihood_kwargs, prior=args.prior, image_shape=dataset.image_shape)  # fmt: skip
+              likelihood_kwargs=args.likelihood_kwargs, prior=args.prior, prior_kwargs=args.prior_kwargs,
+              guide=args.guide, guide_kwargs=args.guide_kwargs, image_shape=dataset.image_shape)  # fmt: skip
     settings = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kl_warmup_epochs=args.kl_warmup,
                     patience=args.patience, seed=args.seed, resume=args.resume)  # fmt: skip
     return _train_and_report(vae, dataset, Path(args.out), settings, title=dataset.name, binarize=args.binarize,
