@@ -33,7 +33,8 @@ from ._isolation import isolated
 from .evaluate import log_likelihood
 from .latent import AggregatePosterior
 from .predictive import shaped_like_site
-from .program import Data, Program, as_program, site_values
+from .program import Data, Program, as_program
+from .sites import site_values
 from .statistics import mean_se
 
 
@@ -227,7 +228,7 @@ def _refine(program, local, data, rows, num_steps, lr, particles, seed, sites) -
     schedule = torch.optim.lr_scheduler.ExponentialLR(optimiser, gamma=0.1 ** (1 / num_steps))
     every = max(1, num_steps // 10)
     batch = data.rows(rows)
-    model_kwargs = program._kwargs(program.model, batch, rows, len(rows))
+    model_kwargs = program.arguments(program.model, batch, rows, len(rows))
     guide_kwargs = {**batch.covariates, "indices": torch.arange(len(rows))}
     trace = []
     with isolated(seed), warnings.catch_warnings():

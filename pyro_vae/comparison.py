@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .evaluate import LogLikelihood, arviz, describe_observed, log_likelihood
 from .program import Program, as_program

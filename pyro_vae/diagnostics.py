@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import pyro.distributions as dist
 import torch
 from torch.distributions import kl_divergence
 
@@ -31,7 +30,8 @@ from .amortization import AmortizationGap, amortization_gap
 from .evaluate import LogLikelihood, log_likelihood
 from .latent import AggregatePosterior, prior_of
 from .predictive import latent_means
-from .program import as_program, per_point, site_values
+from .program import as_program
+from .sites import per_point, site_values
 from .statistics import monte_carlo_se as _mc_se
 from .statistics import proportion_se
 

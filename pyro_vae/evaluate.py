@@ -37,7 +37,8 @@ import torch
 
 from ._checks import positive_int
 from ._isolation import isolated
-from .program import Data, Program, Sites, as_program, per_point
+from .program import Data, Program, as_program
+from .sites import Sites, per_point
 from .statistics import sum_se as _sum_se
 
 

@@ -35,7 +35,8 @@ from ._checks import positive_int
 from ._isolation import isolated
 from ._version import __version__
 from .evaluate import arviz
-from .program import Data, Sites, as_program, per_point, site_values
+from .program import Data, as_program
+from .sites import Sites, per_point, site_values
 
 
 def to_inference_data(
@@ -101,9 +102,8 @@ def to_inference_data(
             predictive[name] = site_values(site, sites, program.plate)
             log_lik[name] = per_point({**site, "value": _observed_value(data, name, site)}, sites, program.plate,
                                       draws, n)  # fmt: skip
-        prior_rows = Data(data.x, data.covariates)
-        with isolated(seed + 1):
-            prior_trace = _prior_traces(program, prior_rows, draws, sites)
+        with isolated(seed + 1):  # latents from the prior, one per observation and draw
+            prior_trace = program.generate(data, num_particles=draws, sites=sites)
         prior = {k: site_values(prior_trace.nodes[k], sites, program.plate)
                  for k in sites.local + sites.globals if k in prior_trace.nodes}  # fmt: skip
         prior_predictive = {k: site_values(prior_trace.nodes[k], sites, program.plate) for k in sites.observed}
@@ -146,15 +146,6 @@ def to_inference_data(
     if missing:  # never hand back an export that silently lacks a group
         raise RuntimeError(f"ArviZ dropped the group(s) {missing} of this export; please report this as a bug.")
     return idata
-
-
-def _prior_traces(program, rows: Data, draws: int, sites: Sites):
-    """The model run unconditioned under the particle plate: latents from the prior, one per observation."""
-    from .program import _particles
-
-    model = _particles(pyro.poutine.uncondition(program.model), draws, sites.particle_dim)
-    return pyro.poutine.trace(model).get_trace(rows.x, **program._kwargs(program.model, rows, torch.arange(len(rows)),
-                                                                         len(rows)))  # fmt: skip
 
 
 def _observed_value(data: Data, name: str, site: dict, *, squeeze: bool = False, sites: Sites | None = None,

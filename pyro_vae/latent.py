@@ -86,7 +86,7 @@ class AggregatePosterior(dist.TorchDistribution):
                 rows = torch.arange(start, min(start + batch_size, len(data)))
                 chunk = data.rows(rows)
                 trace = poutine.trace(program.guide).get_trace(
-                    chunk.x, **program._kwargs(program.guide, chunk, rows, len(data)))  # fmt: skip
+                    chunk.x, **program.arguments(program.guide, chunk, rows, len(data)))  # fmt: skip
                 loc, scale, shared = _gaussian_parts(trace.nodes[name]["fn"], name, len(rows))
                 if transforms is not None and any(a is not b for a, b in zip(transforms, shared)):
                     raise ValueError(_REBUILT.format(site=name))

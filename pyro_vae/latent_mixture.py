@@ -30,7 +30,8 @@ from torch import nn
 
 from ._checks import positive_int
 from ._isolation import isolated
-from .program import as_program, site_values
+from .program import as_program
+from .sites import site_values
 
 COVARIANCE_TYPES = ("full", "diag")
 

@@ -20,8 +20,8 @@ from pyro import poutine
 
 from ._checks import positive_int
 from ._isolation import isolated
-from .latent import AggregatePosterior  # noqa: F401 -- re-exported for pyro_vae.predictive users
-from .program import Data, Program, Sites, as_program, site_values
+from .program import Data, Program, as_program
+from .sites import Sites, site_values
 
 #: Draws times rows per chunk of posterior predictive work.
 _DRAWS_PER_CHUNK = 2**16
@@ -173,7 +173,7 @@ def latent_means(
         for start in range(0, len(data), batch_size):
             rows = torch.arange(start, min(start + batch_size, len(data)))
             chunk = data.rows(rows)
-            trace = poutine.trace(program.guide).get_trace(chunk.x, **program._kwargs(program.guide, chunk, rows, len(data)))
+            trace = poutine.trace(program.guide).get_trace(chunk.x, **program.arguments(program.guide, chunk, rows, len(data)))
             node = trace.nodes[site]
             try:
                 mean = node["fn"].mean

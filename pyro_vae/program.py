@@ -29,7 +29,6 @@ methods, its data checks and a template batch for generation; no tool knows more
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +37,9 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
-from pyro.poutine.util import site_is_subsample
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from .sites import Sites, discover, per_point
 
 PARTICLES = "particles"
 
@@ -64,42 +64,6 @@ class Data:
     def cycled(self, n: int) -> "Data":
         """``n`` rows, repeating the rows in order (templates for generation)."""
         return self.rows(torch.arange(n) % len(self))
-
-
-@dataclass(frozen=True)
-class Sites:
-    """The structure of a program, read from one trace of its guide and model.
-
-    Attributes:
-        nesting: number of plate dimensions the program uses (at least 1).
-        data_dim: the (negative) dimension of the data plate.
-        observed: the model's observed sites inside the data plate.
-        local: the guide's latent sites inside the data plate.
-        globals: latent sites outside the data plate (guide and model).
-        event_shapes: per site, the event shape of its distribution.
-    """
-
-    nesting: int
-    data_dim: int
-    observed: tuple[str, ...]
-    local: tuple[str, ...]
-    globals: tuple[str, ...]
-    event_shapes: dict[str, torch.Size]
-    discrete: dict[str, bool]
-
-    @property
-    def particle_dim(self) -> int:
-        return -(self.nesting + 1)
-
-    def latent(self, site: str | None) -> str:
-        """The local latent site a tool works on: ``site`` or the only one."""
-        if site is not None:
-            if site not in self.local:
-                raise ValueError(f"{site!r} is not a local latent site of this program; its local latents are {list(self.local)}.")
-            return site
-        if len(self.local) != 1:
-            raise ValueError(f"This program has local latent sites {list(self.local)}; pass site= to choose one.")
-        return self.local[0]
 
 
 class Program:
@@ -193,16 +157,6 @@ class Program:
         return self._template(n)
 
     # ------------------------------------------------------------------ calls
-    def call(self, fn: Callable, data: Data, indices: torch.Tensor | None = None, num_data: int | None = None, **extra):
-        """``fn(x, **covariates)``, with ``indices``/``num_data`` where ``fn`` declares them."""
-        kwargs = dict(data.covariates)
-        if indices is not None and _accepts(fn, "indices"):
-            kwargs["indices"] = indices
-        if num_data is not None and _accepts(fn, "num_data"):
-            kwargs["num_data"] = num_data
-        kwargs.update(extra)
-        return fn(data.x, **kwargs)
-
     def traces(
         self,
         data: Data,
@@ -224,20 +178,35 @@ class Program:
         if num_particles is not None:
             dim = (sites or self.sites(data)).particle_dim
             guide, model = _particles(guide, num_particles, dim), _particles(model, num_particles, dim)
-        guide_trace = poutine.trace(guide).get_trace(data.x, **self._kwargs(guide, data, indices, num_data))
+        guide_trace = poutine.trace(guide).get_trace(data.x, **self.arguments(guide, data, indices, num_data))
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            data.x, **self._kwargs(self.model, data, indices, num_data)
+            data.x, **self.arguments(self.model, data, indices, num_data)
         )
         return guide_trace, model_trace
 
-    def generate(self, rows: Data, *, condition: Mapping[str, torch.Tensor] | None = None) -> poutine.Trace:
-        """Trace of the model on ``rows`` with observed sites sampled, latents from the prior or ``condition``."""
+    def generate(
+        self,
+        rows: Data,
+        *,
+        condition: Mapping[str, torch.Tensor] | None = None,
+        num_particles: int | None = None,
+        sites: Sites | None = None,
+    ) -> poutine.Trace:
+        """Trace of the model on ``rows`` with observed sites sampled, latents from the prior or ``condition``.
+
+        With ``num_particles`` the model runs under the particle plate (one draw per row and particle).
+        """
         model = poutine.uncondition(self.model)
         if condition:
             model = poutine.condition(model, data=dict(condition))
-        return poutine.trace(model).get_trace(rows.x, **self._kwargs(self.model, rows, None, None))
+        if num_particles is not None:
+            model = _particles(model, num_particles, (sites or self.sites(rows)).particle_dim)
+        return poutine.trace(model).get_trace(rows.x, **self.arguments(self.model, rows, torch.arange(len(rows)),
+                                                                      len(rows)))  # fmt: skip
 
-    def _kwargs(self, fn, data: Data, indices, num_data) -> dict:
+    def arguments(self, fn: Callable, data: Data, indices: torch.Tensor | None = None, num_data: int | None = None) -> dict:
+        """Keyword arguments of ``fn(data.x, **arguments)``: the covariates, and ``indices`` and
+        ``num_data`` where ``fn`` declares them."""
         # Signatures are read from the user's callables, not from the wrappers around them.
         kwargs = dict(data.covariates)
         target = getattr(fn, "__wrapped_program__", fn)
@@ -252,7 +221,7 @@ class Program:
         """Read the program's structure from one trace on the first rows of ``data`` (cached)."""
         if self._sites is None:
             with torch.random.fork_rng(devices=[]):  # reading the structure leaves the caller's RNG alone
-                self._sites = _discover(self, data.rows(slice(0, min(2, len(data)))))
+                self._sites = discover(self, data.rows(slice(0, min(2, len(data)))))
         return self._sites
 
     def check_vectorised(self, data: Data, sites: Sites) -> None:
@@ -327,7 +296,7 @@ class Program:
 
     def _draw_globals(self, rows: Data, sites: Sites, draws: dict) -> None:
         for _ in range(_MEDIAN_DRAWS):
-            trace = poutine.trace(self.guide).get_trace(rows.x, **self._kwargs(self.guide, rows, None, None))
+            trace = poutine.trace(self.guide).get_trace(rows.x, **self.arguments(self.guide, rows, None, None))
             for name in sites.globals:
                 if name not in trace.nodes:
                     raise ValueError(f"The global latent {name!r} is not sampled by the guide; pass its value in global_values.")
@@ -365,120 +334,7 @@ def as_program(model: Any, guide: Callable | None = None, *, plate: str | None =
     return program
 
 
-# ---------------------------------------------------------------------- per-site log-densities
-def per_point(site: dict, sites: Sites, plate: str, num_particles: int, batch: int) -> torch.Tensor:
-    """``site``'s log-density summed to shape ``(S, B)`` (inside the data plate) or ``(S,)``.
-
-    Scales (KL warm-up, minibatch factors) are ignored; masks (``poutine.mask``) are applied.
-    """
-    log_prob = site["fn"].log_prob(site["value"])
-    if site.get("mask") is not None:
-        log_prob = torch.where(site["mask"], log_prob, torch.zeros_like(log_prob))
-    rank = sites.nesting + 1
-    if log_prob.ndim > rank:
-        raise ValueError(
-            f"Site {site['name']!r} has log_prob of shape {tuple(log_prob.shape)}, with batch dimensions that "
-            "no pyro.plate declares; declare them with a plate or make them event dimensions with .to_event()."
-        )
-    log_prob = log_prob.reshape((1,) * (rank - log_prob.ndim) + tuple(log_prob.shape))
-    keep = [0]
-    if in_plate(site, plate):
-        keep.append(rank + sites.data_dim)
-    other = [d for d in range(rank) if d not in keep]
-    if other:
-        log_prob = log_prob.sum(other)
-    return log_prob.expand((num_particles, batch) if len(keep) == 2 else (num_particles,))
-
-
-def site_values(site: dict, sites: Sites, plate: str, *, particles: bool = True) -> torch.Tensor:
-    """A site's value with the particle dimension first (with ``particles``) and, for local sites,
-    the data dimension next.
-
-    Other plate dimensions of size 1 are dropped; event dimensions follow.
-    """
-    value = site["value"]
-    event = len(site["fn"].event_shape)
-    batch = value.shape[: value.ndim - event]
-    rank = sites.nesting + (1 if particles else 0)
-    batch = (1,) * (rank - len(batch)) + tuple(batch)
-    value = value.reshape(*batch, *value.shape[value.ndim - event:])
-    keep = ([0] if particles else []) + ([rank + sites.data_dim] if in_plate(site, plate) else [])
-    drop = [d for d in range(rank) if d not in keep and value.shape[d] == 1]
-    for d in sorted(drop, reverse=True):
-        value = value.squeeze(d)
-    return value
-
-
-def in_plate(site: dict, plate: str) -> bool:
-    return any(frame.name == plate for frame in site["cond_indep_stack"])
-
-
 # ---------------------------------------------------------------------- helpers
-def _discover(program: Program, rows: Data) -> Sites:
-    guide = program._guide or _no_guide
-    with torch.no_grad(), pyro.validation_enabled(False):
-        guide_trace, model_trace = program.traces(rows, None, indices=torch.arange(len(rows)), num_data=len(rows),
-                                                  guide=guide)  # fmt: skip
-    plate = program.plate
-    frames, plates_seen = [], set()
-    for trace in (guide_trace, model_trace):
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                for frame in site["cond_indep_stack"]:
-                    plates_seen.add(frame.name)
-                    if frame.vectorized and frame.dim is not None:
-                        frames.append(frame)
-    data_frames = [f for f in frames if f.name == plate]
-    if not data_frames:
-        raise ValueError(
-            f"The model has no pyro.plate named {plate!r} around its observed sites (plates found: "
-            f"{sorted(plates_seen) or 'none'}). Put the per-point sites inside pyro.plate({plate!r}, N), "
-            "or pass plate='<name>' to the tool."
-        )
-    nesting = max(1, max(-f.dim for f in frames))
-    data_dim = data_frames[0].dim
-
-    def samples(trace):
-        return {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
-
-    model_sites, guide_sites = samples(model_trace), samples(guide_trace)
-    observed = tuple(n for n, s in model_sites.items() if s["is_observed"] and in_plate(s, plate))
-    if not observed:
-        raise ValueError(f"The model observes no site inside the plate {plate!r}: pass the data as obs= of a sample site there.")
-    # The guide's latents are the ones tools draw from q; without a guide, the model's own.
-    latent_source = guide_sites if program._guide is not None else model_sites
-    local = tuple(n for n, s in latent_source.items() if not s["is_observed"] and in_plate(s, plate))
-    globals_ = tuple(n for n, s in {**guide_sites, **model_sites}.items()
-                     if not in_plate(s, plate) and (not s["is_observed"] or n in guide_sites))  # fmt: skip
-    if program._guide is not None:
-        unguided = [n for n, s in model_sites.items() if not s["is_observed"] and n not in guide_sites]
-        if unguided:
-            raise ValueError(f"The model's latent site(s) {unguided} are not sampled by the guide; every latent "
-                             "of the model needs a distribution in the guide.")  # fmt: skip
-        auxiliary = [n for n in guide_sites if n not in model_sites]
-        if auxiliary:
-            raise ValueError(f"The guide samples {auxiliary}, which the model does not have; importance weights "
-                             "need the guide's sites to be the model's latents.")  # fmt: skip
-    batch = len(rows)
-    for name in observed:
-        value = model_sites[name]["value"]
-        fn = model_sites[name]["fn"]
-        size = value.shape[value.ndim - len(fn.event_shape) + data_dim] if value.ndim - len(fn.event_shape) >= -data_dim else 1
-        if size != batch:
-            raise ValueError(f"The plate {plate!r} runs over {size} points at site {name!r}, but the batch has "
-                             f"{batch} rows: the data plate must run over the rows of x.")  # fmt: skip
-    all_sites = {**model_sites, **guide_sites}
-    return Sites(
-        nesting=nesting,
-        data_dim=data_dim,
-        observed=observed,
-        local=local,
-        globals=globals_,
-        event_shapes={n: s["fn"].event_shape for n, s in all_sites.items()},
-        discrete={n: bool(getattr(model_sites[n]["fn"].support, "is_discrete", False)) for n in observed},
-    )
-
-
 def _particles(fn: Callable, num: int, dim: int) -> Callable:
     def vectorised(*args, **kwargs):
         with pyro.plate(PARTICLES, num, dim=dim):
@@ -529,6 +385,3 @@ class _AllocationCounter(TorchDispatchMode):
                 self.bytes += tensor.untyped_storage().nbytes()
         return out
 
-
-def log_mean_exp(values: torch.Tensor, dim: int) -> torch.Tensor:
-    return torch.logsumexp(values, dim=dim) - math.log(values.shape[dim])
