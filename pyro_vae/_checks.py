@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
+import torch
 
 
 def positive_int(value: Any, name: str) -> int:
@@ -12,3 +14,40 @@ def positive_int(value: Any, name: str) -> int:
     if not (isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1):
         raise ValueError(f"{name} must be a positive integer, got {value!r}.")
     return int(value)
+
+
+def positive_number(value: Any, name: str) -> float:
+    """Return ``value`` as a ``float`` if it is a finite real number > 0 (not a bool); else raise ``ValueError``."""
+    if not (isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, got {value!r}.")
+    return float(value)
+
+
+def as_tensor(value: Any, what: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``value`` (tensor, numpy array or pandas frame/series) as a tensor, or a ``TypeError``/``ValueError``.
+
+    Booleans, integers and floats of any width become ``dtype`` when it is given (the model's
+    floating type), else booleans become the default float type and the rest keep theirs. Complex
+    values, object arrays and other containers are refused.
+    """
+    if hasattr(value, "to_numpy") and type(value).__module__.startswith("pandas"):
+        value = value.to_numpy()
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or value.dtype.kind in "USV":
+            raise TypeError(f"{what} is a numpy array of {value.dtype} values; pass numbers (a float array).")
+        if value.dtype.kind == "c":
+            raise ValueError(f"{what} has complex values; pass real numbers (e.g. x.real or abs(x)).")
+        value = torch.from_numpy(np.ascontiguousarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{what} must be a torch.Tensor or numpy array (or a pandas DataFrame), got {type(value).__name__}; "
+            "convert it first, e.g. torch.as_tensor(x, dtype=torch.float32)."
+        )
+    if value.is_complex():
+        raise ValueError(f"{what} has complex values; pass real numbers (e.g. x.real or x.abs()).")
+    if dtype is not None and value.dtype != dtype:
+        return value.to(dtype)
+    if value.dtype == torch.bool:
+        return value.to(torch.get_default_dtype())
+    return value

@@ -26,6 +26,7 @@ import torch
 from pyro import poutine
 from torch import nn
 
+from ._checks import as_tensor, positive_number
 from .guides import GuideFamily, get_guide
 from .latent_mixture import LatentMixture
 from .likelihoods import Likelihood, get_likelihood
@@ -92,6 +93,8 @@ class VAE(nn.Module):
         hidden_sizes = [int(h) for h in hidden_sizes]
         if any(h <= 0 for h in hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive integers, got {hidden_sizes}.")
+        if image_shape is not None and (any(not isinstance(s, (int, np.integer)) or s <= 0 for s in image_shape)):
+            raise ValueError(f"image_shape must be positive integers, got {tuple(image_shape)}.")
         if image_shape is not None and int(np.prod(image_shape)) != input_dim:
             raise ValueError(f"image_shape {tuple(image_shape)} does not hold input_dim={input_dim} values.")
         if not (isinstance(covariate_dim, (int, np.integer)) and not isinstance(covariate_dim, bool)
@@ -106,9 +109,7 @@ class VAE(nn.Module):
         self.likelihood.build(self.input_dim)
         if input_scale is None:
             input_scale = self.likelihood.max_level or 1.0
-        if not (isinstance(input_scale, (int, float)) and not isinstance(input_scale, bool) and input_scale > 0):
-            raise ValueError(f"input_scale must be a positive number, got {input_scale!r}.")
-        self.input_scale = float(input_scale)
+        self.input_scale = positive_number(input_scale, "input_scale")
         self.prior = get_prior(prior, self.latent_dim, **(prior_kwargs or {}))
         self.guide_family = get_guide(guide, self.latent_dim, **(guide_kwargs or {}))
         if self.covariate_dim and self.prior.name == "vamp":
@@ -188,6 +189,9 @@ class VAE(nn.Module):
     def _device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
     def _covariates(self, y, batch) -> torch.Tensor | None:
         if not self.covariate_dim:
             if y is not None:
@@ -236,15 +240,12 @@ class VAE(nn.Module):
     def check_data(self, x: Any, what: str = "x") -> torch.Tensor:
         """Return ``x`` as a float tensor of shape ``(N, D)``, or raise ``ValueError`` saying why not.
 
-        Accepts arrays of shape ``(N, D)`` or ``(N, *image_shape)``; checks that the data is not
-        empty, is finite and lies in the likelihood's support.
+        Accepts tensors, numpy arrays and pandas frames of shape ``(N, D)`` or ``(N, *image_shape)``
+        with boolean, integer or floating values, converted to the model's floating type; complex
+        values and other containers are refused. Checks that the data is not empty, is finite and
+        lies in the likelihood's support.
         """
-        if isinstance(x, np.ndarray):
-            x = torch.from_numpy(x)
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{what} must be a torch.Tensor or numpy array, got {type(x).__name__}.")
-        if x.dtype == torch.bool or not torch.is_floating_point(x):
-            x = x.to(torch.get_default_dtype())
+        x = as_tensor(x, what, dtype=self._dtype())
         if x.ndim < 2 or x.shape[0] == 0:
             raise ValueError(
                 f"{what} must have shape (N, {self.input_dim}) with N >= 1, got {tuple(x.shape)}."

@@ -33,12 +33,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyro
 import torch
 from pyro import poutine
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ._checks import as_tensor
 from .sites import Sites, discover, per_point
 
 PARTICLES = "particles"
@@ -125,7 +125,7 @@ class Program:
     # ------------------------------------------------------------------ data
     def data(self, x: Any, covariates: Mapping[str, Any] | None = None, what: str = "x") -> Data:
         """Validate ``x`` and the data-aligned ``covariates`` and return them as :class:`Data`."""
-        x = self._check(x, what) if self._check is not None else _as_tensor(x, what)
+        x = self._check(x, what) if self._check is not None else as_tensor(x, what)
         if x.ndim < 1 or x.shape[0] == 0:
             raise ValueError(f"{what} must have the data points along its first dimension, N >= 1; got shape {tuple(x.shape)}.")
         if x.is_floating_point() and not bool(torch.isfinite(x).all()):
@@ -134,7 +134,7 @@ class Program:
         for key, value in (covariates or {}).items():
             if key in ("indices", "num_data"):
                 raise ValueError(f"{key!r} is passed by the tools themselves; it cannot be a covariate.")
-            value = _as_tensor(value, f"covariate {key!r}")
+            value = as_tensor(value, f"covariate {key!r}")
             if value.ndim < 1 or value.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"covariate {key!r} has shape {tuple(value.shape)} but x has {x.shape[0]} rows: "
@@ -358,17 +358,6 @@ def _accepts(fn: Callable, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-
-
-def _as_tensor(value: Any, what: str) -> torch.Tensor:
-    if isinstance(value, np.ndarray):
-        value = torch.from_numpy(value)
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{what} must be a torch.Tensor or numpy array, got {type(value).__name__}.")
-    if value.dtype == torch.bool:
-        value = value.to(torch.get_default_dtype())
-    # Other dtypes stay as given: a hand-written program decides what precision it works in.
-    return value
 
 
 class _AllocationCounter(TorchDispatchMode):

@@ -37,6 +37,7 @@ from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
 from pyro.optim import PyroOptim
 
 from . import checkpoint as ckpt
+from ._checks import positive_int, positive_number
 from ._io import atomic_write
 from ._isolation import isolated
 from .data import Split, binarize
@@ -173,8 +174,10 @@ def fit(
             torch.set_rng_state(state.rng_state)
         svi = _ModuleSVI(vae.model, vae.guide, optimizer, loss)
         vae.train()
-        for epoch in range(state.epoch, epochs):
+        for epoch in range(state.epoch, epochs if not state.stopped_early else state.epoch):
             started = time.perf_counter()
+            # What the model falls back to if this epoch diverges (a copy costs far less than an epoch).
+            last_finite = copy.deepcopy(vae.state_dict())
             order = torch.randperm(num_data, generator=_generator(seed, epoch, "shuffle"))
             x_epoch = binarize(x, _derived_seed(seed, epoch, "binarize")) if dynamic else x
             total = 0.0
@@ -182,14 +185,15 @@ def fit(
                 indices = order[step * batch_size : (step + 1) * batch_size]
                 weight = _kl_weight(epoch * steps_per_epoch + step, kl_warmup_epochs * steps_per_epoch)
                 batch = {k: v[indices] for k, v in train_covariates.items()}
-                total += svi.step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight, **batch)
-            if not math.isfinite(total):
-                raise FloatingPointError(
-                    f"The training loss became {total} in epoch {epoch + 1}: the parameters have left the "
-                    "range where the likelihood is finite. Lower lr, or raise the floor of the "
-                    "likelihood's positive parameters (min_scale, min_concentration, ...). "
-                    + ("The checkpoint file holds the last finite epoch." if checkpoint is not None else "")
-                )
+                step_loss = svi.step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight, **batch)
+                if not math.isfinite(step_loss):
+                    _diverged(vae, state, last_finite, epoch, step, f"the training loss became {step_loss}",
+                              checkpoint, restore_best and x_val is not None)  # fmt: skip
+                total += step_loss
+            if not _all_finite(vae):
+                _diverged(vae, state, last_finite, epoch, steps_per_epoch - 1,
+                          "a parameter became non-finite (a non-finite gradient)", checkpoint,
+                          restore_best and x_val is not None)  # fmt: skip
             row = {
                 "epoch": epoch + 1,
                 "kl_weight": weight,
@@ -200,6 +204,9 @@ def fit(
             if x_val is not None:
                 row["val_elbo"] = mean_elbo(vae, val_data.x, covariates=val_data.covariates, seed=seed,
                                             batch_size=max(batch_size, 512))  # fmt: skip
+                if not math.isfinite(row["val_elbo"]):
+                    _diverged(vae, state, last_finite, epoch, steps_per_epoch - 1,
+                              f"the validation ELBO became {row['val_elbo']}", checkpoint, restore_best)  # fmt: skip
                 if row["val_elbo"] > state.best_val:
                     state.best_val, state.best_epoch, state.bad_epochs = row["val_elbo"], epoch + 1, 0
                     state.best_state = copy.deepcopy(vae.state_dict())
@@ -217,8 +224,11 @@ def fit(
             if history_path is not None:
                 history.save(history_path)
             if patience is not None and state.bad_epochs >= patience:
-                history.stopped_early = True
+                state.stopped_early = True
+                if checkpoint is not None:  # a resumed run then knows it is finished
+                    ckpt.save(vae, checkpoint, training=state.to_payload(optimizer, settings))
                 break
+    history.stopped_early = state.stopped_early
     bar.close()
     vae.eval()
     if x_val is not None and restore_best and state.best_state is not None:
@@ -321,6 +331,7 @@ class _RunState:
     best_state: dict | None = None
     bad_epochs: int = 0
     rng_state: torch.Tensor | None = None
+    stopped_early: bool = False
 
     def to_payload(self, optimizer: JointAdam, settings: dict) -> dict:
         return {
@@ -331,6 +342,7 @@ class _RunState:
             "best_state": self.best_state,
             "bad_epochs": self.bad_epochs,
             "rng_state": self.rng_state,
+            "stopped_early": self.stopped_early,
             "optimizer": optimizer.get_state(),
             "settings": json.dumps(settings),
         }
@@ -362,6 +374,7 @@ def _resume(vae: VAE, optimizer: JointAdam, path, settings: dict) -> _RunState:
         best_state=training["best_state"],
         bad_epochs=training["bad_epochs"],
         rng_state=training["rng_state"],
+        stopped_early=bool(training.get("stopped_early", False)),
     )
 
 
@@ -375,17 +388,39 @@ def _training_tensor(vae: VAE, train: Any) -> tuple[torch.Tensor, bool]:
     return vae.check_data(train.x if isinstance(train, Split) else train, "train"), False
 
 
+def _diverged(vae, state: _RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint,
+              use_best: bool) -> None:
+    """Put finite parameters back in the model and raise a ``FloatingPointError`` that says which."""
+    if use_best and state.best_state is not None:
+        vae.load_state_dict(state.best_state)
+        held = f"the parameters of its best validation epoch ({state.best_epoch})"
+    else:
+        vae.load_state_dict(last_finite)
+        held = f"the parameters at the end of epoch {epoch}" if epoch else "its parameters from before training"
+    saved = ""
+    if checkpoint is not None:
+        saved = (f" The checkpoint {checkpoint} holds epoch {state.epoch}, the last finished one."
+                 if state.epoch else f" No checkpoint was written ({checkpoint} holds no epoch of this run).")
+    raise FloatingPointError(
+        f"Training stopped at step {step + 1} of epoch {epoch + 1}: {what}. The parameters left the range "
+        f"where the model is finite. The model now holds {held}.{saved} Lower lr, or raise the floor of "
+        "the likelihood's positive parameters (min_scale, min_concentration, ...)."
+    )
+
+
+def _all_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+
+
 def _check_settings(epochs, batch_size, lr, elbo, num_particles, warmup, patience, val, resume, checkpoint):
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_particles", num_particles)):
-        if not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}.")
+        positive_int(value, name)
+    positive_number(lr, "lr")
     if elbo not in ELBOS:
         raise ValueError(f"elbo must be one of {sorted(ELBOS)}, got {elbo!r}.")
-    if not warmup >= 0:
-        raise ValueError(f"kl_warmup_epochs must be >= 0, got {warmup!r}.")
-    if patience is not None and (val is None or not (isinstance(patience, int) and patience >= 1)):
+    if not (isinstance(warmup, (int, float)) and not isinstance(warmup, bool) and math.isfinite(warmup) and warmup >= 0):
+        raise ValueError(f"kl_warmup_epochs must be a finite number >= 0, got {warmup!r}.")
+    if patience is not None and (val is None or isinstance(patience, bool) or not (isinstance(patience, int) and patience >= 1)):
         raise ValueError("Early stopping needs val data and a positive integer patience.")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH.")

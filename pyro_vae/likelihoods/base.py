@@ -48,8 +48,12 @@ def get_likelihood(spec: "str | Likelihood", **kwargs: Any) -> "Likelihood":
             f"Unknown likelihood {spec!r}; choose one of {sorted(LIKELIHOODS)} "
             "or pass a pyro_vae.Likelihood instance."
         )
+    cls = LIKELIHOODS[spec]
+    if kwargs and cls.__init__ is Likelihood.__init__:
+        raise ValueError(f"The {spec!r} likelihood takes no options, got {kwargs}; drop them or choose another "
+                         "likelihood (num_levels applies to densities and level models).")  # fmt: skip
     try:
-        return LIKELIHOODS[spec](**kwargs)
+        return cls(**kwargs)
     except TypeError as error:  # an unknown keyword: say which likelihood and what it takes
         raise ValueError(f"Bad arguments for the {spec!r} likelihood: {error}.") from None
 

@@ -1,0 +1,93 @@
+"""Inputs of every common type are converted to the model's dtype or refused up front, clearly."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import pyro_vae
+
+D = 6
+
+
+@pytest.fixture
+def vae():
+    return pyro_vae.VAE(D, 2, hidden_sizes=(4,), likelihood="normal", likelihood_kwargs={"scale": 1.0})
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda x: x.double(),
+        lambda x: x.half(),
+        lambda x: x.bfloat16(),
+        lambda x: x.numpy(),
+        lambda x: x.numpy().astype(np.float64),
+        lambda x: pd.DataFrame(x.numpy()),
+        lambda x: (x > 0),
+        lambda x: x.round().long(),
+    ],
+    ids=["float64", "float16", "bfloat16", "numpy32", "numpy64", "pandas", "bool", "int"],
+)
+def test_numeric_inputs_of_any_type_are_converted_to_the_models_dtype(vae, convert):
+    x = torch.randn(5, D, generator=torch.Generator().manual_seed(0))
+    converted = convert(x)
+    reference = float32(converted)
+    result = pyro_vae.log_likelihood(vae, converted, num_particles=10, seed=0)
+    expected = pyro_vae.log_likelihood(vae, reference, num_particles=10, seed=0)
+    assert torch.equal(result.log_px, expected.log_px)
+    pyro_vae.fit(vae, converted, epochs=1, batch_size=5)
+
+
+def float32(values):
+    if isinstance(values, pd.DataFrame):
+        values = values.to_numpy()
+    if isinstance(values, np.ndarray):
+        values = torch.from_numpy(values)
+    return values.float()
+
+
+@pytest.mark.parametrize(
+    "bad, error, message",
+    [
+        (torch.randn(5, D, dtype=torch.complex64), ValueError, "complex"),
+        (np.array([["a"] * D] * 2), TypeError, "numpy array of"),
+        ([[0.0] * D], TypeError, "torch.Tensor or numpy"),
+    ],
+)
+def test_other_inputs_are_refused_with_a_clear_message(vae, bad, error, message):
+    with pytest.raises(error, match=message):
+        pyro_vae.log_likelihood(vae, bad, num_particles=10)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"lr": math.inf}, "lr"),
+        ({"lr": math.nan}, "lr"),
+        ({"epochs": True}, "epochs"),
+        ({"batch_size": 2.5}, "batch_size"),
+        ({"kl_warmup_epochs": math.inf}, "kl_warmup_epochs"),
+    ],
+)
+def test_bad_training_settings_are_refused_before_any_work(vae, settings, message):
+    before = [p.clone() for p in vae.parameters()]
+    with pytest.raises(ValueError, match=message):
+        pyro_vae.fit(vae, torch.randn(10, D), **{"epochs": 1, **settings})
+    assert all(torch.equal(a, b) for a, b in zip(before, vae.parameters()))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input_scale": math.inf}, "input_scale"),
+        ({"input_scale": math.nan}, "input_scale"),
+        ({"image_shape": (-2, -3)}, "image_shape"),
+        ({"likelihood": "bernoulli", "likelihood_kwargs": {"num_levels": 256}}, "takes no options"),
+    ],
+)
+def test_bad_model_options_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pyro_vae.VAE(D, 2, **kwargs)
