@@ -308,7 +308,8 @@ class VAE(nn.Module):
         A model saved from a subclass is rebuilt by that subclass (``MyVAE.from_config``, or
         ``pyro_vae.load(path, cls=MyVAE)``); its constructor must take the VAE's arguments.
         """
-        saved = cfg.get("class", _class_name(VAE))
+        cfg = normalised_config(cfg)
+        saved = cfg["class"]
         if saved != _class_name(cls):
             name = saved.rsplit(".", 1)[-1]
             raise ValueError(
@@ -331,9 +332,9 @@ class VAE(nn.Module):
             likelihood_kwargs=cfg["likelihood_kwargs"],
             prior=cfg["prior"],
             prior_kwargs=cfg["prior_kwargs"],
-            guide=cfg.get("guide", "normal"),
-            guide_kwargs=cfg.get("guide_kwargs", {}),
-            covariate_dim=cfg.get("covariate_dim", 0),
+            guide=cfg["guide"],
+            guide_kwargs=cfg["guide_kwargs"],
+            covariate_dim=cfg["covariate_dim"],
             image_shape=cfg["image_shape"],
             input_scale=cfg.get("input_scale"),
             encoder=networks.get("encoder"),
@@ -343,6 +344,12 @@ class VAE(nn.Module):
             # Placeholder of the right shape; the saved state fills it.
             vae.latent_mixture = LatentMixture(latent_dim=vae.latent_dim, **cfg["latent_mixture"])
         return vae
+
+
+def normalised_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with the keys that later versions added set to what older files meant."""
+    defaults = {"class": _class_name(VAE), "guide": "normal", "guide_kwargs": {}, "covariate_dim": 0}
+    return {**defaults, **cfg}
 
 
 def _class_name(cls: type) -> str:

@@ -41,7 +41,7 @@ from ._checks import positive_int, positive_number
 from ._io import atomic_write
 from ._isolation import isolated
 from .data import Split, binarize
-from .model import VAE
+from .model import VAE, normalised_config
 from .program import as_program
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
@@ -352,7 +352,7 @@ def _resume(vae: VAE, optimizer: JointAdam, path, settings: dict) -> _RunState:
     payload = ckpt.read_checkpoint(path)
     if "training" not in payload:
         raise ValueError(f"{path} holds a saved model, not a training checkpoint; it cannot be resumed.")
-    saved_config = json.loads(payload["config"])
+    saved_config = normalised_config(json.loads(payload["config"]))
     if saved_config != vae.config():
         differing = sorted(k for k in saved_config if saved_config.get(k) != vae.config().get(k))
         raise ValueError(f"{path} was written for another architecture (differs in {differing}).")
