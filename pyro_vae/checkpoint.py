@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
-from .model import VAE
+from ._safe_files import bounded_int, parse_json, read_torch_file
+from .model import VAE, normalised_config
 
 FORMAT = "pyro_vae"
 VERSION = 1
@@ -49,10 +50,12 @@ def load(path: str | os.PathLike, *, cls: type[VAE] = VAE, **networks: nn.Module
     Raises ``ValueError`` for a truncated, corrupt or foreign file, and for parameters that do not
     fit the architecture.
     """
-    payload = read_checkpoint(path)
     if not (isinstance(cls, type) and issubclass(cls, VAE)):
         raise TypeError(f"cls must be pyro_vae.VAE or a subclass of it, got {cls!r}.")
-    vae = cls.from_config(json.loads(payload["config"]), **networks)
+    payload = read_checkpoint(path)
+    config = payload["config_dict"]
+    check_budget(config, payload["state_dict"], path, custom=set(networks))
+    vae = cls.from_config(config, **networks)
     load_state(vae, payload["state_dict"], path)
     return vae
 
@@ -62,20 +65,109 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for damaged archives
-        raise ValueError(
-            f"{path} is not a readable pyro_vae checkpoint (truncated or corrupt?): "
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        ) from None
+    payload = read_torch_file(path, "pyro_vae checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a pyro_vae checkpoint.")
     if payload.get("version") != VERSION:
         raise ValueError(
-            f"{path} has checkpoint format version {payload.get('version')}; this pyro_vae reads {VERSION}."
+            f"{path} has checkpoint format version {payload.get('version')!r}; this pyro_vae reads {VERSION}."
         )
-    return payload
+    config = parse_json(payload.get("config"), f"{path}: the configuration")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: the configuration is not a JSON object.")
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError(f"{path}: the parameters are not a mapping of names to tensors.")
+    if "training" in payload and not isinstance(payload["training"], dict):
+        raise ValueError(f"{path}: the training state is damaged.")
+    _check_config_fields(config, path)
+    return {**payload, "config_dict": normalised_config(config)}
+
+
+#: Caps on the sizes a configuration read from a file may name.
+CAPS = {"input_dim": 2**24, "latent_dim": 2**16, "covariate_dim": 2**16, "hidden": 2**16, "layers": 64,
+        "options": 2**24, "flows": 256, "components": 2**20}  # fmt: skip
+_FIELDS = {"input_dim": int, "latent_dim": int, "hidden_sizes": list, "activation": str, "likelihood": str,
+           "likelihood_kwargs": dict, "prior": str, "prior_kwargs": dict}  # fmt: skip
+
+
+def _check_config_fields(config: dict, path) -> None:
+    where = f"{path}: the configuration"
+    for key, kind in _FIELDS.items():
+        if not isinstance(config.get(key), kind):
+            raise ValueError(f"{where} lacks a valid {key!r} (expected {kind.__name__}, got {config.get(key)!r}).")
+    bounded_int(config["input_dim"], "input_dim", CAPS["input_dim"], where)
+    bounded_int(config["latent_dim"], "latent_dim", CAPS["latent_dim"], where)
+    bounded_int(config.get("covariate_dim", 0), "covariate_dim", CAPS["covariate_dim"], where, minimum=0)
+    hidden = config["hidden_sizes"]
+    if len(hidden) > CAPS["layers"]:
+        raise ValueError(f"{where} names {len(hidden)} hidden layers, more than {CAPS['layers']}.")
+    for size in hidden:
+        bounded_int(size, "each hidden size", CAPS["hidden"], where)
+    for group in ("likelihood_kwargs", "prior_kwargs", "guide_kwargs", "latent_mixture"):
+        _check_options(config.get(group) or {}, f"{where}, {group}")
+
+
+def _check_options(options: Any, where: str) -> None:
+    if not isinstance(options, dict):
+        raise ValueError(f"{where} must be a JSON object, got {type(options).__name__}.")
+    for key, value in options.items():
+        values = value if isinstance(value, list) else [value]
+        if len(values) > CAPS["layers"]:
+            raise ValueError(f"{where}: {key} has {len(values)} entries, more than {CAPS['layers']}.")
+        for item in values:
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not abs(item) <= CAPS["options"]:
+                raise ValueError(f"{where}: {key} = {item!r} is beyond the {CAPS['options']:,} a size may be.")
+
+
+def check_budget(config: dict, state: dict[str, torch.Tensor], path, *, custom: set[str] = frozenset()) -> int:
+    """Refuse a configuration that would build far more numbers than the file's tensors hold.
+
+    The bound is computed from the configuration alone (no module is built), so a small file whose
+    configuration names enormous sizes is refused before any allocation. Returns the bound.
+    """
+    held = sum(t.numel() for t in state.values())
+    budget = parameter_bound(config, custom=custom)
+    if budget > 4 * held + 2**20:
+        raise ValueError(
+            f"{path}: its configuration describes a model of about {budget:,} numbers, but the file holds "
+            f"{held:,}: the configuration does not match the tensors (a damaged or foreign file)."
+        )
+    return budget
+
+
+def parameter_bound(config: dict, *, custom: set[str] = frozenset()) -> int:
+    """An upper bound on the numbers a VAE built from ``config`` holds (within a factor of ~2)."""
+    from .likelihoods import get_likelihood
+
+    d, latent, k = config["input_dim"], config["latent_dim"], config.get("covariate_dim", 0)
+    hidden = list(config["hidden_sizes"])
+    try:
+        per_feature = get_likelihood(config["likelihood"], **config["likelihood_kwargs"]).params_per_feature
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"the configuration's likelihood is invalid: {error}") from None
+    total = 4 * d  # per-feature likelihood parameters
+    if "encoder" not in custom:
+        total += _mlp([d + k, *hidden, 2 * latent])
+    if "decoder" not in custom:
+        total += _mlp([latent + k, *reversed(hidden), d * per_feature])
+    prior = config.get("prior_kwargs") or {}
+    components = prior.get("num_components", 50)
+    total += {
+        "mixture": components * (1 + 2 * latent),
+        "vamp": components * d,
+        "flow": prior.get("num_flows", 4) * _mlp([latent, *prior.get("hidden_dims", [64, 64]), 2 * latent]),
+    }.get(config["prior"], 2 * latent)
+    guide = config.get("guide_kwargs") or {}
+    if config.get("guide") == "iaf":
+        total += guide.get("num_flows", 2) * _mlp([latent, *guide.get("hidden_dims", [3 * latent + 1]), 2 * latent])
+    mixture = config.get("latent_mixture") or {}
+    total += mixture.get("num_components", 0) * (1 + latent + latent * latent)
+    return int(total)
+
+
+def _mlp(sizes: list) -> int:
+    return sum(int(a) * int(b) + int(b) for a, b in zip(sizes[:-1], sizes[1:]))
 
 
 def load_state(vae: VAE, state_dict: dict[str, torch.Tensor], source: Any = "checkpoint") -> None:

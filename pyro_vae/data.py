@@ -22,9 +22,11 @@ Binarisation modes (``binarize=``):
 from __future__ import annotations
 
 import gzip
+import math
 import hashlib
 import os
 import urllib.request
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -321,40 +323,70 @@ def _download_idx(name: str, target: Path, timeout: float = 20.0) -> None:
 
 def _read_idx_pair(directory: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
     images = read_idx(_idx_path(directory, f"{part}_images"))
-    labels = read_idx(_idx_path(directory, f"{part}_labels"))
+    labels_path = _idx_path(directory, f"{part}_labels")
+    labels = read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(
             f"{directory}: {part} images of shape {tuple(images.shape)} do not match labels of "
             f"shape {tuple(labels.shape)}; expected (N, H, W) and (N,)."
         )
-    return images, labels.to(torch.int64)
+    return images, _check_labels(labels, labels_path)
 
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+#: Largest IDX payload read (bytes); Fashion-MNIST's training images are 47 MB.
+MAX_IDX_BYTES = 2**31
+#: Largest label value accepted (labels index classes, and classes are counted from them).
+MAX_LABEL = 65_535
+
+
 def read_idx(path: str | os.PathLike) -> torch.Tensor:
-    """Read one IDX file (gzipped or not) into a tensor, checking its header against its size."""
+    """Read one IDX file (gzipped or not) into a tensor, checking its header against its size.
+
+    A gzipped file is decompressed as a stream and never beyond the size its header announces
+    (plus one byte, to detect trailing data), so a small archive cannot expand to gigabytes
+    before the check. Every malformed file raises ``ValueError`` naming it.
+    """
     path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as error:
-            raise ValueError(f"{path} is a damaged gzip file ({error}).") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path} is not an IDX file (bad magic number).")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path} is truncated inside its header.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
-    if len(raw) != expected:
-        raise ValueError(f"{path} holds {len(raw)} bytes but its header {shape} implies {expected}.")
-    array = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    try:
+        with open(path, "rb") as handle:
+            compressed = handle.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+            magic = stream.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise ValueError(f"{path} is not an IDX file (bad magic number).")
+            ndim = magic[3]
+            dims = stream.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise ValueError(f"{path} is truncated inside its header.")
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            size = math.prod(shape) * dtype.itemsize
+            if size > MAX_IDX_BYTES:
+                raise ValueError(f"{path}: its header {shape} announces {size:,} bytes, more than the "
+                                 f"{MAX_IDX_BYTES:,} pyro_vae reads (pyro_vae.data.MAX_IDX_BYTES).")  # fmt: skip
+            if not compressed and path.stat().st_size != 4 + 4 * ndim + size:
+                raise ValueError(f"{path} holds {path.stat().st_size} bytes but its header {shape} implies "
+                                 f"{4 + 4 * ndim + size}.")  # fmt: skip
+            payload = stream.read(size + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"{path} is unreadable or a damaged gzip file ({type(error).__name__}: {error}).") from None
+    if len(payload) != size:
+        raise ValueError(f"{path} holds {4 + 4 * ndim + len(payload)}{'+' if len(payload) > size else ''} bytes "
+                         f"(decompressed) but its header {shape} implies {4 + 4 * ndim + size}.")  # fmt: skip
+    array = np.frombuffer(payload, dtype=dtype).reshape(shape)
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).copy())
+
+
+def _check_labels(labels: torch.Tensor, path: Path) -> torch.Tensor:
+    if labels.is_floating_point():
+        raise ValueError(f"{path}: labels must be integers, got {labels.dtype} values.")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > MAX_LABEL):
+        raise ValueError(f"{path}: labels must lie in 0..{MAX_LABEL}, got values from {int(labels.min())} "
+                         f"to {int(labels.max())}.")  # fmt: skip
+    return labels.to(torch.int64)
 
 
 def one_hot(labels, num_classes: int) -> torch.Tensor:

@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._io import atomic_write
+from ._safe_files import bounded_int, parse_json, read_torch_file
 
 CACHE_ENV = "PYRO_VAE_CACHE"
 
@@ -97,15 +98,30 @@ def feature_classifier(
 
 
 def _load(path: Path) -> FeatureClassifier:
+    """The cached classifier, its sizes checked against caps and against its tensors before building."""
+    fix = "; delete it or pass refresh=True."
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        config = json.loads(payload["config"])
-        accuracy = config.pop("test_accuracy")
-        model = FeatureClassifier(**config)
-        model.load_state_dict(payload["state_dict"])
-    except Exception as error:
-        raise ValueError(f"The cached classifier {path} is unreadable ({error}); delete it or pass refresh=True.") from None
-    model.test_accuracy = accuracy
+        payload = read_torch_file(path, "cached classifier")
+    except ValueError as error:
+        raise ValueError(f"The cached classifier is unreadable: {error} Delete it or pass refresh=True.") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise ValueError(f"The cached classifier {path} is damaged{fix}")
+    config = parse_json(payload.get("config"), f"The cached classifier {path}")
+    if not isinstance(config, dict) or set(config) != {"input_dim", "num_classes", "hidden", "features", "test_accuracy"}:
+        raise ValueError(f"The cached classifier {path} has an unexpected configuration{fix}")
+    sizes = {k: bounded_int(config[k], k, 2**24 if k == "input_dim" else 2**16, f"The cached classifier {path}")
+             for k in ("input_dim", "num_classes", "hidden", "features")}  # fmt: skip
+    state = payload["state_dict"]
+    expected = {"body.0.weight": (sizes["hidden"], sizes["input_dim"]), "body.0.bias": (sizes["hidden"],),
+                "body.2.weight": (sizes["features"], sizes["hidden"]), "body.2.bias": (sizes["features"],),
+                "head.weight": (sizes["num_classes"], sizes["features"]), "head.bias": (sizes["num_classes"],)}  # fmt: skip
+    found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if found != expected:
+        raise ValueError(f"The cached classifier {path} holds tensors that do not match its configuration{fix}")
+    model = FeatureClassifier(**sizes)
+    model.load_state_dict(state)
+    accuracy = config["test_accuracy"]
+    model.test_accuracy = float(accuracy) if isinstance(accuracy, (int, float)) else None
     return model
 
 

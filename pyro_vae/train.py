@@ -39,9 +39,10 @@ from pyro.optim import PyroOptim
 from . import checkpoint as ckpt
 from ._checks import positive_int, positive_number
 from ._io import atomic_write
+from ._safe_files import parse_json
 from ._isolation import isolated
 from .data import Split, binarize
-from .model import VAE, normalised_config
+from .model import VAE
 from .program import as_program
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
@@ -352,20 +353,23 @@ def _resume(vae: VAE, optimizer: JointAdam, path, settings: dict) -> _RunState:
     payload = ckpt.read_checkpoint(path)
     if "training" not in payload:
         raise ValueError(f"{path} holds a saved model, not a training checkpoint; it cannot be resumed.")
-    saved_config = normalised_config(json.loads(payload["config"]))
+    saved_config = payload["config_dict"]
     if saved_config != vae.config():
         differing = sorted(k for k in saved_config if saved_config.get(k) != vae.config().get(k))
         raise ValueError(f"{path} was written for another architecture (differs in {differing}).")
     ckpt.load_state(vae, payload["state_dict"], path)
-    training = payload["training"]
-    saved_settings = json.loads(training["settings"])
+    training = _training_fields(payload["training"], path)
+    saved_settings = parse_json(training["settings"], f"{path}: the training settings")
     if saved_settings != settings:
-        differing = sorted(k for k in settings if saved_settings.get(k) != settings[k])
+        differing = sorted(k for k in settings if not isinstance(saved_settings, dict) or saved_settings.get(k) != settings[k])
         raise ValueError(
             f"Cannot resume {path}: the training settings differ ({differing}); resume with the "
             "settings of the original run, changing only epochs."
         )
-    optimizer.set_state(training["optimizer"])
+    try:
+        optimizer.set_state(training["optimizer"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as error:
+        raise ValueError(f"{path}: the optimiser state does not fit this model ({type(error).__name__}).") from None
     return _RunState(
         epoch=training["epoch"],
         rows=list(training["rows"]),
@@ -376,6 +380,25 @@ def _resume(vae: VAE, optimizer: JointAdam, path, settings: dict) -> _RunState:
         rng_state=training["rng_state"],
         stopped_early=bool(training.get("stopped_early", False)),
     )
+
+
+#: The training state of a checkpoint: field -> accepted types.
+_TRAINING_FIELDS = {"epoch": int, "rows": list, "best_val": float, "best_epoch": (int, type(None)),
+                    "best_state": (dict, type(None)), "bad_epochs": int, "rng_state": (torch.Tensor, type(None)),
+                    "optimizer": dict, "settings": str}  # fmt: skip
+
+
+def _training_fields(training: dict, path) -> dict:
+    """The training state, or a ``ValueError`` naming the first missing or mistyped field."""
+    for key, kind in _TRAINING_FIELDS.items():
+        value = training.get(key, KeyError)
+        if value is KeyError or not isinstance(value, kind) or isinstance(value, bool):
+            raise ValueError(f"{path}: the training state is damaged ({key!r} is missing or of the wrong type).")
+    if training["epoch"] < 0 or not all(isinstance(r, dict) for r in training["rows"]):
+        raise ValueError(f"{path}: the training state is damaged (epoch or history rows).")
+    if training["best_state"] is not None and not all(isinstance(v, torch.Tensor) for v in training["best_state"].values()):
+        raise ValueError(f"{path}: the training state is damaged (best_state).")
+    return training
 
 
 def _training_tensor(vae: VAE, train: Any) -> tuple[torch.Tensor, bool]:
