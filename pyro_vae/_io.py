@@ -1,16 +1,27 @@
-"""File writing: every file pyro_vae writes goes through :func:`atomic_write`."""
+"""File writing: every file pyro_vae writes goes through :func:`atomic_write`, and a folder or
+checkpoint written by one training at a time is held with a :class:`FileLock`."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
+#: Temporary files of an interrupted write older than this are removed by the next write.
+STALE_SECONDS = 600
 
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over ``path``."""
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over ``path``.
+
+    A crash at any moment leaves either the old file or the new one. The new file gets the old
+    one's permissions (or the usual ones for a new file, from the umask). Temporary files left by a
+    write that was killed long ago are removed.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -18,10 +29,12 @@ def atomic_write(path: Path, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _remove_stale_temporaries(path)
 
 
 def write_json(path: str | os.PathLike, value: Any) -> Path:
@@ -30,3 +43,87 @@ def write_json(path: str | os.PathLike, value: Any) -> Path:
     text = json.dumps(value, indent=1)
     atomic_write(path, lambda handle: handle.write(text.encode()))
     return path
+
+
+def check_writable(folder: str | os.PathLike, what: str) -> None:
+    """Raise ``ValueError`` unless files can be created in ``folder`` (created if missing): checked
+    before long work, so that it does not fail only at its end."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".pyro_vae-write-test.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"Cannot write {what} in {folder}: {error.strerror or error}.") from None
+
+
+class FileLock:
+    """An exclusive lock file holding the owner's process id, for one writer at a time.
+
+    Entering creates ``path`` atomically; if it exists and its process still runs, ``ValueError``
+    says who holds it. A lock left by a process that no longer runs (killed) is taken over.
+    """
+
+    def __init__(self, path: str | os.PathLike, what: str):
+        self.path, self.what = Path(path), what
+
+    def __enter__(self) -> "FileLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = _lock_owner(self.path)
+                if owner is not None and owner != os.getpid() and _running(owner):
+                    raise ValueError(
+                        f"{self.what} is in use by another training (process {owner}); wait for it to finish. "
+                        f"If no such process runs, delete {self.path}."
+                    ) from None
+                self.path.unlink(missing_ok=True)  # left by a process that is gone
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(str(os.getpid()))
+            return self
+        raise ValueError(f"Could not take the lock {self.path}; delete it if no training runs.")
+
+    def __exit__(self, *exc) -> bool:
+        if _lock_owner(self.path) == os.getpid():
+            self.path.unlink(missing_ok=True)
+        return False
+
+
+def _lock_owner(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip() or "x")
+    except (OSError, ValueError):
+        return None
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    cutoff = time.time() - STALE_SECONDS
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if stale.stat().st_mtime < cutoff:
+                stale.unlink()
+        except OSError:
+            pass

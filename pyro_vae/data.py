@@ -73,7 +73,7 @@ class Split:
         x: float tensor ``(N, D)`` in ``[0, 1]``; under dynamic binarisation, the grey levels
             that act as Bernoulli probabilities.
         labels: long tensor ``(N,)``.
-        image_shape: ``(height, width)``.
+        image_shape: ``(height, width)``, or ``None`` for a table.
         dynamic_binarization: ``True`` when :func:`pyro_vae.fit` should binarise ``x`` afresh
             each epoch.
         num_levels: grey levels of the source images (``None`` if unknown).
@@ -81,7 +81,7 @@ class Split:
 
     x: torch.Tensor
     labels: torch.Tensor
-    image_shape: tuple[int, int]
+    image_shape: tuple[int, int] | None
     dynamic_binarization: bool = False
     num_levels: int | None = None
 
@@ -99,15 +99,34 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A named data set with ``train``, ``val`` and ``test`` splits."""
+    """A named data set with ``train``, ``val`` and ``test`` splits.
+
+    ``source`` says where it came from: ``"digits"``, a known name, or the absolute path of the
+    IDX folder or table that was read (what :func:`load` needs to read it again).
+    """
 
     name: str
     train: Split
     val: Split
     test: Split
+    source: str = ""
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of every split's values and labels: two loads with the same settings agree,
+        and a changed file does not."""
+        digest = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            for tensor in (split.x, split.labels):
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     @property
-    def image_shape(self) -> tuple[int, int]:
+    def is_image(self) -> bool:
+        return self.train.image_shape is not None
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
         return self.train.image_shape
 
     @property
@@ -140,14 +159,16 @@ def load(
 
     Args:
         name_or_path: ``"digits"`` (scikit-learn's bundled 8x8 digits, 1,797 images, the embedded
-            default), ``"fashion-mnist"`` or ``"mnist"`` (IDX files found as described below), or
-            the path of a directory holding MNIST-format IDX files (gzipped or not).
+            default), ``"fashion-mnist"`` or ``"mnist"`` (IDX files found as described below), the
+            path of a directory holding MNIST-format IDX files (gzipped or not), or a table: a
+            ``.npy`` file (read without unpickling) or a numeric ``.csv`` of shape ``(N, D)``,
+            split like the digits, with every label 0.
         binarize: ``"none"``, ``"fixed"`` or ``"dynamic"`` (see the module docstring).
         values: ``"unit"`` (scaled to ``[0, 1]``) or ``"levels"`` (integer grey levels); see the
             module docstring. Binarisation needs ``"unit"``.
         val_fraction: share of the training images held out for validation.
-        test_fraction: share held out for testing; only for ``"digits"``, since IDX data sets
-            come with their own test split.
+        test_fraction: share held out for testing; only for ``"digits"`` and tables, since IDX
+            data sets come with their own test split.
         seed: seeds the split and the fixed binarisation.
         download: for a known IDX data set whose files are found nowhere, try its mirrors
             (checksums verified) before failing.
@@ -169,12 +190,20 @@ def load(
             raise ValueError(f"{label} must lie strictly between 0 and 1, got {fraction!r}.")
 
     key = str(name_or_path)
+    source = key
     if key == "digits":
         x, labels, image_shape = _load_digits()
         test_x, test_labels = None, None
         num_levels = DIGITS_LEVELS
+    elif Path(key).suffix.lower() in TABLE_SUFFIXES:
+        if values == "levels":
+            raise ValueError(f"{key}: values='levels' applies to 8-bit images; a table is read as it is.")
+        x, labels = _load_table(Path(key))
+        source, key = str(Path(key).resolve()), Path(key).name
+        test_x, test_labels, image_shape, num_levels = None, None, None, None
     else:
         directory = _find_idx_directory(key, download=download)
+        source = key if key in KNOWN_IDX else str(directory.resolve())
         x, labels = _read_idx_pair(directory, "train")
         test_x, test_labels = _read_idx_pair(directory, "test")
         image_shape = tuple(x.shape[1:])
@@ -210,7 +239,34 @@ def load(
             splits["train"] = replace(splits["train"], x=splits["train"].binarized(seed + 999))
         else:
             splits["train"] = replace(splits["train"], dynamic_binarization=True)
-    return Dataset(key, splits["train"], splits["val"], splits["test"])
+    return Dataset(key, splits["train"], splits["val"], splits["test"], source=source)
+
+
+# ---------------------------------------------------------------------- tables
+#: File suffixes read as tables of shape (N, D): one row per data point.
+TABLE_SUFFIXES = (".npy", ".csv")
+
+
+def _load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``.npy`` array (read without unpickling) or a numeric ``.csv`` (an optional header row)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No table at {path}.")
+    try:
+        if path.suffix.lower() == ".npy":
+            array = np.load(path, allow_pickle=False)
+        else:
+            try:
+                array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+            except ValueError:
+                array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=1)
+    except (ValueError, OSError, EOFError) as error:
+        raise ValueError(f"{path} is not a numeric table ({type(error).__name__}: {str(error)[:120]}).") from None
+    if array.ndim != 2 or array.shape[0] < 3 or array.shape[1] < 1:
+        raise ValueError(f"{path} must hold a table of shape (N, D) with N >= 3 rows, got shape {array.shape}.")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{path} holds {array.dtype} values; a table must be numeric.")
+    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return x, torch.zeros(len(x), dtype=torch.int64)
 
 
 # ---------------------------------------------------------------------- embedded digits

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ._io import atomic_write
+from ._io import atomic_write, check_writable
 from ._safe_files import bounded_int, parse_json, read_torch_file
 
 CACHE_ENV = "PYRO_VAE_CACHE"
@@ -78,6 +78,7 @@ def feature_classifier(
     num_classes = int(train.labels.max()) + 1
     if path.is_file() and not refresh:
         return _load(path)
+    check_writable(path.parent, "the classifier cache")  # before training, not after
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

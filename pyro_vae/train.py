@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import copy
 import csv
+from contextlib import nullcontext
 import io
 import json
 import math
 import os
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from pyro.optim import PyroOptim
 
 from . import checkpoint as ckpt
 from ._checks import positive_int, positive_number
-from ._io import atomic_write
+from ._io import FileLock, atomic_write, check_writable
 from ._safe_files import parse_json
 from ._isolation import isolated
 from .data import Split, binarize
@@ -107,7 +108,8 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
     history_path: str | os.PathLike | None = None,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
+    before_training: Callable[[], None] | None = None,
 ) -> History:
     """Train ``vae`` by stochastic variational inference (``pyro.infer.SVI``).
 
@@ -131,7 +133,11 @@ def fit(
         checkpoint: file written atomically after every epoch (model, optimiser, RNG, history).
         resume: continue from ``checkpoint`` if it exists.
         history_path: ``.csv`` or ``.json`` file, rewritten after every epoch.
-        progress: show a progress bar; by default only when standard error is a terminal.
+        progress: ``True`` shows a progress bar, ``"lines"`` prints one line per epoch to standard
+            error, ``False`` neither; by default a bar when standard error is a terminal.
+        before_training: called once every argument is checked and a resumed state loaded, just
+            before the first epoch (the command line writes its run folder's description there,
+            so a refused run leaves none behind).
 
     Returns: the :class:`History`.
     """
@@ -145,6 +151,27 @@ def fit(
         val_data = program.data(x_val, val_covariates, what="val")
     elif val_covariates is not None:
         raise ValueError("val_covariates were given without val data.")
+    # Paths that would only fail after training are checked now.
+    if checkpoint is not None:
+        check_writable(Path(checkpoint).parent, "the checkpoint")
+    if history_path is not None:
+        if Path(history_path).suffix not in (".csv", ".json"):
+            raise ValueError(f"History files end in .csv or .json, got {Path(history_path).name!r}.")
+        check_writable(Path(history_path).parent, "the history")
+    if progress not in (None, True, False, "lines"):
+        raise ValueError(f"progress must be True, False, None or \"lines\", got {progress!r}.")
+    lock = FileLock(f"{checkpoint}.lock", f"The checkpoint {checkpoint}") if checkpoint is not None else nullcontext()
+    with lock:
+        return _fit(vae, x, dynamic, train_covariates, x_val, val_data, epochs=epochs, batch_size=batch_size, lr=lr,
+                    elbo=elbo, num_particles=num_particles, kl_warmup_epochs=kl_warmup_epochs, patience=patience,
+                    restore_best=restore_best, seed=seed, checkpoint=checkpoint, resume=resume,
+                    history_path=history_path, progress=progress, before_training=before_training)  # fmt: skip
+
+
+def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_size, lr, elbo, num_particles,
+         kl_warmup_epochs, patience, restore_best, seed, checkpoint, resume, history_path, progress,
+         before_training) -> History:
+    """The training loop of :func:`fit`, once its arguments are checked and the checkpoint locked."""
     settings = {
         "seed": seed, "batch_size": batch_size, "lr": lr, "elbo": elbo,
         "num_particles": num_particles, "kl_warmup_epochs": kl_warmup_epochs,
@@ -161,7 +188,10 @@ def fit(
     )
     num_data = len(x)
     steps_per_epoch = math.ceil(num_data / batch_size)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = sys.stderr.isatty() if progress is None else progress is True
+    lines = progress == "lines"
+    if before_training is not None:
+        before_training()
     history = History(state.rows, state.best_epoch, False)
 
     from tqdm.auto import tqdm
@@ -219,6 +249,9 @@ def fit(
             history.best_epoch = state.best_epoch
             bar.update(1)
             bar.set_postfix(train=f"{row['train_elbo']:.2f}", val=f"{row['val_elbo']:.2f}")
+            if lines:
+                print(f"epoch {epoch + 1}/{epochs}: train {row['train_elbo']:.3f}, validation ELBO "
+                      f"{row['val_elbo']:.3f} per point, {row['seconds']:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
             if checkpoint is not None:
                 state.rng_state = torch.get_rng_state()
                 ckpt.save(vae, checkpoint, training=state.to_payload(optimizer, settings))

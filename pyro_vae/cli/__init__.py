@@ -1,0 +1,152 @@
+"""Command line: ``pyro-vae demo | train | sample | evaluate | compare | report``.
+
+    pyro-vae demo                          # train on the embedded digits, write figures to runs/demo
+    pyro-vae train --data fashion-mnist --binarize dynamic --latent-dim 50 --out runs/fmnist
+    pyro-vae train --data table.csv --likelihood normal --out runs/table     # a table of N rows
+    pyro-vae sample runs/fmnist --source subset --label 7 --num 64
+    pyro-vae evaluate runs/fmnist          # NLL, ELBO surgery, active units, Pareto k -> JSON
+    pyro-vae compare runs/a runs/b --plot comparison.png
+    pyro-vae report runs/fmnist            # diagnostics, holes and samples from every source
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import data as data_module
+from ..guides import GUIDES
+from ..likelihoods import LIKELIHOODS
+from ..priors import PRIORS
+from ..train import ELBOS
+from .commands import SOURCE_NAMES, run_compare, run_demo, run_evaluate, run_sample, run_train
+from .report import run_report
+from .runs import load_run
+
+__all__ = ["build_parser", "load_run", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; errors a user can fix are printed (exit status 2), not raised."""
+    args = build_parser().parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")  # the command line draws files, never windows
+    commands = {"demo": lambda a: run_demo(Path(a.out), epochs=a.epochs, seed=a.seed, overwrite=a.overwrite),
+                "train": run_train, "sample": run_sample, "evaluate": run_evaluate, "compare": run_compare,
+                "report": run_report}  # fmt: skip
+    try:
+        commands[args.command](args)
+    except (ValueError, FileNotFoundError, TypeError, FloatingPointError) as error:
+        print(f"pyro-vae {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+    parser = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = command("demo", "train on the embedded digits and write a run folder with figures")
+    demo.add_argument("--out", default="runs/demo", help="run folder to write")
+    demo.add_argument("--epochs", type=int, default=400, help="most epochs (early stopping may end sooner)")
+    demo.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation and training")
+    demo.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+    train = command("train", "train a VAE and write a run folder")
+    train.add_argument("--data", default="digits",
+                       help="'digits', 'fashion-mnist', 'mnist', a folder of IDX files, or a .npy/.csv table (N, D)")
+    train.add_argument("--binarize", default="none", choices=data_module.BINARIZE_MODES,
+                       help="binarise images once ('fixed') or afresh each epoch ('dynamic')")
+    train.add_argument("--values", default="unit", choices=data_module.VALUE_MODES,
+                       help="pixels scaled to [0, 1] or as integer levels (for count and level likelihoods)")
+    train.add_argument("--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS), help="observation model p(x|z)")
+    train.add_argument("--likelihood-kwargs", type=_json_object, default={},
+                       help='likelihood options as a JSON object, e.g. \'{"num_levels": 256}\'')
+    train.add_argument("--prior", default="normal", choices=sorted(PRIORS), help="prior p(z)")
+    train.add_argument("--prior-kwargs", type=_json_object, default={},
+                       help='prior options as a JSON object, e.g. \'{"num_components": 50}\'')
+    train.add_argument("--guide", default="normal", choices=sorted(GUIDES),
+                       help="family of q(z|x): a diagonal Gaussian, or an inverse autoregressive flow on top of it")
+    train.add_argument("--guide-kwargs", type=_json_object, default={},
+                       help='guide options as a JSON object, e.g. \'{"num_flows": 2}\'')
+    train.add_argument("--latent-dim", type=int, default=2, help="dimension L of z")
+    train.add_argument("--hidden", type=int, nargs="*", default=[400], help="hidden layer widths of encoder and decoder")
+    train.add_argument("--elbo", default="trace", choices=sorted(ELBOS),
+                       help="Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL where one exists)")
+    train.add_argument("--epochs", type=int, default=50, help="most epochs, counting those of a resumed run")
+    train.add_argument("--batch-size", type=int, default=128, help="minibatch size")
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument("--kl-warmup", type=float, default=0.0, help="epochs of linear KL warm-up")
+    train.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better "
+                       "validation ELBO (default: never)")  # fmt: skip
+    train.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation and training")
+    train.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda, cuda:1, ...")
+    train.add_argument("--out", required=True, help="run folder to write")
+    continuing = train.add_mutually_exclusive_group()
+    continuing.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    continuing.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+    sample = command("sample", "draw images from a trained run")
+    sample.add_argument("run", help="a run folder written by train or demo")
+    sample.add_argument("--source", choices=SOURCE_NAMES, default="prior",
+                        help="where z comes from: the prior, the aggregate posterior of the training data, a "
+                        "Gaussian mixture fitted to it, or the aggregate posterior of one label's points")  # fmt: skip
+    sample.add_argument("--label", type=int, default=None, help="with --source subset: the label to draw")
+    sample.add_argument("--components", type=int, default=10,
+                        help="with --source mixture and no mixture saved with the model: components to fit")
+    sample.add_argument("--num", type=int, default=64, help="number of images")
+    sample.add_argument("--seed", type=int, default=0, help="seeds every draw")
+    sample.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    sample.add_argument("--out", default=None, help="PNG path (default RUN/samples-SOURCE.png)")
+
+    evaluate = command("evaluate", "held-out log-likelihood and posterior diagnostics of a run")
+    evaluate.add_argument("run", help="a run folder written by train or demo")
+    _evaluation_options(evaluate)
+    evaluate.add_argument("--out", default=None, help="JSON path (default RUN/evaluation.json)")
+
+    comparison = command("compare", "rank runs by held-out log p(x), in the layout of arviz.compare")
+    comparison.add_argument("runs", nargs="+", help="two or more run folders trained on the same data")
+    _evaluation_options(comparison)
+    comparison.add_argument("--plot", default="comparison.png", help="PNG path of the comparison plot")
+    comparison.add_argument("--csv", default=None, help="also write the table as CSV")
+
+    report = command("report", "diagnostics, holes and samples from every source, in one folder of figures and JSON")
+    report.add_argument("run", help="a run folder written by train or demo")
+    report.add_argument("--out", default=None, help="folder to write (default RUN/report)")
+    report.add_argument("--num-particles", type=int, default=200, help="importance samples per test point")
+    report.add_argument("--max-points", type=int, default=500, help="test points to evaluate")
+    report.add_argument("--num-samples", type=int, default=10_000, help="draws for the hole diagnostics")
+    report.add_argument("--num", type=int, default=50, help="images per sample grid")
+    report.add_argument("--components", type=int, default=10, help="components of the fitted mixture (if none is saved)")
+    report.add_argument("--seed", type=int, default=0, help="seeds every draw")
+    report.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+    return parser
+
+
+def _evaluation_options(parser) -> None:
+    parser.add_argument("--split", choices=("test", "val"), default="test", help="held-out split to evaluate on")
+    parser.add_argument("--num-particles", type=int, default=1000, help="importance samples per data point")
+    parser.add_argument("--max-points", type=int, default=None, help="evaluate only the first N points of the split")
+    parser.add_argument("--max-memory-mb", type=float, default=64.0, help="rough bound on one chunk's memory")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the importance samples")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"num_levels\": 256}}', got {text!r}")
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
