@@ -26,7 +26,6 @@ Work is split into chunks of (points x particles) whose allocations stay near ``
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +36,7 @@ import torch
 
 from ._checks import positive_int
 from ._isolation import isolated
+from ._memory import HeapGuard
 from .program import Data, Program, as_program
 from .sites import Sites, per_point
 from .statistics import sum_se as _sum_se
@@ -208,7 +208,7 @@ def log_likelihood(
     program, conditioned = program.conditioned_on_globals(data, global_values)
     program.check_vectorised(data, sites)
     points, particles = _plan(program, data, sites, num_particles, max_memory_mb)
-    memory = _HeapGuard(allowance_mb=4 * max_memory_mb + 128)
+    memory = HeapGuard(allowance_mb=4 * max_memory_mb + 128)
     log_px, elbo, mc_se, khat, kept = [], [], [], [], []
     per_site: dict[str, list[torch.Tensor]] = {name: [] for name in sites.observed} if len(sites.observed) > 1 else {}
     per_site_k: dict[str, list[torch.Tensor]] = {name: [] for name in per_site} if psis else {}
@@ -365,44 +365,6 @@ def _plan(program: Program, data: Data, sites: Sites, num_particles: int, max_me
     if draws >= num_particles:
         return draws // num_particles, num_particles
     return 1, draws
-
-
-class _HeapGuard:
-    """Return freed heap memory to the system when the process has grown past an allowance.
-
-    With several threads, glibc's allocator can keep the memory of freed chunks in per-thread
-    arenas instead of reusing it, so the resident size of a long evaluation creeps upwards (by
-    gigabytes over 1,000 Fashion-MNIST images) although each chunk stays within its budget.
-    ``malloc_trim`` hands it back. Trimming after every chunk would cost ~70% more time through
-    fresh page faults, so it runs only when the growth exceeds ``allowance_mb``. Elsewhere than
-    Linux with glibc this does nothing.
-    """
-
-    def __init__(self, allowance_mb: float):
-        self.allowance = allowance_mb * 2**20
-        self.trim = _malloc_trim()
-        self.start = _resident_bytes() if self.trim else 0
-
-    def check(self) -> None:
-        if self.trim and _resident_bytes() - self.start > self.allowance:
-            self.trim(0)
-
-
-def _malloc_trim():
-    try:
-        import ctypes
-
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def _resident_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
 
 
 def _weight_statistics(lw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -31,8 +31,9 @@ import numpy as np
 import pyro
 import torch
 
-from ._checks import positive_int
+from ._checks import positive_int, positive_number
 from ._isolation import isolated
+from ._memory import HeapGuard
 from ._version import __version__
 from .evaluate import arviz
 from .program import Data, as_program
@@ -51,6 +52,7 @@ def to_inference_data(
     seed: int = 0,
     obs_coords: np.ndarray | list | None = None,
     max_values: int = 50_000_000,
+    max_memory_mb: float = 512.0,
 ):
     """Draws from the amortized posterior and the prior, with their predictive distributions.
 
@@ -64,6 +66,8 @@ def to_inference_data(
         obs_coords: labels for the ``obs`` dimension (default ``0..N-1``).
         max_values: refuse to build groups with more numbers than this (each predictive group holds
             ``chains * draws * N * D`` of them); raise it deliberately for large exports.
+        max_memory_mb: rough bound on the memory of the traces behind one chunk of points (their
+            decoder outputs included), measured on the program; the points are exported in chunks.
 
     Returns: an :class:`arviz.InferenceData` with the groups listed in the module docstring; its
     attrs record the inference library (Pyro), pyro_vae's version, the observed sites'
@@ -90,25 +94,50 @@ def to_inference_data(
     elif len(obs_coords) != n:
         raise ValueError(f"obs_coords has {len(obs_coords)} labels for {n} observations.")
 
-    posterior, predictive, log_lik = {}, {}, {}
-    with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
-        guide_trace, model_trace = program.traces(data, draws, indices=torch.arange(n), num_data=n,
-                                                  uncondition=True, sites=sites)  # fmt: skip
-        for name in sites.local + sites.globals:
-            if name in guide_trace.nodes:
-                posterior[name] = site_values(guide_trace.nodes[name], sites, program.plate)
-        for name in sites.observed:
-            site = model_trace.nodes[name]
-            predictive[name] = site_values(site, sites, program.plate)
-            log_lik[name] = per_point({**site, "value": _observed_value(data, name, site)}, sites, program.plate,
-                                      draws, n)  # fmt: skip
+    rows_per_chunk = _rows_per_chunk(program, data, sites, draws, max_memory_mb)
+    local = set(sites.local) | set(sites.observed)
+    groups = ("posterior", "predictive", "log_lik", "prior", "prior_pred", "observed")
+    parts: dict[str, dict[str, list]] = {g: {} for g in groups}
+
+    def keep(group: str, name: str, value: torch.Tensor, first: bool) -> None:
+        # Global latents come from the one chunk there is (see _rows_per_chunk); local ones are joined.
+        if name in local or first:
+            parts[group].setdefault(name, []).append(value)
+
+    # Freed chunks can stay in glibc's per-thread arenas; the guard hands them back past an allowance.
+    guard = HeapGuard(allowance_mb=2 * max_memory_mb + 64)
+    with torch.no_grad(), pyro.validation_enabled(False):
+        with isolated(seed):
+            for start in range(0, n, rows_per_chunk):
+                guard.check()
+                rows = torch.arange(start, min(start + rows_per_chunk, n))
+                chunk = data.rows(rows)
+                guide_trace, model_trace = program.traces(chunk, draws, indices=rows, num_data=n, uncondition=True,
+                                                          sites=sites)  # fmt: skip
+                for name in sites.local + sites.globals:
+                    if name in guide_trace.nodes:
+                        keep("posterior", name, site_values(guide_trace.nodes[name], sites, program.plate), start == 0)
+                for name in sites.observed:
+                    site = model_trace.nodes[name]
+                    keep("predictive", name, site_values(site, sites, program.plate), True)
+                    keep("observed", name, _observed_rows(site, sites, program.plate), True)
+                    keep("log_lik", name, per_point({**site, "value": _observed_value(chunk, name, site)}, sites,
+                                                    program.plate, draws, len(rows)), True)  # fmt: skip
         with isolated(seed + 1):  # latents from the prior, one per observation and draw
-            prior_trace = program.generate(data, num_particles=draws, sites=sites)
-        prior = {k: site_values(prior_trace.nodes[k], sites, program.plate)
-                 for k in sites.local + sites.globals if k in prior_trace.nodes}  # fmt: skip
-        prior_predictive = {k: site_values(prior_trace.nodes[k], sites, program.plate) for k in sites.observed}
-    observed_data = {k: _observed_value(data, k, model_trace.nodes[k], squeeze=True, sites=sites, plate=program.plate)
-                     for k in sites.observed}  # fmt: skip
+            for start in range(0, n, rows_per_chunk):
+                guard.check()
+                chunk = data.rows(slice(start, start + rows_per_chunk))
+                prior_trace = program.generate(chunk, num_particles=draws, sites=sites)
+                for name in sites.local + sites.globals:
+                    if name in prior_trace.nodes:
+                        keep("prior", name, site_values(prior_trace.nodes[name], sites, program.plate), start == 0)
+                for name in sites.observed:
+                    keep("prior_pred", name, site_values(prior_trace.nodes[name], sites, program.plate), True)
+    joined = {g: {k: torch.cat(v, dim=0 if g == "observed" else 1) if k in local else v[0] for k, v in values.items()}
+              for g, values in parts.items()}  # fmt: skip
+    posterior, predictive, log_lik = joined["posterior"], joined["predictive"], joined["log_lik"]
+    prior, prior_predictive = joined["prior"], joined["prior_pred"]
+    observed_data = joined["observed"]
 
     # A site named like the observation dimension would collide with it (xarray makes it a coordinate).
     obs_dim = "obs" if "obs" not in sites.event_shapes else "obs_index"
@@ -148,16 +177,35 @@ def to_inference_data(
     return idata
 
 
-def _observed_value(data: Data, name: str, site: dict, *, squeeze: bool = False, sites: Sites | None = None,
-                    plate: str | None = None) -> torch.Tensor:  # fmt: skip
+def _observed_value(data: Data | None, name: str, site: dict) -> torch.Tensor:
     """The observed value of site ``name`` (kept by ``poutine.uncondition`` in ``infer["obs"]``)."""
     value = site["infer"].get("obs")
     if value is None:
         raise ValueError(f"The observed site {name!r} kept no observed value.")
-    if not squeeze:
-        return value
-    shaped = site_values({**site, "value": value.expand(site["value"].shape[-value.ndim:]).unsqueeze(0)}, sites, plate)
-    return shaped[0]
+    return value
+
+
+def _observed_rows(site: dict, sites: Sites, plate: str) -> torch.Tensor:
+    """A chunk's observations of an observed site, ``(B, ...)``, laid out like its draws."""
+    value = _observed_value(None, site["name"], site)
+    expanded = value.expand(site["value"].shape[-value.ndim:]).unsqueeze(0)
+    return site_values({**site, "value": expanded}, sites, plate)[0]
+
+
+def _rows_per_chunk(program, data: Data, sites: Sites, draws: int, max_memory_mb: float) -> int:
+    """Rows per chunk so that a chunk's traces stay near ``max_memory_mb``; one chunk with global latents,
+    whose draws must be shared by every point (refused if that one chunk would not fit)."""
+    positive_number(max_memory_mb, "max_memory_mb")
+    with torch.random.fork_rng(devices=[]):
+        per_row = 2 * draws * program.bytes_per_draw(data, sites)  # the posterior traces, then the prior's
+    rows = max(1, int(max_memory_mb * 2**20 // per_row))
+    if sites.globals and rows < len(data):
+        raise ValueError(
+            f"This export needs about {per_row * len(data) / 2**20:,.0f} MB at once: the global latent(s) "
+            f"{list(sites.globals)} must be drawn once for every point, so the points cannot be split into chunks "
+            f"within max_memory_mb={max_memory_mb:g}. Pass fewer points or draws, or raise max_memory_mb."
+        )
+    return rows
 
 
 def _dims(sites: Sites, values: dict[str, torch.Tensor], obs_dim: str) -> dict[str, list[str]]:

@@ -21,12 +21,17 @@ from typing import Any
 
 import pyro
 import pyro.distributions as dist
+
+from ._memory import HeapGuard as _HeapGuard
 import torch
 from pyro import poutine
 from torch.distributions import constraints
 
 from ._checks import positive_int
 from .program import Data, Program, as_program
+
+#: Float64 temporaries of N numbers per row of z that a chunk of log_prob holds at once.
+_LOG_PROB_COPIES = 3
 
 
 class AggregatePosterior(dist.TorchDistribution):
@@ -106,7 +111,8 @@ class AggregatePosterior(dist.TorchDistribution):
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held by the component parameters (``O(N L)``)."""
+        """Bytes held by the component parameters (``O(N L)``), not counting the float64 terms a
+        first ``log_prob`` caches (``2 N L + N`` more numbers)."""
         return self.loc.element_size() * self.loc.numel() * 2
 
     # ------------------------------------------------------------------ distribution
@@ -150,18 +156,31 @@ class AggregatePosterior(dist.TorchDistribution):
         return log_q.reshape(batch).to(z.dtype)
 
     def _mixture_log_prob(self, z: torch.Tensor, max_memory_mb: float) -> torch.Tensor:
-        loc, scale = self.loc.double(), self.scale.double()
-        precision = scale.pow(-2)  # (N, L)
-        weighted_loc = loc * precision
-        constant = (loc * weighted_loc).sum(-1) + 2 * scale.log().sum(-1)  # (N,)
-        constant = constant + self.latent_dim * math.log(2 * math.pi)
-        chunk = max(1, int(max_memory_mb * 2**20 / (8 * 3 * self.num_components)))
+        precision, weighted_loc, constant = self._quadratic_terms()
+        # Temporaries per chunk row: the two products, their sum and logsumexp's shifted exponentials,
+        # each N float64 numbers.
+        chunk = max(1, int(max_memory_mb * 2**20 / (8 * _LOG_PROB_COPIES * self.num_components)))
+        guard = _HeapGuard(allowance_mb=2 * max_memory_mb + 64)
         out = []
         for start in range(0, z.shape[0], chunk):
             zc = z[start : start + chunk].double()
-            quad = (zc * zc) @ precision.T - 2 * zc @ weighted_loc.T + constant  # (m, N)
-            out.append(torch.logsumexp(-0.5 * quad, dim=-1) - math.log(self.num_components))
+            quad = torch.addmm(constant, zc * zc, precision.T)
+            quad.addmm_(zc, weighted_loc.T, alpha=-2.0)
+            out.append(torch.logsumexp(quad.mul_(-0.5), dim=-1) - math.log(self.num_components))
+            del quad
+            guard.check()
         return torch.cat(out)
+
+    def _quadratic_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``1/s^2``, ``mu/s^2`` (each ``(N, L)``) and the per-component constant, in float64, kept:
+        they are part of the distribution (``O(N L)``, like ``loc`` and ``scale``), not of one call."""
+        if getattr(self, "_terms", None) is None:
+            loc, scale = self.loc.double(), self.scale.double()
+            precision = scale.pow(-2)
+            weighted_loc = loc * precision
+            constant = (loc * weighted_loc).sum(-1) + 2 * scale.log().sum(-1) + self.latent_dim * math.log(2 * math.pi)
+            self._terms = (precision, weighted_loc, constant)
+        return self._terms
 
     def to_distribution(self) -> dist.TorchDistribution:
         """The same mixture as a :class:`pyro.distributions.MixtureSameFamily` (``O(M N L)`` memory)."""

@@ -25,6 +25,8 @@ from .sites import Sites, site_values
 
 #: Draws times rows per chunk of posterior predictive work.
 _DRAWS_PER_CHUNK = 2**16
+#: Most numbers a predictive result may hold unless the caller raises ``max_values``.
+MAX_VALUES = 100_000_000
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ def prior_predictive(
     covariates: Mapping[str, Any] | None = None,
     plate: str | None = None,
     seed: int = 0,
+    max_values: int = MAX_VALUES,
 ) -> PredictiveSamples:
     """Draw latents from the model's prior and observed sites from ``p(x|z)``.
 
@@ -64,10 +67,12 @@ def prior_predictive(
     for every draw. The values of ``x`` are never scored.
 
     Returns: :class:`PredictiveSamples` with ``z`` of shape ``(num_samples, L)`` and ``x``,
-    ``mean`` of shape ``(num_samples, D)``.
+    ``mean`` of shape ``(num_samples, D)``. More than ``max_values`` numbers in all are refused
+    before any work.
     """
     positive_int(num_samples, "num_samples")
     program = as_program(model, plate=plate)
+    check_output_size(program, generation_rows(program, 1, x, covariates), num_samples, max_values)
     rows = generation_rows(program, num_samples, x, covariates)
     with isolated(seed), pyro.validation_enabled(False):
         sites = program.sites(rows)
@@ -86,6 +91,7 @@ def posterior_predictive(
     covariates: Mapping[str, Any] | None = None,
     plate: str | None = None,
     seed: int = 0,
+    max_values: int = MAX_VALUES,
 ) -> PredictiveSamples:
     """Draw latents from the guide ``q(z|x_i)`` and new observations ``x' ~ p(x|z)`` for every point.
 
@@ -97,6 +103,7 @@ def posterior_predictive(
     data = program.data(x, covariates)
     program.guide  # noqa: B018 -- refuse a missing guide before any work
     sites = program.sites(data)
+    check_output_size(program, data, num_samples * len(data), max_values)
     program.check_vectorised(data, sites)
     step = max(1, _DRAWS_PER_CHUNK // num_samples)
     with isolated(seed), pyro.validation_enabled(False):
@@ -148,6 +155,21 @@ def generation_rows(program: Program, n: int, x: Any, covariates: Mapping[str, A
 def _broadcast_rows(covariates: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
     """Covariates of one row repeated to ``count`` rows (one label for every draw)."""
     return {k: v.expand(count, *v.shape[1:]) if v.shape[0] == 1 and count > 1 else v for k, v in covariates.items()}
+
+
+def check_output_size(program: Program, rows: Data, draws: int, max_values: int) -> None:
+    """Refuse, before any work, a result of more than ``max_values`` numbers (latent draws, observed
+    draws and their means, ``draws`` of each)."""
+    positive_int(max_values, "max_values")
+    sites = program.sites(rows)
+    per_draw = sum(int(torch.Size(sites.event_shapes[k]).numel()) for k in sites.local)
+    per_draw += 2 * sum(int(torch.Size(sites.event_shapes[k]).numel()) for k in sites.observed)
+    if draws * per_draw > max_values:
+        raise ValueError(
+            f"The draws would hold {draws * per_draw:,} numbers ({draws:,} draws of {per_draw:,}), more than "
+            f"max_values={max_values:,} (about {4 * draws * per_draw / 2**30:.1f} GiB as float32); draw fewer, "
+            "in batches, or raise max_values deliberately."
+        )
 
 
 def shaped_like_site(z: torch.Tensor, sites: Sites, rows: int) -> torch.Tensor:

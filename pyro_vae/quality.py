@@ -24,7 +24,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ._checks import positive_number
 from ._io import atomic_write, check_writable
+from ._memory import HeapGuard
 from ._safe_files import bounded_int, parse_json, read_torch_file
 
 CACHE_ENV = "PYRO_VAE_CACHE"
@@ -150,28 +152,39 @@ class PrecisionRecall:
     k: int
 
 
-def precision_recall(real: torch.Tensor, generated: torch.Tensor, *, k: int = 3, chunk: int = 2048) -> PrecisionRecall:
+def precision_recall(
+    real: torch.Tensor, generated: torch.Tensor, *, k: int = 3, max_memory_mb: float = 128.0
+) -> PrecisionRecall:
     """Precision: share of ``generated`` inside some real point's ball of radius its ``k``-th
-    nearest real neighbour. Recall: the same with the roles swapped. Both in ``[0, 1]``."""
+    nearest real neighbour. Recall: the same with the roles swapped. Both in ``[0, 1]``.
+
+    Distances are computed in blocks of rows sized so that a block's matrices stay within
+    ``max_memory_mb`` whatever the number of points.
+    """
     real, generated = _features(real, "real"), _features(generated, "generated")
     if not (isinstance(k, int) and 1 <= k < min(len(real), len(generated))):
         raise ValueError(f"k must be an integer from 1 to fewer than either set's size, got {k!r}.")
+    positive_number(max_memory_mb, "max_memory_mb")
     return PrecisionRecall(
-        precision=_coverage(real, generated, k, chunk), recall=_coverage(generated, real, k, chunk), k=k
+        precision=_coverage(real, generated, k, max_memory_mb), recall=_coverage(generated, real, k, max_memory_mb), k=k
     )
 
 
-def _coverage(manifold: torch.Tensor, queries: torch.Tensor, k: int, chunk: int) -> float:
+def _coverage(manifold: torch.Tensor, queries: torch.Tensor, k: int, max_memory_mb: float) -> float:
     """Share of ``queries`` inside the union of ``manifold``'s k-NN balls."""
-    radii = torch.cat([
-        torch.cdist(manifold[i : i + chunk], manifold).kthvalue(k + 1, dim=1).values  # +1: the point itself
-        for i in range(0, len(manifold), chunk)
-    ])  # fmt: skip
-    inside = torch.cat([
-        (torch.cdist(queries[i : i + chunk], manifold) <= radii).any(dim=1)
-        for i in range(0, len(queries), chunk)
-    ])  # fmt: skip
-    return float(inside.double().mean())
+    # A block of b rows holds b x N float64 distances plus as many temporaries of kthvalue/compare.
+    chunk = max(1, int(max_memory_mb * 2**20 // (8 * 3 * len(manifold))))
+    guard = HeapGuard(allowance_mb=2 * max_memory_mb + 64)
+    radii = []
+    for i in range(0, len(manifold), chunk):
+        radii.append(torch.cdist(manifold[i : i + chunk], manifold).kthvalue(k + 1, dim=1).values)  # +1: itself
+        guard.check()
+    radii = torch.cat(radii)
+    inside = []
+    for i in range(0, len(queries), chunk):
+        inside.append((torch.cdist(queries[i : i + chunk], manifold) <= radii).any(dim=1))
+        guard.check()
+    return float(torch.cat(inside).double().mean())
 
 
 def _features(values: torch.Tensor, name: str) -> torch.Tensor:

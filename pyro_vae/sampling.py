@@ -26,7 +26,7 @@ from ._checks import positive_int
 from ._isolation import isolated
 from .data import Split
 from .latent import SOURCES
-from .predictive import PredictiveSamples, _collect, generation_rows, shaped_like_site
+from .predictive import MAX_VALUES, PredictiveSamples, _collect, check_output_size, generation_rows, shaped_like_site
 from .program import Data, Program, as_program
 
 
@@ -42,6 +42,7 @@ def sample(
     site: str | None = None,
     plate: str | None = None,
     seed: int = 0,
+    max_values: int = MAX_VALUES,
     **generate_with: Any,
 ) -> PredictiveSamples:
     """Draw ``num_samples`` codes from ``source`` and decode them through the model.
@@ -58,6 +59,7 @@ def sample(
         covariates: data-aligned keyword arguments of ``x`` (what the guide sees with it).
         site: the latent site, when the program has several.
         seed: seeds every draw; the global RNG is not touched.
+        max_values: refuse, before any work, results of more numbers than this.
         **generate_with: covariates the *model* sees while decoding, one row for every draw or
             ``num_samples`` rows: ``sample(cvae, 64, y=one_hot(7, 10))`` generates class 7.
             Without them the rows of ``x`` (and ``covariates``) are used in turn.
@@ -68,6 +70,8 @@ def sample(
     positive_int(num_samples, "num_samples")
     program = as_program(model, guide, plate=plate)
     data, labels = _data(program, x, covariates)
+    check_output_size(program, generation_rows(program, 1, None if data is None else data.x,
+                                               _merge(data, generate_with)), num_samples, max_values)  # fmt: skip
     if isinstance(source, str):
         if source not in SOURCES:
             raise ValueError(f"Unknown source {source!r}; choose one of {tuple(SOURCES)}, or pass a distribution over z.")

@@ -113,15 +113,15 @@ def test_seeded_reproducible_and_chunking_only_changes_the_draws(ppca):
 
 
 def test_heap_guard_trims_only_past_its_allowance(monkeypatch):
-    from pyro_vae import evaluate
+    from pyro_vae import _memory
 
     calls = []
-    guard = evaluate._HeapGuard(allowance_mb=1.0)
+    guard = _memory.HeapGuard(allowance_mb=1.0)
     guard.trim, guard.start = calls.append, 0
-    monkeypatch.setattr(evaluate, "_resident_bytes", lambda: 512 * 1024)
+    monkeypatch.setattr(_memory, "_resident_bytes", lambda: 512 * 1024)
     guard.check()
     assert calls == []
-    monkeypatch.setattr(evaluate, "_resident_bytes", lambda: 2 * 2**20)
+    monkeypatch.setattr(_memory, "_resident_bytes", lambda: 2 * 2**20)
     guard.check()
     assert calls == [0]
 
