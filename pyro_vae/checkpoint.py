@@ -57,6 +57,7 @@ def load(path: str | os.PathLike, *, cls: type[VAE] = VAE, **networks: nn.Module
     check_budget(config, payload["state_dict"], path, custom=set(networks))
     vae = cls.from_config(config, **networks)
     load_state(vae, payload["state_dict"], path)
+    vae.trained = True
     return vae
 
 

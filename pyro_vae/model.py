@@ -124,6 +124,9 @@ class VAE(nn.Module):
         #: training; saved and loaded with the model.
         self.latent_mixture: LatentMixture | None = None
         self._architecture = {"hidden_sizes": hidden_sizes, "activation": activation}
+        #: Set by :func:`pyro_vae.fit` and :func:`pyro_vae.load`: a trained model is never
+        #: re-initialised from data.
+        self.trained = False
 
     # ------------------------------------------------------------------ Pyro programs
     def model(
@@ -235,6 +238,68 @@ class VAE(nn.Module):
     def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Likelihood mean ``E[x|z]`` of shape ``(..., D)`` for codes ``z`` of shape ``(..., L)``."""
         return self.likelihood.mean(self.decode(z, y))
+
+    # ------------------------------------------------------------------ starting values
+    @torch.no_grad()
+    def initialize_from_data(self, x: Any) -> None:
+        """Start the parameters where the data ``x`` (shape ``(N, D)``) put them, before training.
+
+        * Every likelihood: the decoder's output bias at each feature's mean through the link
+          (``logit`` of the mean for a Bernoulli, the mean for a Gaussian, ...), and learned scales
+          and concentrations at the data's spread (see ``Likelihood.initial_values``).
+        * A linear decoder with a Gaussian likelihood and a standard normal prior is probabilistic
+          PCA: it starts at the data's own maximum-likelihood solution (Tipping & Bishop 1999,
+          ``W = U (Lambda - s^2)^(1/2)``, ``b`` the mean, ``s^2`` the mean discarded eigenvalue), and a
+          linear encoder at its exact posterior, so training starts at the optimum.
+
+        :func:`pyro_vae.fit` calls this once for a model it has not trained (``init_from_data``).
+        User decoders keep their initialisation; only the likelihood's own parameters move.
+        """
+        x = self.check_data(x, "x")
+        output = self._output_layer()
+        self.likelihood.initialize_from(x, output.bias if output is not None else None)
+        if self._is_linear_gaussian():
+            self._start_at_ppca(x)
+
+    def _output_layer(self) -> nn.Linear | None:
+        if self.custom_networks["decoder"] or not isinstance(self.decoder, MLPDecoder):
+            return None
+        last = self.decoder.net[-1]
+        return last if isinstance(last, nn.Linear) else None
+
+    def _is_linear_gaussian(self) -> bool:
+        from .likelihoods.continuous import NormalLikelihood
+
+        return (self._output_layer() is not None and len(self.decoder.net) == 1 and not self.covariate_dim
+                and type(self.likelihood) is NormalLikelihood and self.likelihood.num_levels is None
+                and self.likelihood.scale.spec != "decoder" and self.prior.name == "normal")  # fmt: skip
+
+    def _start_at_ppca(self, x: torch.Tensor) -> None:
+        n, d = x.shape
+        latent = min(self.latent_dim, d)
+        mean = x.double().mean(0)
+        eigenvalues, eigenvectors = torch.linalg.eigh((x.double() - mean).T @ (x.double() - mean) / n)
+        eigenvalues, eigenvectors = eigenvalues.flip(0).clamp(min=0), eigenvectors.flip(1)
+        scale = self.likelihood.scale
+        noise = float(eigenvalues[latent:].mean()) if latent < d else float(eigenvalues[-1]) * 1e-2
+        noise = max(noise, (2 * scale.floor) ** 2, 1e-12) if not scale.is_fixed else float(scale.spec) ** 2
+        weights = torch.zeros(d, self.latent_dim, dtype=torch.float64)
+        weights[:, :latent] = eigenvectors[:, :latent] * (eigenvalues[:latent] - noise).clamp(min=0).sqrt()
+        decoder = self.decoder.net[0]
+        decoder.weight.copy_(weights.to(decoder.weight.dtype))
+        decoder.bias.copy_(mean.to(decoder.bias.dtype))
+        scale.set_from(torch.full((d,), noise**0.5, dtype=x.dtype))
+        head = getattr(self.encoder, "head", None)
+        if isinstance(self.encoder, MLPEncoder) and len(self.encoder.body) == 0 and self.input_scale == 1.0:
+            # z | x ~ N(M^-1 W^T (x - b), s^2 M^-1) with M = W^T W + s^2 I, diagonal here.
+            m_diag = weights.pow(2).sum(0) + noise
+            gain = weights.T / m_diag[:, None]  # (L, D)
+            sd = (noise / m_diag).sqrt()
+            head.weight.zero_()
+            head.weight[: self.latent_dim].copy_(gain.to(head.weight.dtype))
+            head.bias[: self.latent_dim].copy_((-gain @ mean).to(head.bias.dtype))
+            raw = (sd - 1e-4).clamp(min=1e-6)
+            head.bias[self.latent_dim :].copy_((raw + torch.log(-torch.expm1(-raw))).to(head.bias.dtype))
 
     # ------------------------------------------------------------------ data checks
     def check_data(self, x: Any, what: str = "x") -> torch.Tensor:

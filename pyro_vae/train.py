@@ -110,6 +110,7 @@ def fit(
     history_path: str | os.PathLike | None = None,
     progress: bool | str | None = None,
     before_training: Callable[[], None] | None = None,
+    init_from_data: bool = True,
 ) -> History:
     """Train ``vae`` by stochastic variational inference (``pyro.infer.SVI``).
 
@@ -135,6 +136,9 @@ def fit(
         history_path: ``.csv`` or ``.json`` file, rewritten after every epoch.
         progress: ``True`` shows a progress bar, ``"lines"`` prints one line per epoch to standard
             error, ``False`` neither; by default a bar when standard error is a terminal.
+        init_from_data: start an untrained model where the training data put it
+            (:meth:`VAE.initialize_from_data`); a model already trained or loaded, or resumed from
+            a checkpoint, is never re-initialised. Pass ``False`` to keep weights you set yourself.
         before_training: called once every argument is checked and a resumed state loaded, just
             before the first epoch (the command line writes its run folder's description there,
             so a refused run leaves none behind).
@@ -165,12 +169,13 @@ def fit(
         return _fit(vae, x, dynamic, train_covariates, x_val, val_data, epochs=epochs, batch_size=batch_size, lr=lr,
                     elbo=elbo, num_particles=num_particles, kl_warmup_epochs=kl_warmup_epochs, patience=patience,
                     restore_best=restore_best, seed=seed, checkpoint=checkpoint, resume=resume,
-                    history_path=history_path, progress=progress, before_training=before_training)  # fmt: skip
+                    history_path=history_path, progress=progress, before_training=before_training,
+                    init_from_data=init_from_data)  # fmt: skip
 
 
 def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_size, lr, elbo, num_particles,
          kl_warmup_epochs, patience, restore_best, seed, checkpoint, resume, history_path, progress,
-         before_training) -> History:
+         before_training, init_from_data) -> History:
     """The training loop of :func:`fit`, once its arguments are checked and the checkpoint locked."""
     settings = {
         "seed": seed, "batch_size": batch_size, "lr": lr, "elbo": elbo,
@@ -182,6 +187,8 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
     state = _RunState()
     if resume and Path(checkpoint).exists():
         state = _resume(vae, optimizer, checkpoint, settings)
+    elif init_from_data and not vae.trained:
+        vae.initialize_from_data(binarize(x, _derived_seed(seed, 0, "binarize")) if dynamic else x)
 
     loss = ELBOS[elbo](
         num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
@@ -263,6 +270,7 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
                     ckpt.save(vae, checkpoint, training=state.to_payload(optimizer, settings))
                 break
     history.stopped_early = state.stopped_early
+    vae.trained = True
     bar.close()
     vae.eval()
     if x_val is not None and restore_best and state.best_state is not None:
@@ -452,7 +460,7 @@ def _diverged(vae, state: _RunState, last_finite: dict, epoch: int, step: int, w
         held = f"the parameters of its best validation epoch ({state.best_epoch})"
     else:
         vae.load_state_dict(last_finite)
-        held = f"the parameters at the end of epoch {epoch}" if epoch else "its parameters from before training"
+        held = f"the parameters at the end of epoch {epoch}" if epoch else "its parameters from before the first epoch"
     saved = ""
     if checkpoint is not None:
         saved = (f" The checkpoint {checkpoint} holds epoch {state.epoch}, the last finished one."

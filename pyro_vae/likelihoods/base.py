@@ -130,6 +130,19 @@ class Positive(nn.Module):
         value = self.floor + F.softplus(self.raw)
         return value.unsqueeze(-1) if self.copies > 1 and value.ndim else value
 
+    @torch.no_grad()
+    def set_from(self, value: torch.Tensor, decoder_chunks: torch.Tensor | None = None) -> None:
+        """Start a learned parameter at ``value`` (shape ``(D,)``, per feature): a global one at its
+        root mean square, a per-feature one as it is, a decoder-predicted one through the decoder's
+        output bias (``decoder_chunks``, this parameter's rows of it). Fixed values stay."""
+        target = (value.double() - self.floor).clamp(min=1e-3 * max(self.floor, 1e-3)).to(value.dtype)
+        if self.spec == "global" and self.raw is not None:
+            self.raw.fill_(_inverse_softplus(float(target.pow(2).mean().sqrt())))
+        elif self.spec == "feature" and self.raw is not None:
+            self.raw.copy_(target + torch.log(-torch.expm1(-target)))
+        elif self.spec == "decoder" and decoder_chunks is not None:
+            decoder_chunks.copy_((target + torch.log(-torch.expm1(-target))).expand_as(decoder_chunks))
+
     def extra_repr(self) -> str:
         return f"{self.name}={self.spec!r}, floor={self.floor:g}"
 
@@ -204,6 +217,35 @@ class Likelihood(nn.Module):
             position += parameter.decoder_outputs
             values.append(parameter.value(taken, like=raw))
         return tuple(values)
+
+    # ------------------------------------------------------------------ starting values
+    def initial_values(self, x: torch.Tensor) -> tuple[list[torch.Tensor | None], dict[str, torch.Tensor]]:
+        """What the data ``x`` (shape ``(N, D)``) say about the parameters before any training.
+
+        Returns the decoder's raw outputs for the base parameters (one ``(D,)`` tensor per base
+        chunk, ``None`` to leave a chunk alone) that reproduce each feature's mean through the link,
+        and values ``(D,)`` for positive parameters (a scale at the data's spread). The default
+        says nothing; likelihoods with a natural moment match override it.
+        """
+        return [None] * self.base_params, {}
+
+    @torch.no_grad()
+    def initialize_from(self, x: torch.Tensor, output_bias: torch.Tensor | None) -> None:
+        """Start at :meth:`initial_values`: through ``output_bias`` (the decoder's last bias, shape
+        ``(D * params_per_feature,)``, or ``None`` for a custom decoder) and the positive parameters."""
+        base, positives = self.initial_values(x)
+        chunks = output_bias.view(self.params_per_feature, -1) if output_bias is not None else None
+        if chunks is not None:
+            for row, value in enumerate(base):
+                if value is not None:
+                    chunks[row].copy_(value)
+        position = self.base_params
+        for name in self._positives:
+            parameter = getattr(self, name)
+            taken = chunks[position : position + parameter.decoder_outputs] if chunks is not None else None
+            if name in positives:
+                parameter.set_from(positives[name], taken)
+            position += parameter.decoder_outputs
 
     # ------------------------------------------------------------------ the model
     def distribution(self, raw: torch.Tensor) -> dist.TorchDistribution:  # pragma: no cover

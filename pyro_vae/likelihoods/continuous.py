@@ -31,6 +31,9 @@ class BernoulliLikelihood(Likelihood):
     def mean(self, raw):
         return torch.sigmoid(raw)
 
+    def initial_values(self, x):
+        return [torch.logit(x.mean(0).clamp(1e-3, 1 - 1e-3))], {}
+
 
 @register_likelihood("continuous_bernoulli")
 class ContinuousBernoulliLikelihood(DensityLikelihood):
@@ -69,6 +72,12 @@ class _LocationScale(DensityLikelihood):
 
     def density_mean(self, raw):
         return self.split(raw)[0]
+
+    def initial_values(self, x):
+        if self.num_levels is not None:  # levels are modelled on [0, 1]: no moment match in x's units
+            return super().initial_values(x)
+        spread = x.std(0, correction=0).clamp(min=2 * self.scale.floor if not self.scale.is_fixed else 1e-6)
+        return [x.mean(0)], {"scale": spread}
 
 
 @register_likelihood("normal")

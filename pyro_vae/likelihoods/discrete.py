@@ -24,6 +24,12 @@ _MIN_RATE = 1e-6
 _COUNT_HINT = "Pass counts (non-negative whole numbers), e.g. pyro_vae.data.load(..., values='levels')."
 
 
+def _inverse_rate(mean: torch.Tensor) -> torch.Tensor:
+    """The raw output whose :func:`_rate` is ``mean`` (at least 1e-3)."""
+    mean = mean.clamp(min=1e-3)
+    return mean + torch.log(-torch.expm1(-mean))
+
+
 def _rate(raw: torch.Tensor) -> torch.Tensor:
     return F.softplus(raw) + _MIN_RATE
 
@@ -54,6 +60,9 @@ class BinomialLikelihood(Likelihood):
     def mean(self, raw):
         return self.total_count * torch.sigmoid(raw)
 
+    def initial_values(self, x):
+        return [torch.logit((x.mean(0) / self.total_count).clamp(1e-3, 1 - 1e-3))], {}
+
 
 @register_likelihood("poisson")
 class PoissonLikelihood(Likelihood):
@@ -71,6 +80,9 @@ class PoissonLikelihood(Likelihood):
 
     def mean(self, raw):
         return _rate(raw)
+
+    def initial_values(self, x):
+        return [_inverse_rate(x.mean(0))], {}
 
 
 @register_likelihood("negative_binomial")
@@ -106,6 +118,12 @@ class NegativeBinomialLikelihood(Likelihood):
 
     def mean(self, raw):
         return _rate(self.split(raw)[0])
+
+    def initial_values(self, x):
+        # Method of moments per feature: variance m + m^2 / r gives r = m^2 / (v - m).
+        mean, variance = x.mean(0), x.var(0, correction=0)
+        concentration = (mean.pow(2) / (variance - mean).clamp(min=1e-6)).clamp(1e-2, 1e3)
+        return [_inverse_rate(mean)] + [None] * (self.base_params - 1), {"concentration": concentration}
 
 
 @register_likelihood("zero_inflated_negative_binomial")
