@@ -28,6 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import torch
+
+from .baselines import losing_to
 from .evaluate import LogLikelihood, arviz, describe_observed, log_likelihood
 from .program import Program, as_program
 
@@ -45,6 +48,8 @@ def compare(
     max_memory_mb: float = 64.0,
     seed: int = 0,
     method: str = "stacking",
+    baselines_from: Any = None,
+    baseline_latent_dim: int | None = None,
     **program_kwargs: Any,
 ) -> pd.DataFrame:
     """Rank models by summed held-out ``log p(x)``, best first.
@@ -60,6 +65,11 @@ def compare(
             same seed.
         method: how ``arviz.compare`` weighs the models: ``"stacking"``, ``"BB-pseudo-BMA"`` or
             ``"pseudo-BMA"``.
+        baselines_from: training data of real-valued models (densities): adds the closed-form
+            baselines of :mod:`pyro_vae.baselines` fitted on them -- a diagonal Gaussian and PPCA with
+            ``baseline_latent_dim`` components (default: the first model's latent size) -- as rows,
+            and warns (``RuntimeWarning``, and ``table.attrs["warnings"]``) for every model that is
+            significantly worse than one of them.
 
     Returns: a :class:`pandas.DataFrame` indexed by model name with columns
 
@@ -99,7 +109,39 @@ def compare(
     sizes = {name: r.num_points for name, r in results.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"Every model must be evaluated on the same data points; got sizes {sizes}.")
-    return _table(results, method)
+    notes = {}
+    if baselines_from is not None:
+        found = _baselines(results, entries, baselines_from, x, covariates, baseline_latent_dim)
+        notes = {name: losing_to(r, found) for name, r in results.items()}
+        notes = {name: text for name, text in notes.items() if text}
+        for name, texts in notes.items():
+            for text in texts:
+                warnings.warn(f"{name}: {text}", RuntimeWarning, stacklevel=2)
+        results = {**results, **found}
+    table = _table(results, method)
+    table.attrs["warnings"] = notes
+    return table
+
+
+def _baselines(results, entries, train, x, covariates, latent_dim) -> dict[str, LogLikelihood]:
+    from .baselines import diagonal_gaussian, ppca
+
+    if any(r.is_discrete for r in results.values()):
+        raise ValueError("The closed-form baselines are densities of real-valued data; they do not compare with "
+                         "mass functions (pass baselines_from only for density likelihoods).")  # fmt: skip
+    if x is None:
+        raise ValueError("Baselines need the held-out data x they are evaluated on.")
+    if latent_dim is None:
+        program = next((e for e in entries.values() if isinstance(e, Program)), None)
+        if program is None:
+            raise ValueError("Pass baseline_latent_dim: no model here says how many latent dimensions PPCA should have.")
+        data = program.template(1) if program.can_generate else program.data(x, covariates)
+        sites = program.sites(data)
+        latent_dim = int(math.prod(sites.event_shapes[sites.local[0]]))
+    found = {"baseline: diagonal Gaussian": diagonal_gaussian(train, x)}
+    if latent_dim < torch.as_tensor(x).shape[-1]:
+        found[f"baseline: PPCA (L={latent_dim})"] = ppca(train, x, latent_dim)
+    return found
 
 
 def _entry(name: str, model: Any, plate: str | None) -> Program | LogLikelihood:

@@ -25,11 +25,13 @@ import pyro
 import torch
 from pyro import poutine
 from torch import nn
+from torch.distributions import constraints
 
 from ._checks import as_tensor, positive_number
 from .guides import GuideFamily, get_guide
 from .latent_mixture import LatentMixture
 from .likelihoods import Likelihood, get_likelihood
+from .likelihoods.distributions import Standardized
 from .networks import MLPDecoder, MLPEncoder, flatten_leading
 from .priors import Prior, get_prior
 from .program import Data, Program
@@ -57,6 +59,10 @@ class VAE(nn.Module):
             ``"normal"``, ``"iaf"``) or a :class:`~pyro_vae.guides.GuideFamily`.
         guide_kwargs: constructor arguments when ``guide`` is a name.
         covariate_dim: ``K > 0`` makes the VAE conditional on covariates ``y`` of shape ``(B, K)``.
+        standardize: model ``x' = (x - mean) / std`` per feature (statistics of the training data,
+            set by :meth:`initialize_from_data`) and state every log-density in the units of ``x``
+            through the exact change of variables (:class:`~pyro_vae.likelihoods.distributions.Standardized`).
+            For real-valued densities (``normal``, ``laplace``, ``student_t``) on data of any scale.
         encoder: optional user module mapping ``(B, D + K) -> (loc, scale)``, each ``(B, L)``.
         decoder: optional user module mapping ``(B, L + K) -> (B, D * likelihood.params_per_feature)``.
             Networks only ever see two-dimensional inputs: the VAE flattens the particle
@@ -81,6 +87,7 @@ class VAE(nn.Module):
         guide: str | GuideFamily = "normal",
         guide_kwargs: dict[str, Any] | None = None,
         covariate_dim: int = 0,
+        standardize: bool = False,
         encoder: nn.Module | None = None,
         decoder: nn.Module | None = None,
         image_shape: Sequence[int] | None = None,
@@ -110,6 +117,15 @@ class VAE(nn.Module):
         if input_scale is None:
             input_scale = self.likelihood.max_level or 1.0
         self.input_scale = positive_number(input_scale, "input_scale")
+        if standardize is not False and standardize is not True:
+            raise ValueError(f"standardize must be True or False, got {standardize!r}.")
+        self.standardize = standardize
+        if standardize:
+            if self.likelihood.support is not constraints.real or self.likelihood.is_discrete:
+                raise ValueError(f"standardize applies to real-valued densities (normal, laplace, student_t); the "
+                                 f"{self.likelihood.name!r} likelihood has support {self.likelihood.support}.")  # fmt: skip
+            self.register_buffer("data_loc", torch.zeros(self.input_dim))
+            self.register_buffer("data_scale", torch.ones(self.input_dim))
         self.prior = get_prior(prior, self.latent_dim, **(prior_kwargs or {}))
         self.guide_family = get_guide(guide, self.latent_dim, **(guide_kwargs or {}))
         if self.covariate_dim and self.prior.name == "vamp":
@@ -158,8 +174,13 @@ class VAE(nn.Module):
             with _kl_scale(kl_weight):
                 z = pyro.sample("z", self.prior())
             raw = self.decode(z, y)
-            pyro.sample("x", self.likelihood(raw), obs=x)
+            pyro.sample("x", self.observation(raw), obs=x)
         return raw
+
+    def observation(self, raw: torch.Tensor) -> pyro.distributions.TorchDistribution:
+        """``p(x|z)`` from the decoder's raw output, in the units of ``x`` (standardised if asked)."""
+        fn = self.likelihood(raw)
+        return Standardized(fn, self.data_loc, self.data_scale) if self.standardize else fn
 
     def guide(
         self,
@@ -224,7 +245,10 @@ class VAE(nn.Module):
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of the encoder's Gaussian, each of shape ``(..., B, L)``; the encoder sees
         ``x / input_scale`` (and ``y``)."""
-        inputs = x if self.input_scale == 1.0 else x / self.input_scale
+        if self.standardize:
+            inputs = (x - self.data_loc) / self.data_scale
+        else:
+            inputs = x if self.input_scale == 1.0 else x / self.input_scale
         if self.covariate_dim:
             inputs = torch.cat([inputs, self._covariates(y, None).expand(*inputs.shape[:-1], -1)], dim=-1)
         return flatten_leading(self.encoder)(inputs)
@@ -237,7 +261,8 @@ class VAE(nn.Module):
 
     def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Likelihood mean ``E[x|z]`` of shape ``(..., D)`` for codes ``z`` of shape ``(..., L)``."""
-        return self.likelihood.mean(self.decode(z, y))
+        mean = self.likelihood.mean(self.decode(z, y))
+        return self.data_loc + self.data_scale * mean if self.standardize else mean
 
     # ------------------------------------------------------------------ starting values
     @torch.no_grad()
@@ -256,6 +281,10 @@ class VAE(nn.Module):
         User decoders keep their initialisation; only the likelihood's own parameters move.
         """
         x = self.check_data(x, "x")
+        if self.standardize:
+            self.data_loc.copy_(x.mean(0))
+            self.data_scale.copy_(x.std(0, correction=0).clamp(min=1e-6))
+            x = (x - self.data_loc) / self.data_scale
         output = self._output_layer()
         self.likelihood.initialize_from(x, output.bias if output is not None else None)
         if self._is_linear_gaussian():
@@ -347,6 +376,7 @@ class VAE(nn.Module):
             "guide": self.guide_family.name,
             "guide_kwargs": self.guide_family.config,
             "covariate_dim": self.covariate_dim,
+            "standardize": self.standardize,
             "image_shape": list(self.image_shape) if self.image_shape else None,
             "input_scale": self.input_scale,
             "custom_networks": self.custom_networks,
@@ -400,6 +430,7 @@ class VAE(nn.Module):
             guide=cfg["guide"],
             guide_kwargs=cfg["guide_kwargs"],
             covariate_dim=cfg["covariate_dim"],
+            standardize=cfg["standardize"],
             image_shape=cfg["image_shape"],
             input_scale=cfg.get("input_scale"),
             encoder=networks.get("encoder"),
@@ -413,7 +444,8 @@ class VAE(nn.Module):
 
 def normalised_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` with the keys that later versions added set to what older files meant."""
-    defaults = {"class": _class_name(VAE), "guide": "normal", "guide_kwargs": {}, "covariate_dim": 0}
+    defaults = {"class": _class_name(VAE), "guide": "normal", "guide_kwargs": {}, "covariate_dim": 0,
+                "standardize": False}
     return {**defaults, **cfg}
 
 

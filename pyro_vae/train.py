@@ -27,6 +27,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,17 @@ class History:
     rows: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+
+    @property
+    def still_rising(self) -> bool:
+        """Whether the (validation, else training) ELBO rose by more than 0.01 nats per point over the
+        last tenth of the epochs (at least 2): a sign that training stopped too early."""
+        key = "val_elbo" if self.rows and not math.isnan(self.rows[-1]["val_elbo"]) else "train_elbo"
+        values = self.column(key)
+        if len(values) < 3:
+            return False
+        back = max(2, len(values) // 10)
+        return values[-1] - values[-1 - back] > max(0.01, 1e-4 * abs(values[-1]))
 
     def column(self, name: str) -> list[float]:
         return [row[name] for row in self.rows]
@@ -271,6 +283,12 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
                 break
     history.stopped_early = state.stopped_early
     vae.trained = True
+    if not history.stopped_early and history.still_rising:
+        warnings.warn(
+            f"The ELBO was still rising at the last epoch ({len(history.rows)}): the model has not converged. "
+            "Train for more epochs (resume the checkpoint with a larger epochs) or raise lr.",
+            RuntimeWarning, stacklevel=2,
+        )  # fmt: skip
     bar.close()
     vae.eval()
     if x_val is not None and restore_best and state.best_state is not None:

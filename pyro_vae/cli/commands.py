@@ -126,7 +126,7 @@ def held_out(run: Path, split: str, max_points: int | None):
         if max_points < 1:
             raise ValueError(f"--max-points must be positive, got {max_points}.")
         x = x[:max_points]
-    return vae, x, config
+    return vae, x, config, dataset
 
 
 def run_evaluate(args) -> dict:
@@ -134,7 +134,7 @@ def run_evaluate(args) -> dict:
     from ..evaluate import log_likelihood
 
     run = Path(args.run)
-    vae, x, config = held_out(run, args.split, args.max_points)
+    vae, x, config, dataset = held_out(run, args.split, args.max_points)
     device = parse_device(args.device)
     vae, x = vae.to(device), x.to(device)
     print(f"Evaluating {run} on {len(x)} {args.split} points of {config['data']} "
@@ -159,7 +159,17 @@ def run_evaluate(args) -> dict:
         "active_units": units.count,
         "latent_dim": vae.latent_dim,
         "pareto_k": pareto.summary(),
+        "warnings": _training_warnings(run),
     }
+    if not result.is_discrete:  # closed-form baselines of real-valued data, in the same units
+        from ..baselines import diagonal_gaussian, losing_to, ppca
+
+        train = dataset.train.x.cpu()
+        found = {"diagonal Gaussian": diagonal_gaussian(train, x.cpu())}
+        if vae.latent_dim < vae.input_dim:
+            found[f"PPCA (L={vae.latent_dim})"] = ppca(train, x.cpu(), vae.latent_dim)
+        metrics["baselines"] = {name: {"nll": -b.mean, "nll_se": b.mean_se} for name, b in found.items()}
+        metrics["warnings"] += losing_to(result, {f"baseline: {k}": v for k, v in found.items()})
     out = Path(args.out) if args.out else run / "evaluation.json"
     write_json(out, metrics)
     print(f"  NLL                        {metrics['nll']:.2f} ± {metrics['nll_se']:.2f} nats per point "
@@ -170,8 +180,32 @@ def run_evaluate(args) -> dict:
     print(f"  KL(q(z) || p(z))           {surgery.marginal_kl:.3f} ± {surgery.marginal_kl_se:.3f}")
     print(f"  active units               {units.count} of {vae.latent_dim}")
     print(f"  Pareto k > 0.7             {100 * pareto.share_above(0.7):.1f}% of points")
+    for name, baseline in metrics.get("baselines", {}).items():
+        print(f"  baseline: {name:17s} NLL {baseline['nll']:.2f} ± {baseline['nll_se']:.2f}")
+    for text in metrics["warnings"]:
+        print(f"warning: {text}", file=sys.stderr)
     print(f"wrote {out}")
     return metrics
+
+
+def _training_warnings(run: Path) -> list[str]:
+    """What the run's training left to say: an ELBO still rising at its last epoch."""
+    import csv
+
+    path = run / "history.csv"
+    if not path.is_file():
+        return []
+    from ..train import History
+
+    try:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(path.read_text().splitlines())]
+    except (ValueError, TypeError):
+        return [f"{path} is unreadable; its training could not be checked."]
+    history = History(rows=rows)
+    if history.still_rising:
+        return [f"The ELBO was still rising at the last epoch ({len(rows)}): the model has not converged; "
+                "resume with more --epochs."]
+    return []
 
 
 def run_compare(args):
@@ -186,7 +220,7 @@ def run_compare(args):
     device = parse_device(args.device)
     results, data_keys = {}, {}
     for name, run in zip(names, run_paths):
-        vae, x, config = held_out(run, args.split, args.max_points)
+        vae, x, config, dataset = held_out(run, args.split, args.max_points)
         data_keys[name] = (config.get("data_source") or config["data"], config.get("data_fingerprint"),
                            config["binarize"], config.get("values", "unit"), config["seed"])  # fmt: skip
         results[name] = (vae.to(device), x.to(device))
@@ -194,12 +228,17 @@ def run_compare(args):
         raise ValueError(f"The runs were trained on different data (source, fingerprint, binarize, values, seed): "
                          f"{data_keys}; held-out log p(x) is comparable only on the same points.")  # fmt: skip
     x = next(iter(results.values()))[1]
+    densities = not any(vae.likelihood.is_discrete for vae, _ in results.values())
     table = compare({name: vae for name, (vae, _) in results.items()}, x, num_particles=args.num_particles,
-                    seed=args.seed, max_memory_mb=args.max_memory_mb)  # fmt: skip
+                    seed=args.seed, max_memory_mb=args.max_memory_mb,
+                    baselines_from=dataset.train.x.to(x.device) if densities else None)  # fmt: skip
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(float_format=lambda v: f"{v:.2f}"))
     path = plot_comparison(table, args.plot, title=f"Held-out {args.split} log p(x), {config['data']}")
     print(f"wrote {path}")
+    for name, texts in table.attrs.get("warnings", {}).items():
+        for text in texts:
+            print(f"warning: {name}: {text}", file=sys.stderr)
     if args.csv:
         table.to_csv(args.csv)
         print(f"wrote {args.csv}")

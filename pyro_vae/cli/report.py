@@ -33,8 +33,7 @@ def run_report(args) -> dict:
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "report"
     device = parse_device(args.device)
-    vae, x, config = held_out(run, "test", args.max_points)
-    _, dataset, _ = runs.load_run(run)
+    vae, x, config, dataset = held_out(run, "test", args.max_points)
     vae, x = vae.to(device), x.to(device)
     codes_input = runs.training_codes_input(dataset).to(device)
     print(f"Report on {run}: {len(x)} test points, {args.num_particles} particles, K={args.components} mixture.")

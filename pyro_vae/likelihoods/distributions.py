@@ -155,3 +155,47 @@ class DiscretizedLogistic(dist.TorchDistribution):
         for j in range(1, self.num_levels):
             total = total + 1 - self.cdf_at(torch.full_like(total, j / self.num_levels))
         return total
+
+
+class Standardized(dist.TorchDistribution):
+    """``x = loc + scale * x'`` with ``x' ~ base``: a likelihood fitted to standardised data, stated
+    in the data's own units.
+
+    .. math::
+
+        \\log p(x) = \\log p_{\\text{base}}\\big((x - \\mu) / s\\big) - \\sum_d \\log s_d,
+
+    the change of variables of an elementwise affine map, so log-likelihoods and comparisons stay in
+    the units of ``x``. ``loc`` and ``scale`` have shape ``(D,)``; ``base`` has event shape ``(D,)``.
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.independent(constraints.real, 1)
+
+    def __init__(self, base: dist.TorchDistribution, loc: torch.Tensor, scale: torch.Tensor, validate_args=None):
+        self.base, self.loc, self.scale = base, loc, scale
+        super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    @property
+    def has_rsample(self):
+        return self.base.has_rsample
+
+    def log_prob(self, value):
+        return self.base.log_prob((value - self.loc) / self.scale) - self.scale.log().sum(-1)
+
+    def sample(self, sample_shape=torch.Size()):
+        return self.loc + self.scale * self.base.sample(sample_shape)
+
+    def rsample(self, sample_shape=torch.Size()):
+        return self.loc + self.scale * self.base.rsample(sample_shape)
+
+    @property
+    def mean(self):
+        return self.loc + self.scale * self.base.mean
+
+    @property
+    def variance(self):
+        return self.scale.pow(2) * self.base.variance
+
+    def expand(self, batch_shape, _instance=None):
+        return Standardized(self.base.expand(batch_shape), self.loc, self.scale)
