@@ -121,8 +121,13 @@ def amortization_gap(
             changes speed and memory).
         seed: seeds SVI and evaluation.
 
-    The refined ``q*`` is a diagonal Gaussian per point, started at the guide's own Gaussian (or at
-    the mean and spread of its draws, for a flow guide).
+    The refined ``q*`` stays in the guide's own family, as in Cremer et al.: its per-point
+    (amortized) parameters are freed and the rest is kept. For a diagonal-Gaussian guide that is a
+    free Gaussian per point; for a Gaussian pushed through transforms shared by every point (the
+    ``"iaf"`` guide), a free base Gaussian per point pushed through the same, fixed transforms. Both
+    start at the encoder's own values. Any other guide is refined as a free diagonal Gaussian
+    started at the mean and spread of its draws (then the gap also contains a change of family,
+    and can be negative).
 
     Returns: an :class:`AmortizationGap`.
     """
@@ -136,22 +141,24 @@ def amortization_gap(
     name = sites.latent(site)
     if len(sites.local) != 1:
         raise ValueError(f"The amortization gap refines one local latent; this program has {list(sites.local)}.")
-    loc, scale = _starting_gaussians(program, data, name, seed)
+    loc, scale, transforms = _starting_gaussians(program, data, name, seed)
+    frozen = _parameters(program, data) + [p for t in transforms if isinstance(t, nn.Module) for p in t.parameters()]
     traces, parts = [], []
-    with _frozen(_parameters(program, data)):
+    with _frozen(frozen):
         for start in range(0, len(data), batch_size):
             rows = torch.arange(start, min(start + batch_size, len(data)))
             # Fresh parameters and optimiser per batch, so Adam's momentum never moves rows
             # refined in an earlier batch.
-            part = _LocalGaussians(loc[rows], scale[rows], name, program.plate, sites)
+            part = _LocalGaussians(loc[rows], scale[rows], name, program.plate, sites, transforms)
             traces.append(_refine(program, part, data, rows, num_steps, lr, train_particles, seed + start, sites))
             parts.append(part)
     local = _LocalGaussians(torch.cat([p.loc.detach() for p in parts]), torch.cat([p.scale.detach() for p in parts]),
-                            name, program.plate, sites)  # fmt: skip
+                            name, program.plate, sites, transforms)  # fmt: skip
     common = dict(covariates=data.covariates, num_particles=num_particles, seed=seed, psis=False,
                   max_memory_mb=max_memory_mb)  # fmt: skip
     encoder = log_likelihood(program, data.x, **common)
-    refined = log_likelihood(program.replace(guide=local.guide), data.x, **common)
+    with _frozen(frozen):
+        refined = log_likelihood(program.replace(guide=local.guide), data.x, **common)
     weights = torch.tensor([len(range(s, min(s + batch_size, len(data)))) for s in range(0, len(data), batch_size)],
                            dtype=torch.float64)  # fmt: skip
     trace = (torch.tensor(traces, dtype=torch.float64).T @ weights / weights.sum()).tolist() if traces else []
@@ -169,19 +176,19 @@ def amortization_gap(
 
 
 @torch.no_grad()
-def _starting_gaussians(program: Program, data: Data, site: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The guide's own ``(loc, scale)`` per point, or the mean and spread of 64 of its draws."""
+def _starting_gaussians(program: Program, data: Data, site: str, seed: int):
+    """The guide's own per-point base ``(loc, scale)`` and shared transforms, or the mean and spread
+    of 64 of its draws (and no transforms) for a guide of another family."""
     try:
         aggregate = AggregatePosterior.from_program(program, data, site=site)
-        if not aggregate.transforms:
-            return aggregate.loc, aggregate.scale
+        return aggregate.loc, aggregate.scale, list(aggregate.transforms)
     except ValueError:
         pass
     with isolated(seed), pyro.validation_enabled(False):
         sites = program.sites(data)
         guide_trace, _ = program.traces(data, 64, indices=torch.arange(len(data)), num_data=len(data), sites=sites)
         draws = site_values(guide_trace.nodes[site], sites, program.plate)
-    return draws.mean(0), draws.std(0).clamp(min=1e-4)
+    return draws.mean(0), draws.std(0).clamp(min=1e-4), []
 
 
 def _parameters(program: Program, data: Data) -> list[torch.Tensor]:
@@ -196,10 +203,13 @@ def _parameters(program: Program, data: Data) -> list[torch.Tensor]:
 
 
 class _LocalGaussians(nn.Module):
-    """Free diagonal Gaussians, one per data point, initialised at ``(loc, scale)``: a guide."""
+    """Free diagonal Gaussians, one per data point, initialised at ``(loc, scale)`` and pushed through
+    fixed shared ``transforms`` (none for a Gaussian guide): a guide."""
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, site: str = "z", plate: str = "data", sites=None):
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, site: str = "z", plate: str = "data", sites=None,
+                 transforms=()):  # fmt: skip
         super().__init__()
+        self.transforms = list(transforms)
         self.loc = nn.Parameter(loc.detach().clone())
         # Inverse softplus, so the initial scale equals the given one.
         self.raw_scale = nn.Parameter(scale.detach() + torch.log(-torch.expm1(-scale.detach())))
@@ -216,7 +226,8 @@ class _LocalGaussians(nn.Module):
             loc, scale = self.loc[rows], self.scale[rows]
             if self.sites is not None:
                 loc, scale = shaped_like_site(loc, self.sites, len(rows)), shaped_like_site(scale, self.sites, len(rows))
-            pyro.sample(self.site, dist.Normal(loc, scale).to_event(1))
+            base = dist.Normal(loc, scale).to_event(1)
+            pyro.sample(self.site, dist.TransformedDistribution(base, self.transforms) if self.transforms else base)
 
 
 def _refine(program, local, data, rows, num_steps, lr, particles, seed, sites) -> list[float]:
