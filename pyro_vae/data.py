@@ -22,11 +22,9 @@ Binarisation modes (``binarize=``):
 from __future__ import annotations
 
 import gzip
-import math
 import hashlib
 import os
 import urllib.request
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +32,7 @@ import numpy as np
 import torch
 
 from ._io import atomic_write
+from .readers import TABLE_SUFFIXES, _check_labels, _load_table, read_idx
 
 BINARIZE_MODES = ("none", "fixed", "dynamic")
 VALUE_MODES = ("unit", "levels")
@@ -242,33 +241,6 @@ def load(
     return Dataset(key, splits["train"], splits["val"], splits["test"], source=source)
 
 
-# ---------------------------------------------------------------------- tables
-#: File suffixes read as tables of shape (N, D): one row per data point.
-TABLE_SUFFIXES = (".npy", ".csv")
-
-
-def _load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """A ``.npy`` array (read without unpickling) or a numeric ``.csv`` (an optional header row)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"No table at {path}.")
-    try:
-        if path.suffix.lower() == ".npy":
-            array = np.load(path, allow_pickle=False)
-        else:
-            try:
-                array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-            except ValueError:
-                array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=1)
-    except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a numeric table ({type(error).__name__}: {str(error)[:120]}).") from None
-    if array.ndim != 2 or array.shape[0] < 3 or array.shape[1] < 1:
-        raise ValueError(f"{path} must hold a table of shape (N, D) with N >= 3 rows, got shape {array.shape}.")
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{path} holds {array.dtype} values; a table must be numeric.")
-    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    return x, torch.zeros(len(x), dtype=torch.int64)
-
-
 # ---------------------------------------------------------------------- embedded digits
 #: Each digits pixel counts the inked cells of a 4x4 block: 0 to 16.
 DIGITS_LEVELS = 17
@@ -387,62 +359,6 @@ def _read_idx_pair(directory: Path, part: str) -> tuple[torch.Tensor, torch.Tens
             f"shape {tuple(labels.shape)}; expected (N, H, W) and (N,)."
         )
     return images, _check_labels(labels, labels_path)
-
-
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-#: Largest IDX payload read (bytes); Fashion-MNIST's training images are 47 MB.
-MAX_IDX_BYTES = 2**31
-#: Largest label value accepted (labels index classes, and classes are counted from them).
-MAX_LABEL = 65_535
-
-
-def read_idx(path: str | os.PathLike) -> torch.Tensor:
-    """Read one IDX file (gzipped or not) into a tensor, checking its header against its size.
-
-    A gzipped file is decompressed as a stream and never beyond the size its header announces
-    (plus one byte, to detect trailing data), so a small archive cannot expand to gigabytes
-    before the check. Every malformed file raises ``ValueError`` naming it.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as handle:
-            compressed = handle.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
-            magic = stream.read(4)
-            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
-                raise ValueError(f"{path} is not an IDX file (bad magic number).")
-            ndim = magic[3]
-            dims = stream.read(4 * ndim)
-            if len(dims) < 4 * ndim:
-                raise ValueError(f"{path} is truncated inside its header.")
-            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
-            dtype = np.dtype(_IDX_DTYPES[magic[2]])
-            size = math.prod(shape) * dtype.itemsize
-            if size > MAX_IDX_BYTES:
-                raise ValueError(f"{path}: its header {shape} announces {size:,} bytes, more than the "
-                                 f"{MAX_IDX_BYTES:,} pyro_vae reads (pyro_vae.data.MAX_IDX_BYTES).")  # fmt: skip
-            if not compressed and path.stat().st_size != 4 + 4 * ndim + size:
-                raise ValueError(f"{path} holds {path.stat().st_size} bytes but its header {shape} implies "
-                                 f"{4 + 4 * ndim + size}.")  # fmt: skip
-            payload = stream.read(size + 1)
-    except (OSError, EOFError, zlib.error) as error:
-        raise ValueError(f"{path} is unreadable or a damaged gzip file ({type(error).__name__}: {error}).") from None
-    if len(payload) != size:
-        raise ValueError(f"{path} holds {4 + 4 * ndim + len(payload)}{'+' if len(payload) > size else ''} bytes "
-                         f"(decompressed) but its header {shape} implies {4 + 4 * ndim + size}.")  # fmt: skip
-    array = np.frombuffer(payload, dtype=dtype).reshape(shape)
-    return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).copy())
-
-
-def _check_labels(labels: torch.Tensor, path: Path) -> torch.Tensor:
-    if labels.is_floating_point():
-        raise ValueError(f"{path}: labels must be integers, got {labels.dtype} values.")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > MAX_LABEL):
-        raise ValueError(f"{path}: labels must lie in 0..{MAX_LABEL}, got values from {int(labels.min())} "
-                         f"to {int(labels.max())}.")  # fmt: skip
-    return labels.to(torch.int64)
 
 
 def one_hot(labels, num_classes: int) -> torch.Tensor:

@@ -265,7 +265,6 @@ class VAE(nn.Module):
         return self.data_loc + self.data_scale * mean if self.standardize else mean
 
     # ------------------------------------------------------------------ starting values
-    @torch.no_grad()
     def initialize_from_data(self, x: Any) -> None:
         """Start the parameters where the data ``x`` (shape ``(N, D)``) put them, before training.
 
@@ -280,55 +279,9 @@ class VAE(nn.Module):
         :func:`pyro_vae.fit` calls this once for a model it has not trained (``init_from_data``).
         User decoders keep their initialisation; only the likelihood's own parameters move.
         """
-        x = self.check_data(x, "x")
-        if self.standardize:
-            self.data_loc.copy_(x.mean(0))
-            self.data_scale.copy_(x.std(0, correction=0).clamp(min=1e-6))
-            x = (x - self.data_loc) / self.data_scale
-        output = self._output_layer()
-        self.likelihood.initialize_from(x, output.bias if output is not None else None)
-        if self._is_linear_gaussian():
-            self._start_at_ppca(x)
+        from .initialization import initialize_from_data
 
-    def _output_layer(self) -> nn.Linear | None:
-        if self.custom_networks["decoder"] or not isinstance(self.decoder, MLPDecoder):
-            return None
-        last = self.decoder.net[-1]
-        return last if isinstance(last, nn.Linear) else None
-
-    def _is_linear_gaussian(self) -> bool:
-        from .likelihoods.continuous import NormalLikelihood
-
-        return (self._output_layer() is not None and len(self.decoder.net) == 1 and not self.covariate_dim
-                and type(self.likelihood) is NormalLikelihood and self.likelihood.num_levels is None
-                and self.likelihood.scale.spec != "decoder" and self.prior.name == "normal")  # fmt: skip
-
-    def _start_at_ppca(self, x: torch.Tensor) -> None:
-        n, d = x.shape
-        latent = min(self.latent_dim, d)
-        mean = x.double().mean(0)
-        eigenvalues, eigenvectors = torch.linalg.eigh((x.double() - mean).T @ (x.double() - mean) / n)
-        eigenvalues, eigenvectors = eigenvalues.flip(0).clamp(min=0), eigenvectors.flip(1)
-        scale = self.likelihood.scale
-        noise = float(eigenvalues[latent:].mean()) if latent < d else float(eigenvalues[-1]) * 1e-2
-        noise = max(noise, (2 * scale.floor) ** 2, 1e-12) if not scale.is_fixed else float(scale.spec) ** 2
-        weights = torch.zeros(d, self.latent_dim, dtype=torch.float64)
-        weights[:, :latent] = eigenvectors[:, :latent] * (eigenvalues[:latent] - noise).clamp(min=0).sqrt()
-        decoder = self.decoder.net[0]
-        decoder.weight.copy_(weights.to(decoder.weight.dtype))
-        decoder.bias.copy_(mean.to(decoder.bias.dtype))
-        scale.set_from(torch.full((d,), noise**0.5, dtype=x.dtype))
-        head = getattr(self.encoder, "head", None)
-        if isinstance(self.encoder, MLPEncoder) and len(self.encoder.body) == 0 and self.input_scale == 1.0:
-            # z | x ~ N(M^-1 W^T (x - b), s^2 M^-1) with M = W^T W + s^2 I, diagonal here.
-            m_diag = weights.pow(2).sum(0) + noise
-            gain = weights.T / m_diag[:, None]  # (L, D)
-            sd = (noise / m_diag).sqrt()
-            head.weight.zero_()
-            head.weight[: self.latent_dim].copy_(gain.to(head.weight.dtype))
-            head.bias[: self.latent_dim].copy_((-gain @ mean).to(head.bias.dtype))
-            raw = (sd - 1e-4).clamp(min=1e-6)
-            head.bias[self.latent_dim :].copy_((raw + torch.log(-torch.expm1(-raw))).to(head.bias.dtype))
+        initialize_from_data(self, x)
 
     # ------------------------------------------------------------------ data checks
     def check_data(self, x: Any, what: str = "x") -> torch.Tensor:

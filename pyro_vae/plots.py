@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .train import History
+from .training_state import History
 
 
 def training_curve(history: History, path: str | os.PathLike) -> Path:

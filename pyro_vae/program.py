@@ -123,13 +123,19 @@ class Program:
         return self._guide is not None
 
     # ------------------------------------------------------------------ data
-    def data(self, x: Any, covariates: Mapping[str, Any] | None = None, what: str = "x") -> Data:
-        """Validate ``x`` and the data-aligned ``covariates`` and return them as :class:`Data`."""
-        x = self._check(x, what) if self._check is not None else as_tensor(x, what)
-        if x.ndim < 1 or x.shape[0] == 0:
-            raise ValueError(f"{what} must have the data points along its first dimension, N >= 1; got shape {tuple(x.shape)}.")
-        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-            raise ValueError(f"{what} contains non-finite values; remove or impute them.")
+    def data(self, x: Any, covariates: Mapping[str, Any] | None = None, what: str = "x", *,
+             checked: bool = False) -> Data:  # fmt: skip
+        """Validate ``x`` and the data-aligned ``covariates`` and return them as :class:`Data`.
+
+        ``checked=True`` says ``x`` was validated already (a tensor of the right kind), so only the
+        covariates are checked: large data is not scanned twice.
+        """
+        if not checked:
+            x = self._check(x, what) if self._check is not None else as_tensor(x, what)
+            if x.ndim < 1 or x.shape[0] == 0:
+                raise ValueError(f"{what} must have the data points along its first dimension, N >= 1; got shape {tuple(x.shape)}.")
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise ValueError(f"{what} contains non-finite values; remove or impute them.")
         out = {}
         for key, value in (covariates or {}).items():
             if key in ("indices", "num_data"):

@@ -19,17 +19,13 @@ uninterrupted run would have.
 from __future__ import annotations
 
 import copy
-import csv
 from contextlib import nullcontext
-import io
-import json
 import math
 import os
 import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,67 +36,15 @@ from pyro.optim import PyroOptim
 
 from . import checkpoint as ckpt
 from ._checks import positive_int, positive_number
-from ._io import FileLock, atomic_write, check_writable
-from ._safe_files import parse_json
+from ._io import FileLock, check_writable
 from ._isolation import isolated
 from .data import Split, binarize
+from .initialization import initialize_from_data
 from .model import VAE
 from .program import as_program
+from .training_state import History, RunState, resume_state
 
 ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
-HISTORY_COLUMNS = ("epoch", "kl_weight", "train_elbo", "val_elbo", "seconds")
-
-
-@dataclass
-class History:
-    """Per-epoch training record.
-
-    ``rows`` holds one dict per epoch with keys :data:`HISTORY_COLUMNS`: ``train_elbo`` is the
-    average per-point training objective (the ELBO once warm-up ends), ``val_elbo`` the
-    per-point validation ELBO (``nan`` without validation data).
-    """
-
-    rows: list[dict[str, float]] = field(default_factory=list)
-    best_epoch: int | None = None
-    stopped_early: bool = False
-
-    @property
-    def still_rising(self) -> bool:
-        """Whether the (validation, else training) ELBO rose by more than 0.01 nats per point over the
-        last tenth of the epochs (at least 2): a sign that training stopped too early."""
-        key = "val_elbo" if self.rows and not math.isnan(self.rows[-1]["val_elbo"]) else "train_elbo"
-        values = self.column(key)
-        if len(values) < 3:
-            return False
-        back = max(2, len(values) // 10)
-        return values[-1] - values[-1 - back] > max(0.01, 1e-4 * abs(values[-1]))
-
-    def column(self, name: str) -> list[float]:
-        return [row[name] for row in self.rows]
-
-    def to_csv(self) -> str:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        return buffer.getvalue()
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {"best_epoch": self.best_epoch, "stopped_early": self.stopped_early, "rows": self.rows},
-            indent=1,
-        )
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write as CSV or JSON, chosen by the suffix of ``path``, atomically."""
-        path = Path(path)
-        if path.suffix not in (".csv", ".json"):
-            raise ValueError(f"History files end in .csv or .json, got {path.name!r}.")
-        text = self.to_csv() if path.suffix == ".csv" else self.to_json()
-        atomic_write(path, lambda handle: handle.write(text.encode()))
-        return path
-
-
 def fit(
     vae: VAE,
     train: Any,
@@ -160,11 +104,11 @@ def fit(
     _check_settings(epochs, batch_size, lr, elbo, num_particles, kl_warmup_epochs, patience, val, resume, checkpoint)
     x, dynamic = _training_tensor(vae, train)
     program = as_program(vae)
-    train_covariates = program.data(x if not dynamic else binarize(x[:1], 0).expand_as(x), covariates).covariates
+    train_covariates = program.data(x, covariates, checked=True).covariates
     x_val = val_data = None
     if val is not None:
         x_val = vae.check_data(val.x if isinstance(val, Split) else val, "val")
-        val_data = program.data(x_val, val_covariates, what="val")
+        val_data = program.data(x_val, val_covariates, what="val", checked=True)
     elif val_covariates is not None:
         raise ValueError("val_covariates were given without val data.")
     # Paths that would only fail after training are checked now.
@@ -196,11 +140,11 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
     }  # fmt: skip
 
     optimizer = JointAdam(vae, lr)
-    state = _RunState()
+    state = RunState()
     if resume and Path(checkpoint).exists():
-        state = _resume(vae, optimizer, checkpoint, settings)
+        state = resume_state(vae, optimizer, checkpoint, settings)
     elif init_from_data and not vae.trained:
-        vae.initialize_from_data(binarize(x, _derived_seed(seed, 0, "binarize")) if dynamic else x)
+        initialize_from_data(vae, binarize(x, _derived_seed(seed, 0, "binarize")) if dynamic else x, checked=True)
 
     loss = ELBOS[elbo](
         num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
@@ -382,84 +326,6 @@ class JointAdam(PyroOptim):
 
 
 # ---------------------------------------------------------------------- helpers
-@dataclass
-class _RunState:
-    epoch: int = 0
-    rows: list = field(default_factory=list)
-    best_val: float = -math.inf
-    best_epoch: int | None = None
-    best_state: dict | None = None
-    bad_epochs: int = 0
-    rng_state: torch.Tensor | None = None
-    stopped_early: bool = False
-
-    def to_payload(self, optimizer: JointAdam, settings: dict) -> dict:
-        return {
-            "epoch": self.epoch,
-            "rows": self.rows,
-            "best_val": self.best_val,
-            "best_epoch": self.best_epoch,
-            "best_state": self.best_state,
-            "bad_epochs": self.bad_epochs,
-            "rng_state": self.rng_state,
-            "stopped_early": self.stopped_early,
-            "optimizer": optimizer.get_state(),
-            "settings": json.dumps(settings),
-        }
-
-
-def _resume(vae: VAE, optimizer: JointAdam, path, settings: dict) -> _RunState:
-    payload = ckpt.read_checkpoint(path)
-    if "training" not in payload:
-        raise ValueError(f"{path} holds a saved model, not a training checkpoint; it cannot be resumed.")
-    saved_config = payload["config_dict"]
-    if saved_config != vae.config():
-        differing = sorted(k for k in saved_config if saved_config.get(k) != vae.config().get(k))
-        raise ValueError(f"{path} was written for another architecture (differs in {differing}).")
-    ckpt.load_state(vae, payload["state_dict"], path)
-    training = _training_fields(payload["training"], path)
-    saved_settings = parse_json(training["settings"], f"{path}: the training settings")
-    if saved_settings != settings:
-        differing = sorted(k for k in settings if not isinstance(saved_settings, dict) or saved_settings.get(k) != settings[k])
-        raise ValueError(
-            f"Cannot resume {path}: the training settings differ ({differing}); resume with the "
-            "settings of the original run, changing only epochs."
-        )
-    try:
-        optimizer.set_state(training["optimizer"])
-    except (ValueError, KeyError, TypeError, RuntimeError) as error:
-        raise ValueError(f"{path}: the optimiser state does not fit this model ({type(error).__name__}).") from None
-    return _RunState(
-        epoch=training["epoch"],
-        rows=list(training["rows"]),
-        best_val=training["best_val"],
-        best_epoch=training["best_epoch"],
-        best_state=training["best_state"],
-        bad_epochs=training["bad_epochs"],
-        rng_state=training["rng_state"],
-        stopped_early=bool(training.get("stopped_early", False)),
-    )
-
-
-#: The training state of a checkpoint: field -> accepted types.
-_TRAINING_FIELDS = {"epoch": int, "rows": list, "best_val": float, "best_epoch": (int, type(None)),
-                    "best_state": (dict, type(None)), "bad_epochs": int, "rng_state": (torch.Tensor, type(None)),
-                    "optimizer": dict, "settings": str}  # fmt: skip
-
-
-def _training_fields(training: dict, path) -> dict:
-    """The training state, or a ``ValueError`` naming the first missing or mistyped field."""
-    for key, kind in _TRAINING_FIELDS.items():
-        value = training.get(key, KeyError)
-        if value is KeyError or not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"{path}: the training state is damaged ({key!r} is missing or of the wrong type).")
-    if training["epoch"] < 0 or not all(isinstance(r, dict) for r in training["rows"]):
-        raise ValueError(f"{path}: the training state is damaged (epoch or history rows).")
-    if training["best_state"] is not None and not all(isinstance(v, torch.Tensor) for v in training["best_state"].values()):
-        raise ValueError(f"{path}: the training state is damaged (best_state).")
-    return training
-
-
 def _training_tensor(vae: VAE, train: Any) -> tuple[torch.Tensor, bool]:
     if isinstance(train, Split) and train.dynamic_binarization:
         if not bool(((train.x >= 0) & (train.x <= 1)).all()):
@@ -470,7 +336,7 @@ def _training_tensor(vae: VAE, train: Any) -> tuple[torch.Tensor, bool]:
     return vae.check_data(train.x if isinstance(train, Split) else train, "train"), False
 
 
-def _diverged(vae, state: _RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint,
+def _diverged(vae, state: RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint,
               use_best: bool) -> None:
     """Put finite parameters back in the model and raise a ``FloatingPointError`` that says which."""
     if use_best and state.best_state is not None:

@@ -195,7 +195,7 @@ def _training_warnings(run: Path) -> list[str]:
     path = run / "history.csv"
     if not path.is_file():
         return []
-    from ..train import History
+    from ..training_state import History
 
     try:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(path.read_text().splitlines())]
