@@ -27,6 +27,8 @@ def initialize_from_data(vae, x: Any, *, checked: bool = False) -> None:
         vae.data_loc.copy_(x.mean(0))
         vae.data_scale.copy_(x.std(0, correction=0).clamp(min=1e-6))
         x = (x - vae.data_loc) / vae.data_scale
+    if vae.likelihood.uses_size_factors:
+        vae.library_median.fill_(float(x.sum(-1).median().clamp(min=1.0)))
     output = output_layer(vae)
     vae.likelihood.initialize_from(x, output.bias if output is not None else None)
     if is_linear_gaussian(vae):

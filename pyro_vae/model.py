@@ -126,6 +126,9 @@ class VAE(nn.Module):
                                  f"{self.likelihood.name!r} likelihood has support {self.likelihood.support}.")  # fmt: skip
             self.register_buffer("data_loc", torch.zeros(self.input_dim))
             self.register_buffer("data_scale", torch.ones(self.input_dim))
+        if self.likelihood.uses_size_factors:
+            # The training data's median total count: the size factor of generated points.
+            self.register_buffer("library_median", torch.ones(()))
         self.prior = get_prior(prior, self.latent_dim, **(prior_kwargs or {}))
         self.guide_family = get_guide(guide, self.latent_dim, **(guide_kwargs or {}))
         if self.covariate_dim and self.prior.name == "vamp":
@@ -149,6 +152,7 @@ class VAE(nn.Module):
         self,
         x: torch.Tensor | None = None,
         y: torch.Tensor | None = None,
+        size_factor: torch.Tensor | None = None,
         *,
         indices: torch.Tensor | None = None,
         num_data: int | None = None,
@@ -159,6 +163,8 @@ class VAE(nn.Module):
         Args:
             x: observed batch of shape ``(B, D)``, or ``None`` to generate ``num_data`` points.
             y: covariates of shape ``(B, K)`` for a conditional VAE, else ``None``.
+            size_factor: with a count likelihood built with ``size_factors=True``, each point's size
+                factor (library size), shape ``(B,)``; by default the total count of each row of ``x``.
             indices: positions of the batch in the full data set (the plate's ``subsample``);
                 defaults to ``0..B-1``.
             num_data: size ``N`` of the full data set; log-densities are scaled by ``N / B``.
@@ -170,22 +176,24 @@ class VAE(nn.Module):
         pyro.module("likelihood", self.likelihood)
         pyro.module("prior", self.prior)
         y = self._covariates(y, x.shape[0] if x is not None else num_data)
+        size = self._size_factors(x, size_factor)
         with self._data_plate(x, indices, num_data):
             with _kl_scale(kl_weight):
                 z = pyro.sample("z", self.prior())
             raw = self.decode(z, y)
-            pyro.sample("x", self.observation(raw), obs=x)
+            pyro.sample("x", self.observation(raw, size), obs=x)
         return raw
 
-    def observation(self, raw: torch.Tensor) -> pyro.distributions.TorchDistribution:
+    def observation(self, raw: torch.Tensor, size: torch.Tensor | None = None) -> pyro.distributions.TorchDistribution:
         """``p(x|z)`` from the decoder's raw output, in the units of ``x`` (standardised if asked)."""
-        fn = self.likelihood(raw)
+        fn = self.likelihood(raw, size)
         return Standardized(fn, self.data_loc, self.data_scale) if self.standardize else fn
 
     def guide(
         self,
         x: torch.Tensor,
         y: torch.Tensor | None = None,
+        size_factor: torch.Tensor | None = None,
         *,
         indices: torch.Tensor | None = None,
         num_data: int | None = None,
@@ -207,8 +215,26 @@ class VAE(nn.Module):
                        name=self.likelihood.name)  # fmt: skip
 
     def _template(self, n: int) -> Data:
-        # Rows to generate on: only their number matters, the observed site is unconditioned.
-        return Data(torch.zeros(n, self.input_dim, device=self._device()))
+        # Rows to generate on: only their number matters, the observed site is unconditioned. Size
+        # factors cannot come from unobserved counts: the training data's median stands in.
+        zeros = torch.zeros(n, self.input_dim, device=self._device())
+        if self.likelihood.uses_size_factors:
+            return Data(zeros, {"size_factor": self.library_median.expand(n).clone()})
+        return Data(zeros)
+
+    def _size_factors(self, x, size_factor) -> torch.Tensor | None:
+        if not self.likelihood.uses_size_factors:
+            if size_factor is not None:
+                raise ValueError("size_factor applies to count likelihoods built with size_factors=True.")
+            return None
+        if size_factor is not None:
+            size = torch.as_tensor(size_factor, dtype=self._dtype(), device=self._device()).reshape(-1)
+            if not bool(torch.isfinite(size).all()) or not bool((size > 0).all()):
+                raise ValueError("size_factor must be finite and positive for every point.")
+            return size
+        if x is None:
+            raise ValueError("Generating counts with size factors needs them: pass size_factor=...")
+        return x.sum(-1).clamp(min=1.0)
 
     def _device(self) -> torch.device:
         return next(self.parameters()).device
@@ -259,9 +285,16 @@ class VAE(nn.Module):
             z = torch.cat([z, self._covariates(y, None).expand(*z.shape[:-1], -1)], dim=-1)
         return flatten_leading(self.decoder)(z)
 
-    def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Likelihood mean ``E[x|z]`` of shape ``(..., D)`` for codes ``z`` of shape ``(..., L)``."""
-        mean = self.likelihood.mean(self.decode(z, y))
+    def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None,
+                    size_factor: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Likelihood mean ``E[x|z]`` of shape ``(..., D)`` for codes ``z`` of shape ``(..., L)``
+        (at the given size factors, or the training data's median, for size-factor likelihoods)."""
+        raw = self.decode(z, y)
+        if self.likelihood.uses_size_factors:
+            size = self.library_median if size_factor is None else torch.as_tensor(size_factor, dtype=raw.dtype)
+            mean = self.likelihood.mean(raw, size.expand(raw.shape[:-1]))
+        else:
+            mean = self.likelihood.mean(raw)
         return self.data_loc + self.data_scale * mean if self.standardize else mean
 
     # ------------------------------------------------------------------ starting values

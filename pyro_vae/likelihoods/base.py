@@ -251,8 +251,14 @@ class Likelihood(nn.Module):
     def distribution(self, raw: torch.Tensor) -> dist.TorchDistribution:  # pragma: no cover
         raise NotImplementedError
 
-    def forward(self, raw: torch.Tensor) -> dist.TorchDistribution:
-        return self.distribution(raw)
+    def forward(self, raw: torch.Tensor, size: torch.Tensor | None = None) -> dist.TorchDistribution:
+        """``p(x|z)`` from raw decoder outputs; ``size`` are the points' size factors, shape ``(..., B)``,
+        for count likelihoods built with ``size_factors=True`` (library-size offsets)."""
+        return self.distribution(raw) if size is None else self.distribution(raw, size=size)
+
+    @property
+    def uses_size_factors(self) -> bool:
+        return bool(getattr(self, "size_factors", False))
 
     def mean(self, raw: torch.Tensor) -> torch.Tensor:
         """``E[x|z]`` of shape ``(..., D)``."""

@@ -34,6 +34,32 @@ def _rate(raw: torch.Tensor) -> torch.Tensor:
     return F.softplus(raw) + _MIN_RATE
 
 
+class _CountMeans:
+    """The mean of a count likelihood: ``softplus(raw)``, or with ``size_factors=True`` the point's
+    size factor times a composition, ``l_i * softmax(raw_i)_d`` (library-size offsets, as in scVI,
+    Lopez et al. 2018): the decoder then describes proportions, and sequencing depth or exposure is
+    given, not learned."""
+
+    size_factors: bool = False
+
+    def _count_mean(self, raw_mean: torch.Tensor, size: torch.Tensor | None) -> torch.Tensor:
+        if not self.size_factors:
+            if size is not None:
+                raise ValueError(f"The {self.name!r} likelihood was built without size_factors=True; it takes no "
+                                 "size factors.")  # fmt: skip
+            return _rate(raw_mean)
+        if size is None:
+            raise ValueError(f"The {self.name!r} likelihood uses size factors: give each point's size factor "
+                             "(its library size), e.g. covariates={'size_factor': counts.sum(-1)}.")  # fmt: skip
+        return size.unsqueeze(-1) * torch.softmax(raw_mean, dim=-1) + _MIN_RATE
+
+    def _initial_mean_raw(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(0)
+        if self.size_factors:  # logits of the average composition
+            return (mean / mean.sum().clamp(min=1e-12)).clamp(min=1e-8).log()
+        return _inverse_rate(mean)
+
+
 @register_likelihood("binomial")
 class BinomialLikelihood(Likelihood):
     """``x_d ~ Binomial(total_count, sigmoid(raw_d))``: counts out of a known number of trials.
@@ -65,28 +91,29 @@ class BinomialLikelihood(Likelihood):
 
 
 @register_likelihood("poisson")
-class PoissonLikelihood(Likelihood):
+class PoissonLikelihood(_CountMeans, Likelihood):
     """``x_d ~ Poisson(softplus(raw_d))``: counts whose variance equals their mean."""
 
     support = constraints.nonnegative_integer
     is_discrete = True
     support_hint = _COUNT_HINT
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self, size_factors: bool = False):
+        super().__init__(**({"size_factors": True} if size_factors else {}))
+        self.size_factors = _flag(size_factors, "size_factors")
 
-    def distribution(self, raw):
-        return dist.Poisson(_rate(raw), validate_args=False).to_event(1)
+    def distribution(self, raw, size=None):
+        return dist.Poisson(self._count_mean(raw, size), validate_args=False).to_event(1)
 
-    def mean(self, raw):
-        return _rate(raw)
+    def mean(self, raw, size=None):
+        return self._count_mean(raw, size)
 
     def initial_values(self, x):
-        return [_inverse_rate(x.mean(0))], {}
+        return [self._initial_mean_raw(x)], {}
 
 
 @register_likelihood("negative_binomial")
-class NegativeBinomialLikelihood(Likelihood):
+class NegativeBinomialLikelihood(_CountMeans, Likelihood):
     """Over-dispersed counts: mean ``m = softplus(raw_d)``, variance ``m + m^2 / r``.
 
     The concentration ``r`` (inverse dispersion; large ``r`` approaches the Poisson) is fixed,
@@ -99,31 +126,31 @@ class NegativeBinomialLikelihood(Likelihood):
     support_hint = _COUNT_HINT
 
     def __init__(self, concentration: float | str = "feature", min_concentration: float = 1e-3,
-                 init_concentration: float = 1.0):  # fmt: skip
+                 init_concentration: float = 1.0, size_factors: bool = False):  # fmt: skip
         super().__init__(concentration=concentration, min_concentration=min_concentration,
-                         init_concentration=init_concentration)  # fmt: skip
+                         init_concentration=init_concentration, **({"size_factors": True} if size_factors else {}))  # fmt: skip
+        self.size_factors = _flag(size_factors, "size_factors")
         self.concentration = self.positive("concentration", concentration, floor=min_concentration,
                                            init=init_concentration)  # fmt: skip
 
-    @staticmethod
-    def _counts(mean_raw, concentration):
-        mean = _rate(mean_raw)
+    def _counts(self, mean_raw, concentration, size=None):
+        mean = self._count_mean(mean_raw, size)
         concentration = concentration.expand_as(mean)
         # torch's NegativeBinomial has mean r * exp(logits).
         return dist.NegativeBinomial(concentration, logits=mean.log() - concentration.log(), validate_args=False)
 
-    def distribution(self, raw):
+    def distribution(self, raw, size=None):
         mean_raw, concentration = self.split(raw)
-        return self._counts(mean_raw, concentration).to_event(1)
+        return self._counts(mean_raw, concentration, size).to_event(1)
 
-    def mean(self, raw):
-        return _rate(self.split(raw)[0])
+    def mean(self, raw, size=None):
+        return self._count_mean(self.split(raw)[0], size)
 
     def initial_values(self, x):
         # Method of moments per feature: variance m + m^2 / r gives r = m^2 / (v - m).
         mean, variance = x.mean(0), x.var(0, correction=0)
         concentration = (mean.pow(2) / (variance - mean).clamp(min=1e-6)).clamp(1e-2, 1e3)
-        return [_inverse_rate(mean)] + [None] * (self.base_params - 1), {"concentration": concentration}
+        return [self._initial_mean_raw(x)] + [None] * (self.base_params - 1), {"concentration": concentration}
 
 
 @register_likelihood("zero_inflated_negative_binomial")
@@ -134,16 +161,22 @@ class ZeroInflatedNegativeBinomialLikelihood(NegativeBinomialLikelihood):
 
     base_params = 2
 
-    def distribution(self, raw):
+    def distribution(self, raw, size=None):
         mean_raw, gate_logits, concentration = self.split(raw)
-        counts = self._counts(mean_raw, concentration)
+        counts = self._counts(mean_raw, concentration, size)
         return dist.ZeroInflatedNegativeBinomial(
             counts.total_count, logits=counts.logits, gate_logits=gate_logits, validate_args=False
         ).to_event(1)
 
-    def mean(self, raw):
+    def mean(self, raw, size=None):
         mean_raw, gate_logits, _ = self.split(raw)
-        return torch.sigmoid(-gate_logits) * _rate(mean_raw)
+        return torch.sigmoid(-gate_logits) * self._count_mean(mean_raw, size)
+
+
+def _flag(value, name: str) -> bool:
+    if value is not True and value is not False:
+        raise ValueError(f"{name} must be True or False, got {value!r}.")
+    return value
 
 
 class _Levels(Likelihood):

@@ -1,0 +1,65 @@
+"""Library-size (size-factor) offsets for count likelihoods: mean = l_i * softmax(raw_i)."""
+
+import pytest
+import torch
+
+import pyro_vae
+
+D = 12
+
+
+def counts(n, seed=0):
+    """Two compositions, libraries spread over a factor of about 30, negative-binomial noise."""
+    g = torch.Generator().manual_seed(seed)
+    kind = torch.randint(2, (n,), generator=g)
+    compositions = torch.softmax(torch.randn(2, D, generator=g) * 1.5, -1)
+    library = torch.exp(torch.empty(n).uniform_(4.0, 7.5, generator=g))
+    mean = library[:, None] * compositions[kind]
+    rate = torch.distributions.Gamma(5.0, 5.0 / mean).sample()  # concentration 5
+    return torch.poisson(rate, generator=g), library
+
+
+@pytest.mark.parametrize("likelihood", ["poisson", "negative_binomial", "zero_inflated_negative_binomial"])
+def test_the_mean_is_the_size_factor_times_a_composition(likelihood):
+    vae = pyro_vae.VAE(D, 2, hidden_sizes=(8,), likelihood=likelihood, likelihood_kwargs={"size_factors": True},
+                       input_scale=100.0)  # fmt: skip
+    raw = torch.randn(5, D * vae.likelihood.params_per_feature)
+    size = torch.tensor([10.0, 100.0, 1000.0, 1.0, 50.0])
+    mean = vae.likelihood.mean(raw, size)
+    if likelihood != "zero_inflated_negative_binomial":
+        assert torch.allclose(mean.sum(-1), size, rtol=1e-4)
+    assert torch.allclose(vae.likelihood(raw, size).mean, mean, rtol=1e-5)
+    with pytest.raises(ValueError, match="size factors"):
+        vae.likelihood(raw)
+
+
+def test_size_factors_fit_counts_of_uneven_depth_better_and_generate_at_a_chosen_depth():
+    x, library = counts(600)
+    train, test = x[:500], x[500:]
+    scores = {}
+    for size_factors in (False, True):
+        torch.manual_seed(0)
+        vae = pyro_vae.VAE(D, 2, hidden_sizes=(16,), likelihood="negative_binomial", input_scale=float(x.max()),
+                           likelihood_kwargs={"size_factors": size_factors})  # fmt: skip
+        pyro_vae.fit(vae, train, epochs=40, batch_size=100, lr=1e-2)
+        scores[size_factors] = pyro_vae.log_likelihood(vae, test, num_particles=100)
+    with_sizes, without = scores[True], scores[False]
+    diff = with_sizes.log_px - without.log_px
+    assert float(diff.mean()) > 3 * float(diff.std() / len(diff) ** 0.5)  # clearly better on held-out counts
+    # Generated at a chosen depth: the means add up to it; by default at the training median.
+    drawn = pyro_vae.sample(vae, 50, size_factor=torch.tensor([2000.0]), seed=0)
+    assert torch.allclose(drawn.mean.sum(-1), torch.full((50,), 2000.0), rtol=1e-3)
+    default = pyro_vae.sample(vae, 50, seed=0)
+    assert torch.allclose(default.mean.sum(-1), vae.library_median.expand(50), rtol=1e-3)
+    assert float(vae.library_median) == pytest.approx(float(train.sum(-1).median()))
+    # Given size factors are used for evaluation too (here: the true libraries).
+    given = pyro_vae.log_likelihood(vae, test, covariates={"size_factor": library[500:]}, num_particles=100)
+    assert torch.isfinite(given.log_px).all()
+
+
+def test_size_factors_are_refused_where_they_do_not_apply():
+    with pytest.raises(ValueError, match="size_factor applies"):
+        pyro_vae.log_likelihood(pyro_vae.VAE(D, 2, likelihood="poisson", input_scale=10.0),
+                                torch.ones(4, D), covariates={"size_factor": torch.ones(4)}, num_particles=10)  # fmt: skip
+    with pytest.raises(ValueError, match="takes no options"):
+        pyro_vae.VAE(D, 2, likelihood="bernoulli", likelihood_kwargs={"size_factors": True})
