@@ -231,7 +231,7 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
         warnings.warn(
             f"The ELBO was still rising at the last epoch ({len(history.rows)}): the model has not converged. "
             "Train for more epochs (resume the checkpoint with a larger epochs) or raise lr.",
-            RuntimeWarning, stacklevel=2,
+            RuntimeWarning, stacklevel=3,  # the caller of fit
         )  # fmt: skip
     bar.close()
     vae.eval()

@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="family of q(z|x): a diagonal Gaussian, or an inverse autoregressive flow on top of it")
     train.add_argument("--guide-kwargs", type=_json_object, default={},
                        help='guide options as a JSON object, e.g. \'{"num_flows": 2}\'')
+    train.add_argument("--standardize", action="store_true",
+                       help="model (x - mean) / std per feature, with log-densities kept in the data's units "
+                       "(real-valued likelihoods: normal, laplace, student_t)")  # fmt: skip
     train.add_argument("--latent-dim", type=int, default=2, help="dimension L of z")
     train.add_argument("--hidden", type=int, nargs="*", default=[400], help="hidden layer widths of encoder and decoder")
     train.add_argument("--elbo", default="trace", choices=sorted(ELBOS),

@@ -37,7 +37,8 @@ def run_train(args) -> dict:
     torch.manual_seed(args.seed)
     vae = VAE(dataset.input_dim, args.latent_dim, hidden_sizes=args.hidden, likelihood=args.likelihood,
               likelihood_kwargs=args.likelihood_kwargs, prior=args.prior, prior_kwargs=args.prior_kwargs,
-              guide=args.guide, guide_kwargs=args.guide_kwargs, image_shape=dataset.image_shape).to(device)  # fmt: skip
+              guide=args.guide, guide_kwargs=args.guide_kwargs, standardize=args.standardize,
+              image_shape=dataset.image_shape).to(device)  # fmt: skip
     settings = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kl_warmup_epochs=args.kl_warmup,
                     patience=args.patience, seed=args.seed, elbo=args.elbo, resume=args.resume)  # fmt: skip
     return train_and_report(vae, on_device(dataset, device), Path(args.out), settings, title=dataset.name,
