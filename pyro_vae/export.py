@@ -121,7 +121,7 @@ def to_inference_data(
                     site = model_trace.nodes[name]
                     keep("predictive", name, site_values(site, sites, program.plate), True)
                     keep("observed", name, _observed_rows(site, sites, program.plate), True)
-                    keep("log_lik", name, per_point({**site, "value": _observed_value(chunk, name, site)}, sites,
+                    keep("log_lik", name, per_point({**site, "value": _observed_value(site)}, sites,
                                                     program.plate, draws, len(rows)), True)  # fmt: skip
         with isolated(seed + 1):  # latents from the prior, one per observation and draw
             for start in range(0, n, rows_per_chunk):
@@ -177,17 +177,17 @@ def to_inference_data(
     return idata
 
 
-def _observed_value(data: Data | None, name: str, site: dict) -> torch.Tensor:
-    """The observed value of site ``name`` (kept by ``poutine.uncondition`` in ``infer["obs"]``)."""
+def _observed_value(site: dict) -> torch.Tensor:
+    """An observed site's data, kept by ``poutine.uncondition`` in ``infer["obs"]``."""
     value = site["infer"].get("obs")
     if value is None:
-        raise ValueError(f"The observed site {name!r} kept no observed value.")
+        raise ValueError(f"The observed site {site['name']!r} kept no observed value.")
     return value
 
 
 def _observed_rows(site: dict, sites: Sites, plate: str) -> torch.Tensor:
     """A chunk's observations of an observed site, ``(B, ...)``, laid out like its draws."""
-    value = _observed_value(None, site["name"], site)
+    value = _observed_value(site)
     expanded = value.expand(site["value"].shape[-value.ndim:]).unsqueeze(0)
     return site_values({**site, "value": expanded}, sites, plate)[0]
 

@@ -118,10 +118,6 @@ class Program:
         """Whether the program makes its own rows for generation (a VAE's template batch)."""
         return self._template is not None
 
-    @property
-    def has_guide(self) -> bool:
-        return self._guide is not None
-
     # ------------------------------------------------------------------ data
     def data(self, x: Any, covariates: Mapping[str, Any] | None = None, what: str = "x", *,
              checked: bool = False) -> Data:  # fmt: skip
@@ -288,7 +284,6 @@ class Program:
             guide=_wrapped(poutine.condition(self._guide, data=chosen), self._guide) if self._guide else None,
         )
         program._sites = sites
-        program.global_values = chosen
         return program, described
 
     @torch.no_grad()

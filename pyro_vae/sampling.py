@@ -120,6 +120,7 @@ def _data(program: Program, x: Any, covariates) -> tuple[Data | None, torch.Tens
 
 
 def _merge(data: Data | None, generate_with: dict) -> dict:
-    if data is None:
+    """What the model sees while decoding: ``generate_with`` when given, else the data's covariates."""
+    if generate_with or data is None:
         return dict(generate_with)
-    return {**data.covariates, **generate_with} if not generate_with else dict(generate_with)
+    return dict(data.covariates)
