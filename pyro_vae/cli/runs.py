@@ -64,8 +64,8 @@ def prepare(out: Path, config: dict[str, Any], *, resume: bool, overwrite: bool)
         raise ValueError("--resume continues a run and --overwrite replaces it; pass one of them.")
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if existing and not (resume or overwrite):
-        raise ValueError(f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it or "
-                         "--overwrite to replace it, or choose another --out.")  # fmt: skip
+        raise ValueError(f"{out} already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
+                         "(or, with pyro-vae train, --resume to continue it), or choose another --out.")  # fmt: skip
     if resume and (out / "config.json").exists():
         saved = read_config(out)
         differing = [k for k in _RESUME_KEYS if saved.get(k) != config.get(k)]
