@@ -1,7 +1,7 @@
 """pyro_vae: variational autoencoders written as Pyro programs."""
 
 from ._version import __version__
-from . import data, diagnostics, latent, program, quality
+from . import baselines, data, diagnostics, latent, program, quality
 from .checkpoint import load, save
 from .cli import load_run
 from .comparison import compare, plot_comparison
@@ -37,6 +37,7 @@ __all__ = [
     "Prior",
     "VAE",
     "__version__",
+    "baselines",
     "as_program",
     "compare",
     "data",
