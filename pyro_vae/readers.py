@@ -82,17 +82,34 @@ def _load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise FileNotFoundError(f"No table at {path}.")
     try:
         if path.suffix.lower() == ".npy":
+            _check_npy_header(path)
             array = np.load(path, allow_pickle=False)
         else:
             try:
                 array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
             except ValueError:
                 array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=1)
-    except (ValueError, OSError, EOFError) as error:
-        raise ValueError(f"{path} is not a numeric table ({type(error).__name__}: {str(error)[:120]}).") from None
+    except (ValueError, OSError, EOFError, MemoryError) as error:
+        raise ValueError(f"{path} is not a numeric table ({type(error).__name__}: {str(error)[:400]}).") from None
     if array.ndim != 2 or array.shape[0] < 3 or array.shape[1] < 1:
         raise ValueError(f"{path} must hold a table of shape (N, D) with N >= 3 rows, got shape {array.shape}.")
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{path} holds {array.dtype} values; a table must be numeric.")
     x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     return x, torch.zeros(len(x), dtype=torch.int64)
+
+
+def _check_npy_header(path: Path) -> None:
+    """Refuse a ``.npy`` file whose header announces more data than the file holds, before numpy
+    allocates it."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = reader(handle)
+        header_end = handle.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds Python objects; a table must be numeric.")
+    announced = math.prod(shape) * dtype.itemsize
+    if header_end + announced != path.stat().st_size:
+        raise ValueError(f"{path} announces an array of shape {shape} ({announced:,} bytes) in a file of "
+                         f"{path.stat().st_size - header_end:,} data bytes.")  # fmt: skip

@@ -174,3 +174,18 @@ def test_idx_labels_are_validated(tmp_path, labels, code):
         (folder / f"{stem}-labels-idx1-ubyte").write_bytes(idx((1,), labels, type_code=code))
     with pytest.raises(ValueError, match="labels must lie"):
         data.load(str(folder))
+
+
+def test_a_table_whose_header_announces_more_than_its_file_is_refused_before_allocating(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "ok.npy", np.zeros((20, 3)))
+    raw = (tmp_path / "ok.npy").read_bytes().replace(b"(20, 3)", b"(20000000000, 3)")
+    (tmp_path / "evil.npy").write_bytes(raw)
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match=r"evil.npy.*announces an array of shape \(20000000000, 3\)"):
+        data.load(str(tmp_path / "evil.npy"))
+    assert time.perf_counter() - started < 1.0
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}] * 3, dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="objects.npy"):
+        data.load(str(tmp_path / "objects.npy"))
