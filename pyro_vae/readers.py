@@ -53,7 +53,7 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
             if not compressed and path.stat().st_size != 4 + 4 * ndim + size:
                 raise ValueError(f"{path} holds {path.stat().st_size} bytes but its header {shape} implies "
                                  f"{4 + 4 * ndim + size}.")  # fmt: skip
-            payload = stream.read(size + 1)
+            payload = _read_at_most(stream, size + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise ValueError(f"{path} is unreadable or a damaged gzip file ({type(error).__name__}: {error}).") from None
     if len(payload) != size:
@@ -61,6 +61,19 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
                          f"(decompressed) but its header {shape} implies {4 + 4 * ndim + size}.")  # fmt: skip
     array = np.frombuffer(payload, dtype=dtype).reshape(shape)
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).copy())
+
+
+def _read_at_most(stream, limit: int, block: int = 2**24) -> bytes:
+    """Up to ``limit`` bytes in blocks, so that what is allocated follows what the stream holds,
+    not what a header announced."""
+    parts, total = [], 0
+    while total < limit:
+        part = stream.read(min(block, limit - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
 
 
 def _check_labels(labels: torch.Tensor, path: Path) -> torch.Tensor:
