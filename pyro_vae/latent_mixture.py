@@ -68,6 +68,7 @@ class LatentMixture(nn.Module):
         guide: Callable | None = None,
         covariates: Mapping[str, Any] | None = None,
         site: str | None = None,
+        plate: str | None = None,
         covariance_type: str = "full",
         draws_per_point: int = 1,
         max_draws: int = 20_000,
@@ -82,7 +83,7 @@ class LatentMixture(nn.Module):
         """
         from sklearn.mixture import GaussianMixture
 
-        program = as_program(model, guide)
+        program = as_program(model, guide, plate=plate)
         data = program.data(x, covariates)
         sites = program.sites(data)
         name = sites.latent(site)

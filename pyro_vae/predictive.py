@@ -56,11 +56,14 @@ def prior_predictive(
     *,
     x: Any = None,
     covariates: Mapping[str, Any] | None = None,
+    guide: Callable | None = None,
     plate: str | None = None,
     seed: int = 0,
     max_values: int = MAX_VALUES,
 ) -> PredictiveSamples:
     """Draw latents from the model's prior and observed sites from ``p(x|z)``.
+
+    ``guide`` is accepted for a uniform call form and not used: prior draws need no posterior.
 
     The model runs on ``num_samples`` rows: the VAE's template batch, or the rows of ``x`` (and
     ``covariates``) repeated in order; a covariate of one row (``{"y": label_one_hot}``) is used
@@ -71,7 +74,7 @@ def prior_predictive(
     before any work.
     """
     positive_int(num_samples, "num_samples")
-    program = as_program(model, plate=plate)
+    program = as_program(model, guide, plate=plate)
     check_output_size(program, generation_rows(program, 1, x, covariates), num_samples, max_values)
     rows = generation_rows(program, num_samples, x, covariates)
     with isolated(seed), pyro.validation_enabled(False):

@@ -94,10 +94,11 @@ def decode(
     x: Any = None,
     covariates: Mapping[str, Any] | None = None,
     site: str | None = None,
+    plate: str | None = None,
     seed: int = 0,
 ) -> PredictiveSamples:
     """``x' ~ p(x|z)`` and ``E[x|z]`` for codes ``z`` of shape ``(M, L)``, run on ``M`` rows."""
-    program = as_program(model)
+    program = as_program(model, plate=plate)
     rows = generation_rows(program, z.shape[0], x, covariates)
     with isolated(seed), pyro.validation_enabled(False):
         sites = program.sites(rows)
