@@ -20,6 +20,7 @@ import torch
 
 from ._checks import as_tensor, positive_int
 from .evaluate import LogLikelihood
+from .statistics import mean_se
 
 #: Variances are floored at this share of the data's mean variance (a constant feature would
 #: otherwise have an infinite density).
@@ -40,17 +41,31 @@ def ppca(train: Any, test: Any, latent_dim: int) -> LogLikelihood:
     likelihood on ``train`` (``W = U_L (Lambda_L - s^2)^{1/2}``, ``s^2`` the mean discarded eigenvalue)."""
     train, test = _pair(train, test)
     latent = positive_int(latent_dim, "latent_dim")
-    n, d = train.shape
+    d = train.shape[1]
     if latent >= d:
         raise ValueError(f"PPCA needs latent_dim < D = {d}, got {latent}.")
-    mean = train.mean(0)
-    eigenvalues, eigenvectors = torch.linalg.eigh((train - mean).T @ (train - mean) / n)
-    eigenvalues, eigenvectors = eigenvalues.flip(0).clamp(min=0), eigenvectors.flip(1)
-    noise = max(float(eigenvalues[latent:].mean()), _VARIANCE_FLOOR * float(eigenvalues.mean()) + 1e-300)
-    weights = eigenvectors[:, :latent] * (eigenvalues[:latent] - noise).clamp(min=0).sqrt()
+    mean, weights, noise = ppca_solution(train, latent)
     covariance = weights @ weights.T + noise * torch.eye(d, dtype=train.dtype)
     log_px = torch.distributions.MultivariateNormal(mean, covariance_matrix=covariance).log_prob(test)
     return _result(log_px, f"baseline: PPCA (L={latent})", d)
+
+
+def ppca_solution(x: torch.Tensor, latent_dim: int, *, noise: float | None = None,
+                  min_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Maximum-likelihood PPCA of ``x`` (``(N, D)``, float64): mean ``(D,)``, ``W`` ``(D, latent_dim)``
+    with orthogonal columns ``U (Lambda - s^2)^{1/2}``, and ``s^2``, the mean discarded eigenvalue
+    (or the given ``noise``; at least ``min_noise``). Columns beyond ``D`` are zero."""
+    n, d = x.shape
+    latent = min(latent_dim, d)
+    mean = x.mean(0)
+    eigenvalues, eigenvectors = torch.linalg.eigh((x - mean).T @ (x - mean) / n)
+    eigenvalues, eigenvectors = eigenvalues.flip(0).clamp(min=0), eigenvectors.flip(1)
+    if noise is None:
+        noise = float(eigenvalues[latent:].mean()) if latent < d else float(eigenvalues[-1]) * 1e-2
+        noise = max(noise, _VARIANCE_FLOOR * float(eigenvalues.mean()) + 1e-300, min_noise)
+    weights = torch.zeros(d, latent_dim, dtype=x.dtype)
+    weights[:, :latent] = eigenvectors[:, :latent] * (eigenvalues[:latent] - noise).clamp(min=0).sqrt()
+    return mean, weights, noise
 
 
 def losing_to(result: LogLikelihood, baselines: dict[str, LogLikelihood], *, threshold: float = 2.0) -> list[str]:
@@ -59,7 +74,7 @@ def losing_to(result: LogLikelihood, baselines: dict[str, LogLikelihood], *, thr
     warnings = []
     for name, baseline in baselines.items():
         diff = (baseline.log_px - result.log_px).double()
-        se = float(diff.std(correction=0)) / math.sqrt(len(diff)) if len(diff) > 1 else math.inf
+        se = mean_se(diff) if len(diff) > 1 else math.inf
         if float(diff.mean()) > threshold * se:
             warnings.append(
                 f"The model's held-out log p(x) is {float(diff.mean()):.2f} ± {se:.2f} nats per point below the "

@@ -55,16 +55,12 @@ def is_linear_gaussian(vae) -> bool:
 def start_at_ppca(vae, x: torch.Tensor) -> None:
     """``W = U (Lambda - s^2)^(1/2)``, ``b`` the mean, ``s^2`` the mean discarded eigenvalue; a linear
     encoder at ``z | x ~ N(M^-1 W^T (x - b), s^2 M^-1)``, ``M = W^T W + s^2 I`` (diagonal here)."""
-    n, d = x.shape
-    latent = min(vae.latent_dim, d)
-    mean = x.double().mean(0)
-    eigenvalues, eigenvectors = torch.linalg.eigh((x.double() - mean).T @ (x.double() - mean) / n)
-    eigenvalues, eigenvectors = eigenvalues.flip(0).clamp(min=0), eigenvectors.flip(1)
+    from .baselines import ppca_solution
+
+    d = x.shape[1]
     scale = vae.likelihood.scale
-    noise = float(eigenvalues[latent:].mean()) if latent < d else float(eigenvalues[-1]) * 1e-2
-    noise = max(noise, (2 * scale.floor) ** 2, 1e-12) if not scale.is_fixed else float(scale.spec) ** 2
-    weights = torch.zeros(d, vae.latent_dim, dtype=torch.float64)
-    weights[:, :latent] = eigenvectors[:, :latent] * (eigenvalues[:latent] - noise).clamp(min=0).sqrt()
+    fixed = float(scale.spec) ** 2 if scale.is_fixed else None
+    mean, weights, noise = ppca_solution(x.double(), vae.latent_dim, noise=fixed, min_noise=(2 * scale.floor) ** 2)
     decoder = vae.decoder.net[0]
     decoder.weight.copy_(weights.to(decoder.weight.dtype))
     decoder.bias.copy_(mean.to(decoder.bias.dtype))
