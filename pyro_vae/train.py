@@ -155,6 +155,9 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
     lines = progress == "lines"
     if before_training is not None:
         before_training()
+    # Validation reuses one program, its structure and the checked data, epoch after epoch.
+    program = as_program(vae)
+    val_sites = program.sites(val_data) if val_data is not None else None
     history = History(state.rows, state.best_epoch, False)
 
     from tqdm.auto import tqdm
@@ -196,8 +199,7 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
                 "seconds": 0.0,
             }
             if x_val is not None:
-                row["val_elbo"] = mean_elbo(vae, val_data.x, covariates=val_data.covariates, seed=seed,
-                                            batch_size=max(batch_size, 512))  # fmt: skip
+                row["val_elbo"] = _mean_elbo(program, val_data, val_sites, seed=seed, batch_size=max(batch_size, 512))
                 if not math.isfinite(row["val_elbo"]):
                     _diverged(vae, state, last_finite, epoch, steps_per_epoch - 1,
                               f"the validation ELBO became {row['val_elbo']}", checkpoint, restore_best)  # fmt: skip
@@ -258,12 +260,18 @@ def mean_elbo(
     model that declares ``indices``. Uses a private generator seeded by ``seed``, so repeated
     calls on the same model agree.
     """
-    from .evaluate import _weights
-
     program = as_program(model, guide, plate=plate)
     data = program.data(x, covariates)
     sites = program.sites(data)
     program, _ = program.conditioned_on_globals(data, global_values)
+    return _mean_elbo(program, data, sites, seed=seed, batch_size=batch_size)
+
+
+@torch.no_grad()
+def _mean_elbo(program, data, sites, *, seed: int, batch_size: int) -> float:
+    """:func:`mean_elbo` on a prepared program and checked data (``fit`` validates every epoch)."""
+    from .evaluate import _weights
+
     total = 0.0
     with isolated(seed), pyro.validation_enabled(False):
         for start in range(0, len(data), batch_size):
