@@ -143,15 +143,16 @@ def parameter_bound(config: dict, *, custom: set[str] = frozenset()) -> int:
 
     d, latent, k = config["input_dim"], config["latent_dim"], config.get("covariate_dim", 0)
     hidden = list(config["hidden_sizes"])
+    gated = config.get("activation") == "gated"  # two linear maps per hidden layer
     try:
         per_feature = get_likelihood(config["likelihood"], **config["likelihood_kwargs"]).params_per_feature
     except (ValueError, TypeError) as error:
         raise ValueError(f"the configuration's likelihood is invalid: {error}") from None
     total = 4 * d  # per-feature likelihood parameters
     if "encoder" not in custom:
-        total += _mlp([d + k, *hidden, 2 * latent])
+        total += _mlp([d + k, *hidden, 2 * latent], gated)
     if "decoder" not in custom:
-        total += _mlp([latent + k, *reversed(hidden), d * per_feature])
+        total += _mlp([latent + k, *reversed(hidden), d * per_feature], gated)
     prior = config.get("prior_kwargs") or {}
     components = prior.get("num_components", 50)
     total += {
@@ -167,8 +168,9 @@ def parameter_bound(config: dict, *, custom: set[str] = frozenset()) -> int:
     return int(total)
 
 
-def _mlp(sizes: list) -> int:
-    return sum(int(a) * int(b) + int(b) for a, b in zip(sizes[:-1], sizes[1:]))
+def _mlp(sizes: list, gated: bool = False) -> int:
+    layers = [(int(a) * int(b) + int(b)) for a, b in zip(sizes[:-1], sizes[1:])]
+    return sum(layers) + (sum(layers[:-1]) if gated else 0)
 
 
 def load_state(vae: VAE, state_dict: dict[str, torch.Tensor], source: Any = "checkpoint") -> None:

@@ -49,7 +49,9 @@ class VAE(nn.Module):
         input_dim: number of features ``D`` per data point (pixels of a flattened image).
         latent_dim: dimension ``L`` of ``z``.
         hidden_sizes: hidden layer widths of the default MLP encoder and decoder.
-        activation: activation of the default MLPs (``"softplus"``, ``"relu"``, ...).
+        activation: activation of the default MLPs (``"softplus"``, ``"relu"``, ...), or ``"gated"``
+            for gated dense hidden layers (:class:`~pyro_vae.networks.GatedDense`, the MLP of
+            Tomczak & Welling 2018 and of the Exemplar VAE's density-estimation table).
         likelihood: a registry name (see :data:`pyro_vae.likelihoods.LIKELIHOODS`) or a
             :class:`~pyro_vae.likelihoods.Likelihood`.
         likelihood_kwargs: constructor arguments when ``likelihood`` is a name.

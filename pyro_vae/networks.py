@@ -20,21 +20,60 @@ from torch import nn
 from torch.nn import functional as F
 
 ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh, "elu": nn.ELU}
+#: ``activation="gated"`` makes every hidden layer a :class:`GatedDense` layer.
+GATED = "gated"
 
 # Posterior scales are kept away from zero so log q(z|x) stays finite.
 _MIN_SCALE = 1e-4
 
 
+class GatedDense(nn.Module):
+    """A gated dense layer, ``h = (W x + b) * sigmoid(V x + c)`` (Dauphin et al. 2017).
+
+    The layer of the MLP VAEs of Tomczak & Welling (2018) and Norouzi et al. (2020): the gate
+    decides, per unit and per input, how much of the linear response passes. Shapes: ``(..., fan_in)
+    -> (..., fan_out)``.
+    """
+
+    def __init__(self, fan_in: int, fan_out: int):
+        super().__init__()
+        self.linear = nn.Linear(fan_in, fan_out)
+        self.gate = nn.Linear(fan_in, fan_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * torch.sigmoid(self.gate(x))
+
+
+def check_activation(activation: str) -> str:
+    if activation != GATED and activation not in ACTIVATIONS:
+        raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted([*ACTIVATIONS, GATED])}.")
+    return activation
+
+
 def mlp(sizes: Sequence[int], activation: str = "softplus") -> nn.Sequential:
-    """A multilayer perceptron with ``activation`` between layers and none after the last."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"Unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}.")
+    """A multilayer perceptron with ``activation`` between layers and none after the last.
+
+    With ``activation="gated"`` each hidden layer is a :class:`GatedDense` layer (its gate is its
+    non-linearity) and the last layer is linear.
+    """
+    check_activation(activation)
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        last = i == len(sizes) - 2
+        if activation == GATED and not last:
+            layers.append(GatedDense(fan_in, fan_out))
+            continue
         layers.append(nn.Linear(fan_in, fan_out))
-        if i < len(sizes) - 2:
+        if not last:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
+
+
+def hidden_layers(sizes: Sequence[int], activation: str) -> tuple[nn.Module, nn.Module]:
+    """``(body, act)``: ``act(body(x))`` maps ``sizes[0]`` inputs through every hidden layer of ``sizes[1:]``."""
+    if activation == GATED:
+        return nn.Sequential(*(GatedDense(a, b) for a, b in zip(sizes[:-1], sizes[1:]))), nn.Identity()
+    return mlp(sizes, activation), (ACTIVATIONS[activation]() if len(sizes) > 1 else nn.Identity())
 
 
 class MLPEncoder(nn.Module):
@@ -48,9 +87,8 @@ class MLPEncoder(nn.Module):
         activation: str = "softplus",
     ):
         super().__init__()
-        self.body = mlp([input_dim, *hidden_sizes], activation)
+        self.body, self.act = hidden_layers([input_dim, *hidden_sizes], activation)
         width = hidden_sizes[-1] if hidden_sizes else input_dim
-        self.act = ACTIVATIONS[activation]() if hidden_sizes else nn.Identity()
         self.head = nn.Linear(width, 2 * latent_dim)
         self.latent_dim = latent_dim
 

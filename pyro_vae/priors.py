@@ -35,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ._checks import positive_int
+from .mixtures import DiagonalNormalMixture
 from ._registry import registrar
 
 PRIORS: dict[str, type["Prior"]] = {}
@@ -137,8 +138,7 @@ class MixturePrior(Prior):
         return F.softplus(self.raw_scale) + MIN_SCALE
 
     def distribution(self):
-        components = dist.Normal(self.loc, self.scale).to_event(1)
-        return dist.MixtureSameFamily(dist.Categorical(logits=self.logits), components)
+        return DiagonalNormalMixture(self.logits, self.loc, self.scale)
 
 
 @register_prior("vamp")
@@ -183,8 +183,8 @@ class VampPrior(Prior):
     def distribution(self):
         self._check_attached()
         loc, scale = self._encoder[0](self.pseudo_inputs)  # (K, L) each
-        uniform = dist.Categorical(logits=torch.zeros(self.num_components, device=loc.device, dtype=loc.dtype))
-        return dist.MixtureSameFamily(uniform, dist.Normal(loc, scale).to_event(1))
+        uniform = torch.zeros(self.num_components, device=loc.device, dtype=loc.dtype)
+        return DiagonalNormalMixture(uniform, loc, scale)
 
     def _check_attached(self) -> None:
         if self.pseudo_inputs is None:

@@ -41,10 +41,11 @@ from ._isolation import isolated
 from .data import Split, binarize
 from .initialization import initialize_from_data
 from .model import VAE
+from .objectives import ImportanceWeightedELBO
 from .program import as_program
 from .training_state import History, RunState, resume_state
 
-ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": ImportanceWeightedELBO}
 def fit(
     vae: VAE,
     train: Any,
@@ -81,7 +82,9 @@ def fit(
         epochs: total number of epochs (including those done before a resumed checkpoint).
         batch_size: minibatch size ``B``; the plate scales each minibatch by ``N / B``.
         lr: Adam learning rate.
-        elbo: ``"trace"`` (``Trace_ELBO``) or ``"meanfield"`` (``TraceMeanField_ELBO``).
+        elbo: ``"trace"`` (``Trace_ELBO``), ``"meanfield"`` (``TraceMeanField_ELBO``) or ``"iwae"``
+            (the per-point importance-weighted bound with ``num_particles`` samples,
+            :class:`~pyro_vae.objectives.ImportanceWeightedELBO`).
         num_particles: samples of ``z`` per point and step (vectorised).
         kl_warmup_epochs: epochs over which the KL weight rises linearly from 0 to 1.
         patience: stop after this many epochs without a better validation ELBO (needs ``val``).
@@ -146,9 +149,10 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
     elif init_from_data and not vae.trained:
         initialize_from_data(vae, binarize(x, _derived_seed(seed, 0, "binarize")) if dynamic else x, checked=True)
 
-    loss = ELBOS[elbo](
-        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
-    )
+    if elbo == "iwae":
+        loss = ImportanceWeightedELBO(num_particles, plate="data", max_plate_nesting=1)
+    else:
+        loss = ELBOS[elbo](num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
     num_data = len(x)
     steps_per_epoch = math.ceil(num_data / batch_size)
     show = sys.stderr.isatty() if progress is None else progress is True

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "(real-valued likelihoods: normal, laplace, student_t)")  # fmt: skip
     train.add_argument("--latent-dim", type=int, default=2, help="dimension L of z")
     train.add_argument("--hidden", type=int, nargs="*", default=[400], help="hidden layer widths of encoder and decoder")
+    train.add_argument("--activation", default="softplus", choices=["softplus", "relu", "tanh", "elu", "gated"],
+                       help="non-linearity of the hidden layers; 'gated' makes them gated dense layers")
     train.add_argument("--elbo", default="trace", choices=sorted(ELBOS),
                        help="Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL where one exists)")
     train.add_argument("--epochs", type=int, default=50, help="most epochs, counting those of a resumed run")

@@ -35,7 +35,8 @@ def run_train(args) -> dict:
     device = parse_device(args.device)
     dataset = data_module.load(args.data, binarize=args.binarize, values=args.values, seed=args.seed)
     torch.manual_seed(args.seed)
-    vae = VAE(dataset.input_dim, args.latent_dim, hidden_sizes=args.hidden, likelihood=args.likelihood,
+    vae = VAE(dataset.input_dim, args.latent_dim, hidden_sizes=args.hidden, activation=args.activation,
+              likelihood=args.likelihood,
               likelihood_kwargs=args.likelihood_kwargs, prior=args.prior, prior_kwargs=args.prior_kwargs,
               guide=args.guide, guide_kwargs=args.guide_kwargs, standardize=args.standardize,
               image_shape=dataset.image_shape).to(device)  # fmt: skip

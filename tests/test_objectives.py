@@ -1,0 +1,126 @@
+"""The per-point importance-weighted objective, the gated dense layer and the matrix-product mixture."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+
+import pyro_vae
+from ppca import ExactEncoder, linear_gaussian_vae, log_marginal, simulate
+from programs import ConditionalLinear
+from pyro_vae.mixtures import DiagonalNormalMixture
+from pyro_vae.networks import GatedDense
+from pyro_vae.objectives import ImportanceWeightedELBO
+
+
+def bound(objective, model, guide, *args, repeats=1, **kwargs):
+    with pyro.validation_enabled(False):
+        return torch.tensor([-objective.loss(model, guide, *args, **kwargs) for _ in range(repeats)], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("particles", [1, 7])
+def test_exact_guide_gives_the_exact_log_marginal_for_any_number_of_particles(particles):
+    program = ConditionalLinear()
+    x, y = program.simulate(50)
+    exact = program.log_marginal(x, y).sum().item()
+    objective = ImportanceWeightedELBO(particles, plate="points")
+    assert bound(objective, program.model, program.guide, x, y).item() == pytest.approx(exact, abs=2e-3)
+
+
+def test_bound_rises_with_particles_towards_the_log_marginal_for_an_inexact_guide():
+    program = ConditionalLinear()
+    x, y = program.simulate(50)
+    exact = program.log_marginal(x, y).sum().item()
+    torch.manual_seed(0)
+    means = {}
+    for particles in (1, 10, 2000):
+        values = bound(ImportanceWeightedELBO(particles, plate="points"), program.model, program.inexact_guide, x, y,
+                       repeats=10)  # fmt: skip
+        means[particles] = (values.mean().item(), values.std().item() / math.sqrt(10))
+    (m1, s1), (m10, s10), (m2000, s2000) = means[1], means[10], means[2000]
+    assert m1 + 5 * (s1 + s10) < m10 < m2000 < exact + 5 * s2000
+    assert exact - m2000 < 0.02 * abs(exact - m1)  # 2,000 particles close nearly all of the ELBO's gap
+
+
+def test_one_particle_matches_trace_elbo_in_expectation():
+    program = ConditionalLinear()
+    x, y = program.simulate(50)
+    torch.manual_seed(1)
+    iwae = bound(ImportanceWeightedELBO(1, plate="points"), program.model, program.inexact_guide, x, y, repeats=200)
+    elbo = bound(pyro.infer.Trace_ELBO(), program.model, program.inexact_guide, x, y, repeats=200)
+    se = math.sqrt(iwae.var().item() / 200 + elbo.var().item() / 200)
+    assert abs(iwae.mean().item() - elbo.mean().item()) < 4 * se
+
+
+def test_subsampled_minibatch_is_scaled_by_num_data_over_batch():
+    W, b, x = simulate(40, 6, 2, 0.5)
+    vae = pyro_vae.VAE(6, 2, hidden_sizes=(), likelihood="normal", likelihood_kwargs={"scale": 0.5},
+                       encoder=ExactEncoder(W, b, 0.5))  # fmt: skip
+    with torch.no_grad():
+        vae.decoder.net[0].weight.copy_(W)
+        vae.decoder.net[0].bias.copy_(b)
+    rows = torch.arange(10, 20)
+    exact = log_marginal(W, b, 0.5, x[rows]).sum().item() * 40 / 10
+    value = bound(ImportanceWeightedELBO(3), vae.model, vae.guide, x[rows], indices=rows, num_data=40)
+    assert value.item() == pytest.approx(exact, rel=1e-4)
+
+
+def test_global_latents_are_refused_with_the_site_name():
+    def model(x):
+        shift = pyro.sample("shift", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", dist.Normal(shift, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("shift", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="'shift' lies outside"):
+        ImportanceWeightedELBO(4).loss(model, guide, torch.zeros(5))
+
+
+def test_fit_with_the_importance_weighted_objective_reaches_the_ppca_optimum():
+    from ppca import decoder_params, max_log_likelihood
+
+    W, b, x = simulate(1000, 6, 2, 0.5, seed=3, orthogonal=False)
+    target = max_log_likelihood(x, 2).item()
+    vae = linear_gaussian_vae(6, 2)
+    pyro_vae.fit(vae, x, epochs=30, batch_size=100, lr=2e-2, elbo="iwae", num_particles=5, seed=0)
+    achieved = log_marginal(*decoder_params(vae), x).mean().item()
+    assert achieved <= target + 1e-4
+    assert achieved == pytest.approx(target, abs=0.03)
+
+
+def test_gated_dense_layer_is_a_gated_linear_map_and_a_vae_choice():
+    torch.manual_seed(0)
+    layer = GatedDense(5, 3)
+    x = torch.randn(4, 5)
+    expected = (x @ layer.linear.weight.T + layer.linear.bias) * torch.sigmoid(x @ layer.gate.weight.T + layer.gate.bias)
+    assert torch.allclose(layer(x), expected)
+    vae = pyro_vae.VAE(12, 3, hidden_sizes=(8, 6), activation="gated")
+    gated = [m for m in vae.modules() if isinstance(m, GatedDense)]
+    assert [(m.linear.in_features, m.linear.out_features) for m in gated] == [(12, 8), (8, 6), (3, 8), (8, 6)]
+    loaded = pyro_vae.VAE.from_config(vae.config())
+    assert loaded.state_dict().keys() == vae.state_dict().keys()
+    with pytest.raises(ValueError, match="Unknown activation 'gate'"):
+        pyro_vae.VAE(12, 3, activation="gate")
+
+
+def test_matrix_product_mixture_equals_mixture_same_family_and_keeps_gradients():
+    torch.manual_seed(0)
+    logits = torch.randn(9, requires_grad=True)
+    loc = torch.randn(9, 4, requires_grad=True)
+    scale = (torch.rand(9, 4) * 0.3 + 0.02).requires_grad_()
+    z = torch.randn(3, 5, 4) * 1.5
+    ours = DiagonalNormalMixture(logits, loc, scale)
+    reference = dist.MixtureSameFamily(dist.Categorical(logits=logits), dist.Normal(loc, scale).to_event(1))
+    a, b = ours.log_prob(z), reference.log_prob(z)
+    assert a.shape == (3, 5) and torch.allclose(a, b, atol=1e-4, rtol=1e-5)
+    grads = torch.autograd.grad(a.sum(), (logits, loc, scale))
+    expected = torch.autograd.grad(b.sum(), (logits, loc, scale))
+    for g, e in zip(grads, expected):
+        assert torch.allclose(g, e, atol=1e-3, rtol=1e-3)
+    draws = ours.expand((6,)).sample((2000,))
+    assert draws.shape == (2000, 6, 4)
+    assert torch.allclose(draws.mean((0, 1)), reference.mean, atol=0.1)
