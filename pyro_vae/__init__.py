@@ -1,7 +1,8 @@
 """pyro_vae: variational autoencoders written as Pyro programs."""
 
 from ._version import __version__
-from . import baselines, data, diagnostics, latent, program, quality
+from . import ais, baselines, data, diagnostics, latent, objectives, program, quality
+from .ais import BDMC, bdmc
 from .checkpoint import load, save
 from .cli import load_run
 from .comparison import compare, plot_comparison
@@ -21,6 +22,7 @@ from .train import History, fit, mean_elbo
 
 __all__ = [
     "AggregatePosterior",
+    "BDMC",
     "DensityLikelihood",
     "FlattenLeading",
     "GUIDES",
@@ -37,7 +39,9 @@ __all__ = [
     "Prior",
     "VAE",
     "__version__",
+    "ais",
     "baselines",
+    "bdmc",
     "as_program",
     "compare",
     "data",
@@ -51,6 +55,7 @@ __all__ = [
     "load_run",
     "log_likelihood",
     "mean_elbo",
+    "objectives",
     "plot_comparison",
     "posterior_predictive",
     "prior_predictive",

@@ -37,9 +37,13 @@ import torch
 from ._checks import positive_int
 from ._isolation import isolated
 from ._memory import HeapGuard
+from .ais import STARTS, Schedule, ais_log_weights
 from .program import Data, Program, as_program
 from .sites import Sites, per_point
 from .statistics import sum_se as _sum_se
+
+
+METHODS = ("importance", "ais")
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,10 @@ class LogLikelihood:
             ``p(z|x^{(k)})`` when other sites inform ``z``; ``per_site_pareto_k`` says where.
         per_site_pareto_k: Pareto ``k`` of each site's own weights (with ``psis``).
         conditioned_on: global latents fixed for the estimate, with how their values were chosen.
-        estimator: how ``log_px`` was estimated.
+        estimator: how ``log_px`` was estimated: ``"importance sampling"`` from the guide, or a
+            description of the annealed importance sampling run (``method="ais"``). For AIS,
+            ``elbo`` holds the mean log AIS weight and ``num_particles`` the chains per point.
+        acceptance: with AIS, each point's mean HMC acceptance probability, shape ``(N,)``.
     """
 
     log_px: torch.Tensor
@@ -81,6 +88,7 @@ class LogLikelihood:
     per_site_pareto_k: dict[str, torch.Tensor] | None = None
     conditioned_on: dict[str, str] = field(default_factory=dict)
     estimator: str = "importance sampling"
+    acceptance: torch.Tensor | None = None
 
     @property
     def num_points(self) -> int:
@@ -153,6 +161,8 @@ class LogLikelihood:
         if self.conditioned_on:
             out["conditioned_on"] = dict(self.conditioned_on)
         out["estimator"] = self.estimator
+        if self.acceptance is not None:
+            out["ais_acceptance"] = float(self.acceptance.mean())
         return out
 
 
@@ -167,10 +177,15 @@ def log_likelihood(
     num_particles: int = 1000,
     max_memory_mb: float = 64.0,
     seed: int = 0,
-    psis: bool = True,
+    psis: bool | None = None,
     return_log_weights: bool = False,
+    method: str = "importance",
+    ais_steps: int = 500,
+    leapfrog_steps: int = 10,
+    ais_start: str = "guide",
+    initial_step_size: float = 0.05,
 ) -> LogLikelihood:
-    """Importance-weighted ``log p(x_i)`` and ELBO for every data point of a Pyro program.
+    """Importance-weighted (or annealed) ``log p(x_i)`` and ELBO for every data point of a Pyro program.
 
     Args:
         model: a :class:`~pyro_vae.VAE`, or a Pyro program ``model(x, **covariates)`` (see
@@ -185,12 +200,19 @@ def log_likelihood(
             exist only conditionally: ``"guide_median"`` or ``{site: value}``. Without it a
             program with global latents is refused. The result's ``conditioned_on`` says what
             was used.
-        num_particles: importance samples ``S`` per point.
+        num_particles: importance samples ``S`` per point (with ``method="ais"``, chains per point).
         max_memory_mb: rough bound on the memory of one chunk (points x particles), measured
             from the program itself; the default keeps chunks in cache, which is also fastest.
         seed: seeds the draws; the same seed and ``max_memory_mb`` give the same result.
-        psis: also fit the Pareto shape ``k`` of each point's weights (ArviZ's ``psislw``).
+        psis: also fit the Pareto shape ``k`` of each point's weights (ArviZ's ``psislw``); by
+            default for importance sampling, and for AIS with at least 10 chains.
         return_log_weights: keep the ``(N, S)`` log weights in the result.
+        method: ``"importance"`` (importance sampling from the guide, the IWAE estimate) or
+            ``"ais"``: annealed importance sampling with HMC (:mod:`pyro_vae.ais`), whose slack
+            shrinks as ``ais_steps`` grows whatever the guide's quality.
+        ais_steps, leapfrog_steps, initial_step_size: AIS temperatures, leapfrog steps per HMC
+            transition and the starting HMC step size (adapted per chain).
+        ais_start: AIS starts from the ``"guide"`` ``q(z|x)`` or the ``"prior"`` ``p(z)``.
 
     Returns: a :class:`LogLikelihood`. With several observed sites, ``log_px`` estimates the
     joint ``log p(x_i)`` and ``per_site`` holds an estimate of each site's own marginal
@@ -200,13 +222,24 @@ def log_likelihood(
     positive_int(num_particles, "num_particles")
     if not (isinstance(max_memory_mb, (int, float)) and max_memory_mb > 0):
         raise ValueError(f"max_memory_mb must be a positive number, got {max_memory_mb!r}.")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    if psis is None:
+        psis = method == "importance" or num_particles >= 10
     if psis and num_particles < 10:
         raise ValueError("Pareto k needs at least 10 particles per point; raise num_particles or pass psis=False.")
+    schedule = Schedule(ais_steps, leapfrog_steps, initial_step_size) if method == "ais" else None
+    if method == "ais" and ais_start not in STARTS:
+        raise ValueError(f"ais_start must be one of {STARTS}, got {ais_start!r}.")
     data = program.data(x, covariates)
-    program.guide  # noqa: B018 -- refuse a missing guide before any work
+    if method == "importance" or ais_start == "guide":
+        program.guide  # noqa: B018 -- refuse a missing guide before any work
     sites = program.sites(data)
     program, conditioned = program.conditioned_on_globals(data, global_values)
     program.check_vectorised(data, sites)
+    if method == "ais":
+        return _ais(program, data, sites, num_particles, schedule, ais_start, seed, max_memory_mb, psis,
+                    return_log_weights, conditioned)  # fmt: skip
     points, particles = _plan(program, data, sites, num_particles, max_memory_mb)
     memory = HeapGuard(allowance_mb=4 * max_memory_mb + 128)
     log_px, elbo, mc_se, khat, kept = [], [], [], [], []
@@ -252,6 +285,27 @@ def log_likelihood(
         per_site={k: torch.cat(v) for k, v in per_site.items()} or None,
         per_site_pareto_k={k: torch.cat(v) for k, v in per_site_k.items()} or None,
         conditioned_on=conditioned,
+    )
+
+
+def _ais(program, data, sites, chains, schedule, start, seed, max_memory_mb, psis, return_log_weights,
+         conditioned) -> LogLikelihood:  # fmt: skip
+    lw, acceptance = ais_log_weights(program, data, sites, chains=chains, schedule=schedule, start=start, seed=seed,
+                                     max_memory_mb=max_memory_mb)  # fmt: skip
+    log_px, mean_log_w, mc_se = _weight_statistics(lw)
+    return LogLikelihood(
+        log_px=log_px,
+        elbo=mean_log_w,
+        mc_se=mc_se,
+        pareto_k=pareto_k(lw) if psis else None,
+        log_weights=lw.to(torch.get_default_dtype()) if return_log_weights else None,
+        num_particles=chains,
+        likelihood=describe_observed(program, data, sites),
+        is_discrete=all(sites.discrete.values()),
+        num_features=sum(int(math.prod(sites.event_shapes[k])) or 1 for k in sites.observed),
+        conditioned_on=conditioned,
+        estimator=schedule.describe(start),
+        acceptance=acceptance,
     )
 
 
