@@ -36,7 +36,14 @@ from .program import Program, as_program
 
 #: Columns of the table returned by :func:`compare`.
 COLUMNS = ("rank", "elpd", "se", "elpd_diff", "dse", "weight", "nll", "bits_per_dim", "mc_se", "share_k_above_0.7",
-           "warning")  # fmt: skip
+           "warning", "estimator", "slack", "unresolved")  # fmt: skip
+
+#: What to do when a difference is within the estimators' slack.
+SLACK_ADVICE = (
+    "Re-estimate with annealed importance sampling (log_likelihood(..., method='ais'), then pass the results to "
+    "compare), with more particles, or with a richer guide (guide='iaf'); for count models also check that "
+    "dispersion parameters are free per feature (likelihood_kwargs={'concentration': 'feature'})."
+)
 
 
 def compare(
@@ -80,7 +87,14 @@ def compare(
       ``nll / (D ln 2)`` (``NaN`` when ``D`` is unknown);
     * ``mc_se``, the Monte Carlo error of ``elpd`` from the finite number of particles;
     * ``share_k_above_0.7`` and ``warning``: the share of points whose importance weights have
-      Pareto ``k > 0.7`` (an unreliable estimate), and whether any point does.
+      Pareto ``k > 0.7`` (an unreliable estimate), and whether any point does;
+    * ``estimator``: how the row's ``log p(x)`` was estimated (importance sampling or AIS);
+    * ``slack``: the estimator's possible shortfall of ``elpd`` in nats
+      (:attr:`~pyro_vae.evaluate.LogLikelihood.slack`): both estimators are lower bounds, exact
+      only when their weights are of equal size;
+    * ``unresolved``: the difference to the best model is smaller than the two rows' slack
+      together, so the ranking may be an artefact of the estimators. Such rows are also reported
+      with a ``RuntimeWarning`` that says what to do, and listed in ``table.attrs["unresolved"]``.
 
     ``table.attrs`` records ``num_points``, ``num_particles`` and, per model, the estimator and any
     global latents it was conditioned on.
@@ -120,7 +134,32 @@ def compare(
         results = {**results, **found}
     table = _table(results, method)
     table.attrs["warnings"] = notes
+    _flag_slack(table)
     return table
+
+
+def _flag_slack(table: pd.DataFrame) -> None:
+    """Mark rows whose difference to the best model is within the estimators' combined slack."""
+    best = table.index[table["rank"] == 0][0]
+    slack = table["slack"]
+    unresolved = (table["elpd_diff"] < slack + slack[best]) & (table.index != best)
+    table["unresolved"] = unresolved.astype(bool)
+    table.attrs["unresolved"] = list(table.index[unresolved])
+    def share(name) -> str:
+        value = table.loc[name, "share_k_above_0.7"]
+        return "k unknown" if np.isnan(value) else f"Pareto k > 0.7 for {100 * value:.0f}% of points"
+
+    def amount(value: float) -> str:
+        return "an unbounded amount (Pareto k >= 1 somewhere)" if np.isinf(value) else f"{value:.1f} nats"
+
+    for name in table.attrs["unresolved"]:
+        row = table.loc[name]
+        warnings.warn(
+            f"{best} ranks above {name} by {row['elpd_diff']:.1f} nats (dse {row['dse']:.1f}), but the two estimates "
+            f"may fall short of the truth by up to {amount(slack[best])} and {amount(row['slack'])} ({share(best)}; "
+            f"{share(name)}): the ranking is not resolved. {SLACK_ADVICE}",
+            RuntimeWarning, stacklevel=3,
+        )  # fmt: skip
 
 
 def _baselines(results, entries, train, x, covariates, latent_dim) -> dict[str, LogLikelihood]:
@@ -251,6 +290,8 @@ def _table(results: Mapping[str, LogLikelihood], method: str) -> pd.DataFrame:
         results[n].share_k_above(0.7) if results[n].pareto_k is not None else np.nan for n in table.index
     ]
     table["warning"] = ranked["warning"].astype(bool)
+    table["estimator"] = [results[n].estimator for n in table.index]
+    table["slack"] = [results[n].slack for n in table.index]
     table.attrs.update(
         num_points=next(iter(results.values())).num_points,
         num_particles={n: r.num_particles for n, r in results.items()},

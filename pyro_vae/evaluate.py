@@ -73,6 +73,8 @@ class LogLikelihood:
             description of the annealed importance sampling run (``method="ais"``). For AIS,
             ``elbo`` holds the mean log AIS weight and ``num_particles`` the chains per point.
         acceptance: with AIS, each point's mean HMC acceptance probability, shape ``(N,)``.
+        doubling_gain: what the second half of the draws added to each estimate, ``log p-hat(S) -
+            log p-hat(S/2)``, shape ``(N,)``; with ``pareto_k`` it gives :attr:`slack_per_point`.
     """
 
     log_px: torch.Tensor
@@ -89,6 +91,7 @@ class LogLikelihood:
     conditioned_on: dict[str, str] = field(default_factory=dict)
     estimator: str = "importance sampling"
     acceptance: torch.Tensor | None = None
+    doubling_gain: torch.Tensor | None = None
 
     @property
     def num_points(self) -> int:
@@ -130,6 +133,31 @@ class LogLikelihood:
             raise ValueError("bits_per_dim needs num_features, the number of values per point.")
         return -self.mean / (self.num_features * math.log(2))
 
+    @property
+    def slack_per_point(self) -> torch.Tensor:
+        """How far below ``log p(x_i)`` each estimate may still sit, in nats, shape ``(N,)``.
+
+        Both estimators are stochastic lower bounds that rise towards ``log p(x_i)`` as draws are
+        added. Where the weights' tail has Pareto shape ``k``, the shortfall of a log-mean
+        estimate shrinks by a factor ``r = 2^(1 - 1/k)`` per doubling of the draws (``r = 1/2``
+        once the variance is finite, ``k <= 1/2``), so what is left after ``S`` draws is the last
+        doubling's gain times ``r / (1 - r)``. With ``k >= 1`` the estimate does not settle at any
+        number of draws and the slack is infinite. Without ``k`` (fewer than 10 draws, or
+        ``psis=False``) the Jensen gap ``log mean w - mean log w`` stands in.
+        """
+        jensen = (self.log_px - self.elbo).clamp(min=0.0)
+        if self.pareto_k is None or self.doubling_gain is None:
+            return jensen
+        k = self.pareto_k.double()
+        rate = torch.where(k > 0.5, torch.exp2(1.0 - 1.0 / k.clamp(min=0.5)), torch.full_like(k, 0.5))
+        slack = self.doubling_gain.clamp(min=0.0) * rate / (1.0 - rate)
+        return torch.where(k >= 1.0, torch.full_like(k, math.inf), slack)
+
+    @property
+    def slack(self) -> float:
+        """``sum_i slack_per_point``: the estimator's possible shortfall of :attr:`total`, in nats."""
+        return float(self.slack_per_point.sum())
+
     def share_k_above(self, threshold: float = 0.7) -> float:
         """Share of points whose Pareto ``k`` exceeds ``threshold``."""
         if self.pareto_k is None:
@@ -150,6 +178,7 @@ class LogLikelihood:
                if self.num_features else {}),  # fmt: skip
             "elbo": float(self.elbo.mean()),
             "elbo_se": _sum_se(self.elbo) / self.num_points,
+            "slack": self.slack / self.num_points,
         }
         if self.pareto_k is not None:
             out["share_k_above_0.7"] = self.share_k_above(0.7)
@@ -242,7 +271,7 @@ def log_likelihood(
                     return_log_weights, conditioned)  # fmt: skip
     points, particles = _plan(program, data, sites, num_particles, max_memory_mb)
     memory = HeapGuard(allowance_mb=4 * max_memory_mb + 128)
-    log_px, elbo, mc_se, khat, kept = [], [], [], [], []
+    log_px, elbo, mc_se, khat, kept, gains = [], [], [], [], [], []
     per_site: dict[str, list[torch.Tensor]] = {name: [] for name in sites.observed} if len(sites.observed) > 1 else {}
     per_site_k: dict[str, list[torch.Tensor]] = {name: [] for name in per_site} if psis else {}
     # The data was checked above and every z comes from the guide itself, so Pyro's per-site
@@ -263,6 +292,7 @@ def log_likelihood(
             log_px.append(stats[0])
             elbo.append(stats[1])
             mc_se.append(stats[2])
+            gains.append(doubling_gain(lw))
             for name in per_site:
                 own = latent + observed[name]
                 per_site[name].append(_weight_statistics(own)[0])
@@ -285,6 +315,7 @@ def log_likelihood(
         per_site={k: torch.cat(v) for k, v in per_site.items()} or None,
         per_site_pareto_k={k: torch.cat(v) for k, v in per_site_k.items()} or None,
         conditioned_on=conditioned,
+        doubling_gain=torch.cat(gains),
     )
 
 
@@ -306,6 +337,7 @@ def _ais(program, data, sites, chains, schedule, start, seed, max_memory_mb, psi
         conditioned_on=conditioned,
         estimator=schedule.describe(start),
         acceptance=acceptance,
+        doubling_gain=doubling_gain(lw),
     )
 
 
@@ -419,6 +451,18 @@ def _plan(program: Program, data: Data, sites: Sites, num_particles: int, max_me
     if draws >= num_particles:
         return draws // num_particles, num_particles
     return 1, draws
+
+
+def doubling_gain(lw: torch.Tensor) -> torch.Tensor:
+    """``log p-hat(S) - log p-hat(S/2)`` per row of ``(B, S)``: what the last doubling of the draws added,
+    with the half-size estimate averaged over both halves."""
+    num = lw.shape[1]
+    if num < 2:
+        return torch.full(lw.shape[:1], math.inf, dtype=torch.float64)
+    half = num // 2
+    full = torch.logsumexp(lw, dim=1) - math.log(num)
+    halves = (torch.logsumexp(lw[:, :half], dim=1) + torch.logsumexp(lw[:, half : 2 * half], dim=1)) / 2 - math.log(half)
+    return (full - halves).double()
 
 
 def _weight_statistics(lw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -136,7 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _evaluation_options(parser) -> None:
     parser.add_argument("--split", choices=("test", "val"), default="test", help="held-out split to evaluate on")
-    parser.add_argument("--num-particles", type=int, default=1000, help="importance samples per data point")
+    parser.add_argument("--num-particles", type=int, default=1000,
+                        help="importance samples per data point (AIS chains with --method ais)")
+    parser.add_argument("--method", choices=("importance", "ais"), default="importance",
+                        help="estimator of log p(x): importance sampling from the guide, or annealed importance sampling")
+    parser.add_argument("--ais-steps", type=int, default=500, help="AIS temperatures (with --method ais)")
     parser.add_argument("--max-points", type=int, default=None, help="evaluate only the first N points of the split")
     parser.add_argument("--max-memory-mb", type=float, default=64.0, help="rough bound on one chunk's memory")
     parser.add_argument("--seed", type=int, default=0, help="seeds the importance samples")

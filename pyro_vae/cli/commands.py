@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -140,11 +142,12 @@ def run_evaluate(args) -> dict:
     device = parse_device(args.device)
     vae, x = vae.to(device), x.to(device)
     print(f"Evaluating {run} on {len(x)} {args.split} points of {config['data']} "
-          f"with {args.num_particles} particles per point.")  # fmt: skip
-    result = log_likelihood(vae, x, num_particles=args.num_particles, seed=args.seed, max_memory_mb=args.max_memory_mb)
+          f"with {args.num_particles} {'AIS chains' if args.method == 'ais' else 'particles'} per point.")  # fmt: skip
+    result = log_likelihood(vae, x, num_particles=args.num_particles, seed=args.seed, max_memory_mb=args.max_memory_mb,
+                            **estimator_options(args))  # fmt: skip
     surgery = elbo_surgery(vae, x, seed=args.seed)
     units = active_units(vae, x)
-    pareto = pareto_k_report(result)
+    pareto = pareto_k_report(result) if result.pareto_k is not None else None
     metrics = {
         "run": str(run),
         "data": config["data"],
@@ -160,9 +163,17 @@ def run_evaluate(args) -> dict:
         "max_mutual_information": surgery.max_mutual_information,
         "active_units": units.count,
         "latent_dim": vae.latent_dim,
-        "pareto_k": pareto.summary(),
+        "pareto_k": pareto.summary() if pareto is not None else None,
         "warnings": _training_warnings(run),
     }
+    if result.pareto_k is not None and result.share_k_above(0.7) > 0.1:
+        slack = result.slack / len(x)
+        amount = "an unbounded amount (Pareto k >= 1 at some points)" if math.isinf(slack) else f"{slack:.2f} nats per point"
+        metrics["warnings"].append(
+            f"Pareto k > 0.7 for {100 * result.share_k_above(0.7):.0f}% of points: the NLL ({result.estimator}) is an "
+            f"upper bound that may be {amount} too high (its slack). Rerun with --method ais, or more "
+            "--num-particles, before comparing models on it."
+        )  # fmt: skip
     if not result.is_discrete:  # closed-form baselines of real-valued data, in the same units
         from ..baselines import diagonal_gaussian, losing_to, ppca
 
@@ -231,9 +242,16 @@ def run_compare(args):
                          f"{data_keys}; held-out log p(x) is comparable only on the same points.")  # fmt: skip
     x = next(iter(results.values()))[1]
     densities = not any(vae.likelihood.is_discrete for vae, _ in results.values())
-    table = compare({name: vae for name, (vae, _) in results.items()}, x, num_particles=args.num_particles,
-                    seed=args.seed, max_memory_mb=args.max_memory_mb,
-                    baselines_from=dataset.train.x.to(x.device) if densities else None)  # fmt: skip
+    from ..evaluate import log_likelihood
+
+    models = {name: vae for name, (vae, _) in results.items()}
+    if args.method == "ais":  # compare ranks results computed here with the chosen estimator
+        models = {name: log_likelihood(vae, x, num_particles=args.num_particles, seed=args.seed,
+                                       max_memory_mb=args.max_memory_mb, **estimator_options(args))
+                  for name, vae in models.items()}  # fmt: skip
+    table = compare(models, x, num_particles=args.num_particles, seed=args.seed, max_memory_mb=args.max_memory_mb,
+                    baselines_from=dataset.train.x.to(x.device) if densities else None,
+                    baseline_latent_dim=next(iter(results.values()))[0].latent_dim)  # fmt: skip
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(table.to_string(float_format=lambda v: f"{v:.2f}"))
     path = plot_comparison(table, args.plot, title=f"Held-out {args.split} log p(x), {config['data']}")
@@ -241,6 +259,10 @@ def run_compare(args):
     for name, texts in table.attrs.get("warnings", {}).items():
         for text in texts:
             print(f"warning: {name}: {text}", file=sys.stderr)
+    for name in table.attrs.get("unresolved", []):
+        print(f"warning: {name}: its difference to the best model is within the estimators' slack (column "
+              "'slack'); rerun with --method ais or more --num-particles before reading the ranking.",
+              file=sys.stderr)  # fmt: skip
     if args.csv:
         table.to_csv(args.csv)
         print(f"wrote {args.csv}")
@@ -248,6 +270,13 @@ def run_compare(args):
 
 
 # ---------------------------------------------------------------------- helpers
+def estimator_options(args) -> dict:
+    """``log_likelihood`` keyword arguments of ``--method`` and ``--ais-steps``."""
+    if args.method == "ais":
+        return {"method": "ais", "ais_steps": args.ais_steps}
+    return {}
+
+
 def parse_device(name: str) -> torch.device:
     """``--device``: a torch device that exists here, or ``ValueError`` saying which do."""
     try:
