@@ -121,12 +121,17 @@ class AggregatePosterior(dist.TorchDistribution):
 
         With ``seed`` the draws come from a private generator state and the global one is untouched.
         """
+        return self.sample_with_components(sample_shape, seed=seed)[0]
+
+    def sample_with_components(self, sample_shape: int | torch.Size | tuple = torch.Size(), *,
+                               seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Draws ``(*sample_shape, L)`` as :meth:`sample`, and the component (data row) each came from."""
         if isinstance(sample_shape, int):
             sample_shape = (positive_int(sample_shape, "num_samples"),)
         if seed is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                return self.sample(sample_shape)
+                return self.sample_with_components(sample_shape)
         shape = torch.Size(sample_shape)
         count = int(math.prod(shape))
         which = torch.randint(self.num_components, (count,), device=self.loc.device)
@@ -135,16 +140,23 @@ class AggregatePosterior(dist.TorchDistribution):
         with torch.no_grad():
             for transform in self.transforms:
                 z = transform(z)
-        return z.reshape(*shape, self.latent_dim)
+        return z.reshape(*shape, self.latent_dim), which.reshape(shape)
 
-    def log_prob(self, z: torch.Tensor, *, max_memory_mb: float | None = None) -> torch.Tensor:
+    def log_prob(self, z: torch.Tensor, *, max_memory_mb: float | None = None,
+                 leave_out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """``log q(z)`` for ``z`` of shape ``(..., L)``; returns shape ``(...)``.
 
         Uses ``sum_l (u_l - mu_il)^2 / s_il^2 = u^2 . (1/s^2)_i - 2 u . (mu/s^2)_i + sum mu^2/s^2``
         as matrix products in float64, so memory is ``O(chunk * N)`` rather than ``O(M N L)``.
+
+        With ``leave_out`` (component indices of shape ``(...)``), each ``z`` is scored by the
+        mixture of the other ``N - 1`` components: the leave-one-out density of a code drawn from
+        its own component, which stands for a code of a new data point.
         """
         if z.ndim < 1 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have shape (M, {self.latent_dim}), got {tuple(z.shape)}.")
+        if leave_out is not None and (leave_out.shape != z.shape[:-1] or self.num_components < 2):
+            raise ValueError("leave_out needs one component index per code and at least two components.")
         batch = z.shape[:-1]
         u, log_det = z.reshape(-1, self.latent_dim), 0.0
         with torch.no_grad():
@@ -152,10 +164,11 @@ class AggregatePosterior(dist.TorchDistribution):
                 previous = transform.inv(u)
                 log_det = log_det + _event_sum(transform.log_abs_det_jacobian(previous, u), u.shape[0])
                 u = previous
-        log_q = self._mixture_log_prob(u, max_memory_mb or self.max_memory_mb) - log_det
+        left_out = leave_out.reshape(-1).to(u.device) if leave_out is not None else None
+        log_q = self._mixture_log_prob(u, max_memory_mb or self.max_memory_mb, left_out) - log_det
         return log_q.reshape(batch).to(z.dtype)
 
-    def _mixture_log_prob(self, z: torch.Tensor, max_memory_mb: float) -> torch.Tensor:
+    def _mixture_log_prob(self, z: torch.Tensor, max_memory_mb: float, leave_out: torch.Tensor | None = None) -> torch.Tensor:
         precision, weighted_loc, constant = self._quadratic_terms()
         # Temporaries per chunk row: the two products, their sum and logsumexp's shifted exponentials,
         # each N float64 numbers.
@@ -166,7 +179,12 @@ class AggregatePosterior(dist.TorchDistribution):
             zc = z[start : start + chunk].double()
             quad = torch.addmm(constant, zc * zc, precision.T)
             quad.addmm_(zc, weighted_loc.T, alpha=-2.0)
-            out.append(torch.logsumexp(quad.mul_(-0.5), dim=-1) - math.log(self.num_components))
+            components = self.num_components
+            if leave_out is not None:
+                rows = torch.arange(len(zc), device=zc.device)
+                quad[rows, leave_out[start : start + chunk]] = math.inf
+                components -= 1
+            out.append(torch.logsumexp(quad.mul_(-0.5), dim=-1) - math.log(components))
             del quad
             guard.check()
         return torch.cat(out)

@@ -128,6 +128,38 @@ def test_holes_measure_a_shifted_aggregate_posterior():
         diagnostics.holes(vae_with(Standard()), x, quantile=1.5)
 
 
+@pytest.mark.parametrize("scale", [0.05, 0.3])
+def test_held_out_codes_land_in_holes_at_the_nominal_rate(scale):
+    # Sharp codes (scale 0.05) are where scoring a code with its own component sets the bar far
+    # too high; the leave-one-out threshold works for sharp and broad codes alike.
+    g = torch.Generator().manual_seed(3)
+    train, test = torch.randn(1500, 4, generator=g), torch.randn(1500, 4, generator=g)
+    vae = vae_with(FixedEncoder(scale=scale))
+    found = diagnostics.holes(vae, train, quantile=0.05, num_samples=4000)
+    aggregate = pyro_vae.AggregatePosterior.from_data(vae, train)
+    held_out_codes = test[:, :L] + scale * torch.randn(1500, L, generator=g)
+    share = float((aggregate.log_prob(held_out_codes).double() < found.threshold).double().mean())
+    se = (0.05 * 0.95 / 1500) ** 0.5 + found.hole_share_se
+    assert abs(share - 0.05) < 3.5 * se
+    # The bar of the old rule (each code scored with its own component) misses by far for sharp codes.
+    codes, rows = aggregate.sample_with_components(4000, seed=0)
+    own_included = torch.quantile(aggregate.log_prob(codes).double(), 0.05)
+    old_share = float((aggregate.log_prob(held_out_codes).double() < own_included).double().mean())
+    if scale == 0.05:
+        assert old_share > 0.15  # three times the nominal rate, in two dimensions already
+
+
+def test_leave_one_out_density_is_the_mixture_of_the_other_components():
+    loc, scale = torch.randn(5, 2), torch.rand(5, 2) + 0.2
+    aggregate = pyro_vae.AggregatePosterior(loc, scale)
+    z, leave = torch.randn(7, 2), torch.tensor([0, 1, 2, 3, 4, 0, 2])
+    expected = torch.stack([
+        pyro_vae.AggregatePosterior(loc[torch.arange(5) != i], scale[torch.arange(5) != i]).log_prob(z[j : j + 1])[0]
+        for j, i in enumerate(leave.tolist())
+    ])  # fmt: skip
+    assert torch.allclose(aggregate.log_prob(z, leave_out=leave), expected, atol=1e-6)
+
+
 class Standard(nn.Module):
     """q(z|x) = N(shift e_1, I) whatever x is."""
 
