@@ -203,3 +203,7 @@ def sample_quality(classifier: FeatureClassifier, real: torch.Tensor, generated:
     return {"frechet_distance": frechet_distance(real_features, generated_features), "precision": pr.precision,
             "recall": pr.recall, "k": k, "num_real": len(real), "num_generated": len(generated)}  # fmt: skip
 
+
+
+# The data-copying test lives in its own module; it belongs to the quality toolbox.
+from .copying import DataCopying, data_copying  # noqa: E402
