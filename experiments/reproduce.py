@@ -15,6 +15,8 @@ Rows (``python experiments/reproduce.py train ROW``):
 
     standard        standard normal prior, ELBO                 published 228.70 +- 0.15
     vamp            VampPrior with 500 pseudo-inputs, ELBO       published 227.35 +- 0.05
+    flow            flow prior (4 affine couplings), ELBO        ours only
+    flow-iaf        flow prior and a 2-layer IAF guide, ELBO     ours only
     vamp-iwae       VampPrior, importance-weighted bound (K=10)  ours only
     flow-iaf-iwae   flow prior, IAF guide, K=10 bound            ours only
 
@@ -48,6 +50,8 @@ PUBLISHED = {  # Norouzi et al. 2020, Table 2, dynamically binarised Fashion-MNI
 ROWS = {
     "standard": {"model": {}, "fit": {}},
     "vamp": {"model": {"prior": "vamp", "prior_kwargs": {"num_components": 500}}, "fit": {}},
+    "flow": {"model": {"prior": "flow"}, "fit": {}},
+    "flow-iaf": {"model": {"prior": "flow", "guide": "iaf"}, "fit": {}},
     "vamp-iwae": {"model": {"prior": "vamp", "prior_kwargs": {"num_components": 500}},
                   "fit": {"elbo": "iwae", "num_particles": 10}},
     "flow-iaf-iwae": {"model": {"prior": "flow", "guide": "iaf"}, "fit": {"elbo": "iwae", "num_particles": 10}},
