@@ -207,3 +207,6 @@ def sample_quality(classifier: FeatureClassifier, real: torch.Tensor, generated:
 
 # The data-copying test lives in its own module; it belongs to the quality toolbox.
 from .copying import DataCopying, data_copying  # noqa: E402
+
+__all__ = ["DataCopying", "FeatureClassifier", "PrecisionRecall", "data_copying", "feature_classifier",
+           "frechet_distance", "precision_recall", "sample_quality"]  # fmt: skip

@@ -1,4 +1,10 @@
-"""Training: :func:`fit` runs ``pyro.infer.SVI`` on a :class:`~pyro_vae.VAE`.
+"""Training: :func:`fit` minimises a Pyro objective of a :class:`~pyro_vae.VAE` with Adam.
+
+Each step is Pyro's documented pattern for PyTorch optimisers: ``loss = elbo.differentiable_loss(
+model, guide, ...)``, ``loss.backward()``, ``torch.optim.Adam.step()``
+(:class:`~pyro_vae.training.ObjectiveStep`). The loop below composes the pieces of
+:mod:`pyro_vae.training` -- KL warm-up, epoch order and binarisation, validation, early stopping,
+progress -- with checkpoints and divergence handling.
 
 The objective is the ELBO
 
@@ -22,7 +28,6 @@ import copy
 from contextlib import nullcontext
 import math
 import os
-import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -31,8 +36,6 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
-from pyro.optim import PyroOptim
 
 from . import checkpoint as ckpt
 from ._checks import positive_int, positive_number
@@ -41,11 +44,14 @@ from ._isolation import isolated
 from .data import Split, binarize
 from .initialization import initialize_from_data
 from .model import VAE
-from .objectives import ImportanceWeightedELBO
 from .program import as_program
+from .training import EarlyStopping, KLWarmup, ObjectiveStep, Progress, Validation, epoch_order, epoch_values
+from .training.objective import OBJECTIVES, make_objective
+from .training.validation import mean_elbo_of
 from .training_state import History, RunState, resume_state
 
-ELBOS = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO, "iwae": ImportanceWeightedELBO}
+#: Names of the objectives ``fit(elbo=...)`` accepts.
+ELBOS = OBJECTIVES
 def fit(
     vae: VAE,
     train: Any,
@@ -141,95 +147,74 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
         "num_particles": num_particles, "kl_warmup_epochs": kl_warmup_epochs,
         "dynamic_binarization": dynamic, "num_data": len(x),
     }  # fmt: skip
-
-    optimizer = JointAdam(vae, lr)
-    state = RunState()
+    step = ObjectiveStep(vae, vae.model, vae.guide, make_objective(elbo, num_particles), lr)
+    state = RunState(stopping=EarlyStopping(patience))
     if resume and Path(checkpoint).exists():
-        state = resume_state(vae, optimizer, checkpoint, settings)
+        state = resume_state(vae, step, checkpoint, settings, patience)
     elif init_from_data and not vae.trained:
-        initialize_from_data(vae, binarize(x, _derived_seed(seed, 0, "binarize")) if dynamic else x, checked=True)
-
-    if elbo == "iwae":
-        loss = ImportanceWeightedELBO(num_particles, plate="data", max_plate_nesting=1)
-    else:
-        loss = ELBOS[elbo](num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1)
+        initialize_from_data(vae, epoch_values(x, dynamic, seed, 0), checked=True)
     num_data = len(x)
     steps_per_epoch = math.ceil(num_data / batch_size)
-    show = sys.stderr.isatty() if progress is None else progress is True
-    lines = progress == "lines"
+    warmup = KLWarmup(kl_warmup_epochs, steps_per_epoch)
     if before_training is not None:
         before_training()
     # Validation reuses one program, its structure and the checked data, epoch after epoch.
-    program = as_program(vae)
-    val_sites = program.sites(val_data) if val_data is not None else None
-    history = History(state.rows, state.best_epoch, False)
+    validation = Validation(as_program(vae), val_data, seed=seed, batch_size=max(batch_size, 512)) if x_val is not None else None
+    history = History(state.rows, state.stopping.best_epoch, False)
+    shown = Progress(progress, epochs, state.epoch)
 
-    from tqdm.auto import tqdm
+    def save():
+        state.rng_state = torch.get_rng_state()
+        ckpt.save(vae, checkpoint, training=state.to_payload(step.state_dict(), settings))
 
-    bar = tqdm(total=epochs, initial=state.epoch, disable=not show, unit="epoch", leave=False)
     # A private parameter store keeps two VAEs in one process from sharing parameters by name;
     # a private RNG keeps the caller's global random state untouched. Data was validated above,
     # so Pyro's per-step distribution checks are switched off for speed.
     with isolated(seed), pyro.validation_enabled(False):
         if state.rng_state is not None:
             torch.set_rng_state(state.rng_state)
-        svi = _ModuleSVI(vae.model, vae.guide, optimizer, loss)
         vae.train()
         for epoch in range(state.epoch, epochs if not state.stopped_early else state.epoch):
             started = time.perf_counter()
             # What the model falls back to if this epoch diverges (a copy costs far less than an epoch).
             last_finite = copy.deepcopy(vae.state_dict())
-            order = torch.randperm(num_data, generator=_generator(seed, epoch, "shuffle"))
-            x_epoch = binarize(x, _derived_seed(seed, epoch, "binarize")) if dynamic else x
+            order = epoch_order(seed, epoch, num_data)
+            x_epoch = epoch_values(x, dynamic, seed, epoch)
+
+            def diverged(at_step, what, use_best):
+                _diverged(vae, state, last_finite, epoch, at_step, what, checkpoint, use_best)
+
             total = 0.0
-            for step in range(steps_per_epoch):
-                indices = order[step * batch_size : (step + 1) * batch_size]
-                weight = _kl_weight(epoch * steps_per_epoch + step, kl_warmup_epochs * steps_per_epoch)
+            for i in range(steps_per_epoch):
+                indices = order[i * batch_size : (i + 1) * batch_size]
+                weight = warmup.weight(epoch, i)
                 batch = {k: v[indices] for k, v in train_covariates.items()}
-                step_loss = svi.step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight, **batch)
-                if not math.isfinite(step_loss):
-                    _diverged(vae, state, last_finite, epoch, step, f"the training loss became {step_loss}",
-                              checkpoint, restore_best and x_val is not None)  # fmt: skip
-                total += step_loss
+                loss = step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight, **batch)
+                if not math.isfinite(loss):
+                    diverged(i, f"the training loss became {loss}", restore_best and x_val is not None)
+                total += loss
             if not _all_finite(vae):
-                _diverged(vae, state, last_finite, epoch, steps_per_epoch - 1,
-                          "a parameter became non-finite (a non-finite gradient)", checkpoint,
-                          restore_best and x_val is not None)  # fmt: skip
-            row = {
-                "epoch": epoch + 1,
-                "kl_weight": weight,
-                "train_elbo": -total / steps_per_epoch / num_data,
-                "val_elbo": float("nan"),
-                "seconds": 0.0,
-            }
-            if x_val is not None:
-                row["val_elbo"] = _mean_elbo(program, val_data, val_sites, seed=seed, batch_size=max(batch_size, 512))
+                diverged(steps_per_epoch - 1, "a parameter became non-finite (a non-finite gradient)",
+                         restore_best and x_val is not None)  # fmt: skip
+            row = {"epoch": epoch + 1, "kl_weight": weight, "train_elbo": -total / steps_per_epoch / num_data,
+                   "val_elbo": float("nan"), "seconds": 0.0}  # fmt: skip
+            stop = False
+            if validation is not None:
+                row["val_elbo"] = validation()
                 if not math.isfinite(row["val_elbo"]):
-                    _diverged(vae, state, last_finite, epoch, steps_per_epoch - 1,
-                              f"the validation ELBO became {row['val_elbo']}", checkpoint, restore_best)  # fmt: skip
-                if row["val_elbo"] > state.best_val:
-                    state.best_val, state.best_epoch, state.bad_epochs = row["val_elbo"], epoch + 1, 0
-                    state.best_state = copy.deepcopy(vae.state_dict())
-                else:
-                    state.bad_epochs += 1
+                    diverged(steps_per_epoch - 1, f"the validation ELBO became {row['val_elbo']}", restore_best)
+                stop = state.stopping.observe(row["val_elbo"], epoch + 1, vae)
             row["seconds"] = time.perf_counter() - started
             state.rows.append(row)
             state.epoch = epoch + 1
-            history.best_epoch = state.best_epoch
-            bar.update(1)
-            bar.set_postfix(train=f"{row['train_elbo']:.2f}", val=f"{row['val_elbo']:.2f}")
-            if lines:
-                print(f"epoch {epoch + 1}/{epochs}: train {row['train_elbo']:.3f}, validation ELBO "
-                      f"{row['val_elbo']:.3f} per point, {row['seconds']:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
-            if checkpoint is not None:
-                state.rng_state = torch.get_rng_state()
-                ckpt.save(vae, checkpoint, training=state.to_payload(optimizer, settings))
+            state.stopped_early = stop
+            history.best_epoch = state.stopping.best_epoch
+            shown.epoch_done(row)
+            if checkpoint is not None:  # a run resumed after stopping early knows it is finished
+                save()
             if history_path is not None:
                 history.save(history_path)
-            if patience is not None and state.bad_epochs >= patience:
-                state.stopped_early = True
-                if checkpoint is not None:  # a resumed run then knows it is finished
-                    ckpt.save(vae, checkpoint, training=state.to_payload(optimizer, settings))
+            if stop:
                 break
     history.stopped_early = state.stopped_early
     vae.trained = True
@@ -239,10 +224,10 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
             "Train for more epochs (resume the checkpoint with a larger epochs) or raise lr.",
             RuntimeWarning, stacklevel=3,  # the caller of fit
         )  # fmt: skip
-    bar.close()
+    shown.close()
     vae.eval()
-    if x_val is not None and restore_best and state.best_state is not None:
-        vae.load_state_dict(state.best_state)
+    if x_val is not None and restore_best and state.stopping.best_state is not None:
+        vae.load_state_dict(state.stopping.best_state)
     return history
 
 
@@ -268,73 +253,7 @@ def mean_elbo(
     data = program.data(x, covariates)
     sites = program.sites(data)
     program, _ = program.conditioned_on_globals(data, global_values)
-    return _mean_elbo(program, data, sites, seed=seed, batch_size=batch_size)
-
-
-@torch.no_grad()
-def _mean_elbo(program, data, sites, *, seed: int, batch_size: int) -> float:
-    """:func:`mean_elbo` on a prepared program and checked data (``fit`` validates every epoch)."""
-    from .evaluate import _weights
-
-    total = 0.0
-    with isolated(seed), pyro.validation_enabled(False):
-        for start in range(0, len(data), batch_size):
-            rows = torch.arange(start, min(start + batch_size, len(data)))
-            latent, observed = _weights(program, data.rows(rows), 1, sites, indices=rows, num_data=len(data))
-            total += float((latent + sum(observed.values())).double().sum())
-    return total / len(data)
-
-
-class _ModuleSVI(SVI):
-    """``SVI`` whose optimiser already owns every parameter (a :class:`JointAdam`).
-
-    The first step is ``SVI.step`` itself, which records the parameters the model and guide
-    touch so that :class:`JointAdam` can refuse strays. Later steps skip that bookkeeping (a
-    parameter-only trace and fresh zero gradients per step), which only lazily created
-    per-parameter optimisers need: the loss, its gradients and the update are unchanged.
-    """
-
-    def step(self, *args, **kwargs) -> float:
-        if not self.optim._checked:
-            return super().step(*args, **kwargs)
-        loss = self.loss_and_grads(self.model, self.guide, *args, **kwargs)
-        self.optim.optimizer.step()
-        self.optim.optimizer.zero_grad(set_to_none=True)
-        return loss
-
-
-class JointAdam(PyroOptim):
-    """One ``torch.optim.Adam`` over all parameters of a module, driven by ``SVI``.
-
-    ``pyro.optim.Adam`` keeps a separate optimiser per parameter; a single one over the whole
-    module does the same arithmetic with far fewer Python calls per step, and its state dict
-    maps parameters by their fixed order in ``module.parameters()``, which makes it resumable.
-    """
-
-    def __init__(self, module: torch.nn.Module, lr: float):
-        super().__init__(torch.optim.Adam, {"lr": lr})
-        self.module = module
-        self.params = list(module.parameters())
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, foreach=True)
-        self._checked = False
-
-    def __call__(self, params, *args, **kwargs) -> None:
-        if not self._checked:
-            known = {id(p) for p in self.params}
-            stray = [p for p in params if id(p) not in known]
-            if stray:
-                raise ValueError(
-                    f"The model or guide uses {len(stray)} parameter(s) outside the VAE module; "
-                    "register every network and learned parameter as part of the VAE."
-                )
-            self._checked = True
-        self.optimizer.step()
-
-    def get_state(self) -> dict:
-        return self.optimizer.state_dict()
-
-    def set_state(self, state_dict: dict) -> None:
-        self.optimizer.load_state_dict(state_dict)
+    return mean_elbo_of(program, data, sites, seed=seed, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -351,9 +270,9 @@ def _training_tensor(vae: VAE, train: Any) -> tuple[torch.Tensor, bool]:
 def _diverged(vae, state: RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint,
               use_best: bool) -> None:
     """Put finite parameters back in the model and raise a ``FloatingPointError`` that says which."""
-    if use_best and state.best_state is not None:
-        vae.load_state_dict(state.best_state)
-        held = f"the parameters of its best validation epoch ({state.best_epoch})"
+    if use_best and state.stopping.best_state is not None:
+        vae.load_state_dict(state.stopping.best_state)
+        held = f"the parameters of its best validation epoch ({state.stopping.best_epoch})"
     else:
         vae.load_state_dict(last_finite)
         held = f"the parameters at the end of epoch {epoch}" if epoch else "its parameters from before the first epoch"
@@ -376,24 +295,11 @@ def _check_settings(epochs, batch_size, lr, elbo, num_particles, warmup, patienc
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("num_particles", num_particles)):
         positive_int(value, name)
     positive_number(lr, "lr")
-    if elbo not in ELBOS:
-        raise ValueError(f"elbo must be one of {sorted(ELBOS)}, got {elbo!r}.")
+    if elbo not in OBJECTIVES:
+        raise ValueError(f"elbo must be one of {sorted(OBJECTIVES)}, got {elbo!r}.")
     if not (isinstance(warmup, (int, float)) and not isinstance(warmup, bool) and math.isfinite(warmup) and warmup >= 0):
         raise ValueError(f"kl_warmup_epochs must be a finite number >= 0, got {warmup!r}.")
     if patience is not None and (val is None or isinstance(patience, bool) or not (isinstance(patience, int) and patience >= 1)):
         raise ValueError("Early stopping needs val data and a positive integer patience.")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH.")
-
-
-def _kl_weight(step: int, warmup_steps: float) -> float:
-    return 1.0 if warmup_steps <= 0 else min(1.0, (step + 1) / warmup_steps)
-
-
-def _derived_seed(seed: int, epoch: int, purpose: str) -> int:
-    offset = {"shuffle": 0, "binarize": 1}[purpose]
-    return (int(seed) * 1_000_003 + epoch * 2 + offset) % (2**63)
-
-
-def _generator(seed: int, epoch: int, purpose: str) -> torch.Generator:
-    return torch.Generator().manual_seed(_derived_seed(seed, epoch, purpose))

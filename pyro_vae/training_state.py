@@ -16,6 +16,7 @@ import torch
 from . import checkpoint as ckpt
 from ._io import atomic_write
 from ._safe_files import parse_json
+from .training.early_stopping import EarlyStopping
 
 HISTORY_COLUMNS = ("epoch", "kl_weight", "train_elbo", "val_elbo", "seconds")
 
@@ -72,31 +73,32 @@ class History:
 
 @dataclass
 class RunState:
+    """Where a run stands after its last finished epoch: what a checkpoint stores."""
+
     epoch: int = 0
     rows: list = field(default_factory=list)
-    best_val: float = -math.inf
-    best_epoch: int | None = None
-    best_state: dict | None = None
-    bad_epochs: int = 0
+    stopping: EarlyStopping = field(default_factory=EarlyStopping)
     rng_state: torch.Tensor | None = None
     stopped_early: bool = False
 
-    def to_payload(self, optimizer, settings: dict) -> dict:
+    def to_payload(self, optimizer_state: dict, settings: dict) -> dict:
         return {
             "epoch": self.epoch,
             "rows": self.rows,
-            "best_val": self.best_val,
-            "best_epoch": self.best_epoch,
-            "best_state": self.best_state,
-            "bad_epochs": self.bad_epochs,
+            "best_val": self.stopping.best_val,
+            "best_epoch": self.stopping.best_epoch,
+            "best_state": self.stopping.best_state,
+            "bad_epochs": self.stopping.bad_epochs,
             "rng_state": self.rng_state,
             "stopped_early": self.stopped_early,
-            "optimizer": optimizer.get_state(),
+            "optimizer": optimizer_state,
             "settings": json.dumps(settings),
         }
 
 
-def resume_state(vae, optimizer, path, settings: dict) -> RunState:
+def resume_state(vae, optimizer, path, settings: dict, patience: int | None = None) -> RunState:
+    """Load the checkpoint ``path`` into ``vae`` and ``optimizer`` (anything with ``load_state_dict``)
+    and return its :class:`RunState`, after checking architecture and settings match."""
     payload = ckpt.read_checkpoint(path)
     if "training" not in payload:
         raise ValueError(f"{path} holds a saved model, not a training checkpoint; it cannot be resumed.")
@@ -114,16 +116,14 @@ def resume_state(vae, optimizer, path, settings: dict) -> RunState:
             "settings of the original run, changing only epochs."
         )
     try:
-        optimizer.set_state(training["optimizer"])
+        optimizer.load_state_dict(training["optimizer"])
     except (ValueError, KeyError, TypeError, RuntimeError) as error:
         raise ValueError(f"{path}: the optimiser state does not fit this model ({type(error).__name__}).") from None
     return RunState(
         epoch=training["epoch"],
         rows=list(training["rows"]),
-        best_val=training["best_val"],
-        best_epoch=training["best_epoch"],
-        best_state=training["best_state"],
-        bad_epochs=training["bad_epochs"],
+        stopping=EarlyStopping(patience, training["best_val"], training["best_epoch"], training["best_state"],
+                               training["bad_epochs"]),
         rng_state=training["rng_state"],
         stopped_early=bool(training.get("stopped_early", False)),
     )

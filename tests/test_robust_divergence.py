@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae import train as train_module
+from pyro_vae.training import ObjectiveStep
 
 D, L = 10, 2
 
@@ -17,20 +17,20 @@ def data(n=80, seed=0):
 
 
 def poison_at(monkeypatch, epoch, step, steps_per_epoch):
-    """Make SVI's step number ``epoch * steps_per_epoch + step`` (from 0) corrupt a weight and return NaN."""
-    original = train_module._ModuleSVI.step
+    """Make the training step number ``epoch * steps_per_epoch + step`` (from 0) corrupt a weight and return NaN."""
+    original = ObjectiveStep.__call__
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
         loss = original(self, *args, **kwargs)
         if calls["n"] == epoch * steps_per_epoch + step:
             with torch.no_grad():
-                next(iter(self.optim.params)).fill_(math.nan)
+                next(iter(self.params)).fill_(math.nan)
             loss = math.nan
         calls["n"] += 1
         return loss
 
-    monkeypatch.setattr(train_module._ModuleSVI, "step", poisoned)
+    monkeypatch.setattr(ObjectiveStep, "__call__", poisoned)
 
 
 def finite(vae):

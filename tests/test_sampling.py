@@ -1,6 +1,5 @@
 """Latent sources for new samples: fitted mixture, sample(source=...), and hole diagnostics."""
 
-import math
 
 import pytest
 import torch

@@ -1,0 +1,36 @@
+"""The per-point validation ELBO, on a program prepared once and reused every epoch."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+
+from .._isolation import isolated
+from ..program import Data, Program
+from ..sites import Sites
+
+
+@torch.no_grad()
+def mean_elbo_of(program: Program, data: Data, sites: Sites, *, seed: int, batch_size: int) -> float:
+    """``(1/N) sum_i [log p(x_i, z_i) - log q(z_i|x_i)]``, one draw ``z_i ~ q(z|x_i)`` per point, in
+    chunks of ``batch_size`` that pass their positions to the program; seeded, so repeatable."""
+    from ..evaluate import _weights
+
+    total = 0.0
+    with isolated(seed), pyro.validation_enabled(False):
+        for start in range(0, len(data), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(data)))
+            latent, observed = _weights(program, data.rows(rows), 1, sites, indices=rows, num_data=len(data))
+            total += float((latent + sum(observed.values())).double().sum())
+    return total / len(data)
+
+
+class Validation:
+    """Call to get the validation ELBO per point of ``data`` under ``program``'s current parameters."""
+
+    def __init__(self, program: Program, data: Data, *, seed: int, batch_size: int):
+        self.program, self.data, self.seed, self.batch_size = program, data, seed, batch_size
+        self.sites = program.sites(data)
+
+    def __call__(self) -> float:
+        return mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size)

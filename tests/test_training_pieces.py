@@ -1,0 +1,110 @@
+"""Each piece of fit, alone: the objective step, warm-up, epoch data, validation, early stopping, progress."""
+
+import copy
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+import pyro_vae
+from pyro_vae.training import (EarlyStopping, KLWarmup, ObjectiveStep, Progress, Validation, epoch_order,
+                               epoch_values, make_objective)  # fmt: skip
+
+
+def small_vae(seed=0):
+    torch.manual_seed(seed)
+    return pyro_vae.VAE(6, 2, hidden_sizes=(5,))
+
+
+def binary(n=20, seed=0):
+    return torch.bernoulli(torch.full((n, 6), 0.4), generator=torch.Generator().manual_seed(seed))
+
+
+def test_objective_step_is_differentiable_loss_then_adam():
+    vae, x = small_vae(), binary()
+    reference = copy.deepcopy(vae)
+    step = ObjectiveStep(vae, vae.model, vae.guide, make_objective("trace", 1), lr=0.01)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=0.01)
+    with pyro.get_param_store().scope():
+        torch.manual_seed(3)
+        value = step(x)
+    with pyro.get_param_store().scope():
+        torch.manual_seed(3)
+        loss = Trace_ELBO().differentiable_loss(reference.model, reference.guide, x)
+        loss.backward()
+        optimizer.step()
+    assert value == pytest.approx(float(loss))
+    for a, b in zip(vae.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+    assert set(step.state_dict()) == {"state", "param_groups"}
+
+
+def test_objective_step_refuses_parameters_outside_the_module():
+    vae, x = small_vae(), binary()
+
+    def guide(x, **kwargs):
+        shift = pyro.param("stray_shift", torch.zeros(2))
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(shift, 1.0).to_event(1))
+
+    step = ObjectiveStep(vae, vae.model, guide, make_objective("trace", 1), lr=0.01)
+    with pyro.get_param_store().scope(), pytest.raises(ValueError, match="outside the VAE module.*stray_shift"):
+        step(x)
+
+
+def test_unknown_objectives_are_refused():
+    with pytest.raises(ValueError, match="elbo must be one of"):
+        make_objective("renyi", 1)
+
+
+def test_kl_warmup_rises_linearly_then_stays_at_one():
+    warmup = KLWarmup(epochs=2, steps_per_epoch=4)
+    assert [warmup.weight(0, s) for s in range(4)] == [1 / 8, 2 / 8, 3 / 8, 4 / 8]
+    assert warmup.weight(1, 3) == 1.0 and warmup.weight(5, 0) == 1.0
+    assert KLWarmup(0, 4).weight(0, 0) == 1.0
+
+
+def test_epoch_data_depends_on_seed_and_epoch_only():
+    order = epoch_order(seed=1, epoch=3, num_data=50)
+    assert sorted(order.tolist()) == list(range(50))
+    assert torch.equal(order, epoch_order(1, 3, 50)) and not torch.equal(order, epoch_order(1, 4, 50))
+    grey = torch.full((30, 6), 0.5)
+    assert torch.equal(epoch_values(grey, False, 1, 3), grey)
+    drawn = epoch_values(grey, True, 1, 3)
+    assert set(drawn.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(drawn, epoch_values(grey, True, 1, 3)) and not torch.equal(drawn, epoch_values(grey, True, 1, 4))
+
+
+def test_early_stopping_keeps_the_best_epoch_and_stops_after_patience():
+    vae = small_vae()
+    stopping = EarlyStopping(patience=2)
+    decisions = []
+    for epoch, value in enumerate([-10.0, -9.0, -9.5, -9.2, -8.0], start=1):
+        with torch.no_grad():
+            next(vae.parameters()).fill_(epoch)
+        decisions.append(stopping.observe(value, epoch, vae))
+        if decisions[-1]:
+            break
+    assert decisions == [False, False, False, True]
+    assert stopping.best_epoch == 2 and stopping.best_val == -9.0
+    assert float(next(iter(stopping.best_state.values())).flatten()[0]) == 2.0
+    assert not EarlyStopping(None).observe(-1.0, 1, vae)
+
+
+def test_validation_equals_mean_elbo():
+    vae, x = small_vae(), binary(30)
+    program = vae.as_program()
+    data = program.data(x)
+    assert Validation(program, data, seed=4, batch_size=7)() == pytest.approx(
+        pyro_vae.mean_elbo(vae, x, seed=4, batch_size=7))
+
+
+def test_progress_prints_one_line_per_epoch(capsys):
+    shown = Progress("lines", total=3)
+    shown.epoch_done({"epoch": 1, "train_elbo": -5.0, "val_elbo": -6.0, "seconds": 0.5})
+    shown.close()
+    assert "epoch 1/3: train -5.000, validation ELBO -6.000 per point, 0.5 s" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="progress must be"):
+        Progress("bar", total=3)
