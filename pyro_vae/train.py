@@ -46,6 +46,7 @@ from .initialization import initialize_from_data
 from .model import VAE
 from .program import as_program
 from .training import EarlyStopping, KLWarmup, ObjectiveStep, Progress, Validation, epoch_order, epoch_values
+from .training.distributed import Distributed
 from .training.objective import OBJECTIVES, make_objective
 from .training.validation import mean_elbo_of
 from .training_state import History, RunState, resume_state
@@ -129,7 +130,9 @@ def fit(
         check_writable(Path(history_path).parent, "the history")
     if progress not in (None, True, False, "lines"):
         raise ValueError(f"progress must be True, False, None or \"lines\", got {progress!r}.")
-    lock = FileLock(f"{checkpoint}.lock", f"The checkpoint {checkpoint}") if checkpoint is not None else nullcontext()
+    # In a process group only rank 0 writes the checkpoint, so only it holds the lock.
+    writes = checkpoint is not None and Distributed.current().is_main
+    lock = FileLock(f"{checkpoint}.lock", f"The checkpoint {checkpoint}") if writes else nullcontext()
     with lock:
         return _fit(vae, x, dynamic, train_covariates, x_val, val_data, epochs=epochs, batch_size=batch_size, lr=lr,
                     elbo=elbo, num_particles=num_particles, kl_warmup_epochs=kl_warmup_epochs, patience=patience,
@@ -147,25 +150,29 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
         "num_particles": num_particles, "kl_warmup_epochs": kl_warmup_epochs,
         "dynamic_binarization": dynamic, "num_data": len(x),
     }  # fmt: skip
-    step = ObjectiveStep(vae, vae.model, vae.guide, make_objective(elbo, num_particles), lr)
+    group = Distributed.current()
+    step = ObjectiveStep(vae, vae.model, vae.guide, make_objective(elbo, num_particles), lr, distributed=group.active)
     state = RunState(stopping=EarlyStopping(patience))
     if resume and Path(checkpoint).exists():
         state = resume_state(vae, step, checkpoint, settings, patience)
     elif init_from_data and not vae.trained:
         initialize_from_data(vae, epoch_values(x, dynamic, seed, 0), checked=True)
     num_data = len(x)
-    steps_per_epoch = math.ceil(num_data / batch_size)
+    # Each rank's share of an epoch (a DistributedSampler drops the remainder), in minibatches.
+    steps_per_epoch = math.ceil(num_data // group.world_size / batch_size)
     warmup = KLWarmup(kl_warmup_epochs, steps_per_epoch)
-    if before_training is not None:
+    if before_training is not None and group.is_main:
         before_training()
     # Validation reuses one program, its structure and the checked data, epoch after epoch.
-    validation = Validation(as_program(vae), val_data, seed=seed, batch_size=max(batch_size, 512)) if x_val is not None else None
+    validation = (Validation(as_program(vae), val_data, seed=seed, batch_size=max(batch_size, 512), group=group)
+                  if x_val is not None else None)  # fmt: skip
     history = History(state.rows, state.stopping.best_epoch, False)
-    shown = Progress(progress, epochs, state.epoch)
+    shown = Progress(progress if group.is_main else False, epochs, state.epoch)
 
     def save():
         state.rng_state = torch.get_rng_state()
-        ckpt.save(vae, checkpoint, training=state.to_payload(step.state_dict(), settings))
+        if group.is_main:
+            ckpt.save(vae, checkpoint, training=state.to_payload(step.state_dict(), settings))
 
     # A private parameter store keeps two VAEs in one process from sharing parameters by name;
     # a private RNG keeps the caller's global random state untouched. Data was validated above,
@@ -178,7 +185,11 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
             started = time.perf_counter()
             # What the model falls back to if this epoch diverges (a copy costs far less than an epoch).
             last_finite = copy.deepcopy(vae.state_dict())
-            order = epoch_order(seed, epoch, num_data)
+            if group.active:  # this rank's points, and its own stream of latent draws
+                order = group.shard(seed, epoch, num_data)
+                torch.manual_seed(group.seed_for(seed, epoch))
+            else:
+                order = epoch_order(seed, epoch, num_data)
             x_epoch = epoch_values(x, dynamic, seed, epoch)
 
             def diverged(at_step, what, use_best):
@@ -190,6 +201,8 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
                 weight = warmup.weight(epoch, i)
                 batch = {k: v[indices] for k, v in train_covariates.items()}
                 loss = step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight, **batch)
+                if group.active:  # every rank sees the same mean loss, and so takes the same decisions
+                    loss = group.sum(loss)[0] / group.world_size
                 if not math.isfinite(loss):
                     diverged(i, f"the training loss became {loss}", restore_best and x_val is not None)
                 total += loss
@@ -212,13 +225,15 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
             shown.epoch_done(row)
             if checkpoint is not None:  # a run resumed after stopping early knows it is finished
                 save()
-            if history_path is not None:
+            if history_path is not None and group.is_main:
                 history.save(history_path)
             if stop:
                 break
     history.stopped_early = state.stopped_early
     vae.trained = True
-    if not history.stopped_early and history.still_rising:
+    if group.active:
+        history.rank_difference = group.parameter_difference(vae)
+    if not history.stopped_early and history.still_rising and group.is_main:
         warnings.warn(
             f"The ELBO was still rising at the last epoch ({len(history.rows)}): the model has not converged. "
             "Train for more epochs (resume the checkpoint with a larger epochs) or raise lr.",

@@ -33,6 +33,8 @@ class History:
     rows: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    #: Data-parallel runs: the largest parameter difference between ranks at the end (0.0 in sync).
+    rank_difference: float | None = None
 
     @property
     def still_rising(self) -> bool:

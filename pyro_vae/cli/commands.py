@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import sys
 from dataclasses import replace
@@ -18,6 +19,7 @@ from ..latent_mixture import LatentMixture
 from ..model import VAE
 from ..predictive import prior_predictive, reconstruct
 from ..sampling import sample
+from ..training.distributed import Distributed, init_from_environment
 from ..train import fit, mean_elbo
 from . import runs
 
@@ -35,6 +37,7 @@ def run_demo(out: Path, *, epochs: int = 400, seed: int = 0, overwrite: bool = F
 
 def run_train(args) -> dict:
     device = parse_device(args.device)
+    init_from_environment(args.device)  # one of several processes under torchrun
     dataset = data_module.load(args.data, binarize=args.binarize, values=args.values, seed=args.seed)
     torch.manual_seed(args.seed)
     vae = VAE(dataset.input_dim, args.latent_dim, hidden_sizes=args.hidden, activation=args.activation,
@@ -54,13 +57,19 @@ def train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: str
 
     training = {k: v for k, v in settings.items() if k != "resume"}
     config = runs.describe(dataset, vae, binarize=binarize, values=values, seed=settings["seed"], training=training)
-    runs.prepare(out, config, resume=settings.get("resume", False), overwrite=overwrite)
-    print(f"Training on {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} validation / "
-          f"{len(dataset.test)} test points, latent dimension {vae.latent_dim}.")  # fmt: skip
-    with runs.lock(out):
+    group = Distributed.current()  # under torchrun: rank 0 writes the run folder, every rank trains
+    if group.is_main:
+        runs.prepare(out, config, resume=settings.get("resume", False), overwrite=overwrite)
+        print(f"Training on {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} validation / "
+              f"{len(dataset.test)} test points, latent dimension {vae.latent_dim}"
+              + (f", on {group.world_size} processes." if group.active else "."))  # fmt: skip
+    group.barrier()
+    with runs.lock(out) if group.is_main else nullcontext():
         history = fit(vae, dataset.train, val=dataset.val, checkpoint=out / "checkpoint.pt",
                       history_path=out / "history.csv", progress=None if sys.stderr.isatty() else "lines",
                       before_training=lambda: runs.write_config(out, config), **settings)  # fmt: skip
+        if not group.is_main:
+            return {}
         save(vae, out / "model.pt")
         test_elbo = mean_elbo(vae, dataset.test.x, seed=settings["seed"])
         files = {"model": out / "model.pt", "checkpoint": out / "checkpoint.pt", "config": out / "config.json",
@@ -88,6 +97,8 @@ def train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: str
             "stopped_early": history.stopped_early,
             "files": {k: str(v) for k, v in files.items()},
         }
+        if group.active:
+            summary.update(processes=group.world_size, parameter_difference_across_ranks=history.rank_difference)
         write_json(out / "summary.json", summary)
     print(f"Test ELBO: {test_elbo:.2f} nats per point (best validation epoch {history.best_epoch} "
           f"of {len(history.rows)}).")  # fmt: skip

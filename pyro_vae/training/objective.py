@@ -39,17 +39,25 @@ class ObjectiveStep:
         model, guide: the Pyro program.
         objective: a Pyro ELBO (anything with ``differentiable_loss``), e.g. :func:`make_objective`.
         lr: Adam's learning rate.
+
+    Inside a process group (``distributed=True``) the loss runs through
+    ``torch.nn.parallel.DistributedDataParallel``, which averages the gradients over the ranks.
     """
 
-    def __init__(self, module: torch.nn.Module, model: Callable, guide: Callable, objective, lr: float):
+    def __init__(self, module: torch.nn.Module, model: Callable, guide: Callable, objective, lr: float, *,
+                 distributed: bool = False):  # fmt: skip
         self.module, self.model, self.guide, self.objective = module, model, guide, objective
         self.params = list(module.parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=lr, foreach=True)
+        self.loss = _Loss(module, model, guide, objective)
+        if distributed:
+            # Broadcasts rank 0's parameters now, and averages gradients in every backward pass.
+            self.loss = torch.nn.parallel.DistributedDataParallel(self.loss)
         self._checked = False
 
     def __call__(self, *args, **kwargs) -> float:
         """One step on the minibatch ``model(*args, **kwargs)``; returns the loss (minus the objective)."""
-        loss = self.objective.differentiable_loss(self.model, self.guide, *args, **kwargs)
+        loss = self.loss(*args, **kwargs)
         loss.backward()
         if not self._checked:
             self._refuse_strays()
@@ -69,7 +77,20 @@ class ObjectiveStep:
         self._checked = True
 
     def state_dict(self) -> dict:
+        """The optimiser's state (what a checkpoint stores)."""
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state)
+
+
+class _Loss(torch.nn.Module):
+    """The objective as a module whose parameters are ``module``'s: what ``DistributedDataParallel`` wraps."""
+
+    def __init__(self, module: torch.nn.Module, model: Callable, guide: Callable, objective):
+        super().__init__()
+        self.owner = module
+        self.model, self.guide, self.objective = model, guide, objective
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        return self.objective.differentiable_loss(self.model, self.guide, *args, **kwargs)

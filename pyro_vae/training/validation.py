@@ -26,11 +26,25 @@ def mean_elbo_of(program: Program, data: Data, sites: Sites, *, seed: int, batch
 
 
 class Validation:
-    """Call to get the validation ELBO per point of ``data`` under ``program``'s current parameters."""
+    """Call to get the validation ELBO per point of ``data`` under ``program``'s current parameters.
 
-    def __init__(self, program: Program, data: Data, *, seed: int, batch_size: int):
-        self.program, self.data, self.seed, self.batch_size = program, data, seed, batch_size
+    In a process group (``group``, a :class:`~pyro_vae.training.distributed.Distributed`) each rank
+    scores every ``W``-th row, with its own seed, and the sums are added across ranks: every rank
+    gets the same value.
+    """
+
+    def __init__(self, program: Program, data: Data, *, seed: int, batch_size: int, group=None):
+        self.program, self.seed, self.batch_size, self.group = program, seed, batch_size, group
         self.sites = program.sites(data)
+        self.total_points = len(data)
+        if group is not None and group.active:
+            data = data.rows(torch.arange(group.rank, len(data), group.world_size))
+            self.seed = seed + group.rank
+        self.data = data
 
     def __call__(self) -> float:
-        return mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size)
+        mean = mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size)
+        if self.group is None or not self.group.active:
+            return mean
+        total, count = self.group.sum(mean * len(self.data), float(len(self.data)))
+        return total / count
