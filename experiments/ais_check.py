@@ -10,11 +10,12 @@ standard deviation -- so that importance sampling from it has heavy-tailed weigh
 For 200 test images the script reports, against the exact value:
 
 * importance sampling from that guide (5,000 particles);
-* AIS from that guide (16 chains, 300 temperatures, 10 leapfrog steps) with its stated
-  Monte Carlo error;
+* AIS from that guide (16 chains, 1,000 temperatures, 10 leapfrog steps) with its stated
+  Monte Carlo error and slack;
 * BDMC bounds on 100 images simulated from the model.
 
-    python experiments/ais_check.py          # about 10 minutes on 2 CPU threads
+    python experiments/ais_check.py                 # about an hour on 2 CPU threads
+    python experiments/ais_check.py --steps 300     # the shorter schedule of docs/comparison.md
 
 Writes docs/results/ais_check.json.
 """
@@ -37,7 +38,7 @@ parser.add_argument("--latent-dim", type=int, default=32)
 parser.add_argument("--points", type=int, default=200)
 parser.add_argument("--particles", type=int, default=5000)
 parser.add_argument("--chains", type=int, default=16)
-parser.add_argument("--steps", type=int, default=300)
+parser.add_argument("--steps", type=int, default=1000)
 parser.add_argument("--leapfrog", type=int, default=10)
 parser.add_argument("--bdmc-points", type=int, default=100)
 parser.add_argument("--seed", type=int, default=0)
@@ -85,12 +86,15 @@ out["ais"] = {
     "stated_error_of_mean": stated,
     "max_abs_error": float(error.abs().max()),
     "share_within_3_mc_se": float((error.abs() <= 3 * ais.mc_se).double().mean()),
+    "slack_per_point": ais.slack / len(test),
+    "within_stated_error": bool(abs(float(error.mean())) <= 3 * stated + ais.slack / len(test)),
     "share_k_above_0.7": ais.share_k_above(0.7) if ais.pareto_k is not None else None,
     "acceptance": float(ais.acceptance.mean()),
     "seconds": time.perf_counter() - start,
     "estimator": ais.estimator,
 }
-print(f"AIS: mean error {error.mean():.4f} nats, stated error of the mean {stated:.4f}; "
+print(f"AIS: mean error {error.mean():.4f} nats, stated Monte Carlo error of the mean {stated:.4f}, slack "
+      f"{ais.slack / len(test):.4f} per point; "
       f"{100 * out['ais']['share_within_3_mc_se']:.0f}% of points within 3 stated errors "
       f"({time.perf_counter() - start:.0f} s)")
 
