@@ -17,7 +17,7 @@ For 200 test images the script reports, against the exact value:
     python experiments/ais_check.py                 # about an hour on 2 CPU threads
     python experiments/ais_check.py --steps 300     # the shorter schedule of docs/comparison.md
 
-Writes docs/results/ais_check.json.
+Writes docs/results/ais_check_STEPS.json.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ parser.add_argument("--steps", type=int, default=1000)
 parser.add_argument("--leapfrog", type=int, default=10)
 parser.add_argument("--bdmc-points", type=int, default=100)
 parser.add_argument("--seed", type=int, default=0)
-parser.add_argument("--out", default="docs/results/ais_check.json")
+parser.add_argument("--out", default=None, help="default docs/results/ais_check_STEPS.json")
 args = parser.parse_args()
+args.out = args.out or f"docs/results/ais_check_{args.steps}.json"
 torch.set_num_threads(2)
 torch.set_default_dtype(torch.float64)
 
