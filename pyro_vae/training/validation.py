@@ -43,8 +43,10 @@ class Validation:
         self.data = data
 
     def __call__(self) -> float:
-        mean = mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size)
         if self.group is None or not self.group.active:
-            return mean
+            return mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size)
+        # A rank with no validation rows (fewer rows than ranks) still joins the sum.
+        mean = (mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size)
+                if len(self.data) else 0.0)  # fmt: skip
         total, count = self.group.sum(mean * len(self.data), float(len(self.data)))
         return total / count
