@@ -201,11 +201,16 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
                 weight = warmup.weight(epoch, i)
                 batch = {k: v[indices] for k, v in train_covariates.items()}
                 loss = step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight, **batch)
-                if group.active:  # every rank sees the same mean loss, and so takes the same decisions
-                    loss = group.sum(loss)[0] / group.world_size
-                if not math.isfinite(loss):
+                # In a process group the ranks decide together once per epoch (below): a rank that
+                # stopped alone would leave the others waiting in the next gradient exchange.
+                if not group.active and not math.isfinite(loss):
                     diverged(i, f"the training loss became {loss}", restore_best and x_val is not None)
                 total += loss
+            if group.active:  # every rank sees the same mean loss, and so takes the same decisions
+                total = group.sum(total)[0] / group.world_size
+                if not math.isfinite(total):
+                    diverged(steps_per_epoch - 1, f"the training loss became {total}",
+                             restore_best and x_val is not None)  # fmt: skip
             if not _all_finite(vae):
                 diverged(steps_per_epoch - 1, "a parameter became non-finite (a non-finite gradient)",
                          restore_best and x_val is not None)  # fmt: skip
