@@ -37,7 +37,19 @@ def run_demo(out: Path, *, epochs: int = 400, seed: int = 0, overwrite: bool = F
 
 def run_train(args) -> dict:
     device = parse_device(args.device)
-    init_from_environment(args.device)  # one of several processes under torchrun
+    joined = init_from_environment(args.device)  # one of several processes under torchrun
+    try:
+        return _train(args, device)
+    finally:
+        if joined:
+            # Leave the group before the interpreter exits: a rank done with its work exits while
+            # rank 0 still writes the run folder, and a group torn down at exit aborts the process.
+            import torch.distributed as torch_dist
+
+            torch_dist.destroy_process_group()
+
+
+def _train(args, device) -> dict:
     dataset = data_module.load(args.data, binarize=args.binarize, values=args.values, seed=args.seed)
     torch.manual_seed(args.seed)
     vae = VAE(dataset.input_dim, args.latent_dim, hidden_sizes=args.hidden, activation=args.activation,
