@@ -46,7 +46,7 @@ from torch.distributions import biject_to
 from ._checks import positive_int
 from ._isolation import isolated
 from .program import Data, Program, _particles, as_program
-from .sites import Sites, per_point, site_values
+from .sites import Sites, per_point, site_values, to_points
 
 STARTS = ("guide", "prior")
 #: Acceptance rate the per-chain step sizes are steered towards (Neal 2011 recommends ~0.65).
@@ -60,8 +60,8 @@ class Schedule:
     """How AIS anneals: ``steps`` temperatures on a sigmoid path, HMC with ``leapfrog_steps``.
 
     The sigmoid path of Grosse et al. (2015) spends more temperatures near both ends, where
-    ``f_t`` changes fastest. Step sizes start at ``initial_step_size`` and adapt per chain
-    towards :data:`TARGET_ACCEPTANCE` after every transition.
+    ``f_t`` changes fastest. Step sizes start at ``initial_step_size``; a pilot run tunes them per
+    point and temperature towards :data:`TARGET_ACCEPTANCE` (:func:`tuned_step_sizes`).
     """
 
     steps: int = 500
@@ -104,13 +104,7 @@ class _Chunk:
         """Sum ``values`` (a site's layout with ``event_dims`` trailing dims) to ``(C, B)``."""
         if event_dims:
             values = values.sum(tuple(range(-event_dims, 0)))
-        rank = self.sites.nesting + 1
-        values = values.reshape((1,) * (rank - values.ndim) + tuple(values.shape))
-        keep = (0, rank + self.sites.data_dim)
-        other = [d for d in range(rank) if d not in keep]
-        if other:
-            values = values.sum(other)
-        return values.expand(self.chains, len(self.rows))
+        return to_points(values, self.sites, True, self.chains, len(self.rows))
 
     def initial(self) -> dict[str, torch.Tensor]:
         """``C`` draws per point from the start distribution, in each site's own layout."""
@@ -268,6 +262,15 @@ def chunks(program: Program, data: Data, sites: Sites, chains: int, max_memory_m
         yield torch.arange(start, min(start + points, len(data)))
 
 
+def _forward(program, data, indices, sites, chains, schedule, start):
+    """Forward AIS on the rows ``indices``: ``(chunk, step sizes, log weights (C, B), acceptance (B,))``."""
+    rows = data.rows(indices)
+    step_sizes = tuned_step_sizes(program, rows, sites, schedule, start, indices, len(data))
+    chunk = _Chunk(program, rows, sites, chains, start, indices, len(data))
+    log_w, accept, _ = run_ais(chunk, schedule, step_sizes=step_sizes)
+    return chunk, step_sizes, log_w, accept
+
+
 def ais_log_weights(program: Program, data: Data, sites: Sites, *, chains: int, schedule: Schedule, start: str,
                     seed: int, max_memory_mb: float) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """``(N, C)`` forward AIS log weights of every point and each point's mean acceptance probability."""
@@ -278,10 +281,7 @@ def ais_log_weights(program: Program, data: Data, sites: Sites, *, chains: int, 
     weights, acceptance = [], []
     with isolated(seed), pyro.validation_enabled(False):
         for indices in chunks(program, data, sites, chains, max_memory_mb):
-            rows = data.rows(indices)
-            step_sizes = tuned_step_sizes(program, rows, sites, schedule, start, indices, len(data))
-            chunk = _Chunk(program, rows, sites, chains, start, indices, len(data))
-            log_w, accept, _ = run_ais(chunk, schedule, step_sizes=step_sizes)
+            _, _, log_w, accept = _forward(program, data, indices, sites, chains, schedule, start)
             weights.append(log_w.T)
             acceptance.append(accept)
     return torch.cat(weights), torch.cat(acceptance)
@@ -381,17 +381,14 @@ def bdmc(
     lower, upper, acc_f, acc_r = [], [], [], []
     with isolated(seed + 1), pyro.validation_enabled(False):
         for indices in chunks(program, data, sites, num_chains, max_memory_mb):
-            rows_data = data.rows(indices)
-            step_sizes = tuned_step_sizes(program, rows_data, sites, schedule, ais_start, indices, len(data))
-            forward = _Chunk(program, rows_data, sites, num_chains, ais_start, indices, len(data))
-            log_w, accept, _ = run_ais(forward, schedule, step_sizes=step_sizes)
+            chunk, step_sizes, log_w, accept = _forward(program, data, indices, sites, num_chains, schedule, ais_start)
             lower.append(torch.logsumexp(log_w, 0) - math.log(num_chains))
             acc_f.append(accept)
-            backward = _Chunk(program, rows_data, sites, num_chains, ais_start, indices, len(data))
             rank = sites.nesting + 1
             initial = {name: value.index_select(rank + sites.data_dim, indices.to(value.device))
                        .expand(num_chains, *value.shape[1:]).contiguous() for name, value in z_star.items()}  # fmt: skip
-            log_w_rev, accept, _ = run_ais(backward, schedule, step_sizes=step_sizes, initial=initial, reverse=True)
+            # The same kernels, run backwards from the exact posterior draws.
+            log_w_rev, accept, _ = run_ais(chunk, schedule, step_sizes=step_sizes, initial=initial, reverse=True)
             upper.append(-(torch.logsumexp(log_w_rev, 0) - math.log(num_chains)))
             acc_r.append(accept)
     return BDMC(torch.cat(lower), torch.cat(upper), x, dict(template.covariates), schedule, num_chains, ais_start,

@@ -59,20 +59,24 @@ def per_point(site: dict, sites: Sites, plate: str, num_particles: int, batch: i
     log_prob = site["fn"].log_prob(site["value"])
     if site.get("mask") is not None:
         log_prob = torch.where(site["mask"], log_prob, torch.zeros_like(log_prob))
-    rank = sites.nesting + 1
-    if log_prob.ndim > rank:
+    if log_prob.ndim > sites.nesting + 1:
         raise ValueError(
             f"Site {site['name']!r} has log_prob of shape {tuple(log_prob.shape)}, with batch dimensions that "
             "no pyro.plate declares; declare them with a plate or make them event dimensions with .to_event()."
         )
-    log_prob = log_prob.reshape((1,) * (rank - log_prob.ndim) + tuple(log_prob.shape))
-    keep = [0]
-    if in_plate(site, plate):
-        keep.append(rank + sites.data_dim)
+    return to_points(log_prob, sites, in_plate(site, plate), num_particles, batch)
+
+
+def to_points(values: torch.Tensor, sites: Sites, local: bool, num_particles: int, batch: int) -> torch.Tensor:
+    """A per-site quantity with the program's batch layout (particles first, then its plates) summed
+    over every plate but the data plate: shape ``(S, B)`` for a ``local`` site, ``(S,)`` otherwise."""
+    rank = sites.nesting + 1
+    values = values.reshape((1,) * (rank - values.ndim) + tuple(values.shape))
+    keep = [0, rank + sites.data_dim] if local else [0]
     other = [d for d in range(rank) if d not in keep]
     if other:
-        log_prob = log_prob.sum(other)
-    return log_prob.expand((num_particles, batch) if len(keep) == 2 else (num_particles,))
+        values = values.sum(other)
+    return values.expand((num_particles, batch) if local else (num_particles,))
 
 
 def site_values(site: dict, sites: Sites, plate: str, *, particles: bool = True) -> torch.Tensor:
