@@ -1,7 +1,7 @@
 """pyro_vae: variational autoencoders written as Pyro programs."""
 
 from ._version import __version__
-from . import ais, baselines, data, diagnostics, latent, objectives, program, quality
+from . import ais, baselines, data, diagnostics, latent, objectives, program, quality, rows
 from .ais import BDMC, bdmc
 from .checkpoint import load, save
 from .cli import load_run
@@ -62,6 +62,7 @@ __all__ = [
     "program",
     "quality",
     "reconstruct",
+    "rows",
     "register_guide",
     "register_likelihood",
     "register_prior",

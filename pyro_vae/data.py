@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
+import zlib
 import urllib.request
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._io import atomic_write
-from .readers import TABLE_SUFFIXES, _check_labels, _load_table, read_idx
+from ._io import atomic_write, check_writable
+from .readers import TABLE_SUFFIXES, _check_labels, _load_table, idx_header, read_idx
 
 BINARIZE_MODES = ("none", "fixed", "dynamic")
 VALUE_MODES = ("unit", "levels")
@@ -359,6 +361,67 @@ def _read_idx_pair(directory: Path, part: str) -> tuple[torch.Tensor, torch.Tens
             f"shape {tuple(labels.shape)}; expected (N, H, W) and (N,)."
         )
     return images, _check_labels(labels, labels_path)
+
+
+def idx_to_npy(directory: str | os.PathLike, out_directory: str | os.PathLike, *,
+               block_bytes: int = 2**24) -> dict[str, Path]:  # fmt: skip
+    """Convert a folder of MNIST-format IDX files (gzipped or not) into ``.npy`` files, once, in blocks.
+
+    Writes ``train_images.npy`` and ``test_images.npy`` of shape ``(N, H * W)`` in the files' own
+    element type (``uint8`` grey levels for MNIST-type data) and ``train_labels.npy``,
+    ``test_labels.npy`` of shape ``(N,)`` (``int64``). Nothing larger than ``block_bytes`` is held in
+    memory, so folders larger than memory convert too; every file is written beside its final name
+    and renamed into place when complete, so an interrupted conversion leaves no partial file.
+    Open the results with :func:`pyro_vae.rows.open_rows` (``scale=1/255`` for values in
+    ``[0, 1]``) and pass them to any tool.
+
+    Returns: the path of each written file, by role.
+    """
+    directory = _find_idx_directory(str(directory), download=False)
+    out_directory = Path(out_directory)
+    check_writable(out_directory, "the converted data")
+    written = {}
+    for role in IDX_FILES:
+        target = out_directory / f"{role}.npy"
+        atomic_write(target, lambda handle, role=role: _copy_idx(_idx_path(directory, role), handle, role, block_bytes))
+        written[role] = target
+    for part in ("train", "test"):
+        if np.load(written[f"{part}_images"], mmap_mode="r").shape[0] != np.load(written[f"{part}_labels"]).shape[0]:
+            raise ValueError(f"{directory}: the {part} images and labels have different numbers of rows.")
+    return written
+
+
+def _copy_idx(path: Path, handle, role: str, block_bytes: int) -> None:
+    """Stream one IDX file into ``handle`` as a ``.npy`` array (see :func:`idx_to_npy`)."""
+    with open(path, "rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+            shape, dtype = idx_header(stream, path)
+            images = role.endswith("images")
+            if (images and len(shape) < 2) or (not images and len(shape) != 1):
+                raise ValueError(f"{path}: {role} have shape {shape}; expected (N, H, W) images or (N,) labels.")
+            native = np.dtype(np.int64) if not images else dtype.newbyteorder("=")
+            rows = (shape[0], math.prod(shape[1:])) if images else shape
+            np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(native),
+                                                          "fortran_order": False, "shape": rows})  # fmt: skip
+            remaining = math.prod(shape) * dtype.itemsize
+            block = max(dtype.itemsize, block_bytes // dtype.itemsize * dtype.itemsize)
+            while remaining:
+                part = stream.read(min(block, remaining))
+                if not part:
+                    raise ValueError(f"{path} ends {remaining:,} bytes before the size its header {shape} announces.")
+                if len(part) % dtype.itemsize:  # a short read inside an element: complete it
+                    part += stream.read(dtype.itemsize - len(part) % dtype.itemsize)
+                values = np.frombuffer(part, dtype=dtype)
+                if not images:
+                    values = _check_labels(torch.from_numpy(values.astype(np.int64)), path).numpy()
+                handle.write(values.astype(native, copy=False).tobytes())
+                remaining -= len(part)
+            if stream.read(1):
+                raise ValueError(f"{path} holds more data than its header {shape} announces.")
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"{path} is unreadable or a damaged gzip file ({type(error).__name__}: {error}).") from None
 
 
 def one_hot(labels, num_classes: int) -> torch.Tensor:

@@ -281,7 +281,7 @@ def _aggregate_source(program, data, *, site=None, label=None, labels=None, what
         known = sorted(set(labels.tolist()))
         if label not in known:
             raise ValueError(f"No rows with label {label!r}; the labels present are {known}.")
-        data = data.rows(labels == label)
+        data = data.subset(labels == label)
     return AggregatePosterior.from_program(program, data, site=site)
 
 

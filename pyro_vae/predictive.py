@@ -145,7 +145,7 @@ def generation_rows(program: Program, n: int, x: Any, covariates: Mapping[str, A
     """``n`` rows to generate on: from ``x`` and its covariates, or the template with given covariates."""
     covariates = {k: _rows_of(v) for k, v in (covariates or {}).items()}
     if x is not None:
-        count = torch.as_tensor(x).shape[0] if not isinstance(x, torch.Tensor) else x.shape[0]
+        count = x.shape[0] if hasattr(x, "shape") else torch.as_tensor(x).shape[0]
         return program.data(x, _broadcast_rows(covariates, count)).cycled(n)
     if covariates:
         count = max(v.shape[0] for v in covariates.values())

@@ -39,6 +39,7 @@ from pyro import poutine
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ._checks import as_tensor
+from .rows import RowSource, as_row_source, checked_rows
 from .sites import Sites, discover, per_point
 
 PARTICLES = "particles"
@@ -59,11 +60,29 @@ class Data:
         return self.x.shape[0]
 
     def rows(self, index) -> "Data":
+        """The rows ``index`` as tensors (read from disk when ``x`` is a :class:`~pyro_vae.rows.RowSource`)."""
         return Data(self.x[index], {k: v[index] for k, v in self.covariates.items()})
+
+    def subset(self, index) -> "Data":
+        """The rows ``index``, still on disk when ``x`` is a row source (a lazy view), else as :meth:`rows`."""
+        if isinstance(self.x, RowSource):
+            positions = self.x._positions(index)
+            return Data(self.x.subset(positions), {k: v[positions] for k, v in self.covariates.items()})
+        return self.rows(index)
 
     def cycled(self, n: int) -> "Data":
         """``n`` rows, repeating the rows in order (templates for generation)."""
         return self.rows(torch.arange(n) % len(self))
+
+
+def _plain_check(x: Any, what: str) -> torch.Tensor:
+    """The checks of a program without its own: a tensor with finite values and points along dim 0."""
+    x = as_tensor(x, what)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"{what} must have the data points along its first dimension, N >= 1; got shape {tuple(x.shape)}.")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} contains non-finite values; remove or impute them.")
+    return x
 
 
 class Program:
@@ -124,14 +143,15 @@ class Program:
         """Validate ``x`` and the data-aligned ``covariates`` and return them as :class:`Data`.
 
         ``checked=True`` says ``x`` was validated already (a tensor of the right kind), so only the
-        covariates are checked: large data is not scanned twice.
+        covariates are checked: large data is not scanned twice. A row source (a numpy memory map,
+        :func:`pyro_vae.rows.open_rows`) is checked chunk by chunk and stays on disk
+        (:mod:`pyro_vae.rows`).
         """
-        if not checked:
-            x = self._check(x, what) if self._check is not None else as_tensor(x, what)
-            if x.ndim < 1 or x.shape[0] == 0:
-                raise ValueError(f"{what} must have the data points along its first dimension, N >= 1; got shape {tuple(x.shape)}.")
-            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-                raise ValueError(f"{what} contains non-finite values; remove or impute them.")
+        source = as_row_source(x)
+        if source is not None:
+            x = checked_rows(source, self._check or _plain_check, what)
+        elif not checked:
+            x = _plain_check(self._check(x, what) if self._check is not None else x, what)
         out = {}
         for key, value in (covariates or {}).items():
             if key in ("indices", "num_data"):

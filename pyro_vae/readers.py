@@ -37,15 +37,8 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
         with open(path, "rb") as handle:
             compressed = handle.read(2) == b"\x1f\x8b"
         with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
-            magic = stream.read(4)
-            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
-                raise ValueError(f"{path} is not an IDX file (bad magic number).")
-            ndim = magic[3]
-            dims = stream.read(4 * ndim)
-            if len(dims) < 4 * ndim:
-                raise ValueError(f"{path} is truncated inside its header.")
-            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
-            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            shape, dtype = idx_header(stream, path)
+            ndim = len(shape)
             size = math.prod(shape) * dtype.itemsize
             if size > MAX_IDX_BYTES:
                 raise ValueError(f"{path}: its header {shape} announces {size:,} bytes, more than the "
@@ -61,6 +54,20 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
                          f"(decompressed) but its header {shape} implies {4 + 4 * ndim + size}.")  # fmt: skip
     array = np.frombuffer(payload, dtype=dtype).reshape(shape)
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).copy())
+
+
+def idx_header(stream, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and element type an IDX header announces, read from the start of ``stream``;
+    the stream is left at the first byte of the payload (``4 + 4 * ndim`` bytes in)."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number).")
+    ndim = magic[3]
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise ValueError(f"{path} is truncated inside its header.")
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    return shape, np.dtype(_IDX_DTYPES[magic[2]])
 
 
 def _read_at_most(stream, limit: int, block: int = 2**24) -> bytes:
@@ -112,13 +119,16 @@ def _load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return x, torch.zeros(len(x), dtype=torch.int64)
 
 
-def _check_npy_header(path: Path) -> None:
+def _check_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
     """Refuse a ``.npy`` file whose header announces more data than the file holds, before numpy
-    allocates it."""
+    allocates it; return its ``(shape, dtype, fortran_order, offset of the data)``."""
     with open(path, "rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, _, dtype = reader(handle)
+        try:
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(handle)
+        except (ValueError, EOFError) as error:
+            raise ValueError(f"{path} is not a .npy file ({error}).") from None
         header_end = handle.tell()
     if dtype.hasobject:
         raise ValueError(f"{path} holds Python objects; a table must be numeric.")
@@ -126,3 +136,4 @@ def _check_npy_header(path: Path) -> None:
     if header_end + announced != path.stat().st_size:
         raise ValueError(f"{path} announces an array of shape {shape} ({announced:,} bytes) in a file of "
                          f"{path.stat().st_size - header_end:,} data bytes.")  # fmt: skip
+    return shape, dtype, fortran, header_end

@@ -45,6 +45,7 @@ from .data import Split, binarize
 from .initialization import initialize_from_data
 from .model import VAE
 from .program import as_program
+from .rows import CHUNK_BYTES, RowSource, as_row_source, checked_rows
 from .training import EarlyStopping, KLWarmup, ObjectiveStep, Progress, Validation, epoch_order, epoch_values
 from .training.distributed import Distributed
 from .training.objective import OBJECTIVES, make_objective
@@ -53,6 +54,10 @@ from .training_state import History, RunState, resume_state
 
 #: Names of the objectives ``fit(elbo=...)`` accepts.
 ELBOS = OBJECTIVES
+#: Rows sampled from data on disk to start an untrained model (``init_from_data``), at most
+#: :data:`pyro_vae.rows.CHUNK_BYTES` of them.
+INIT_SAMPLE_ROWS = 10_000
+
 def fit(
     vae: VAE,
     train: Any,
@@ -81,7 +86,9 @@ def fit(
     Args:
         vae: the model to train, in place.
         train: training data ``(N, D)`` (tensor or array) or a :class:`~pyro_vae.data.Split`;
-            a split with dynamic binarisation is binarised afresh every epoch.
+            a split with dynamic binarisation is binarised afresh every epoch. Data larger than
+            memory stays on disk: pass a numpy memory map or a :class:`~pyro_vae.rows.RowSource`
+            (:func:`pyro_vae.rows.open_rows`), and each minibatch is read as it is needed.
         covariates: data-aligned keyword arguments of the training data (``{"y": Y}`` for a
             conditional VAE), sliced with every minibatch.
         val: optional validation data, evaluated every epoch by its average ELBO per point.
@@ -117,7 +124,7 @@ def fit(
     train_covariates = program.data(x, covariates, checked=True).covariates
     x_val = val_data = None
     if val is not None:
-        x_val = vae.check_data(val.x if isinstance(val, Split) else val, "val")
+        x_val = _checked(vae, val.x if isinstance(val, Split) else val, "val")
         val_data = program.data(x_val, val_covariates, what="val", checked=True)
     elif val_covariates is not None:
         raise ValueError("val_covariates were given without val data.")
@@ -156,7 +163,10 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
     if resume and Path(checkpoint).exists():
         state = resume_state(vae, step, checkpoint, settings, patience)
     elif init_from_data and not vae.trained:
-        initialize_from_data(vae, epoch_values(x, dynamic, seed, 0), checked=True)
+        # Data on disk starts the model from a sample of its rows (a bounded read).
+        start = (x.sample(max(2, min(INIT_SAMPLE_ROWS, CHUNK_BYTES // x.row_bytes)), seed) if isinstance(x, RowSource)
+                 else epoch_values(x, dynamic, seed, 0))  # fmt: skip
+        initialize_from_data(vae, start, checked=True)
     num_data = len(x)
     # Each rank's share of an epoch (a DistributedSampler drops the remainder), in minibatches.
     steps_per_epoch = math.ceil(num_data // group.world_size / batch_size)
@@ -277,14 +287,20 @@ def mean_elbo(
 
 
 # ---------------------------------------------------------------------- helpers
-def _training_tensor(vae: VAE, train: Any) -> tuple[torch.Tensor, bool]:
+def _checked(vae: VAE, x: Any, what: str) -> torch.Tensor | RowSource:
+    """``vae.check_data(x)``, or for data on disk one checking pass and a source that converts each read."""
+    source = as_row_source(x)
+    return checked_rows(source, vae.check_data, what) if source is not None else vae.check_data(x, what)
+
+
+def _training_tensor(vae: VAE, train: Any) -> tuple[torch.Tensor | RowSource, bool]:
     if isinstance(train, Split) and train.dynamic_binarization:
         if not bool(((train.x >= 0) & (train.x <= 1)).all()):
             raise ValueError("Dynamic binarisation needs training values in [0, 1] (Bernoulli probabilities).")
         # Any draw is binary; checking one draw checks shape, finiteness and support.
         vae.check_data(binarize(train.x, 0), "train (binarised)")
         return train.x, True
-    return vae.check_data(train.x if isinstance(train, Split) else train, "train"), False
+    return _checked(vae, train.x if isinstance(train, Split) else train, "train"), False
 
 
 def _diverged(vae, state: RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint,

@@ -38,7 +38,7 @@ class Validation:
         self.sites = program.sites(data)
         self.total_points = len(data)
         if group is not None and group.active:
-            data = data.rows(torch.arange(group.rank, len(data), group.world_size))
+            data = data.subset(torch.arange(group.rank, len(data), group.world_size))
             self.seed = seed + group.rank
         self.data = data
 
