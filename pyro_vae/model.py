@@ -37,8 +37,11 @@ from .priors import Prior, get_prior
 from .program import Data, Program
 
 
-def _kl_scale(kl_weight: float):
-    # Scaling both log p(z) and log q(z|x) by beta scales the ELBO's KL term by beta.
+def _kl_scale(kl_weight: float | torch.Tensor):
+    # Scaling both log p(z) and log q(z|x) by beta scales the ELBO's KL term by beta. A tensor weight
+    # (a compiled objective's input) always scales, so the compiled graph does not depend on its value.
+    if torch.is_tensor(kl_weight):
+        return poutine.scale(scale=kl_weight)
     return contextlib.nullcontext() if kl_weight == 1.0 else poutine.scale(scale=kl_weight)
 
 

@@ -80,6 +80,7 @@ def fit(
     progress: bool | str | None = None,
     before_training: Callable[[], None] | None = None,
     init_from_data: bool = True,
+    jit: bool = False,
 ) -> History:
     """Train ``vae`` by stochastic variational inference (``pyro.infer.SVI``).
 
@@ -112,6 +113,10 @@ def fit(
         init_from_data: start an untrained model where the training data put it
             (:meth:`VAE.initialize_from_data`); a model already trained or loaded, or resumed from
             a checkpoint, is never re-initialised. Pass ``False`` to keep weights you set yourself.
+        jit: compile the objective with Pyro's ``JitTrace_ELBO`` (``elbo="trace"`` only): the model
+            and guide are traced once per minibatch size and then run as one graph, without
+            Python's per-step overhead (docs/benchmarks.md). The program must have a fixed
+            structure; not available in a process group.
         before_training: called once every argument is checked and a resumed state loaded, just
             before the first epoch (the command line writes its run folder's description there,
             so a refused run leaves none behind).
@@ -119,6 +124,12 @@ def fit(
     Returns: the :class:`History`.
     """
     _check_settings(epochs, batch_size, lr, elbo, num_particles, kl_warmup_epochs, patience, val, resume, checkpoint)
+    if not isinstance(jit, bool):
+        raise ValueError(f"jit must be True or False, got {jit!r}.")
+    if jit and elbo != "trace":
+        raise ValueError(f"jit=True compiles the 'trace' objective (JitTrace_ELBO); train elbo={elbo!r} without it.")
+    if jit and Distributed.current().active:
+        raise ValueError("jit=True is not available inside a process group; train with jit=False there.")
     x, dynamic = _training_tensor(vae, train)
     program = as_program(vae)
     train_covariates = program.data(x, covariates, checked=True).covariates
@@ -145,12 +156,12 @@ def fit(
                     elbo=elbo, num_particles=num_particles, kl_warmup_epochs=kl_warmup_epochs, patience=patience,
                     restore_best=restore_best, seed=seed, checkpoint=checkpoint, resume=resume,
                     history_path=history_path, progress=progress, before_training=before_training,
-                    init_from_data=init_from_data)  # fmt: skip
+                    init_from_data=init_from_data, jit=jit)  # fmt: skip
 
 
 def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_size, lr, elbo, num_particles,
          kl_warmup_epochs, patience, restore_best, seed, checkpoint, resume, history_path, progress,
-         before_training, init_from_data) -> History:
+         before_training, init_from_data, jit) -> History:
     """The training loop of :func:`fit`, once its arguments are checked and the checkpoint locked."""
     settings = {
         "seed": seed, "batch_size": batch_size, "lr": lr, "elbo": elbo,
@@ -158,7 +169,8 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
         "dynamic_binarization": dynamic, "num_data": len(x),
     }  # fmt: skip
     group = Distributed.current()
-    step = ObjectiveStep(vae, vae.model, vae.guide, make_objective(elbo, num_particles), lr, distributed=group.active)
+    step = ObjectiveStep(vae, vae.model, vae.guide, make_objective(elbo, num_particles, jit=jit), lr,
+                         distributed=group.active)  # fmt: skip
     state = RunState(stopping=EarlyStopping(patience))
     if resume and Path(checkpoint).exists():
         state = resume_state(vae, step, checkpoint, settings, patience)
@@ -191,6 +203,11 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
         if state.rng_state is not None:
             torch.set_rng_state(state.rng_state)
         vae.train()
+        if jit:  # one trace per minibatch size, before the first step and outside the random stream
+            for size in sorted({min(batch_size, num_data - i * batch_size) for i in range(steps_per_epoch)}):
+                rows = torch.arange(size)
+                step.compile(x[rows], indices=rows, num_data=num_data, kl_weight=1.0,
+                             **{k: v[rows] for k, v in train_covariates.items()})  # fmt: skip
         for epoch in range(state.epoch, epochs if not state.stopped_early else state.epoch):
             started = time.perf_counter()
             # What the model falls back to if this epoch diverges (a copy costs far less than an epoch).

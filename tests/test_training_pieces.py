@@ -108,3 +108,45 @@ def test_progress_prints_one_line_per_epoch(capsys):
     assert "epoch 1/3: train -5.000, validation ELBO -6.000 per point, 0.5 s" in capsys.readouterr().err
     with pytest.raises(ValueError, match="progress must be"):
         Progress("bar", total=3)
+
+
+def _twins_trained(x, epochs, **options):
+    vae = pyro_vae.VAE(x.shape[1], 3, hidden_sizes=(16,), **options.pop("model", {}))
+    twins = [copy.deepcopy(vae), copy.deepcopy(vae)]
+    settings = dict(epochs=epochs, batch_size=64, kl_warmup_epochs=2, progress=False, **options)
+    histories = [pyro_vae.fit(twins[0], x, **settings), pyro_vae.fit(twins[1], x, jit=True, **settings)]
+    return vae, twins, histories
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_the_compiled_objective_trains_as_the_eager_one():
+    x = (torch.rand(530, 20, generator=torch.Generator().manual_seed(0)) < 0.3).float()  # a partial last batch
+    _, (eager, compiled), (h_eager, h_compiled) = _twins_trained(x, 3)
+    for a, b in zip(h_eager.rows, h_compiled.rows):  # the same draws, warm-up weights included
+        assert a["train_elbo"] == pytest.approx(b["train_elbo"], rel=1e-6)
+    for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_the_compiled_objective_takes_covariates_and_resumes_exactly(tmp_path):
+    x = (torch.rand(200, 12, generator=torch.Generator().manual_seed(1)) < 0.4).float()
+    y = pyro_vae.data.one_hot(torch.arange(200) % 3, 3)
+    start, (eager, compiled), _ = _twins_trained(x, 3, covariates={"y": y}, model={"covariate_dim": 3})
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()))
+    first = copy.deepcopy(start)
+    options = dict(covariates={"y": y}, batch_size=64, kl_warmup_epochs=2, progress=False, jit=True,
+                   checkpoint=tmp_path / "run.pt")  # fmt: skip
+    pyro_vae.fit(first, x, epochs=2, **options)
+    resumed = copy.deepcopy(start)
+    pyro_vae.fit(resumed, x, epochs=3, resume=True, **options)
+    assert all(torch.equal(a, b) for a, b in zip(compiled.state_dict().values(), resumed.state_dict().values()))
+
+
+def test_the_compiled_objective_is_refused_where_it_cannot_run():
+    vae = pyro_vae.VAE(4, 2, hidden_sizes=(4,))
+    for elbo in ("iwae", "meanfield"):
+        with pytest.raises(ValueError, match="without it"):
+            pyro_vae.fit(vae, torch.zeros(10, 4), elbo=elbo, num_particles=2, jit=True)
+    with pytest.raises(ValueError, match="jit must be True or False"):
+        pyro_vae.fit(vae, torch.zeros(10, 4), jit="yes")

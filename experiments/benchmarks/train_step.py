@@ -6,7 +6,9 @@ process; the printed figure is the median over repetitions of (pyro_vae time / p
 
 The plain loop is the usual hand-written VAE: reparameterised z, Bernoulli log-likelihood via
 binary_cross_entropy_with_logits, analytic Gaussian KL, torch.optim.Adam. pyro_vae runs SVI with
-Trace_ELBO (Monte Carlo KL, the library default) and, as a second row, TraceMeanField_ELBO.
+Trace_ELBO (Monte Carlo KL, the library default), TraceMeanField_ELBO, and Trace_ELBO compiled
+(``fit(jit=True)``: Pyro's JitTrace_ELBO; the whole epoch is timed, its one-off tracing included). With ``--compile`` a last row
+runs the plain loop with ``torch.compile``d networks, and its ratio to eager plain is printed too.
 
     python experiments/benchmarks/train_step.py                 # full epochs, 5 repetitions
     python experiments/benchmarks/train_step.py --quick         # 20 batches, a smoke test
@@ -47,6 +49,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="20 batches per run instead of a full epoch")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--compile", action="store_true", help="add the plain loop with torch.compile'd networks")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -62,7 +65,13 @@ def main():
         "plain": lambda rep: (lambda v: plain_epoch(v.encoder, v.decoder, x, batch_size, lr, rep))(new_vae()),
         "pyro_vae (Trace_ELBO)": lambda rep: pyro_vae.fit(new_vae(), x, epochs=1, batch_size=batch_size, lr=lr, seed=rep, progress=False),
         "pyro_vae (TraceMeanField_ELBO)": lambda rep: pyro_vae.fit(new_vae(), x, epochs=1, batch_size=batch_size, lr=lr, seed=rep, elbo="meanfield", progress=False),
+        "pyro_vae (JitTrace_ELBO)": lambda rep: pyro_vae.fit(new_vae(), x, epochs=1, batch_size=batch_size, lr=lr, seed=rep, jit=True, progress=False),
     }  # fmt: skip
+    if args.compile:
+        compiled = new_vae()
+        encoder, decoder = torch.compile(compiled.encoder), torch.compile(compiled.decoder)
+        plain_epoch(encoder, decoder, x[: 4 * batch_size], batch_size, lr, 0)  # compiles, outside the timing
+        runs["plain (torch.compile)"] = lambda rep: plain_epoch(encoder, decoder, x, batch_size, lr, rep)
     times: dict[str, list[float]] = {name: [] for name in runs}
     runs["plain"](0)  # warm-up: allocator, thread pool, lazy imports
     for rep in range(args.repeats):
@@ -78,7 +87,7 @@ def main():
         ratios = [t / p for t, p in zip(values, times["plain"])]
         results[name] = {"median_seconds": statistics.median(values), "median_ratio": statistics.median(ratios),
                          "ratios": ratios}  # fmt: skip
-        print(f"{name:32s} median {statistics.median(values):7.3f} s   ratio to plain {statistics.median(ratios):.3f}"
+        print(f"{name:36s} median {statistics.median(values):7.3f} s   ratio to plain {statistics.median(ratios):.3f}"
               f"   (per repetition: {', '.join(f'{r:.2f}' for r in ratios)})")  # fmt: skip
     if args.json:
         with open(args.json, "w") as handle:

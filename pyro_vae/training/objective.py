@@ -6,7 +6,7 @@ from typing import Callable
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
 
 from ..objectives import ImportanceWeightedELBO
 
@@ -14,15 +14,26 @@ from ..objectives import ImportanceWeightedELBO
 OBJECTIVES = ("trace", "meanfield", "iwae")
 
 
-def make_objective(name: str, num_particles: int, *, plate: str = "data", max_plate_nesting: int = 1):
+def make_objective(name: str, num_particles: int, *, plate: str = "data", max_plate_nesting: int = 1,
+                   jit: bool = False):  # fmt: skip
     """The Pyro objective called ``name``: ``Trace_ELBO``, ``TraceMeanField_ELBO`` or the per-point
-    importance-weighted bound, with ``num_particles`` vectorised particles."""
+    importance-weighted bound, with ``num_particles`` vectorised particles; with ``jit``, Pyro's
+    compiled ``JitTrace_ELBO``.
+
+    ``jit`` is refused for ``"meanfield"``: Pyro's ``JitTraceMeanField_ELBO`` (1.9) looks for its
+    compiled function under a different attribute than the one it stores it in, so it compiles
+    afresh at every step -- slower than the eager objective, and with different random draws.
+    """
     if name not in OBJECTIVES:
         raise ValueError(f"elbo must be one of {sorted(OBJECTIVES)}, got {name!r}.")
+    if jit and name != "trace":
+        raise ValueError(f"jit=True compiles the 'trace' objective (JitTrace_ELBO); train elbo={name!r} without it.")
     if name == "iwae":
         return ImportanceWeightedELBO(num_particles, plate=plate, max_plate_nesting=max_plate_nesting)
-    kind = Trace_ELBO if name == "trace" else TraceMeanField_ELBO
-    return kind(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=max_plate_nesting)
+    kind = JitTrace_ELBO if jit else Trace_ELBO if name == "trace" else TraceMeanField_ELBO
+    options = {"ignore_jit_warnings": True} if jit else {}
+    return kind(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=max_plate_nesting,
+                **options)  # fmt: skip
 
 
 class ObjectiveStep:
@@ -42,6 +53,12 @@ class ObjectiveStep:
 
     Inside a process group (``distributed=True``) the loss runs through
     ``torch.nn.parallel.DistributedDataParallel``, which averages the gradients over the ranks.
+
+    A compiled objective (``make_objective(..., jit=True)``) traces the program once per minibatch
+    size. Pyro compiles anew for every distinct keyword argument, so the step passes every tensor
+    (``indices``, the KL weight, covariates) positionally and only fixed values (``num_data``, the
+    batch size) by keyword; :meth:`compile` traces a batch size ahead of time without touching the
+    random stream, so a resumed run draws exactly what the uninterrupted run drew.
     """
 
     def __init__(self, module: torch.nn.Module, model: Callable, guide: Callable, objective, lr: float, *,
@@ -50,6 +67,7 @@ class ObjectiveStep:
         self.params = list(module.parameters())
         self.optimizer = torch.optim.Adam(self.params, lr=lr, foreach=True)
         self.loss = _Loss(module, model, guide, objective)
+        self.jit = isinstance(objective, JitTrace_ELBO)
         if distributed:
             # Broadcasts rank 0's parameters now, and averages gradients in every backward pass.
             self.loss = torch.nn.parallel.DistributedDataParallel(self.loss)
@@ -64,6 +82,12 @@ class ObjectiveStep:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
+
+    def compile(self, *args, **kwargs) -> None:
+        """Trace the compiled objective for this minibatch's shapes, leaving the random stream as it was."""
+        if self.jit:
+            with torch.random.fork_rng(devices=[]):
+                self.loss(*args, **kwargs)
 
     def _refuse_strays(self) -> None:
         known = {id(p) for p in self.params}
@@ -92,5 +116,27 @@ class _Loss(torch.nn.Module):
         self.owner = module
         self.model, self.guide, self.objective = model, guide, objective
 
+        self.jit = isinstance(objective, JitTrace_ELBO)
+        self.positional_model, self.positional_guide = _positional(model), _positional(guide)
+
     def forward(self, *args, **kwargs) -> torch.Tensor:
-        return self.objective.differentiable_loss(self.model, self.guide, *args, **kwargs)
+        if not self.jit:
+            return self.objective.differentiable_loss(self.model, self.guide, *args, **kwargs)
+        # Tensors go positionally (inputs of the compiled graph); fixed values by keyword (compile keys).
+        fixed = {k: kwargs.pop(k) for k in [k for k, v in kwargs.items() if k == "num_data" or v is None]}
+        names = tuple(sorted(kwargs))
+        tensors = [torch.as_tensor(kwargs[k], dtype=torch.get_default_dtype() if k == "kl_weight" else None)
+                   for k in names]  # fmt: skip
+        return self.objective.differentiable_loss(self.positional_model, self.positional_guide, *args, *tensors,
+                                                  tensor_names=names, rows=len(args[0]), **fixed)  # fmt: skip
+
+
+def _positional(fn: Callable) -> Callable:
+    """``fn`` called as ``fn(x, *tensors, tensor_names=..., rows=..., **fixed)``: the calling form of a
+    compiled objective, turned back into ``fn(x, **dict(zip(tensor_names, tensors)), **fixed)``."""
+
+    def call(x, *tensors, tensor_names, rows, **fixed):
+        return fn(x, **dict(zip(tensor_names, tensors)), **fixed)
+
+    call.__wrapped_program__ = getattr(fn, "__wrapped_program__", fn)
+    return call
