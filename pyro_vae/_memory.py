@@ -26,6 +26,13 @@ class HeapGuard:
             self.trim(0)
 
 
+def release_freed_memory() -> None:
+    """Hand freed heap memory back to the system now (after a pass over data on disk, say)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _malloc_trim():
     try:
         import ctypes

@@ -34,10 +34,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ._memory import release_freed_memory
 from .readers import _check_npy_header, idx_header
 
 #: Bytes read per chunk when a tool passes over a whole source (validation, initialisation).
-CHUNK_BYTES = 32 * 2**20
+CHUNK_BYTES = 8 * 2**20
 
 
 class RowSource:
@@ -305,4 +306,5 @@ def checked_rows(source: RowSource, check: Callable[[torch.Tensor, str], torch.T
             raise ValueError(f"{what}, rows {start}..{start + len(chunk) - 1}: {error}") from None
         shape, dtype = (len(source), *converted.shape[1:]), converted.dtype
         del chunk, converted  # one chunk in memory at a time
+    release_freed_memory()
     return CheckedRows(source, lambda rows: check(rows, what), shape, dtype, what)

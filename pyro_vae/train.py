@@ -41,6 +41,7 @@ from . import checkpoint as ckpt
 from ._checks import positive_int, positive_number
 from ._io import FileLock, check_writable
 from ._isolation import isolated
+from ._memory import release_freed_memory
 from .data import Split, binarize
 from .initialization import initialize_from_data
 from .model import VAE
@@ -179,6 +180,9 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
         start = (x.sample(max(2, min(INIT_SAMPLE_ROWS, CHUNK_BYTES // x.row_bytes)), seed) if isinstance(x, RowSource)
                  else epoch_values(x, dynamic, seed, 0))  # fmt: skip
         initialize_from_data(vae, start, checked=True)
+        if isinstance(x, RowSource):
+            del start
+            release_freed_memory()
     num_data = len(x)
     # Each rank's share of an epoch (a DistributedSampler drops the remainder), in minibatches.
     steps_per_epoch = math.ceil(num_data // group.world_size / batch_size)

@@ -6,8 +6,8 @@
 
 The data are ``x = z W + noise`` (``z`` of dimension 4, ``float32``, 65,536 features per row). ``train``
 runs one epoch of :func:`pyro_vae.fit` (batch 32) and ``evaluate`` :func:`pyro_vae.log_likelihood`
-(2 particles, max_memory_mb=32), both on ``np.load(path, mmap_mode="r")``. tests/test_streaming.py
-runs the same on a 1.5 GiB file.
+(2 particles, max_memory_mb=16), both on ``np.load(path, mmap_mode="r")``. tests/test_streaming.py
+runs the same on a 2 GiB file.
 
 Peak resident memory comes from ``resource.getrusage`` (``ru_maxrss``, the process's high-water
 mark), read once after the imports and the model are set up and once after the tool has run.
@@ -57,7 +57,7 @@ def run(tool: str, path: str) -> dict:
         history = pyro_vae.fit(vae, x, epochs=1, batch_size=32, progress=False)
         value = history.rows[-1]["train_elbo"]
     else:
-        value = float(pyro_vae.log_likelihood(vae, x, num_particles=2, max_memory_mb=32, psis=False).mean)
+        value = float(pyro_vae.log_likelihood(vae, x, num_particles=2, max_memory_mb=16, psis=False).mean)
     return {"before_mb": before, "peak_mb": peak_mb(), "value": value, "rows": int(x.shape[0])}
 
 
