@@ -36,11 +36,30 @@ def make_objective(name: str, num_particles: int, *, plate: str = "data", max_pl
                 **options)  # fmt: skip
 
 
+def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """``torch.optim.Adam`` over ``params``, with PyTorch's fused kernel where the parameters allow it.
+
+    The fused kernel updates every parameter in one pass; on the reference CPU VAE it takes about
+    0.6 ms less per step than the multi-tensor (``foreach``) kernel (docs/benchmarks.md). Both
+    compute the same Adam update, up to floating-point rounding. Parameters of a device or dtype
+    without fused support use ``foreach``. A checkpoint keeps the kernel it was trained with.
+    """
+    try:
+        from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # an older PyTorch: no fused kernel to rely on
+        devices = set()
+    if params and all(p.is_floating_point() and p.device.type in devices for p in params):
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
 class ObjectiveStep:
     """``loss = objective.differentiable_loss(model, guide, ...)``, ``loss.backward()``, an Adam step.
 
     This is the pattern Pyro documents for training with a PyTorch optimiser. The optimiser is one
-    ``torch.optim.Adam`` over ``module.parameters()``: its state dict maps parameters by their fixed
+    ``torch.optim.Adam`` over ``module.parameters()`` (fused where possible, :func:`adam`): its state dict maps parameters by their fixed
     order in the module, which makes it resumable. Every parameter the program uses must belong
     to ``module``; the first step checks Pyro's parameter store and refuses strays, which Adam
     would otherwise never update.
@@ -65,7 +84,7 @@ class ObjectiveStep:
                  distributed: bool = False):  # fmt: skip
         self.module, self.model, self.guide, self.objective = module, model, guide, objective
         self.params = list(module.parameters())
-        self.optimizer = torch.optim.Adam(self.params, lr=lr, foreach=True)
+        self.optimizer = adam(self.params, lr)
         self.loss = _Loss(module, model, guide, objective)
         self.jit = isinstance(objective, JitTrace_ELBO)
         if distributed:
