@@ -102,6 +102,37 @@ def test_bad_training_data_is_refused_before_any_work(bad, message):
     assert all(torch.equal(a, b) for a, b in zip(before, vae.parameters()))
 
 
+def test_data_checked_in_blocks_finds_a_single_bad_value_anywhere_and_counts_all_of_them():
+    # Large enough for many 256 KB blocks; one bad value in the last block, then two in the middle.
+    vae = pyro_vae.VAE(D, L, hidden_sizes=(8,))
+    x = torch.bernoulli(torch.full((200_000, D), 0.3), generator=torch.Generator().manual_seed(0))
+    assert vae.check_data(x) is x
+    x[-1, -1] = float("nan")
+    with pytest.raises(ValueError, match=r"1 non-finite value\(s\) \(NaN\)"):
+        vae.check_data(x)
+    x[-1, -1] = 1.0
+    x[100_000, 3] = x[100_001, 0] = 0.5
+    with pytest.raises(ValueError, match=r"has 2 value\(s\) outside the support"):
+        vae.check_data(x)
+
+
+def test_a_likelihood_with_its_own_validate_still_sees_all_the_data():
+    vae = pyro_vae.VAE(D, L, hidden_sizes=(8,))
+    seen = []
+
+    class Strict(type(vae.likelihood)):
+        def validate(self, x, what="data"):
+            seen.append(tuple(x.shape))
+            if bool((x.sum(-1) == 0).any()):
+                raise ValueError(f"{what} has an empty row")
+
+    vae.likelihood.__class__ = Strict
+    vae.check_data(torch.ones(4, D))
+    assert seen == [(4, D)]
+    with pytest.raises(ValueError, match="empty row"):
+        vae.check_data(torch.zeros(4, D))
+
+
 def test_support_errors_explain_the_fix():
     vae = pyro_vae.VAE(D, L, likelihood="continuous_bernoulli")
     with pytest.raises(ValueError, match=r"\[0.0, 1.0\].*Scale the data"):

@@ -41,6 +41,15 @@ def test_objective_step_is_differentiable_loss_then_adam():
     assert set(step.state_dict()) == {"state", "param_groups"}
 
 
+def test_adam_uses_the_fused_kernel_and_a_checkpoint_keeps_the_kernel_it_was_written_with():
+    vae = small_vae()
+    step = ObjectiveStep(vae, vae.model, vae.guide, make_objective("trace", 1), lr=0.01)
+    assert step.optimizer.param_groups[0]["fused"] is True
+    written = torch.optim.Adam(vae.parameters(), lr=0.01, foreach=True)  # an older run's optimiser
+    step.load_state_dict(written.state_dict())
+    assert step.optimizer.param_groups[0]["foreach"] is True and not step.optimizer.param_groups[0]["fused"]
+
+
 def test_objective_step_refuses_parameters_outside_the_module():
     vae, x = small_vae(), binary()
 
