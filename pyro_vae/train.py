@@ -98,9 +98,10 @@ def fit(
         epochs: total number of epochs (including those done before a resumed checkpoint).
         batch_size: minibatch size ``B``; the plate scales each minibatch by ``N / B``.
         lr: Adam learning rate.
-        elbo: ``"trace"`` (``Trace_ELBO``), ``"meanfield"`` (``TraceMeanField_ELBO``) or ``"iwae"``
+        elbo: ``"trace"`` (``Trace_ELBO``), ``"meanfield"`` (``TraceMeanField_ELBO``), ``"iwae"``
             (the per-point importance-weighted bound with ``num_particles`` samples,
-            :class:`~pyro_vae.objectives.ImportanceWeightedELBO`).
+            :class:`~pyro_vae.objectives.ImportanceWeightedELBO`) or ``"iwae-dreg"`` (the same bound
+            with the doubly reparameterised gradient for the guide, Tucker et al. 2019).
         num_particles: samples of ``z`` per point and step (vectorised).
         kl_warmup_epochs: epochs over which the KL weight rises linearly from 0 to 1.
         patience: stop after this many epochs without a better validation ELBO (needs ``val``).

@@ -9,7 +9,7 @@ import torch
 
 import pyro_vae
 from ppca import ExactEncoder, linear_gaussian_vae, log_marginal, simulate
-from programs import ConditionalLinear
+from programs import D, L, SIGMA, ConditionalLinear, gaussian_posterior
 from pyro_vae.mixtures import DiagonalNormalMixture
 from pyro_vae.networks import GatedDense
 from pyro_vae.objectives import ImportanceWeightedELBO
@@ -124,3 +124,76 @@ def test_matrix_product_mixture_equals_mixture_same_family_and_keeps_gradients()
     draws = ours.expand((6,)).sample((2000,))
     assert draws.shape == (2000, 6, 4)
     assert torch.allclose(draws.mean((0, 1)), reference.mean, atol=0.1)
+
+
+class _LearnableLinear(ConditionalLinear):
+    """``ConditionalLinear`` with a learnable shift of the model's mean and a learnable guide
+    (exact posterior mean + ``shift``, exact deviations times ``exp(log_factor)``)."""
+
+    def __init__(self, shift=0.0, log_factor=0.0):
+        super().__init__()
+        self.delta = torch.zeros(D, requires_grad=True)
+        self.shift = torch.full((L,), float(shift), requires_grad=True)
+        self.log_factor = torch.full((L,), float(log_factor), requires_grad=True)
+
+    def mean(self, y):
+        return super().mean(y) + (self.delta if hasattr(self, "delta") else 0.0)
+
+    def simulate(self, n, seed=1):
+        return tuple(t.detach() for t in super().simulate(n, seed))
+
+    def learnable_guide(self, x, y):
+        loc, sd = gaussian_posterior(self.W, SIGMA, x - self.mean(y).detach())
+        with pyro.plate("points", x.shape[0]):
+            pyro.sample("h", dist.Normal(loc + self.shift, sd * self.log_factor.exp()).to_event(1))
+
+
+def _gradients(program, dreg, x, y, seed, particles=5):
+    objective = ImportanceWeightedELBO(particles, plate="points", dreg=dreg)
+    torch.manual_seed(seed)
+    with pyro.validation_enabled(False):
+        loss = objective.differentiable_loss(program.model, program.learnable_guide, x, y)
+    grads = torch.autograd.grad(loss, [program.delta, program.shift, program.log_factor])
+    return float(loss.detach()), grads[0], torch.cat(grads[1:])
+
+
+def test_dreg_is_exactly_zero_for_the_guide_at_the_exact_posterior_and_leaves_the_model_gradient_alone():
+    program = _LearnableLinear()
+    x, y = program.simulate(30)
+    for seed in range(3):
+        loss, model_grad, guide_grad = _gradients(program, False, x, y, seed)
+        loss_dreg, model_grad_dreg, guide_grad_dreg = _gradients(program, True, x, y, seed)
+        assert loss_dreg == loss
+        assert torch.allclose(model_grad_dreg, model_grad, rtol=1e-5, atol=1e-5)
+        # The ordinary gradient is zero only on average here; DReG's is zero for every draw.
+        assert guide_grad.abs().max() > 0.05
+        assert guide_grad_dreg.abs().max() < 1e-3
+
+
+def test_dreg_has_the_expectation_of_the_ordinary_gradient_with_less_variance():
+    program = _LearnableLinear(shift=0.3, log_factor=math.log(1.3))
+    x, y = program.simulate(30)
+    draws = 300
+    ordinary = torch.stack([_gradients(program, False, x, y, seed)[2] for seed in range(draws)])
+    dreg = torch.stack([_gradients(program, True, x, y, 10_000 + seed)[2] for seed in range(draws)])
+    se = (ordinary.var(0) / draws + dreg.var(0) / draws).sqrt()
+    assert ((ordinary.mean(0) - dreg.mean(0)).abs() < 4.5 * se).all()
+    assert dreg.var(0).sum() < 0.5 * ordinary.var(0).sum()
+
+
+def test_dreg_refuses_guides_with_several_latent_sites():
+    def model(x):
+        with pyro.plate("data", len(x)):
+            a = pyro.sample("a", dist.Normal(0.0, 1.0))
+            b = pyro.sample("b", dist.Normal(a, 1.0))
+            pyro.sample("x", dist.Normal(b, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            a = pyro.sample("a", dist.Normal(x / 2, 1.0))
+            pyro.sample("b", dist.Normal(a, 1.0))
+
+    with pytest.raises(ValueError, match="one latent site"):
+        ImportanceWeightedELBO(3, dreg=True).differentiable_loss(model, guide, torch.zeros(4))
+    with pytest.raises(ValueError, match="dreg must be True or False"):
+        ImportanceWeightedELBO(3, dreg="yes")

@@ -11,13 +11,14 @@ from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
 from ..objectives import ImportanceWeightedELBO
 
 #: Objective names accepted by :func:`make_objective` (and ``fit(elbo=...)``).
-OBJECTIVES = ("trace", "meanfield", "iwae")
+OBJECTIVES = ("trace", "meanfield", "iwae", "iwae-dreg")
 
 
 def make_objective(name: str, num_particles: int, *, plate: str = "data", max_plate_nesting: int = 1,
                    jit: bool = False):  # fmt: skip
     """The Pyro objective called ``name``: ``Trace_ELBO``, ``TraceMeanField_ELBO`` or the per-point
-    importance-weighted bound, with ``num_particles`` vectorised particles; with ``jit``, Pyro's
+    importance-weighted bound (``"iwae"``; ``"iwae-dreg"`` with doubly reparameterised gradients), with
+    ``num_particles`` vectorised particles; with ``jit``, Pyro's
     compiled ``JitTrace_ELBO``.
 
     ``jit`` is refused for ``"meanfield"``: Pyro's ``JitTraceMeanField_ELBO`` (1.9) looks for its
@@ -28,8 +29,9 @@ def make_objective(name: str, num_particles: int, *, plate: str = "data", max_pl
         raise ValueError(f"elbo must be one of {sorted(OBJECTIVES)}, got {name!r}.")
     if jit and name != "trace":
         raise ValueError(f"jit=True compiles the 'trace' objective (JitTrace_ELBO); train elbo={name!r} without it.")
-    if name == "iwae":
-        return ImportanceWeightedELBO(num_particles, plate=plate, max_plate_nesting=max_plate_nesting)
+    if name in ("iwae", "iwae-dreg"):
+        return ImportanceWeightedELBO(num_particles, plate=plate, max_plate_nesting=max_plate_nesting,
+                                      dreg=name == "iwae-dreg")  # fmt: skip
     kind = JitTrace_ELBO if jit else Trace_ELBO if name == "trace" else TraceMeanField_ELBO
     options = {"ignore_jit_warnings": True} if jit else {}
     return kind(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=max_plate_nesting,
