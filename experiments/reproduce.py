@@ -19,7 +19,7 @@ Rows (``python experiments/reproduce.py train ROW``):
     flow-iaf        flow prior and a 2-layer IAF guide, ELBO     ours only
     vamp-iwae       VampPrior, importance-weighted bound (K=10)  ours only
     flow-iaf-iwae   flow prior, IAF guide, K=10 bound            ours only
-    flow-iwae       the trained flow row, fine-tuned for 100 epochs with the K=10 bound   ours only
+    flow-iwae       the trained flow row, fine-tuned for 60 epochs with the K=10 bound   ours only
     flow-iwae-dreg  the same fine-tuning with doubly reparameterised gradients (Tucker et al. 2019)   ours only
 
 A fine-tuning row starts from another row's best model (``best.pt``; train that row first) and
@@ -64,10 +64,10 @@ ROWS = {
     "vamp-iwae": {"model": {"prior": "vamp", "prior_kwargs": {"num_components": 500}},
                   "fit": {"elbo": "iwae", "num_particles": 10}},
     "flow-iaf-iwae": {"model": {"prior": "flow", "guide": "iaf"}, "fit": {"elbo": "iwae", "num_particles": 10}},
-    "flow-iwae": {"start_from": "flow", "fit": {"elbo": "iwae", "num_particles": 10, "lr": 2e-4, "epochs": 100,
+    "flow-iwae": {"start_from": "flow", "fit": {"elbo": "iwae", "num_particles": 10, "lr": 2e-4, "epochs": 60,
                                                  "kl_warmup_epochs": 0.0, "patience": None, "restore_best": False}},
     "flow-iwae-dreg": {"start_from": "flow", "fit": {"elbo": "iwae-dreg", "num_particles": 10, "lr": 2e-4,
-                                                      "epochs": 100, "kl_warmup_epochs": 0.0, "patience": None,
+                                                      "epochs": 60, "kl_warmup_epochs": 0.0, "patience": None,
                                                       "restore_best": False}},
 }  # fmt: skip
 

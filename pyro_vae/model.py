@@ -144,8 +144,11 @@ class VAE(nn.Module):
             raise ValueError("The VampPrior's pseudo-inputs carry no covariates; use another prior with covariate_dim > 0.")
         output_dim = self.input_dim * self.likelihood.params_per_feature
         k = self.covariate_dim
-        self.encoder = encoder or MLPEncoder(self.input_dim + k, self.latent_dim, hidden_sizes, activation)
-        self.decoder = decoder or MLPDecoder(self.latent_dim + k, output_dim, hidden_sizes, activation)
+        # "is None", not truthiness: a torch.compile'd module refuses len().
+        self.encoder = (encoder if encoder is not None
+                        else MLPEncoder(self.input_dim + k, self.latent_dim, hidden_sizes, activation))  # fmt: skip
+        self.decoder = (decoder if decoder is not None
+                        else MLPDecoder(self.latent_dim + k, output_dim, hidden_sizes, activation))  # fmt: skip
         self.custom_networks = {"encoder": encoder is not None, "decoder": decoder is not None}
         self.prior.attach(flatten_leading(self.encoder), self.input_dim, input_scale=self.input_scale)
         #: Optional :class:`~pyro_vae.latent_mixture.LatentMixture` fitted to the codes after
