@@ -13,7 +13,6 @@ parameters, and writes them to a JSON file.
 from __future__ import annotations
 
 import argparse
-import json
 
 import pyro
 import torch

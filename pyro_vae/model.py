@@ -37,10 +37,6 @@ from .priors import Prior, get_prior
 from .program import Data, Program
 
 
-#: Bytes of data checked at a time by :meth:`VAE.check_data`.
-_CHECK_BLOCK_BYTES = 256 * 1024
-
-
 def _kl_scale(kl_weight: float | torch.Tensor):
     # Scaling both log p(z) and log q(z|x) by beta scales the ELBO's KL term by beta. A tensor weight
     # (a compiled objective's input) always scales, so the compiled graph does not depend on its value.
@@ -349,26 +345,7 @@ class VAE(nn.Module):
                 f"{what} has {x.shape[1]} features per point but this VAE expects "
                 f"input_dim={self.input_dim}."
             )
-        # Checked in blocks that stay in cache (about twice as fast on large data as whole-tensor
-        # masks); a failing block leads to the whole-tensor check, which counts what is wrong.
-        # A likelihood with its own validate() gets the whole data after the finiteness check.
-        support = self.likelihood.support if type(self.likelihood).validate is Likelihood.validate else None
-        rows = max(1, _CHECK_BLOCK_BYTES // max(1, x.shape[1] * x.element_size()))
-        for block in x.split(rows):
-            if not bool(torch.isfinite(block).all()) or (support is not None and not bool(support.check(block).all())):
-                break
-        else:
-            if support is None:
-                self.likelihood.validate(x, what)
-            return x
-        finite = torch.isfinite(x)
-        if not bool(finite.all()):
-            bad = x[~finite]
-            kind = "NaN" if bool(torch.isnan(bad).any()) else "infinite"
-            raise ValueError(
-                f"{what} contains {bad.numel()} non-finite value(s) ({kind}); remove or impute them."
-            )
-        self.likelihood.validate(x, what)
+        self.likelihood.check_values(x, what)
         return x
 
     # ------------------------------------------------------------------ configuration
