@@ -38,14 +38,21 @@ def run_demo(out: Path, *, epochs: int = 400, seed: int = 0, overwrite: bool = F
 def run_train(args) -> dict:
     device = parse_device(args.device)
     joined = init_from_environment(args.device)  # one of several processes under torchrun
+    finished = False
     try:
-        return _train(args, device)
+        summary = _train(args, device)
+        finished = True
+        return summary
     finally:
         if joined:
-            # Leave the group before the interpreter exits: a rank done with its work exits while
-            # rank 0 still writes the run folder, and a group torn down at exit aborts the process.
+            # Leave the group together, before the interpreter exits: rank 0 still writes the run
+            # folder after training, and a rank that tore its connections down meanwhile (or at
+            # exit) could abort inside the communication library. After a failure there is no
+            # waiting: torchrun stops the other ranks.
             import torch.distributed as torch_dist
 
+            if finished:
+                torch_dist.barrier()
             torch_dist.destroy_process_group()
 
 
