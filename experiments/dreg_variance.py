@@ -52,10 +52,12 @@ for particles in args.particles:
     for name in ("iwae", "iwae-dreg"):
         g = gradients(name, particles)
         mean, sd = g.mean(0), g.std(0)
-        row[name] = {"total_variance": float(g.var(0).sum()), "mean_snr": float((mean.abs() / sd.clamp_min(1e-12)).mean())}
+        snr = float((mean.abs() / sd.clamp_min(1e-12)).mean())
+        row[name] = {"total_variance": float(g.var(0).sum()), "mean_snr": snr}
     results[particles] = row
-    print(f"K={particles:4d}  encoder-gradient variance: iwae {row['iwae']['total_variance']:.4g}, "
-          f"dreg {row['iwae-dreg']['total_variance']:.4g} (ratio {row['iwae-dreg']['total_variance'] / row['iwae']['total_variance']:.3f}); "
-          f"mean SNR: iwae {row['iwae']['mean_snr']:.3f}, dreg {row['iwae-dreg']['mean_snr']:.3f}")  # fmt: skip
+    ordinary, dreg = row["iwae"], row["iwae-dreg"]
+    print(f"K={particles:4d}  encoder-gradient variance: iwae {ordinary['total_variance']:.4g}, "
+          f"dreg {dreg['total_variance']:.4g} (ratio {dreg['total_variance'] / ordinary['total_variance']:.3f}); "
+          f"mean SNR: iwae {ordinary['mean_snr']:.3f}, dreg {dreg['mean_snr']:.3f}")  # fmt: skip
 pyro_vae._io.write_json(args.out, {"model": args.model, "batch": args.batch, "draws": args.draws, "results": results})
 print(f"wrote {args.out}")

@@ -118,7 +118,8 @@ def main():
                          "median_call_ratio": statistics.median(call_ratios)}  # fmt: skip
         print(f"{name:36s} epoch {statistics.median(epochs[name]):6.3f} s  ratio to plain "
               f"{statistics.median(ratios):.3f} (to fused plain {statistics.median(to_fused):.3f})  "
-              f"call ratio {statistics.median(call_ratios):.3f}   per repetition: {', '.join(f'{r:.2f}' for r in ratios)}")  # fmt: skip
+              f"call ratio {statistics.median(call_ratios):.3f}   "
+              f"per repetition: {', '.join(f'{r:.2f}' for r in ratios)}")  # fmt: skip
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)

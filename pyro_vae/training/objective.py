@@ -61,10 +61,10 @@ class ObjectiveStep:
     """``loss = objective.differentiable_loss(model, guide, ...)``, ``loss.backward()``, an Adam step.
 
     This is the pattern Pyro documents for training with a PyTorch optimiser. The optimiser is one
-    ``torch.optim.Adam`` over ``module.parameters()`` (fused where possible, :func:`adam`): its state dict maps parameters by their fixed
-    order in the module, which makes it resumable. Every parameter the program uses must belong
-    to ``module``; the first step checks Pyro's parameter store and refuses strays, which Adam
-    would otherwise never update.
+    ``torch.optim.Adam`` over ``module.parameters()`` (fused where possible, :func:`adam`): its state
+    dict maps parameters by their fixed order in the module, which makes it resumable. Every
+    parameter the program uses must belong to ``module``; the first step checks Pyro's parameter
+    store and refuses strays, which Adam would otherwise never update.
 
     Args:
         module: the ``nn.Module`` owning every parameter (a :class:`~pyro_vae.VAE`).
@@ -88,7 +88,6 @@ class ObjectiveStep:
         self.params = list(module.parameters())
         self.optimizer = adam(self.params, lr)
         self.loss = _Loss(module, model, guide, objective)
-        self.jit = isinstance(objective, JitTrace_ELBO)
         if distributed:
             # Broadcasts rank 0's parameters now, and averages gradients in every backward pass.
             self.loss = torch.nn.parallel.DistributedDataParallel(self.loss)
@@ -106,7 +105,7 @@ class ObjectiveStep:
 
     def compile(self, *args, **kwargs) -> None:
         """Trace the compiled objective for this minibatch's shapes, leaving the random stream as it was."""
-        if self.jit:
+        if isinstance(self.objective, JitTrace_ELBO):
             with torch.random.fork_rng(devices=[]):
                 self.loss(*args, **kwargs)
 
@@ -154,7 +153,10 @@ class _Loss(torch.nn.Module):
 
 def _positional(fn: Callable) -> Callable:
     """``fn`` called as ``fn(x, *tensors, tensor_names=..., rows=..., **fixed)``: the calling form of a
-    compiled objective, turned back into ``fn(x, **dict(zip(tensor_names, tensors)), **fixed)``."""
+    compiled objective, turned back into ``fn(x, **dict(zip(tensor_names, tensors)), **fixed)``.
+
+    ``rows`` (the minibatch size) is not passed on: keyword arguments are the keys under which
+    ``JitTrace_ELBO`` keeps its traces, so it gives one trace per minibatch size."""
 
     def call(x, *tensors, tensor_names, rows, **fixed):
         return fn(x, **dict(zip(tensor_names, tensors)), **fixed)
