@@ -49,7 +49,7 @@ from .program import as_program
 from .rows import CHUNK_BYTES, RowSource, as_row_source, checked_rows
 from .training import EarlyStopping, KLWarmup, ObjectiveStep, Progress, Validation, epoch_order, epoch_values
 from .training.distributed import Distributed
-from .training.objective import OBJECTIVES, make_objective
+from .training.objective import IMPORTANCE_WEIGHTED, OBJECTIVES, make_objective
 from .training.validation import mean_elbo_of
 from .training_state import History, RunState, resume_state
 
@@ -93,7 +93,9 @@ def fit(
             (:func:`pyro_vae.rows.open_rows`), and each minibatch is read as it is needed.
         covariates: data-aligned keyword arguments of the training data (``{"y": Y}`` for a
             conditional VAE), sliced with every minibatch.
-        val: optional validation data, evaluated every epoch by its average ELBO per point.
+        val: optional validation data, evaluated every epoch by its average ELBO per point; with
+            ``elbo="iwae"`` or ``"iwae-dreg"``, by the same ``num_particles``-sample
+            importance-weighted ELBO that training maximises (so early stopping follows it).
         val_covariates: the covariates of ``val``.
         epochs: total number of epochs (including those done before a resumed checkpoint).
         batch_size: minibatch size ``B``; the plate scales each minibatch by ``N / B``.
@@ -191,8 +193,11 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, *, epochs, batch_si
     if before_training is not None and group.is_main:
         before_training()
     # Validation reuses one program, its structure and the checked data, epoch after epoch.
-    validation = (Validation(as_program(vae), val_data, seed=seed, batch_size=max(batch_size, 512), group=group)
-                  if x_val is not None else None)  # fmt: skip
+    # An importance-weighted objective is validated on its own K-sample bound, so early stopping and
+    # the kept epoch follow what is trained; chunks shrink so that K draws cost what one did.
+    val_particles = num_particles if elbo in IMPORTANCE_WEIGHTED else 1
+    validation = (Validation(as_program(vae), val_data, seed=seed, batch_size=max(batch_size, 512 // val_particles),
+                             group=group, num_particles=val_particles) if x_val is not None else None)  # fmt: skip
     history = History(state.rows, state.stopping.best_epoch, False)
     shown = Progress(progress if group.is_main else False, epochs, state.epoch)
 

@@ -27,7 +27,8 @@ class History:
 
     ``rows`` holds one dict per epoch with keys :data:`HISTORY_COLUMNS`: ``train_elbo`` is the
     average per-point training objective (the ELBO once warm-up ends), ``val_elbo`` the
-    per-point validation ELBO (``nan`` without validation data).
+    per-point validation ELBO (``nan`` without validation data). Both are the bound being trained:
+    for an importance-weighted objective, the K-sample importance-weighted ELBO.
     """
 
     rows: list[dict[str, float]] = field(default_factory=list)

@@ -110,6 +110,34 @@ def test_validation_equals_mean_elbo():
         pyro_vae.mean_elbo(vae, x, seed=4, batch_size=7))
 
 
+def test_validation_with_particles_is_the_importance_weighted_bound_rising_to_the_exact_log_marginal():
+    from ppca import log_marginal, simulate
+
+    W, b, x = simulate(200, 6, 2, 0.5)
+    vae = pyro_vae.VAE(6, 2, hidden_sizes=(), likelihood="normal", likelihood_kwargs={"scale": 0.5})
+    with torch.no_grad():  # the true decoder, an untrained (inexact) encoder
+        vae.decoder.net[0].weight.copy_(W)
+        vae.decoder.net[0].bias.copy_(b)
+    exact = log_marginal(W, b, 0.5, x).mean().item()
+    program = vae.as_program()
+    data = program.data(x)
+    value = {k: Validation(program, data, seed=0, batch_size=64, num_particles=k)() for k in (1, 10, 1000)}
+    assert value[1] == pytest.approx(pyro_vae.mean_elbo(vae, x, seed=0, batch_size=64))
+    assert value[1] < value[10] < value[1000] < exact
+    assert exact - value[1000] < 0.1 * (exact - value[1])
+
+
+def test_fit_with_an_importance_weighted_objective_validates_on_that_bound():
+    vae, x = small_vae(), binary(60)
+    val = binary(25, seed=1)
+    history = pyro_vae.fit(vae, x, val=val, epochs=2, batch_size=20, elbo="iwae", num_particles=4, seed=3,
+                           restore_best=False, progress=False)  # fmt: skip
+    program = vae.as_program()
+    bound = Validation(program, program.data(val), seed=3, batch_size=128, num_particles=4)()
+    assert history.rows[-1]["val_elbo"] == pytest.approx(bound)
+    assert bound > Validation(program, program.data(val), seed=3, batch_size=128)()
+
+
 def test_progress_prints_one_line_per_epoch(capsys):
     shown = Progress("lines", total=3)
     shown.epoch_done({"epoch": 1, "train_elbo": -5.0, "val_elbo": -6.0, "seconds": 0.5})

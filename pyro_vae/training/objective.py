@@ -12,6 +12,8 @@ from ..objectives import ImportanceWeightedELBO
 
 #: Objective names accepted by :func:`make_objective` (and ``fit(elbo=...)``).
 OBJECTIVES = ("trace", "meanfield", "iwae", "iwae-dreg")
+#: The objectives that maximise the K-sample importance-weighted ELBO rather than the ELBO.
+IMPORTANCE_WEIGHTED = ("iwae", "iwae-dreg")
 
 
 def make_objective(name: str, num_particles: int, *, plate: str = "data", max_plate_nesting: int = 1,
@@ -29,7 +31,7 @@ def make_objective(name: str, num_particles: int, *, plate: str = "data", max_pl
         raise ValueError(f"elbo must be one of {sorted(OBJECTIVES)}, got {name!r}.")
     if jit and name != "trace":
         raise ValueError(f"jit=True compiles the 'trace' objective (JitTrace_ELBO); train elbo={name!r} without it.")
-    if name in ("iwae", "iwae-dreg"):
+    if name in IMPORTANCE_WEIGHTED:
         return ImportanceWeightedELBO(num_particles, plate=plate, max_plate_nesting=max_plate_nesting,
                                       dreg=name == "iwae-dreg")  # fmt: skip
     kind = JitTrace_ELBO if jit else Trace_ELBO if name == "trace" else TraceMeanField_ELBO

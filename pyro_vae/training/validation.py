@@ -1,6 +1,9 @@
-"""The per-point validation ELBO, on a program prepared once and reused every epoch."""
+"""The per-point validation bound, on a program prepared once and reused every epoch: the ELBO, or
+the importance-weighted ELBO when that is what training maximises."""
 
 from __future__ import annotations
+
+import math
 
 import pyro
 import torch
@@ -11,30 +14,42 @@ from ..sites import Sites
 
 
 @torch.no_grad()
-def mean_elbo_of(program: Program, data: Data, sites: Sites, *, seed: int, batch_size: int) -> float:
-    """``(1/N) sum_i [log p(x_i, z_i) - log q(z_i|x_i)]``, one draw ``z_i ~ q(z|x_i)`` per point, in
-    chunks of ``batch_size`` that pass their positions to the program; seeded, so repeatable."""
+def mean_elbo_of(program: Program, data: Data, sites: Sites, *, seed: int, batch_size: int,
+                 num_particles: int = 1) -> float:  # fmt: skip
+    """``(1/N) sum_i log (1/K) sum_k w_ik`` with ``w_ik = p(x_i, z_ik) / q(z_ik|x_i)``, ``z_ik ~ q(z|x_i)``.
+
+    With ``num_particles`` ``K = 1`` this is a one-draw estimate of the ELBO; with ``K > 1`` it is
+    the K-sample importance-weighted ELBO (Burda et al. 2016) that ``fit(elbo="iwae")`` maximises.
+    Points go in chunks of ``batch_size`` that pass their positions to the program; seeded, so
+    repeatable.
+    """
     from ..evaluate import _weights
 
     total = 0.0
     with isolated(seed), pyro.validation_enabled(False):
         for start in range(0, len(data), batch_size):
             rows = torch.arange(start, min(start + batch_size, len(data)))
-            latent, observed = _weights(program, data.rows(rows), 1, sites, indices=rows, num_data=len(data))
-            total += float((latent + sum(observed.values())).double().sum())
+            latent, observed = _weights(program, data.rows(rows), num_particles, sites, indices=rows,
+                                        num_data=len(data))  # fmt: skip
+            log_w = (latent + sum(observed.values())).double()  # (K, points)
+            total += float((torch.logsumexp(log_w, dim=0) - math.log(num_particles)).sum())
     return total / len(data)
 
 
 class Validation:
     """Call to get the validation ELBO per point of ``data`` under ``program``'s current parameters.
 
+    ``num_particles`` ``K > 1`` scores the K-sample importance-weighted ELBO instead, so that a
+    model trained on that bound is validated (and stopped early) on the same bound.
+
     In a process group (``group``, a :class:`~pyro_vae.training.distributed.Distributed`) each rank
     scores every ``W``-th row, with its own seed, and the sums are added across ranks: every rank
     gets the same value.
     """
 
-    def __init__(self, program: Program, data: Data, *, seed: int, batch_size: int, group=None):
+    def __init__(self, program: Program, data: Data, *, seed: int, batch_size: int, group=None, num_particles: int = 1):
         self.program, self.seed, self.batch_size, self.group = program, seed, batch_size, group
+        self.num_particles = num_particles
         self.sites = program.sites(data)
         self.total_points = len(data)
         if group is not None and group.active:
@@ -42,11 +57,14 @@ class Validation:
             self.seed = seed + group.rank
         self.data = data
 
+    def _mean(self) -> float:
+        return mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size,
+                            num_particles=self.num_particles)  # fmt: skip
+
     def __call__(self) -> float:
         if self.group is None or not self.group.active:
-            return mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size)
+            return self._mean()
         # A rank with no validation rows (fewer rows than ranks) still joins the sum.
-        mean = (mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size)
-                if len(self.data) else 0.0)  # fmt: skip
+        mean = self._mean() if len(self.data) else 0.0
         total, count = self.group.sum(mean * len(self.data), float(len(self.data)))
         return total / count
