@@ -43,8 +43,9 @@ parser.add_argument("--test-points", type=int, default=None, help="evaluate on t
 parser.add_argument("--out-dir", default="runs/priors")
 parser.add_argument("--out", default="docs/results/learned_priors.json")
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--threads", type=int, default=2)
 args = parser.parse_args()
-torch.set_num_threads(2)
+torch.set_num_threads(args.threads)
 
 data = pyro_vae.data.load("fashion-mnist", binarize="dynamic", seed=args.seed)
 grey = pyro_vae.data.load("fashion-mnist", binarize="none", seed=args.seed)
