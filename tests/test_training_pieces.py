@@ -138,6 +138,40 @@ def test_fit_with_an_importance_weighted_objective_validates_on_that_bound():
     assert bound > Validation(program, program.data(val), seed=3, batch_size=128)()
 
 
+class _OneRankOfTwo:
+    """A process group seen from one rank, whose sum over ranks is this rank's own values."""
+
+    active, world_size = True, 2
+
+    def __init__(self, rank):
+        self.rank = rank
+
+    def sum(self, *values):
+        return values
+
+
+def test_validation_in_a_process_group_gives_each_point_its_own_row_of_a_per_point_table():
+    table = torch.linspace(0.0, 4.0, 9)  # one prior mean per data point, looked up by position
+
+    def model(x, indices=None, num_data=None):
+        with pyro.plate("data", num_data or len(x), subsample=indices) as rows:
+            z = pyro.sample("z", dist.Normal(table[rows], 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x, indices=None, num_data=None):  # the exact posterior: every weight is p(x_i)
+        with pyro.plate("data", num_data or len(x), subsample=indices) as rows:
+            pyro.sample("z", dist.Normal((table[rows] + x) / 2, 0.5**0.5))
+
+    x = torch.zeros(9)
+    program = pyro_vae.Program(model, guide)
+    data = program.data(x)
+    exact = dist.Normal(table, 2**0.5).log_prob(x).mean().item()
+    assert Validation(program, data, seed=0, batch_size=4)() == pytest.approx(exact, abs=1e-5)
+    parts = [Validation(program, data, seed=0, batch_size=4, group=_OneRankOfTwo(rank)) for rank in (0, 1)]
+    total = sum(part() * len(part.data) for part in parts)
+    assert total / len(x) == pytest.approx(exact, abs=1e-5)
+
+
 def test_progress_prints_one_line_per_epoch(capsys):
     shown = Progress("lines", total=3)
     shown.epoch_done({"epoch": 1, "train_elbo": -5.0, "val_elbo": -6.0, "seconds": 0.5})

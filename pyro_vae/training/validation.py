@@ -15,13 +15,15 @@ from ..sites import Sites
 
 @torch.no_grad()
 def mean_elbo_of(program: Program, data: Data, sites: Sites, *, seed: int, batch_size: int,
-                 num_particles: int = 1) -> float:  # fmt: skip
+                 num_particles: int = 1, positions: torch.Tensor | None = None,
+                 num_data: int | None = None) -> float:  # fmt: skip
     """``(1/N) sum_i log (1/K) sum_k w_ik`` with ``w_ik = p(x_i, z_ik) / q(z_ik|x_i)``, ``z_ik ~ q(z|x_i)``.
 
     With ``num_particles`` ``K = 1`` this is a one-draw estimate of the ELBO; with ``K > 1`` it is
     the K-sample importance-weighted ELBO (Burda et al. 2016) that ``fit(elbo="iwae")`` maximises.
-    Points go in chunks of ``batch_size`` that pass their positions to the program; seeded, so
-    repeatable.
+    Points go in chunks of ``batch_size`` that pass their positions to the program (``positions``
+    of the rows of ``data`` in a data set of ``num_data`` points, when ``data`` is part of one);
+    seeded, so repeatable.
     """
     from ..evaluate import _weights
 
@@ -29,8 +31,9 @@ def mean_elbo_of(program: Program, data: Data, sites: Sites, *, seed: int, batch
     with isolated(seed), pyro.validation_enabled(False):
         for start in range(0, len(data), batch_size):
             rows = torch.arange(start, min(start + batch_size, len(data)))
-            latent, observed = _weights(program, data.rows(rows), num_particles, sites, indices=rows,
-                                        num_data=len(data))  # fmt: skip
+            indices = rows if positions is None else positions[rows]
+            latent, observed = _weights(program, data.rows(rows), num_particles, sites, indices=indices,
+                                        num_data=num_data or len(data))  # fmt: skip
             log_w = (latent + sum(observed.values())).double()  # (K, points)
             total += float((torch.logsumexp(log_w, dim=0) - math.log(num_particles)).sum())
     return total / len(data)
@@ -52,14 +55,17 @@ class Validation:
         self.num_particles = num_particles
         self.sites = program.sites(data)
         self.total_points = len(data)
+        self.positions = None  # a rank's rows keep their positions in the whole validation set
         if group is not None and group.active:
-            data = data.subset(torch.arange(group.rank, len(data), group.world_size))
+            self.positions = torch.arange(group.rank, len(data), group.world_size)
+            data = data.subset(self.positions)
             self.seed = seed + group.rank
         self.data = data
 
     def _mean(self) -> float:
         return mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size,
-                            num_particles=self.num_particles)  # fmt: skip
+                            num_particles=self.num_particles, positions=self.positions,
+                            num_data=self.total_points)  # fmt: skip
 
     def __call__(self) -> float:
         if self.group is None or not self.group.active:
