@@ -46,7 +46,7 @@ from .data import Split, binarize
 from .initialization import initialize_from_data
 from .model import VAE
 from .program import as_program
-from .rows import CHUNK_BYTES, RowSource, as_row_source, checked_rows
+from .rows import CHUNK_BYTES, RowSource
 from .training import EarlyStopping, KLWarmup, ObjectiveStep, Progress, Validation, epoch_order, epoch_values
 from .training.distributed import Distributed
 from .training.objective import IMPORTANCE_WEIGHTED, OBJECTIVES, make_objective
@@ -134,13 +134,12 @@ def fit(
         raise ValueError(f"jit=True compiles the 'trace' objective (JitTrace_ELBO); train elbo={elbo!r} without it.")
     if jit and Distributed.current().active:
         raise ValueError("jit=True is not available inside a process group; train with jit=False there.")
-    x, dynamic = _training_tensor(vae, train)
     program = as_program(vae)
-    train_covariates = program.data(x, covariates, checked=True).covariates
+    x, dynamic, train_covariates = _training_data(program, train, covariates)
     x_val = val_data = None
     if val is not None:
-        x_val = _checked(vae, val.x if isinstance(val, Split) else val, "val")
-        val_data = program.data(x_val, val_covariates, what="val", checked=True)
+        val_data = program.data(val.x if isinstance(val, Split) else val, val_covariates, what="val")
+        x_val = val_data.x
     elif val_covariates is not None:
         raise ValueError("val_covariates were given without val data.")
     # Paths that would only fail after training are checked now.
@@ -314,20 +313,16 @@ def mean_elbo(
 
 
 # ---------------------------------------------------------------------- helpers
-def _checked(vae: VAE, x: Any, what: str) -> torch.Tensor | RowSource:
-    """``vae.check_data(x)``, or for data on disk one checking pass and a source that converts each read."""
-    source = as_row_source(x)
-    return checked_rows(source, vae.check_data, what) if source is not None else vae.check_data(x, what)
-
-
-def _training_tensor(vae: VAE, train: Any) -> tuple[torch.Tensor | RowSource, bool]:
+def _training_data(program, train: Any, covariates) -> tuple[torch.Tensor | RowSource, bool, dict]:
+    """The checked training values, whether they are binarised afresh every epoch, and the covariates."""
     if isinstance(train, Split) and train.dynamic_binarization:
         if not bool(((train.x >= 0) & (train.x <= 1)).all()):
             raise ValueError("Dynamic binarisation needs training values in [0, 1] (Bernoulli probabilities).")
         # Any draw is binary; checking one draw checks shape, finiteness and support.
-        vae.check_data(binarize(train.x, 0), "train (binarised)")
-        return train.x, True
-    return _checked(vae, train.x if isinstance(train, Split) else train, "train"), False
+        program.data(binarize(train.x, 0), what="train (binarised)")
+        return train.x, True, program.data(train.x, covariates, checked=True).covariates
+    data = program.data(train.x if isinstance(train, Split) else train, covariates, what="train")
+    return data.x, False, data.covariates
 
 
 def _diverged(vae, state: RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint,
