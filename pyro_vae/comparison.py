@@ -150,14 +150,14 @@ def _flag_slack(table: pd.DataFrame) -> None:
         return "k unknown" if np.isnan(value) else f"Pareto k > 0.7 for {100 * value:.0f}% of points"
 
     def amount(value: float) -> str:
-        return "an unbounded amount (Pareto k >= 1 somewhere)" if np.isinf(value) else f"{value:.1f} nats"
+        return "an unbounded amount (Pareto k >= 1 at some point)" if np.isinf(value) else f"{value:.1f} nats"
 
     for name in table.attrs["unresolved"]:
         row = table.loc[name]
         warnings.warn(
-            f"{best} ranks above {name} by {row['elpd_diff']:.1f} nats (dse {row['dse']:.1f}), but the two estimates "
-            f"may fall short of the truth by up to {amount(slack[best])} and {amount(row['slack'])} ({share(best)}; "
-            f"{share(name)}): the ranking is not resolved. {SLACK_ADVICE}",
+            f"{best} ranks above {name} by {row['elpd_diff']:.1f} nats (dse {row['dse']:.1f}), but {best}'s estimate "
+            f"may fall short of the truth by up to {amount(slack[best])}, {share(best)}, and {name}'s by up to "
+            f"{amount(row['slack'])}, {share(name)}: the ranking is not resolved. {SLACK_ADVICE}",
             RuntimeWarning, stacklevel=3,
         )  # fmt: skip
 
