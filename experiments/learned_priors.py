@@ -10,7 +10,8 @@ against the learned prior, and the Fréchet distance of 10,000 prior samples.
 
     python experiments/learned_priors.py --epochs 100 --out-dir runs/priors
 
-Writes docs/results/learned_priors.json; each trained model is saved under OUT_DIR.
+Writes docs/results/learned_priors.json and the comparison figure (--figure); each trained model is
+saved under OUT_DIR.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ parser.add_argument("--out-dir", default="runs/priors")
 parser.add_argument("--out", default="docs/results/learned_priors.json")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--threads", type=int, default=2)
+parser.add_argument("--figure", default="docs/figures/learned_priors_comparison.png")
 args = parser.parse_args()
 torch.set_num_threads(args.threads)
 
@@ -54,6 +56,7 @@ test = data.test.x if args.test_points is None else data.test.x[: args.test_poin
 train_codes_input = data.train.binarized(0)
 out_dir = Path(args.out_dir)
 out_path = Path(args.out)
+command = f"python experiments/learned_priors.py --epochs {args.epochs} --out-dir {args.out_dir} --threads {args.threads}"
 results = json.loads(out_path.read_text())["priors"] if out_path.is_file() else {}
 evaluated = {}
 
@@ -89,13 +92,13 @@ for name in args.priors:
     print(f"{name:15s} NLL {ll.summary()['nll']:.2f} ± {ll.summary()['nll_se']:.2f}  KL(q||p) {holes.kl_q_p:.2f}  "
           f"FD {sample_quality['frechet_distance']:.2f}", flush=True)  # fmt: skip
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps({"priors": results, "command": "python experiments/learned_priors.py "
-                                    f"--epochs {args.epochs} --out-dir {args.out_dir}"}, indent=1))  # fmt: skip
+    out_path.write_text(json.dumps({"priors": results, "command": command}, indent=1))
 
 # Paired comparison on the same test images: differences with standard errors (arviz.compare layout).
 table = pyro_vae.compare(evaluated) if len(evaluated) >= 2 else None
 if table is not None:
     print(table.to_string(float_format=lambda v: f"{v:.2f}"))
+    pyro_vae.plot_comparison(table, args.figure, title="Five priors, 10,000 test images")
 
 best = min(results, key=lambda n: results[n]["test_nll"])
 vae = pyro_vae.load(out_dir / best / "model.pt")
@@ -103,7 +106,7 @@ headline = pyro_vae.log_likelihood(vae, test, num_particles=args.headline_partic
 summary = {"priors": results,
            "comparison": None if table is None else json.loads(table.to_json(orient="index")),
            "headline": {"prior": best, "num_particles": args.headline_particles, **headline.summary()},
-           "command": f"python experiments/learned_priors.py --epochs {args.epochs} --out-dir {args.out_dir}"}  # fmt: skip
+           "command": command}  # fmt: skip
 out_path.write_text(json.dumps(summary, indent=1))
 print(f"headline ({best}, {args.headline_particles} particles): NLL {headline.summary()['nll']:.2f} "
       f"± {headline.summary()['nll_se']:.2f}; wrote {out_path}")
