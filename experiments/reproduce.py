@@ -32,8 +32,9 @@ ELBO for flow-iwae, flow-iwae-dreg and flow-iwae-long, trained before fit valida
 
 Training checkpoints every epoch under ``runs/reproduce/ROW/`` and resumes where it stopped, so a
 row can be trained across several sittings. ``evaluate ROW`` scores the best epoch on the test set
-(cached), ``ais ROW`` confirms the estimate by annealed importance sampling on the first test
-images, ``report`` writes ``docs/results/reproduce.json``.
+(cached), and ``evaluate ROW --interim`` the best epoch so far of a row still training (read from
+its checkpoint, stored apart). ``ais ROW`` confirms the estimate by annealed importance sampling on
+the first test images, and ``report`` writes ``docs/results/reproduce.json``.
 
     python experiments/reproduce.py train standard            # resumes if interrupted
     python experiments/reproduce.py evaluate standard --test-points 10000 --particles 5000
@@ -93,6 +94,8 @@ parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--ais-points", type=int, default=200, help="test images confirmed by AIS")
 parser.add_argument("--ais-chains", type=int, default=16)
 parser.add_argument("--ais-steps", type=int, default=1000)
+parser.add_argument("--interim", action="store_true",
+                    help="evaluate: score the best epoch so far of a row still training (its checkpoint)")
 parser.add_argument("--device", default="cpu")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--out-dir", default="runs/reproduce")
@@ -168,14 +171,22 @@ def train(row: str) -> pyro_vae.VAE:
 
 def evaluate(row: str) -> None:
     data = load_data()
-    vae = pyro_vae.load(root / row / "best.pt").to(args.device)
+    if args.interim:  # the best epoch so far of a run that is still training
+        checkpoint = root / row / "checkpoint.pt"
+        vae = pyro_vae.load(checkpoint, best=True).to(args.device)
+        training = pyro_vae.checkpoint.read_checkpoint(checkpoint)["training"]
+        key, extra = f"interim/{row}", {"best_epoch": training["best_epoch"], "epochs_run": training["epoch"],
+                                        "best_val_elbo": training["best_val"]}  # fmt: skip
+    else:
+        vae = pyro_vae.load(root / row / "best.pt").to(args.device)
+        key, extra = f"test/{row}", {}
     test = data.test.x[: args.test_points].to(args.device)
     start = time.perf_counter()
     ll = pyro_vae.log_likelihood(vae, test, num_particles=args.particles, seed=args.seed)
     summary = ll.summary()
-    keep(f"test/{row}", {**summary, "test_points": len(test), "particles": args.particles,
-                         "seconds": time.perf_counter() - start, "hardware": hardware()})  # fmt: skip
-    print(f"{row}: test NLL {summary['nll']:.2f} ± {summary['nll_se']:.2f} over {len(test)} images "
+    keep(key, {**summary, **extra, "test_points": len(test), "particles": args.particles,
+               "seconds": time.perf_counter() - start, "hardware": hardware()})  # fmt: skip
+    print(f"{row}{' (interim, ' + str(extra) + ')' if extra else ''}: test NLL {summary['nll']:.2f} ± {summary['nll_se']:.2f} over {len(test)} images "
           f"({args.particles} particles), Pareto k > 0.7 for {100 * summary['share_k_above_0.7']:.1f}%")
 
 
@@ -213,15 +224,18 @@ def report() -> None:
     table = {}
     for row in ROWS:
         trained, tested = stored.get(f"train/{row}"), stored.get(f"test/{row}")
-        if trained is None and tested is None:
+        if trained is None and tested is None and f"interim/{row}" not in stored:
             continue
         table[row] = {"published": PUBLISHED.get(row), "train": trained, "test": tested, "ais": stored.get(f"ais/{row}"),
-                      "command": command(row)}  # fmt: skip
+                      "interim": stored.get(f"interim/{row}"), "command": command(row)}  # fmt: skip
     out = {"protocol": __doc__.split("Rows")[0].strip(), "published": PUBLISHED, "rows": table}
     pyro_vae._io.write_json(args.out, out)
     for row, entry in table.items():
         test = entry["test"]
-        ours = f"{test['nll']:.2f} ± {test['nll_se']:.2f}" if test else "not evaluated"
+        interim = entry["interim"]
+        ours = (f"{test['nll']:.2f} ± {test['nll_se']:.2f}" if test
+                else f"interim {interim['nll']:.2f} (best epoch {interim['best_epoch']} of {interim['epochs_run']})"
+                if interim else "not evaluated")  # fmt: skip
         published = f"{entry['published'][0]:.2f}" if entry["published"] else "-"
         print(f"{row:14s} ours {ours:18s} published {published}")
     print(f"wrote {args.out}")

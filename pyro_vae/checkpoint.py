@@ -42,23 +42,41 @@ def save(vae: VAE, path: str | os.PathLike, *, training: dict[str, Any] | None =
     return path
 
 
-def load(path: str | os.PathLike, *, cls: type[VAE] = VAE, **networks: nn.Module) -> VAE:
+def load(path: str | os.PathLike, *, cls: type[VAE] = VAE, best: bool = False, **networks: nn.Module) -> VAE:
     """Rebuild a VAE saved by :func:`save`.
 
     A model built with user networks needs them again: ``load(path, encoder=..., decoder=...)``;
     one saved from a subclass of :class:`~pyro_vae.VAE` needs its class: ``load(path, cls=MyVAE)``.
-    Raises ``ValueError`` for a truncated, corrupt or foreign file, and for parameters that do not
-    fit the architecture.
+    With ``best=True``, ``path`` is a training checkpoint written by ``fit(..., checkpoint=path,
+    val=...)`` and the model gets the parameters of its best validation epoch so far rather than
+    those of its last epoch (useful while a long run is still going).
+    Raises ``ValueError`` for a truncated, corrupt or foreign file, for parameters that do not fit
+    the architecture, and with ``best=True`` for a file that holds no best validation epoch.
     """
     if not (isinstance(cls, type) and issubclass(cls, VAE)):
         raise TypeError(f"cls must be pyro_vae.VAE or a subclass of it, got {cls!r}.")
     payload = read_checkpoint(path)
     config = payload["config_dict"]
-    check_budget(config, payload["state_dict"], path, custom=set(networks))
+    state = _best_state(payload, path) if best else payload["state_dict"]
+    check_budget(config, state, path, custom=set(networks))
     vae = cls.from_config(config, **networks)
-    load_state(vae, payload["state_dict"], path)
+    load_state(vae, state, path)
     vae.trained = True
     return vae
+
+
+def _best_state(payload: dict[str, Any], path) -> dict[str, torch.Tensor]:
+    training = payload.get("training")
+    if training is None:
+        raise ValueError(f"{path} holds a saved model, not a training checkpoint, so it has no best epoch: "
+                         "load it without best=True.")  # fmt: skip
+    state = training.get("best_state")
+    if state is None:
+        raise ValueError(f"{path} has no best validation epoch yet (training without val=, or before its first "
+                         "validated epoch): load it without best=True for its last parameters.")  # fmt: skip
+    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise ValueError(f"{path}: the training state is damaged (best_state).")
+    return state
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

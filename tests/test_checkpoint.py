@@ -93,3 +93,27 @@ def test_custom_networks_must_be_passed_again(tmp_path):
     assert torch.equal(back.decoder[0].weight, decoder[0].weight)
     with pytest.raises(ValueError, match="another architecture"):
         pyro_vae.load(path, decoder=nn.Sequential(nn.Linear(L, 4), nn.Linear(4, D)))
+
+
+def test_load_best_gives_the_best_validation_epoch_of_a_training_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    x, val = torch.rand(40, D), torch.rand(20, D)
+    vae = pyro_vae.VAE(D, L, hidden_sizes=(8,), likelihood="normal", image_shape=(3, 3))
+    ckpt = tmp_path / "run.pt"
+    # lr 0.3 overshoots after epoch 3 on this seed, so the best epoch is not the last one
+    history = pyro_vae.fit(vae, x, val=val, epochs=6, batch_size=10, lr=0.3, checkpoint=ckpt, restore_best=True)
+    assert history.best_epoch < len(history.rows)
+    best = pyro_vae.load(ckpt, best=True)
+    last = pyro_vae.load(ckpt)
+    for name, value in vae.state_dict().items():  # fit ended on the best epoch's parameters
+        assert torch.equal(best.state_dict()[name], value.cpu()), name
+    assert any(not torch.equal(last.state_dict()[k], v) for k, v in best.state_dict().items())
+
+
+def test_load_best_refuses_files_without_a_best_epoch(tmp_path):
+    vae = trained()
+    with pytest.raises(ValueError, match="not a training checkpoint"):
+        pyro_vae.load(pyro_vae.save(vae, tmp_path / "m.pt"), best=True)
+    pyro_vae.fit(vae, torch.rand(30, D), epochs=1, batch_size=10, checkpoint=tmp_path / "noval.pt")
+    with pytest.raises(ValueError, match="no best validation epoch"):
+        pyro_vae.load(tmp_path / "noval.pt", best=True)
