@@ -48,6 +48,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -172,9 +174,10 @@ def train(row: str) -> pyro_vae.VAE:
 def evaluate(row: str) -> None:
     data = load_data()
     if args.interim:  # the best epoch so far of a run that is still training
-        checkpoint = root / row / "checkpoint.pt"
-        vae = pyro_vae.load(checkpoint, best=True).to(args.device)
-        training = pyro_vae.checkpoint.read_checkpoint(checkpoint)["training"]
+        with tempfile.TemporaryDirectory() as folder:  # a snapshot, so both reads see the same epoch
+            checkpoint = shutil.copy(root / row / "checkpoint.pt", Path(folder) / "checkpoint.pt")
+            vae = pyro_vae.load(checkpoint, best=True).to(args.device)
+            training = pyro_vae.checkpoint.read_checkpoint(checkpoint)["training"]
         key, extra = f"interim/{row}", {"best_epoch": training["best_epoch"], "epochs_run": training["epoch"],
                                         "best_val_elbo": training["best_val"]}  # fmt: skip
     else:

@@ -66,16 +66,15 @@ def load(path: str | os.PathLike, *, cls: type[VAE] = VAE, best: bool = False, *
 
 
 def _best_state(payload: dict[str, Any], path) -> dict[str, torch.Tensor]:
-    training = payload.get("training")
-    if training is None:
+    from .training_state import training_fields  # it builds on this module
+
+    if "training" not in payload:
         raise ValueError(f"{path} holds a saved model, not a training checkpoint, so it has no best epoch: "
                          "load it without best=True.")  # fmt: skip
-    state = training.get("best_state")
+    state = training_fields(payload["training"], path)["best_state"]
     if state is None:
         raise ValueError(f"{path} has no best validation epoch yet (training without val=, or before its first "
                          "validated epoch): load it without best=True for its last parameters.")  # fmt: skip
-    if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
-        raise ValueError(f"{path}: the training state is damaged (best_state).")
     return state
 
 

@@ -110,7 +110,7 @@ def resume_state(vae, optimizer, path, settings: dict, patience: int | None = No
         differing = sorted(k for k in saved_config if saved_config.get(k) != vae.config().get(k))
         raise ValueError(f"{path} was written for another architecture (differs in {differing}).")
     ckpt.load_state(vae, payload["state_dict"], path)
-    training = _training_fields(payload["training"], path)
+    training = training_fields(payload["training"], path)
     saved_settings = parse_json(training["settings"], f"{path}: the training settings")
     if saved_settings != settings:
         differing = sorted(k for k in settings if not isinstance(saved_settings, dict) or saved_settings.get(k) != settings[k])
@@ -138,7 +138,7 @@ _TRAINING_FIELDS = {"epoch": int, "rows": list, "best_val": float, "best_epoch":
                     "optimizer": dict, "settings": str}  # fmt: skip
 
 
-def _training_fields(training: dict, path) -> dict:
+def training_fields(training: dict, path) -> dict:
     """The training state, or a ``ValueError`` naming the first missing or mistyped field."""
     for key, kind in _TRAINING_FIELDS.items():
         value = training.get(key, KeyError)
