@@ -17,13 +17,13 @@ For 200 test images the script reports, against the exact value:
     python experiments/ais_check.py                 # about an hour on 2 CPU threads
     python experiments/ais_check.py --steps 300     # the shorter schedule of docs/comparison.md
 
-Writes docs/results/ais_check_STEPS.json.
+Writes docs/results/ais_check_STEPS.json after each part, so a run stopped before its BDMC part
+keeps the figures it has.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -42,10 +42,12 @@ parser.add_argument("--steps", type=int, default=1000)
 parser.add_argument("--leapfrog", type=int, default=10)
 parser.add_argument("--bdmc-points", type=int, default=100)
 parser.add_argument("--seed", type=int, default=0)
+parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--out", default=None, help="default docs/results/ais_check_STEPS.json")
 args = parser.parse_args()
 args.out = args.out or f"docs/results/ais_check_{args.steps}.json"
-torch.set_num_threads(2)
+pyro_vae._io.check_writable(Path(args.out).parent, "the results")
+torch.set_num_threads(args.threads)
 torch.set_default_dtype(torch.float64)
 
 data = pyro_vae.data.load("fashion-mnist", binarize="none", seed=args.seed)
@@ -66,7 +68,15 @@ def poor_guide(x):
 
 
 exact = exact_marginal.log_prob(test)
-out = {"settings": vars(args), "noise_sd": sigma, "exact_mean": float(exact.mean())}
+out = {"settings": vars(args), "noise_sd": sigma, "exact_mean": float(exact.mean()),
+       "command": "python experiments/ais_check.py" + ("" if args.steps == 1000 else f" --steps {args.steps}")}
+
+
+def write() -> None:
+    """Write what is measured so far (atomically: a crash leaves the previous file)."""
+    pyro_vae._io.write_json(args.out, out)
+    print(f"wrote {args.out}")
+
 
 start = time.perf_counter()
 importance = pyro_vae.log_likelihood(vae.model, test, guide=poor_guide, num_particles=args.particles, seed=args.seed)
@@ -75,6 +85,7 @@ out["importance"] = {"mean_error": float(error.mean()), "max_abs_error": float(e
                      "share_k_above_0.7": importance.share_k_above(0.7), "seconds": time.perf_counter() - start}  # fmt: skip
 print(f"importance sampling ({args.particles}): mean error {error.mean():.3f} nats, Pareto k > 0.7 for "
       f"{100 * importance.share_k_above(0.7):.0f}% ({time.perf_counter() - start:.0f} s)")
+write()
 
 start = time.perf_counter()
 ais = pyro_vae.log_likelihood(vae.model, test, guide=poor_guide, method="ais", num_particles=args.chains,
@@ -98,16 +109,14 @@ print(f"AIS: mean error {error.mean():.4f} nats, stated Monte Carlo error of the
       f"{ais.slack / len(test):.4f} per point; "
       f"{100 * out['ais']['share_within_3_mc_se']:.0f}% of points within 3 stated errors "
       f"({time.perf_counter() - start:.0f} s)")
+write()
 
 start = time.perf_counter()
 bounds = pyro_vae.bdmc(vae.model, args.bdmc_points, guide=poor_guide, rows=test[:1], num_chains=4,
                        ais_steps=args.steps, leapfrog_steps=args.leapfrog, seed=args.seed,
-                              max_memory_mb=2048)  # fmt: skip
+                       max_memory_mb=2048)  # fmt: skip
 truth = exact_marginal.log_prob(bounds.x)
 out["bdmc"] = {**bounds.summary(), "exact_mean": float(truth.mean()), "seconds": time.perf_counter() - start}
 print(f"BDMC on {args.bdmc_points} simulated images: {bounds.lower.mean():.3f} <= {truth.mean():.3f} (exact) <= "
       f"{bounds.upper.mean():.3f}, gap {bounds.gap:.3f} nats ({time.perf_counter() - start:.0f} s)")
-out["command"] = "python experiments/ais_check.py"
-Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-Path(args.out).write_text(json.dumps(out, indent=1))
-print(f"wrote {args.out}")
+write()
