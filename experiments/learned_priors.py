@@ -92,7 +92,7 @@ for name in args.priors:
     print(f"{name:15s} NLL {ll.summary()['nll']:.2f} ± {ll.summary()['nll_se']:.2f}  KL(q||p) {holes.kl_q_p:.2f}  "
           f"FD {sample_quality['frechet_distance']:.2f}", flush=True)  # fmt: skip
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps({"priors": results, "command": command}, indent=1))
+    pyro_vae._io.write_json(out_path, {"priors": results, "command": command})
 
 # Paired comparison on the same test images: differences with standard errors (arviz.compare layout).
 table = pyro_vae.compare(evaluated) if len(evaluated) >= 2 else None
@@ -107,6 +107,6 @@ summary = {"priors": results,
            "comparison": None if table is None else json.loads(table.to_json(orient="index")),
            "headline": {"prior": best, "num_particles": args.headline_particles, **headline.summary()},
            "command": command}  # fmt: skip
-out_path.write_text(json.dumps(summary, indent=1))
+pyro_vae._io.write_json(out_path, summary)
 print(f"headline ({best}, {args.headline_particles} particles): NLL {headline.summary()['nll']:.2f} "
       f"± {headline.summary()['nll_se']:.2f}; wrote {out_path}")

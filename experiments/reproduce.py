@@ -189,7 +189,8 @@ def evaluate(row: str) -> None:
     summary = ll.summary()
     keep(key, {**summary, **extra, "test_points": len(test), "particles": args.particles,
                "seconds": time.perf_counter() - start, "hardware": hardware()})  # fmt: skip
-    print(f"{row}{' (interim, ' + str(extra) + ')' if extra else ''}: test NLL {summary['nll']:.2f} ± {summary['nll_se']:.2f} over {len(test)} images "
+    which = f"{row} (best epoch {extra['best_epoch']} of {extra['epochs_run']} so far)" if args.interim else row
+    print(f"{which}: test NLL {summary['nll']:.2f} ± {summary['nll_se']:.2f} over {len(test)} images "
           f"({args.particles} particles), Pareto k > 0.7 for {100 * summary['share_k_above_0.7']:.1f}%")
 
 
