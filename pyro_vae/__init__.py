@@ -1,24 +1,45 @@
-"""pyro_vae: variational autoencoders written as Pyro programs."""
+"""pyro_vae: variational autoencoders written as Pyro programs.
 
-from ._version import __version__
-from . import ais, baselines, data, diagnostics, latent, objectives, program, quality, rows
-from .ais import BDMC, bdmc
-from .checkpoint import load, save
-from .cli import load_run
-from .comparison import compare, plot_comparison
-from .evaluate import LogLikelihood, log_likelihood
-from .export import to_inference_data
-from .guides import GUIDES, GuideFamily, get_guide, register_guide
-from .latent import AggregatePosterior
-from .latent_mixture import LatentMixture
-from .likelihoods import LIKELIHOODS, DensityLikelihood, Likelihood, Positive, get_likelihood, register_likelihood
-from .model import VAE
-from .networks import FlattenLeading
-from .predictive import PredictiveSamples, posterior_predictive, prior_predictive, reconstruct
-from .priors import PRIORS, Prior, get_prior, register_prior
-from .program import Program, as_program
-from .sampling import sample
-from .train import History, fit, mean_elbo
+The package is laid out by concept (``docs/architecture.md``); this module is its public API.
+Modules that moved keep their old import paths (:mod:`pyro_vae._util.moved`).
+"""
+
+from ._util import moved as _moved
+
+_moved.install()
+
+from . import data, diagnostics, evaluate, latent, program  # noqa: E402
+from .data import rows  # noqa: E402
+from ._version import __version__  # noqa: E402
+from .diagnostics import quality  # noqa: E402
+from .evaluate import ais, baselines  # noqa: E402
+from .evaluate.ais import BDMC, bdmc  # noqa: E402
+from .evaluate.estimate import log_likelihood  # noqa: E402
+from .evaluate.ranking import compare, plot_comparison  # noqa: E402
+from .evaluate.result import LogLikelihood  # noqa: E402
+from .io.checkpoint import load, save  # noqa: E402
+from .io.export import to_inference_data  # noqa: E402
+from .io.runs import load_run  # noqa: E402
+from .latent.aggregate import AggregatePosterior  # noqa: E402
+from .latent.mixture import LatentMixture  # noqa: E402
+from .latent.predictive import PredictiveSamples, posterior_predictive, prior_predictive, reconstruct  # noqa: E402
+from .latent.sampling import sample  # noqa: E402
+from .likelihoods import (  # noqa: E402
+    LIKELIHOODS,
+    DensityLikelihood,
+    Likelihood,
+    Positive,
+    get_likelihood,
+    register_likelihood,
+)
+from .program.protocol import Program, as_program  # noqa: E402
+from .train import objectives  # noqa: E402
+from .train.loop import fit, mean_elbo  # noqa: E402
+from .train.state import History  # noqa: E402
+from .vae.guides import GUIDES, GuideFamily, get_guide, register_guide  # noqa: E402
+from .vae.model import VAE  # noqa: E402
+from .vae.networks import FlattenLeading  # noqa: E402
+from .vae.priors import PRIORS, Prior, get_prior, register_prior  # noqa: E402
 
 __all__ = [
     "AggregatePosterior",
@@ -40,12 +61,13 @@ __all__ = [
     "VAE",
     "__version__",
     "ais",
+    "as_program",
     "baselines",
     "bdmc",
-    "as_program",
     "compare",
     "data",
     "diagnostics",
+    "evaluate",
     "fit",
     "get_guide",
     "get_likelihood",
@@ -62,11 +84,20 @@ __all__ = [
     "program",
     "quality",
     "reconstruct",
-    "rows",
     "register_guide",
     "register_likelihood",
     "register_prior",
+    "rows",
     "sample",
     "save",
     "to_inference_data",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``pyro_vae.checkpoint`` and the other old submodule names, imported on first use."""
+    if f"pyro_vae.{name}" in _moved.MOVED:
+        import importlib
+
+        return importlib.import_module(f"pyro_vae.{name}")
+    raise AttributeError(f"module 'pyro_vae' has no attribute {name!r}")

@@ -84,7 +84,7 @@ def test_damaged_idx_files_raise_clear_errors(tmp_path):
 def test_missing_named_data_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setenv(data.DATA_ENV_VAR, str(tmp_path / "env"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(data, "DEBIAN_DATASETS", tmp_path / "debian")
+    monkeypatch.setattr(data.loading, "DEBIAN_DATASETS", tmp_path / "debian")
     with pytest.raises(FileNotFoundError) as info:
         data.load("fashion-mnist", download=False)
     message = str(info.value)
@@ -108,7 +108,7 @@ def test_download_verifies_checksums(tmp_path, monkeypatch):
                         {"debian_package": "dataset-fashion-mnist", "mirrors": [mirror.as_uri()], "sha256": digests})
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv(data.DATA_ENV_VAR, raising=False)
-    monkeypatch.setattr(data, "DEBIAN_DATASETS", tmp_path / "debian")
+    monkeypatch.setattr(data.loading, "DEBIAN_DATASETS", tmp_path / "debian")
     assert len(data.load("fashion-mnist").train) == 45
     assert sorted(os.listdir(tmp_path / "cache" / "pyro_vae" / "fashion-mnist"))[0].endswith(".gz")
 

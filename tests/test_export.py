@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae.evaluate import arviz
+from pyro_vae._util.compat import arviz
 
 matplotlib.use("Agg")
 az = arviz()

@@ -12,7 +12,7 @@ from torch import nn
 
 import pyro_vae
 from pyro_vae import diagnostics
-from pyro_vae.evaluate import arviz
+from pyro_vae._util.compat import arviz
 from programs import SIGMA, ConditionalLinear, D, L, gaussian_marginal, gaussian_posterior, orthogonal
 
 az = arviz()

@@ -63,18 +63,18 @@ def test_other_inputs_are_refused_with_a_clear_message(vae, bad, error, message)
 
 
 @pytest.mark.parametrize(
-    "settings, message",
+    "settings, message, error",
     [
-        ({"lr": math.inf}, "lr"),
-        ({"lr": math.nan}, "lr"),
-        ({"epochs": True}, "epochs"),
-        ({"batch_size": 2.5}, "batch_size"),
-        ({"kl_warmup_epochs": math.inf}, "kl_warmup_epochs"),
+        ({"lr": math.inf}, "lr", ValueError),
+        ({"lr": math.nan}, "lr", ValueError),
+        ({"epochs": True}, "epochs", TypeError),  # a wrong type is a TypeError
+        ({"batch_size": 2.5}, "batch_size", TypeError),
+        ({"kl_warmup_epochs": math.inf}, "kl_warmup_epochs", ValueError),
     ],
 )
-def test_bad_training_settings_are_refused_before_any_work(vae, settings, message):
+def test_bad_training_settings_are_refused_before_any_work(vae, settings, message, error):
     before = [p.clone() for p in vae.parameters()]
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         pyro_vae.fit(vae, torch.randn(10, D), **{"epochs": 1, **settings})
     assert all(torch.equal(a, b) for a, b in zip(before, vae.parameters()))
 

@@ -98,18 +98,21 @@ def test_meanfield_elbo_and_particles_train():
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, message, error",
     [
-        ({"epochs": 0}, "epochs"),
-        ({"batch_size": 1.5}, "batch_size"),
-        ({"lr": -1}, "lr"),
-        ({"elbo": "renyi"}, "elbo"),
-        ({"patience": 3}, "val data"),
-        ({"resume": True}, "checkpoint"),
+        ({"epochs": 0}, "epochs", ValueError),
+        ({"batch_size": 1.5}, "batch_size", TypeError),  # a wrong type is a TypeError
+        ({"lr": -1}, "lr", ValueError),
+        ({"elbo": "renyi"}, "elbo", ValueError),
+        ({"patience": 3}, "val data", ValueError),
+        ({"resume": True}, "checkpoint", ValueError),
+        ({"elbo": "iwae"}, "num_particles=1 is the plain one-sample ELBO", ValueError),
+        ({"elbo": "iwae-dreg", "num_particles": 1}, "K >= 2", ValueError),
+        ({"epoch": 3}, "unknown options \\['epoch'\\]", TypeError),
     ],
 )
-def test_bad_settings_are_refused(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_settings_are_refused(kwargs, message, error):
+    with pytest.raises(error, match=message):
         pyro_vae.fit(new_vae(), dataset(), **kwargs)
 
 

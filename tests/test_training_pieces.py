@@ -219,5 +219,5 @@ def test_the_compiled_objective_is_refused_where_it_cannot_run():
     for elbo in ("iwae", "meanfield"):
         with pytest.raises(ValueError, match="without it"):
             pyro_vae.fit(vae, torch.zeros(10, 4), elbo=elbo, num_particles=2, jit=True)
-    with pytest.raises(ValueError, match="jit must be True or False"):
+    with pytest.raises(TypeError, match="jit must be True or False"):  # a wrong type is a TypeError
         pyro_vae.fit(vae, torch.zeros(10, 4), jit="yes")

@@ -16,14 +16,14 @@ import json
 import sys
 from pathlib import Path
 
-from .. import data as data_module
-from ..guides import GUIDES
+from ..data import loading as data_module
+from ..vae.guides import GUIDES
 from ..likelihoods import LIKELIHOODS
-from ..priors import PRIORS
-from ..train import ELBOS
+from ..vae.priors import PRIORS
+from ..train.settings import TrainSettings
 from .commands import SOURCE_NAMES, run_compare, run_demo, run_evaluate, run_sample, run_train
 from .report import run_report
-from .runs import load_run
+from ..io.runs import load_run
 
 __all__ = ["build_parser", "load_run", "main"]
 
@@ -82,15 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=int, nargs="*", default=[400], help="hidden layer widths of encoder and decoder")
     train.add_argument("--activation", default="softplus", choices=["softplus", "relu", "tanh", "elu", "gated"],
                        help="non-linearity of the hidden layers; 'gated' makes them gated dense layers")
-    train.add_argument("--elbo", default="trace", choices=sorted(ELBOS),
-                       help="Trace_ELBO (Monte Carlo KL) or TraceMeanField_ELBO (analytic KL where one exists)")
-    train.add_argument("--epochs", type=int, default=50, help="most epochs, counting those of a resumed run")
-    train.add_argument("--batch-size", type=int, default=128, help="minibatch size")
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    train.add_argument("--kl-warmup", type=float, default=0.0, help="epochs of linear KL warm-up")
-    train.add_argument("--patience", type=int, default=None, help="stop after this many epochs without a better "
-                       "validation ELBO (default: never)")  # fmt: skip
-    train.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation and training")
+    TrainSettings.add_arguments(train)
     train.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda, cuda:1, ...")
     train.add_argument("--out", required=True, help="run folder to write")
     continuing = train.add_mutually_exclusive_group()

@@ -11,17 +11,18 @@ from pathlib import Path
 
 import torch
 
-from .. import data as data_module
-from .._io import write_json
-from ..checkpoint import save
-from ..latent import SOURCES, AggregatePosterior
-from ..latent_mixture import LatentMixture
-from ..model import VAE
-from ..predictive import prior_predictive, reconstruct
-from ..sampling import sample
-from ..training.distributed import Distributed, init_from_environment
-from ..train import fit, mean_elbo
-from . import runs
+from ..data import loading as data_module
+from .._util.files import write_json
+from ..io.checkpoint import save
+from ..latent.aggregate import SOURCES, AggregatePosterior
+from ..latent.mixture import LatentMixture
+from ..vae.model import VAE
+from ..latent.predictive import prior_predictive, reconstruct
+from ..latent.sampling import sample
+from ..train.distributed import Distributed, init_from_environment
+from ..train.loop import fit, mean_elbo
+from ..train.settings import TrainSettings
+from ..io import runs
 
 
 def run_demo(out: Path, *, epochs: int = 400, seed: int = 0, overwrite: bool = False) -> dict:
@@ -30,8 +31,8 @@ def run_demo(out: Path, *, epochs: int = 400, seed: int = 0, overwrite: bool = F
     dataset = data_module.load("digits", binarize="dynamic", seed=seed)
     torch.manual_seed(seed)
     vae = VAE(dataset.input_dim, 2, hidden_sizes=(256,), likelihood="bernoulli", image_shape=dataset.image_shape)
-    settings = dict(epochs=epochs, batch_size=64, lr=3e-3, kl_warmup_epochs=20, patience=40, seed=seed)
-    return train_and_report(vae, dataset, out, settings, title="digits demo", binarize="dynamic", values="unit",
+    settings = TrainSettings(epochs=epochs, batch_size=64, lr=3e-3, kl_warmup_epochs=20, patience=40, seed=seed)
+    return train_and_report(vae, dataset, out, settings, resume=False, title="digits demo", binarize="dynamic", values="unit",
                             overwrite=overwrite)  # fmt: skip
 
 
@@ -64,33 +65,32 @@ def _train(args, device) -> dict:
               likelihood_kwargs=args.likelihood_kwargs, prior=args.prior, prior_kwargs=args.prior_kwargs,
               guide=args.guide, guide_kwargs=args.guide_kwargs, standardize=args.standardize,
               image_shape=dataset.image_shape).to(device)  # fmt: skip
-    settings = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, kl_warmup_epochs=args.kl_warmup,
-                    patience=args.patience, seed=args.seed, elbo=args.elbo, resume=args.resume)  # fmt: skip
-    return train_and_report(vae, on_device(dataset, device), Path(args.out), settings, title=dataset.name,
+    settings = TrainSettings.from_arguments(args)
+    return train_and_report(vae, on_device(dataset, device), Path(args.out), settings, resume=args.resume, title=dataset.name,
                             binarize=args.binarize, values=args.values, overwrite=args.overwrite)  # fmt: skip
 
 
-def train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: str, binarize: str, values: str,
-                     overwrite: bool) -> dict:  # fmt: skip
-    from ..plots import image_grid, latent_map, training_curve
+def train_and_report(vae: VAE, dataset, out: Path, settings: TrainSettings, *, resume: bool, title: str, binarize: str,
+                     values: str, overwrite: bool) -> dict:  # fmt: skip
+    from ..diagnostics.plots import image_grid, latent_map, training_curve
 
-    training = {k: v for k, v in settings.items() if k != "resume"}
-    config = runs.describe(dataset, vae, binarize=binarize, values=values, seed=settings["seed"], training=training)
+    settings = settings.replace(progress=None if sys.stderr.isatty() else "lines")
+    config = runs.describe(dataset, vae, binarize=binarize, values=values, seed=settings.seed, training=settings.config())
     group = Distributed.current()  # under torchrun: rank 0 writes the run folder, every rank trains
     if group.is_main:
-        runs.prepare(out, config, resume=settings.get("resume", False), overwrite=overwrite)
+        runs.prepare(out, config, resume=resume, overwrite=overwrite, training_defaults=TrainSettings().config())
         print(f"Training on {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} validation / "
               f"{len(dataset.test)} test points, latent dimension {vae.latent_dim}"
               + (f", on {group.world_size} processes." if group.active else "."))  # fmt: skip
     group.barrier()
     with runs.lock(out) if group.is_main else nullcontext():
-        history = fit(vae, dataset.train, val=dataset.val, checkpoint=out / "checkpoint.pt",
-                      history_path=out / "history.csv", progress=None if sys.stderr.isatty() else "lines",
-                      before_training=lambda: runs.write_config(out, config), **settings)  # fmt: skip
+        history = fit(vae, dataset.train, val=dataset.val, settings=settings, checkpoint=out / "checkpoint.pt",
+                      resume=resume, history_path=out / "history.csv",
+                      before_training=lambda: runs.write_config(out, config))  # fmt: skip
         if not group.is_main:
             return {}
         save(vae, out / "model.pt")
-        test_elbo = mean_elbo(vae, dataset.test.x, seed=settings["seed"])
+        test_elbo = mean_elbo(vae, dataset.test.x, seed=settings.seed)
         files = {"model": out / "model.pt", "checkpoint": out / "checkpoint.pt", "config": out / "config.json",
                  "history": out / "history.csv", "training curve": training_curve(history, out / "training_curve.png")}  # fmt: skip
         if dataset.is_image:
@@ -127,7 +127,7 @@ def train_and_report(vae: VAE, dataset, out: Path, settings: dict, *, title: str
 
 
 def run_sample(args) -> Path:
-    from ..plots import image_grid
+    from ..diagnostics.plots import image_grid
 
     run = Path(args.run)
     vae, dataset, _ = runs.load_run(run)
@@ -164,8 +164,8 @@ def held_out(run: Path, split: str, max_points: int | None):
 
 
 def run_evaluate(args) -> dict:
-    from ..diagnostics import active_units, elbo_surgery, pareto_k_report
-    from ..evaluate import log_likelihood
+    from ..diagnostics.posterior import active_units, elbo_surgery, pareto_k_report
+    from ..evaluate.estimate import log_likelihood
 
     run = Path(args.run)
     vae, x, config, dataset = held_out(run, args.split, args.max_points)
@@ -205,7 +205,7 @@ def run_evaluate(args) -> dict:
             "--num-particles, before comparing models on it."
         )  # fmt: skip
     if not result.is_discrete:  # closed-form baselines of real-valued data, in the same units
-        from ..baselines import diagonal_gaussian, losing_to, ppca
+        from ..evaluate.baselines import diagonal_gaussian, losing_to, ppca
 
         train = dataset.train.x.cpu()
         found = {"diagonal Gaussian": diagonal_gaussian(train, x.cpu())}
@@ -238,7 +238,7 @@ def _training_warnings(run: Path) -> list[str]:
     path = run / "history.csv"
     if not path.is_file():
         return []
-    from ..training_state import History
+    from ..train.state import History
 
     try:
         rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(path.read_text().splitlines())]
@@ -254,7 +254,7 @@ def _training_warnings(run: Path) -> list[str]:
 def run_compare(args):
     import pandas as pd
 
-    from ..comparison import compare, plot_comparison
+    from ..evaluate.ranking import compare, plot_comparison
 
     run_paths = [Path(r) for r in args.runs]
     if len(run_paths) < 2:
@@ -272,7 +272,7 @@ def run_compare(args):
                          f"{data_keys}; held-out log p(x) is comparable only on the same points.")  # fmt: skip
     x = next(iter(results.values()))[1]
     densities = not any(vae.likelihood.is_discrete for vae, _ in results.values())
-    from ..evaluate import log_likelihood
+    from ..evaluate.estimate import log_likelihood
 
     models = {name: vae for name, (vae, _) in results.items()}
     if args.method == "ais":  # compare ranks results computed here with the chosen estimator
@@ -338,7 +338,7 @@ def _decode(vae, z):
 
 
 def _reconstruction_grid(vae, dataset, path):
-    from ..plots import image_grid
+    from ..diagnostics.plots import image_grid
 
     originals = dataset.test.x[:10]
     rows = torch.cat([originals, reconstruct(vae, originals)])

@@ -17,18 +17,18 @@ from pathlib import Path
 
 import torch
 
-from .._io import write_json
-from ..diagnostics import active_units, elbo_surgery, holes, pareto_k_report
-from ..evaluate import log_likelihood
-from ..latent import AggregatePosterior
-from ..latent_mixture import LatentMixture
-from ..sampling import sample
-from . import runs
+from .._util.files import write_json
+from ..diagnostics.posterior import active_units, elbo_surgery, holes, pareto_k_report
+from ..evaluate.estimate import log_likelihood
+from ..latent.aggregate import AggregatePosterior
+from ..latent.mixture import LatentMixture
+from ..latent.sampling import sample
+from ..io import runs
 from .commands import held_out, parse_device
 
 
 def run_report(args) -> dict:
-    from ..plots import image_grid, latent_map
+    from ..diagnostics.plots import image_grid, latent_map
 
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "report"

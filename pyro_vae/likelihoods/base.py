@@ -25,8 +25,8 @@ from torch import nn
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from .._checks import positive_int
-from .._registry import registrar
+from .._util.checks import positive_int
+from .._util.registry import registrar
 from .distributions import Dequantized, level_mean
 
 LIKELIHOODS: dict[str, type["Likelihood"]] = {}

@@ -16,7 +16,7 @@ import torch
 from torch.distributions import constraints
 from torch.nn import functional as F
 
-from .._checks import positive_int
+from .._util.checks import positive_int
 from .base import Likelihood, register_likelihood
 from .distributions import DiscretizedLogistic
 

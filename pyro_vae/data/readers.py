@@ -1,0 +1,139 @@
+"""Readers of the files data sets come in: IDX files (MNIST's format) and tables (``.npy``, ``.csv``).
+
+Both are written to be safe on files a user hands us: an IDX file, gzipped or not, is read as a
+stream that never goes beyond the size its header announces, and a ``.npy`` array is read without
+unpickling. Every malformed file raises ``ValueError`` naming it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+#: Largest IDX payload read (bytes); Fashion-MNIST's training images are 47 MB.
+MAX_IDX_BYTES = 2**31
+#: Largest label value accepted (labels index classes, and classes are counted from them).
+MAX_LABEL = 65_535
+
+
+def read_idx(path: str | os.PathLike) -> torch.Tensor:
+    """Read one IDX file (gzipped or not) into a tensor, checking its header against its size.
+
+    A gzipped file is decompressed as a stream and never beyond the size its header announces
+    (plus one byte, to detect trailing data), so a small archive cannot expand to gigabytes
+    before the check. Every malformed file raises ``ValueError`` naming it.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            compressed = handle.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+            shape, dtype = idx_header(stream, path)
+            ndim = len(shape)
+            size = math.prod(shape) * dtype.itemsize
+            if size > MAX_IDX_BYTES:
+                raise ValueError(f"{path}: its header {shape} announces {size:,} bytes, more than the "
+                                 f"{MAX_IDX_BYTES:,} pyro_vae reads (pyro_vae.readers.MAX_IDX_BYTES).")  # fmt: skip
+            if not compressed and path.stat().st_size != 4 + 4 * ndim + size:
+                raise ValueError(f"{path} holds {path.stat().st_size} bytes but its header {shape} implies "
+                                 f"{4 + 4 * ndim + size}.")  # fmt: skip
+            payload = _read_at_most(stream, size + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"{path} is unreadable or a damaged gzip file ({type(error).__name__}: {error}).") from None
+    if len(payload) != size:
+        raise ValueError(f"{path} holds {4 + 4 * ndim + len(payload)}{'+' if len(payload) > size else ''} bytes "
+                         f"(decompressed) but its header {shape} implies {4 + 4 * ndim + size}.")  # fmt: skip
+    array = np.frombuffer(payload, dtype=dtype).reshape(shape)
+    return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).copy())
+
+
+def idx_header(stream, path: Path) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and element type an IDX header announces, read from the start of ``stream``;
+    the stream is left at the first byte of the payload (``4 + 4 * ndim`` bytes in)."""
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path} is not an IDX file (bad magic number).")
+    ndim = magic[3]
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise ValueError(f"{path} is truncated inside its header.")
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    return shape, np.dtype(_IDX_DTYPES[magic[2]])
+
+
+def _read_at_most(stream, limit: int, block: int = 2**24) -> bytes:
+    """Up to ``limit`` bytes in blocks, so that what is allocated follows what the stream holds,
+    not what a header announced."""
+    parts, total = [], 0
+    while total < limit:
+        part = stream.read(min(block, limit - total))
+        if not part:
+            break
+        parts.append(part)
+        total += len(part)
+    return b"".join(parts)
+
+
+def check_labels(labels: torch.Tensor, path: Path) -> torch.Tensor:
+    if labels.is_floating_point():
+        raise ValueError(f"{path}: labels must be integers, got {labels.dtype} values.")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > MAX_LABEL):
+        raise ValueError(f"{path}: labels must lie in 0..{MAX_LABEL}, got values from {int(labels.min())} "
+                         f"to {int(labels.max())}.")  # fmt: skip
+    return labels.to(torch.int64)
+
+
+#: File suffixes read as tables of shape (N, D): one row per data point.
+TABLE_SUFFIXES = (".npy", ".csv")
+
+
+def load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``.npy`` array (read without unpickling) or a numeric ``.csv`` (an optional header row)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"No table at {path}.")
+    try:
+        if path.suffix.lower() == ".npy":
+            check_npy_header(path)
+            array = np.load(path, allow_pickle=False)
+        else:
+            try:
+                array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+            except ValueError:
+                array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=1)
+    except (ValueError, OSError, EOFError, MemoryError) as error:
+        raise ValueError(f"{path} is not a numeric table ({type(error).__name__}: {str(error)[:400]}).") from None
+    if array.ndim != 2 or array.shape[0] < 3 or array.shape[1] < 1:
+        raise ValueError(f"{path} must hold a table of shape (N, D) with N >= 3 rows, got shape {array.shape}.")
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{path} holds {array.dtype} values; a table must be numeric.")
+    x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    return x, torch.zeros(len(x), dtype=torch.int64)
+
+
+def check_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
+    """Refuse a ``.npy`` file whose header announces more data than the file holds, before numpy
+    allocates it; return its ``(shape, dtype, fortran_order, offset of the data)``."""
+    with open(path, "rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(handle)
+        except (ValueError, EOFError) as error:
+            raise ValueError(f"{path} is not a .npy file ({error}).") from None
+        header_end = handle.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{path} holds Python objects; a table must be numeric.")
+    announced = math.prod(shape) * dtype.itemsize
+    if header_end + announced != path.stat().st_size:
+        raise ValueError(f"{path} announces an array of shape {shape} ({announced:,} bytes) in a file of "
+                         f"{path.stat().st_size - header_end:,} data bytes.")  # fmt: skip
+    return shape, dtype, fortran, header_end

@@ -1,0 +1,113 @@
+"""Figures: training curves, image grids and 2-D latent maps (matplotlib).
+
+Every function writes a PNG to ``path``, closes its figure and returns the path; none needs a
+display, and none changes the caller's matplotlib backend.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # the training record is drawn, never built, here
+    from ..train.state import History
+
+
+def training_curve(history: History, path: str | os.PathLike) -> Path:
+    """Per-point training objective and validation ELBO against epoch."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = history.column("epoch")
+    ax.plot(epochs, history.column("train_elbo"), label="train (objective)")
+    val = history.column("val_elbo")
+    if not all(math.isnan(v) for v in val):
+        ax.plot(epochs, val, label="validation ELBO")
+    if history.best_epoch is not None:
+        ax.axvline(history.best_epoch, color="grey", ls=":", label=f"best epoch ({history.best_epoch})")
+    warm = [e for e, w in zip(epochs, history.column("kl_weight")) if w < 1]
+    if warm:
+        ax.axvspan(0, max(warm), color="orange", alpha=0.1, label="KL warm-up")
+    finite = [v for v in history.column("train_elbo") + val if math.isfinite(v)]
+    if len(finite) > 10:  # the first epochs dwarf the rest; show the interesting range
+        lo, hi = np.percentile(finite, [2, 100])
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    ax.set(xlabel="epoch", ylabel="ELBO per data point (nats)", title="Training")
+    ax.legend()
+    return _save(fig, path)
+
+
+def image_grid(
+    images: torch.Tensor,
+    image_shape: Sequence[int],
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    ncols: int = 10,
+    row_labels: Sequence[str] | None = None,
+    value_max: float = 1.0,
+) -> Path:
+    """Tile ``images`` of shape ``(n, D)`` with values in ``[0, value_max]`` as grey pictures
+    (``value_max = 255`` for 8-bit levels)."""
+    images = (images.detach().cpu().reshape(-1, *image_shape) / value_max).clamp(0, 1).numpy()
+    n = len(images)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 0.9, nrows * 0.9 + (0.4 if title else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if i < n:
+            ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.axis("off")
+    if row_labels:
+        for r, label in enumerate(row_labels[:nrows]):
+            axes[r, 0].set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+@torch.no_grad()
+def latent_map(vae, x: torch.Tensor, labels: torch.Tensor, path: str | os.PathLike, *, title: str = "") -> Path:
+    """Encoder means of ``x`` coloured by label, over the prior density (2-D latents).
+
+    For more than two latent dimensions the means are projected on their first two principal
+    axes and the prior density is not drawn.
+    """
+    loc, _ = vae.encode(x)
+    loc = loc.detach()
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    if vae.latent_dim == 2:
+        points = loc
+        span = float(points.abs().max()) * 1.1
+        span = max(span, 3.0)
+        grid = torch.linspace(-span, span, 200)
+        zz = torch.stack(torch.meshgrid(grid, grid, indexing="xy"), -1).reshape(-1, 2)
+        density = vae.prior().log_prob(zz).exp().reshape(200, 200)
+        ax.contourf(grid, grid, density, levels=12, cmap="Greys", alpha=0.6)
+        ax.set(xlabel="$z_1$", ylabel="$z_2$")
+    else:
+        centred = loc - loc.mean(0)
+        _, _, v = torch.linalg.svd(centred, full_matrices=False)
+        points = centred @ v[:2].T
+        ax.set(xlabel="principal axis 1 of E[z|x]", ylabel="principal axis 2")
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=labels.numpy(), cmap="tab10", s=8, vmin=-0.5, vmax=9.5)
+    fig.colorbar(scatter, ax=ax, ticks=range(10), label="label")
+    ax.set_title(title or "Encoded test points (means of q(z|x)) over the prior density p(z)")
+    ax.set_aspect("equal")
+    return _save(fig, path)
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

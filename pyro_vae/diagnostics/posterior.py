@@ -1,0 +1,346 @@
+"""How good is ``q(z|x)``? Posterior diagnostics for a trained program (a VAE or model and guide).
+
+* :func:`elbo_surgery` -- split the average KL term of the ELBO into the mutual information
+  between ``x`` and ``z`` and the divergence of the aggregate posterior from the prior;
+* :func:`holes` -- how much of the prior's mass falls where the aggregate posterior has none;
+* :func:`active_units` -- latent dimensions whose posterior mean varies with the data;
+* :func:`pareto_k_report` -- Pareto ``k`` of each point's importance weights (PSIS), in words;
+* :func:`amortization_gap` -- how much ELBO the encoder leaves on the table, per point.
+
+Each returns a small result object with the numbers, their Monte Carlo or sampling errors, and a
+``summary()`` dict ready for JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import kl_divergence
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pyro
+
+from .._util.checks import positive_int
+from .._util.isolation import isolated
+from ..evaluate.estimate import log_likelihood
+from ..evaluate.result import LogLikelihood
+from ..latent.aggregate import AggregatePosterior, prior_of
+from ..latent.predictive import latent_means
+from ..program.protocol import as_program
+from ..program.sites import per_point, site_values
+from ..evaluate.statistics import monte_carlo_se as _mc_se
+from ..evaluate.statistics import proportion_se
+
+@dataclass(frozen=True)
+class ElboSurgery:
+    """The terms of ``E_x KL(q(z|x) || p(z)) = I_q(x; z) + KL(q(z) || p(z))`` with their errors.
+
+    Every ``*_se`` is the Monte Carlo standard error of the estimate beside it. ``average_kl_exact``
+    is the closed-form average KL where ``torch.distributions`` knows one (else ``None``).
+    ``max_mutual_information`` is ``log N``: with ``N`` data points ``I_q(x; z)`` cannot exceed it.
+    """
+
+    average_kl: float
+    average_kl_se: float
+    mutual_information: float
+    mutual_information_se: float
+    marginal_kl: float
+    marginal_kl_se: float
+    average_kl_exact: float | None
+    max_mutual_information: float
+    num_points: int
+    num_draws: int
+
+    def summary(self) -> dict[str, float | int | None]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Holes:
+    """Mismatch between the prior ``p(z)`` and the aggregate posterior ``q(z)``, in both directions.
+
+    Attributes:
+        kl_q_p: ``KL(q(z) || p(z))``, large when the data's codes sit where the prior has little mass.
+        kl_p_q: ``KL(p(z) || q(z))``, large when the prior puts mass where no code goes ("holes").
+        hole_share: share of prior draws whose ``log q(z)`` is below ``threshold``, the
+            ``quantile`` of the leave-one-out ``log q_{-i}`` at the data's own codes (so
+            ``quantile`` itself if ``q = p``, and for held-out codes of new data).
+        threshold: that log-density.
+        ``*_se``: Monte Carlo standard errors.
+    """
+
+    kl_q_p: float
+    kl_q_p_se: float
+    kl_p_q: float
+    kl_p_q_se: float
+    hole_share: float
+    hole_share_se: float
+    threshold: float
+    quantile: float
+    num_samples: int
+
+    def summary(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class ActiveUnits:
+    """Active latent dimensions: ``Cov_x(E_q[z_u | x]) > threshold`` (Burda et al. 2016).
+
+    Attributes:
+        variance: ``Cov_x(E_q[z_u|x])`` per dimension, shape ``(L,)``.
+        active: boolean mask of shape ``(L,)``.
+        threshold: the cut-off (0.01 in Burda et al.).
+    """
+
+    variance: torch.Tensor
+    active: torch.Tensor
+    threshold: float
+
+    @property
+    def count(self) -> int:
+        return int(self.active.sum())
+
+    def summary(self) -> dict[str, object]:
+        return {"active_units": self.count, "latent_dim": int(self.active.numel()),
+                "threshold": self.threshold, "variance": [float(v) for v in self.variance]}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ParetoReport:
+    """Pareto ``k`` of each point's importance weights ``p(x, z_s) / q(z_s|x)``, ``z_s ~ q(z|x)``.
+
+    Attributes:
+        k: shape ``(N,)``; ``-inf`` where the weights are constant (an exact guide).
+        num_particles: importance samples per point.
+    """
+
+    k: torch.Tensor
+    num_particles: int
+
+    def share_above(self, threshold: float) -> float:
+        return float((self.k > threshold).double().mean())
+
+    @property
+    def shares(self) -> dict[str, float]:
+        """Shares of points with ``k < 0.5``, ``0.5 <= k <= 0.7`` and ``k > 0.7``."""
+        good = float((self.k < 0.5).double().mean())
+        bad = self.share_above(0.7)
+        return {"k<0.5": good, "0.5<=k<=0.7": 1.0 - good - bad, "k>0.7": bad}
+
+    def interpretation(self) -> str:
+        """What the shares mean for the importance-weighted estimates, in words."""
+        s = self.shares
+        text = (
+            f"{100 * s['k<0.5']:.1f}% of points have k < 0.5: q(z|x) covers p(z|x) well and the "
+            f"importance-weighted log p(x) converges quickly. {100 * s['0.5<=k<=0.7']:.1f}% have "
+            "0.5 <= k <= 0.7: the weights have infinite variance, so estimates converge slowly but are "
+            f"still usable. {100 * s['k>0.7']:.1f}% have k > 0.7: q(z|x) misses mass of p(z|x) (it is "
+            "too narrow or misplaced), a few weights dominate, and the estimate of log p(x) for those "
+            f"points is unreliable and probably too low at {self.num_particles} particles."
+        )
+        return text
+
+    def summary(self) -> dict[str, object]:
+        finite = self.k[torch.isfinite(self.k)]
+        return {
+            "num_particles": self.num_particles,
+            **{f"share_{key}": value for key, value in self.shares.items()},
+            "median_k": float(finite.median()) if finite.numel() else None,
+            "interpretation": self.interpretation(),
+        }
+
+
+def elbo_surgery(
+    model: Any,
+    x: Any,
+    *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    plate: str | None = None,
+    draws_per_point: int = 1,
+    seed: int = 0,
+    max_memory_mb: float = 256.0,
+) -> ElboSurgery:
+    """Hoffman & Johnson's (2016) ELBO surgery on the data ``x`` (points along the first dimension).
+
+    With ``q(x, z) = (1/N) sum_i delta(x - x_i) q(z|x)`` and the aggregate posterior
+    ``q(z) = (1/N) sum_i q(z|x_i)``,
+
+    .. math::
+
+        \\frac{1}{N}\\sum_i \\mathrm{KL}(q(z|x_i) \\| p(z))
+        = \\underbrace{\\mathbb{E}_{q(x,z)}\\Big[\\log \\frac{q(z|x)}{q(z)}\\Big]}_{I_q(x;\\,z)}
+        + \\underbrace{\\mathbb{E}_{q(z)}\\Big[\\log \\frac{q(z)}{p(z)}\\Big]}_{\\mathrm{KL}(q(z)\\|p(z))}.
+
+    Every point contributes ``draws_per_point`` draws ``z ~ q(z|x_i)`` from the guide's trace,
+    which are draws from ``q(x, z)`` and so from ``q(z)``; ``log q(z|x_i)`` and ``log p(z)`` are the
+    guide's and the model's own log-densities of those draws, and ``log q(z)`` is the exact
+    ``N``-component mixture. The two terms are evaluated on the same draws, so the estimates add
+    up to the average-KL estimate exactly, and each has a standard error of
+    ``std / sqrt(num_draws)``. A large ``KL(q(z)||p(z))`` means prior samples land where the
+    encoder never puts data ("holes"). Works on the local latent ``site`` (the only one by default).
+    """
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
+    positive_int(draws_per_point, "draws_per_point")
+    sites = program.sites(data)
+    name = sites.latent(site)
+    with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
+        aggregate = AggregatePosterior.from_program(program, data, site=name)
+        guide_trace, model_trace = program.traces(data, draws_per_point, indices=torch.arange(len(data)),
+                                                  num_data=len(data), sites=sites)  # fmt: skip
+        z = site_values(guide_trace.nodes[name], sites, program.plate)  # (K, N, L)
+        log_q_cond = per_point(guide_trace.nodes[name], sites, program.plate, draws_per_point, len(data)).reshape(-1).double()
+        log_p = per_point(model_trace.nodes[name], sites, program.plate, draws_per_point, len(data)).reshape(-1).double()
+        log_q_marg = aggregate.log_prob(z.reshape(-1, z.shape[-1]), max_memory_mb=max_memory_mb).double()
+        try:
+            exact = float(kl_divergence(guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]).mean())
+        except NotImplementedError:
+            exact = None
+    mi_terms = log_q_cond - log_q_marg
+    marginal_terms = log_q_marg - log_p
+    total_terms = log_q_cond - log_p
+    return ElboSurgery(
+        average_kl=float(total_terms.mean()),
+        average_kl_se=_mc_se(total_terms),
+        mutual_information=float(mi_terms.mean()),
+        mutual_information_se=_mc_se(mi_terms),
+        marginal_kl=float(marginal_terms.mean()),
+        marginal_kl_se=_mc_se(marginal_terms),
+        average_kl_exact=exact,
+        max_mutual_information=math.log(len(data)),
+        num_points=len(data),
+        num_draws=int(total_terms.numel()),
+    )
+
+
+def holes(
+    model: Any,
+    x: Any,
+    *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    plate: str | None = None,
+    num_samples: int = 10_000,
+    quantile: float = 0.01,
+    seed: int = 0,
+    max_memory_mb: float = 256.0,
+) -> Holes:
+    """Measure how well the aggregate posterior of ``x`` covers the prior.
+
+    ``q(z)`` is the exact ``N``-component mixture of the rows' ``q(z|x_i)``; ``p(z)`` is the
+    model's prior of the latent ``site`` (at the first row's covariates). ``num_samples`` draws
+    from ``q(z)`` and as many from ``p(z)`` give
+
+    .. math::
+
+        \\mathrm{KL}(q\\|p) \\approx \\overline{\\log q(z) - \\log p(z)}_{z \\sim q}, \\qquad
+        \\mathrm{KL}(p\\|q) \\approx \\overline{\\log p(z) - \\log q(z)}_{z \\sim p},
+
+    and the hole share: the fraction of prior draws with ``log q(z)`` below the ``quantile`` of
+    the leave-one-out density ``log q_{-i}(z)`` of the draws from ``q`` -- each code ``z ~ q(z|x_i)``
+    scored by the mixture of the *other* rows, as a code of a new data point would be. That is the
+    density 99% (by default) of new codes from the data distribution exceed, so a prior without
+    holes gets a share equal to ``quantile``, and so do held-out codes. (Scoring a code with its
+    own component included sets the bar far too high: 73% of held-out Fashion-MNIST codes fell
+    below it.)
+    """
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
+    if not (isinstance(num_samples, int) and num_samples >= 2):
+        raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}.")
+    if not 0 < quantile < 1:
+        raise ValueError(f"quantile must lie strictly between 0 and 1, got {quantile!r}.")
+    with torch.no_grad():
+        aggregate = AggregatePosterior.from_program(program, data, site=site)
+        prior = prior_of(program, data, site=site)
+        if aggregate.num_components < 2:
+            raise ValueError("holes needs at least two rows: the hole threshold leaves each row's own code out.")
+        from_q, rows = aggregate.sample_with_components(num_samples, seed=seed)
+        with isolated(seed + 1):
+            from_p = prior.sample((num_samples,))
+        log_q_at_q = aggregate.log_prob(from_q, max_memory_mb=max_memory_mb).double()
+        leave_one_out = aggregate.log_prob(from_q, max_memory_mb=max_memory_mb, leave_out=rows).double()
+        log_q_at_p = aggregate.log_prob(from_p, max_memory_mb=max_memory_mb).double()
+        q_minus_p = log_q_at_q - prior.log_prob(from_q).double()
+        p_minus_q = prior.log_prob(from_p).double() - log_q_at_p
+    threshold = torch.quantile(leave_one_out, quantile)
+    below = (log_q_at_p < threshold).double()
+    share = float(below.mean())
+    return Holes(
+        kl_q_p=float(q_minus_p.mean()),
+        kl_q_p_se=_mc_se(q_minus_p),
+        kl_p_q=float(p_minus_q.mean()),
+        kl_p_q_se=_mc_se(p_minus_q),
+        hole_share=share,
+        hole_share_se=proportion_se(share, num_samples),
+        threshold=float(threshold),
+        quantile=float(quantile),
+        num_samples=num_samples,
+    )
+
+
+def active_units(
+    model: Any,
+    x: Any,
+    *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    plate: str | None = None,
+    threshold: float = 0.01,
+    batch_size: int = 4096,
+) -> ActiveUnits:
+    """Count the latent dimensions ``u`` with ``Cov_x(E_q[z_u|x]) > threshold`` over the rows of ``x``.
+
+    Burda, Grosse & Salakhutdinov (2016, section 5.2) call such a dimension active; the others
+    carry no information about ``x`` and their ``q(z_u|x)`` stays at the prior. ``E_q[z|x]`` is the
+    guide's closed-form mean, or a Monte Carlo average where it has none (flow guides); the
+    variance of such averages inflates ``Cov_x`` by ``E_x[Var_q(z_u|x)] / draws``, which is
+    subtracted.
+    """
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
+    if len(data) < 2:
+        raise ValueError("active_units needs at least two data points to measure a variance.")
+    if not threshold > 0:
+        raise ValueError(f"threshold must be positive, got {threshold!r}.")
+    means, noise = latent_means(program, data, program.sites(data).latent(site), batch_size=batch_size)
+    means, noise = means.reshape(len(data), -1), noise.reshape(len(data), -1)
+    variance = (means.double().var(dim=0, correction=1) - noise.double().mean(0)).clamp(min=0)
+    return ActiveUnits(variance=variance, active=variance > threshold, threshold=float(threshold))
+
+
+def pareto_k_report(
+    model: Any,
+    x: Any = None,
+    *,
+    num_particles: int = 1000,
+    seed: int = 0,
+    max_memory_mb: float = 64.0,
+    **program_kwargs: Any,
+) -> ParetoReport:
+    """Pareto ``k`` of the importance weights of every row of ``x``, from ArviZ's PSIS.
+
+    Pass a trained program (a VAE, or a model with ``guide=``, ``covariates=`` ... as for
+    :func:`~pyro_vae.log_likelihood`) with data, or the
+    :class:`~pyro_vae.evaluate.LogLikelihood` returned by :func:`~pyro_vae.log_likelihood` (which
+    computes ``k`` by default) to reuse its weights. See :meth:`ParetoReport.interpretation` for
+    how to read ``k`` (Vehtari et al. 2024).
+    """
+    if isinstance(model, LogLikelihood):
+        if model.pareto_k is None:
+            raise ValueError("This LogLikelihood was computed with psis=False; it holds no Pareto k.")
+        return ParetoReport(k=model.pareto_k, num_particles=model.num_particles)
+    if x is None:
+        raise ValueError("Pass the data x to evaluate the model on.")
+    result = log_likelihood(model, x, num_particles=num_particles, seed=seed, max_memory_mb=max_memory_mb,
+                            **program_kwargs)  # fmt: skip
+    return ParetoReport(k=result.pareto_k, num_particles=num_particles)

@@ -1,0 +1,139 @@
+"""Run folders of the command line: what ``pyro-vae train`` writes, and how the other commands read it.
+
+A run folder holds::
+
+    config.json      data (name, resolved source, fingerprint, binarisation, values, seed),
+                     the model's configuration and the training settings -- written atomically,
+                     only once the settings are checked
+    checkpoint.pt    the training state after every epoch (resumable)
+    model.pt         the trained model
+    history.csv      one row per epoch
+    summary.json     test ELBO, best epoch and the files written
+    *.png            figures
+
+While a training writes to the folder, ``.lock`` holds its process id: a second training into the
+same folder is refused. :func:`load_run` rebuilds the model and the data set and refuses a pairing
+that does not match (another data set, a changed file, another number of features).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..data import loading as data_module
+from .._util.files import FileLock, write_json
+from .._util.untrusted import parse_json
+from .checkpoint import load
+from ..vae.model import VAE
+
+#: Files that make a folder a run folder; training into one needs --resume or --overwrite.
+RUN_FILES = ("config.json", "model.pt", "checkpoint.pt", "history.csv", "summary.json")
+#: The keys of config.json that a resumed run must share with the original (everything but epochs).
+_RESUME_KEYS = ("data", "data_source", "data_fingerprint", "binarize", "values", "seed", "model")
+
+
+def lock(out: Path) -> FileLock:
+    return FileLock(out / ".lock", f"The run folder {out}")
+
+
+def describe(dataset, vae: VAE, *, binarize: str, values: str, seed: int, training: dict[str, Any]) -> dict[str, Any]:
+    """The content of config.json for a run of ``vae`` on ``dataset``."""
+    return {
+        "data": dataset.name,
+        "data_source": dataset.source,
+        "data_fingerprint": dataset.fingerprint(),
+        "binarize": binarize,
+        "values": values,
+        "seed": seed,
+        "model": vae.config(),
+        "training": training,
+    }
+
+
+def prepare(out: Path, config: dict[str, Any], *, resume: bool, overwrite: bool,
+            training_defaults: dict[str, Any] | None = None) -> None:
+    """Refuse a training into ``out`` that would mix two runs; with ``overwrite``, clear the old one.
+
+    A resumed run must repeat every training setting but ``epochs``; a setting that the saved
+    ``config.json`` lacks (written before the setting existed) counts as its ``training_defaults`` value.
+
+    Nothing is written here: config.json is written once training has checked its settings.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume continues a run and --overwrite replaces it; pass one of them.")
+    existing = [name for name in RUN_FILES if (out / name).exists()]
+    if existing and not (resume or overwrite):
+        raise ValueError(f"{out} already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
+                         "(or, with pyro-vae train, --resume to continue it), or choose another --out.")  # fmt: skip
+    if resume and (out / "config.json").exists():
+        saved = read_config(out)
+        differing = [k for k in _RESUME_KEYS if saved.get(k) != config.get(k)]
+        before = {**(training_defaults or {}), **saved.get("training", {})}
+        training = {k for k in set(before) | set(config["training"]) if k != "epochs"
+                    and before.get(k) != config["training"].get(k)}  # fmt: skip
+        if differing or training:
+            raise ValueError(f"Cannot resume {out}: this command differs from the run's config.json in "
+                             f"{sorted(differing) + sorted(training)}; repeat the original options, changing only "
+                             "--epochs.")  # fmt: skip
+    if overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+
+
+def write_config(out: Path, config: dict[str, Any]) -> None:
+    write_json(out / "config.json", config)
+
+
+def read_config(run: Path) -> dict[str, Any]:
+    path = run / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run} is not a run folder: it has no config.json (write one with pyro-vae train).")
+    config = parse_json(path.read_text(errors="replace"), str(path))
+    if not isinstance(config, dict) or not {"data", "binarize", "seed", "model"} <= set(config):
+        raise ValueError(f"{path} is not the description of a run (keys missing).")
+    return config
+
+
+def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, dict[str, Any]]:
+    """``(vae, dataset, config)`` of a run folder written by ``pyro-vae train`` or ``pyro-vae demo``.
+
+    The data set is loaded with the run's own settings (source, binarisation, values, seed), so its
+    validation and test splits are the ones the model was checked against. A data set whose
+    fingerprint differs from the one recorded at training, or whose points do not have the model's
+    number of features, is refused.
+    """
+    run = Path(run)
+    if not (run / "model.pt").is_file() and not (run / "config.json").is_file():
+        raise FileNotFoundError(f"No checkpoint at {run / 'model.pt'}: {run} is not a run folder (it has no "
+                                "config.json either); write one with pyro-vae train.")  # fmt: skip
+    config = read_config(run)
+    vae = load(run / "model.pt", **networks)
+    source = config.get("data_source") or config["data"]
+    dataset = data_module.load(source, binarize=config["binarize"], values=config.get("values", "unit"),
+                               seed=config["seed"])  # fmt: skip
+    if dataset.input_dim != vae.input_dim:
+        raise ValueError(f"{run}: the model describes {vae.input_dim} features per point but {source} has "
+                         f"{dataset.input_dim}; this model was not trained on this data.")  # fmt: skip
+    recorded = config.get("data_fingerprint")
+    if recorded is not None and dataset.fingerprint() != recorded:
+        raise ValueError(f"{run}: the data at {source} has changed since training (fingerprint "
+                         f"{dataset.fingerprint()}, recorded {recorded}); evaluate on the data it was trained on.")  # fmt: skip
+    if json.dumps(vae.config(), sort_keys=True) != json.dumps(_normalised(config["model"]), sort_keys=True):
+        raise ValueError(f"{run}: model.pt and config.json describe different models; the folder mixes two runs.")
+    return vae, dataset, config
+
+
+def _normalised(model_config: dict) -> dict:
+    from ..vae.model import normalised_config
+
+    return normalised_config(model_config)
+
+
+def training_codes_input(dataset):
+    """Training images as the model saw them: one fixed binarisation under dynamic binarisation."""
+    return dataset.train.binarized(0) if dataset.train.dynamic_binarization else dataset.train.x

@@ -1,0 +1,335 @@
+"""Distributions over the latent code ``z``: every source of new samples is one of them.
+
+* :func:`prior_of` -- the model's own ``p(z)`` (at one row's covariates), read from a trace;
+* :class:`AggregatePosterior` -- the exact ``q(z) = (1/N) sum_i q(z|x_i)`` of any guide whose
+  ``q(z|x_i)`` is a diagonal Gaussian, or a diagonal Gaussian pushed through transforms shared by
+  every point (an inverse autoregressive flow on top of the Gaussian, say);
+* a subset's aggregate posterior is the same class built from the subset's rows;
+* :meth:`pyro_vae.LatentMixture.distribution` -- a compact Gaussian mixture fitted to ``q(z)``.
+
+All are :mod:`pyro.distributions` objects with ``event_shape == (L,)``: ``sample`` and
+``log_prob`` work as usual, and :func:`pyro_vae.sample` decodes draws of any of them through the
+model. :data:`SOURCES` maps the names accepted by :func:`pyro_vae.sample` to the function that
+builds each distribution, so the choice is dispatched once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+
+from .._util.memory import HeapGuard as _HeapGuard
+import torch
+from pyro import poutine
+from torch.distributions import constraints
+
+from .._util.checks import positive_int
+from ..program.protocol import Data, Program, as_program
+
+#: Float64 temporaries of N numbers per row of z that a chunk of log_prob holds at once.
+_LOG_PROB_COPIES = 3
+
+
+class AggregatePosterior(dist.TorchDistribution):
+    """The aggregate posterior ``q(z) = (1/N) sum_i T_#N(z; mu_i, diag(sigma_i^2))``.
+
+    An exact ``N``-component mixture: it stores ``loc`` and ``scale`` of shape ``(N, L)``
+    (``2 N L`` numbers) and the guide's shared transforms ``T`` (none for a Gaussian guide).
+    ``log q(z)`` is evaluated in chunks so that no intermediate exceeds ``max_memory_mb``; with
+    transforms, ``z`` is first mapped back through them (change of variables).
+    """
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = False
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, transforms=(), *, max_memory_mb: float = 256.0):
+        if loc.ndim != 2 or loc.shape != scale.shape or loc.shape[0] == 0:
+            raise ValueError(
+                f"loc and scale must share a shape (N, L) with N >= 1; got {tuple(loc.shape)} "
+                f"and {tuple(scale.shape)}."
+            )
+        if not bool((scale > 0).all()):
+            raise ValueError("Every component scale must be positive.")
+        self.loc, self.scale = loc.detach(), scale.detach()
+        self.transforms = list(transforms)
+        self.max_memory_mb = max_memory_mb
+        super().__init__(batch_shape=torch.Size(), event_shape=torch.Size([loc.shape[1]]), validate_args=False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    @torch.no_grad()
+    def from_data(
+        cls,
+        model: Any,
+        x: Any,
+        *,
+        guide: Callable | None = None,
+        covariates: Mapping[str, Any] | None = None,
+        site: str | None = None,
+        plate: str | None = None,
+        batch_size: int = 4096,
+    ) -> "AggregatePosterior":
+        """Run the guide over the rows of ``x`` and keep every ``q(z|x_i)`` at the latent ``site``."""
+        program = as_program(model, guide, plate=plate)
+        data = program.data(x, covariates)
+        return cls.from_program(program, data, site=site, batch_size=batch_size)
+
+    @classmethod
+    @torch.no_grad()
+    def from_program(cls, program: Program, data: Data, *, site: str | None = None, batch_size: int = 4096):
+        positive_int(batch_size, "batch_size")
+        sites = program.sites(data)
+        name = sites.latent(site)
+        locs, scales, transforms = [], [], None
+        with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+            for start in range(0, len(data), batch_size):
+                rows = torch.arange(start, min(start + batch_size, len(data)))
+                chunk = data.rows(rows)
+                trace = poutine.trace(program.guide).get_trace(
+                    chunk.x, **program.arguments(program.guide, chunk, rows, len(data)))  # fmt: skip
+                loc, scale, shared = _gaussian_parts(trace.nodes[name]["fn"], name, len(rows))
+                if transforms is not None and any(a is not b for a, b in zip(transforms, shared)):
+                    raise ValueError(_REBUILT.format(site=name))
+                transforms = shared
+                locs.append(loc)
+                scales.append(scale)
+        return cls(torch.cat(locs), torch.cat(scales), transforms or ())
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_components(self) -> int:
+        return self.loc.shape[0]
+
+    @property
+    def latent_dim(self) -> int:
+        return self.loc.shape[1]
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes held by the component parameters (``O(N L)``), not counting the float64 terms a
+        first ``log_prob`` caches (``2 N L + N`` more numbers)."""
+        return self.loc.element_size() * self.loc.numel() * 2
+
+    # ------------------------------------------------------------------ distribution
+    def sample(self, sample_shape: int | torch.Size | tuple = torch.Size(), *, seed: int | None = None) -> torch.Tensor:
+        """Draws of shape ``(*sample_shape, L)``: a uniform component, its Gaussian, the transforms.
+
+        With ``seed`` the draws come from a private generator state and the global one is untouched.
+        """
+        return self.sample_with_components(sample_shape, seed=seed)[0]
+
+    def sample_with_components(self, sample_shape: int | torch.Size | tuple = torch.Size(), *,
+                               seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """Draws ``(*sample_shape, L)`` as :meth:`sample`, and the component (data row) each came from."""
+        if isinstance(sample_shape, int):
+            sample_shape = (positive_int(sample_shape, "num_samples"),)
+        if seed is not None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self.sample_with_components(sample_shape)
+        shape = torch.Size(sample_shape)
+        count = int(math.prod(shape))
+        which = torch.randint(self.num_components, (count,), device=self.loc.device)
+        noise = torch.randn(count, self.latent_dim, dtype=self.loc.dtype, device=self.loc.device)
+        z = self.loc[which] + self.scale[which] * noise
+        with torch.no_grad():
+            for transform in self.transforms:
+                z = transform(z)
+        return z.reshape(*shape, self.latent_dim), which.reshape(shape)
+
+    def log_prob(self, z: torch.Tensor, *, max_memory_mb: float | None = None,
+                 leave_out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """``log q(z)`` for ``z`` of shape ``(..., L)``; returns shape ``(...)``.
+
+        Uses ``sum_l (u_l - mu_il)^2 / s_il^2 = u^2 . (1/s^2)_i - 2 u . (mu/s^2)_i + sum mu^2/s^2``
+        as matrix products in float64, so memory is ``O(chunk * N)`` rather than ``O(M N L)``.
+
+        With ``leave_out`` (component indices of shape ``(...)``), each ``z`` is scored by the
+        mixture of the other ``N - 1`` components: the leave-one-out density of a code drawn from
+        its own component, which stands for a code of a new data point.
+        """
+        if z.ndim < 1 or z.shape[-1] != self.latent_dim:
+            raise ValueError(f"z must have shape (M, {self.latent_dim}), got {tuple(z.shape)}.")
+        if leave_out is not None and (leave_out.shape != z.shape[:-1] or self.num_components < 2):
+            raise ValueError("leave_out needs one component index per code and at least two components.")
+        batch = z.shape[:-1]
+        u, log_det = z.reshape(-1, self.latent_dim), 0.0
+        with torch.no_grad():
+            for transform in reversed(self.transforms):
+                previous = transform.inv(u)
+                log_det = log_det + _event_sum(transform.log_abs_det_jacobian(previous, u), u.shape[0])
+                u = previous
+        left_out = leave_out.reshape(-1).to(u.device) if leave_out is not None else None
+        log_q = self._mixture_log_prob(u, max_memory_mb or self.max_memory_mb, left_out) - log_det
+        return log_q.reshape(batch).to(z.dtype)
+
+    def _mixture_log_prob(self, z: torch.Tensor, max_memory_mb: float, leave_out: torch.Tensor | None = None) -> torch.Tensor:
+        precision, weighted_loc, constant = self._quadratic_terms()
+        # Temporaries per chunk row: the two products, their sum and logsumexp's shifted exponentials,
+        # each N float64 numbers.
+        chunk = max(1, int(max_memory_mb * 2**20 / (8 * _LOG_PROB_COPIES * self.num_components)))
+        guard = _HeapGuard(allowance_mb=2 * max_memory_mb + 64)
+        out = []
+        for start in range(0, z.shape[0], chunk):
+            zc = z[start : start + chunk].double()
+            quad = torch.addmm(constant, zc * zc, precision.T)
+            quad.addmm_(zc, weighted_loc.T, alpha=-2.0)
+            components = self.num_components
+            if leave_out is not None:
+                rows = torch.arange(len(zc), device=zc.device)
+                quad[rows, leave_out[start : start + chunk]] = math.inf
+                components -= 1
+            out.append(torch.logsumexp(quad.mul_(-0.5), dim=-1) - math.log(components))
+            del quad
+            guard.check()
+        return torch.cat(out)
+
+    def _quadratic_terms(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``1/s^2``, ``mu/s^2`` (each ``(N, L)``) and the per-component constant, in float64, kept:
+        they are part of the distribution (``O(N L)``, like ``loc`` and ``scale``), not of one call."""
+        if getattr(self, "_terms", None) is None:
+            loc, scale = self.loc.double(), self.scale.double()
+            precision = scale.pow(-2)
+            weighted_loc = loc * precision
+            constant = (loc * weighted_loc).sum(-1) + 2 * scale.log().sum(-1) + self.latent_dim * math.log(2 * math.pi)
+            self._terms = (precision, weighted_loc, constant)
+        return self._terms
+
+    def to_distribution(self) -> dist.TorchDistribution:
+        """The same mixture as a :class:`pyro.distributions.MixtureSameFamily` (``O(M N L)`` memory)."""
+        mixing = dist.Categorical(logits=torch.zeros(self.num_components, dtype=self.loc.dtype))
+        mixture = dist.MixtureSameFamily(mixing, dist.Normal(self.loc, self.scale).to_event(1))
+        return dist.TransformedDistribution(mixture, self.transforms) if self.transforms else mixture
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != torch.Size():
+            raise NotImplementedError("An AggregatePosterior has no batch dimensions; sample it with a sample shape.")
+        return self
+
+
+class RowDistribution(dist.TorchDistribution):
+    """The distribution of one row of a batched distribution ``fn`` (batch shape ``(..., B)``).
+
+    A model's latent site inside the data plate has a batch dimension for the points; the prior
+    of the code of one point is this distribution at ``row``.
+    """
+
+    arg_constraints: dict = {}
+    has_rsample = False
+
+    def __init__(self, fn: dist.TorchDistribution, row: int = 0):
+        self.fn, self.row = fn, row
+        super().__init__(batch_shape=torch.Size(), event_shape=fn.event_shape, validate_args=False)
+
+    @property
+    def support(self):
+        return self.fn.support
+
+    def _select(self, values: torch.Tensor, event_dims: int) -> torch.Tensor:
+        # Flatten fn's batch dimensions (the data plate and size-1 plates) into one and pick the row.
+        leading = values.ndim - event_dims - len(self.fn.batch_shape)
+        flat = values.reshape(*values.shape[:leading], -1, *values.shape[values.ndim - event_dims:])
+        return flat.select(leading, self.row)
+
+    def sample(self, sample_shape=torch.Size()):
+        return self._select(self.fn.sample(sample_shape), len(self.event_shape))
+
+    def log_prob(self, value):
+        expanded = value.reshape(*value.shape[: value.ndim - len(self.event_shape)],
+                                 *([1] * len(self.fn.batch_shape)), *self.event_shape)  # fmt: skip
+        return self._select(self.fn.log_prob(expanded), 0)
+
+    @property
+    def mean(self):
+        return self._select(self.fn.mean, len(self.event_shape))
+
+    def expand(self, batch_shape, _instance=None):
+        if torch.Size(batch_shape) != torch.Size():
+            raise NotImplementedError("A RowDistribution has no batch dimensions.")
+        return self
+
+
+@torch.no_grad()
+def prior_of(program: Program, rows: Data, *, site: str | None = None) -> dist.TorchDistribution:
+    """The model's distribution of the latent ``site`` for the first of ``rows``: ``p(z)``, or ``p(z|y)``."""
+    sites = program.sites(rows)
+    name = sites.latent(site)
+    first = rows.rows(slice(0, 1))
+    with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+        trace = program.generate(first)
+    return RowDistribution(trace.nodes[name]["fn"], 0)
+
+
+# ---------------------------------------------------------------------- named sources
+def _prior_source(program, data, *, rows, site=None, **_):
+    return prior_of(program, rows, site=site)
+
+
+def _aggregate_source(program, data, *, site=None, label=None, labels=None, what="aggregate", **_):
+    if data is None:
+        raise ValueError(f"source={what!r} needs the data x whose aggregate posterior to sample.")
+    if label is not None:
+        if what != "subset":
+            raise ValueError("label selects a subset; pass source='subset'.")
+        if labels is None:
+            raise ValueError("label needs x as a pyro_vae.data.Split, which carries the labels.")
+        known = sorted(set(labels.tolist()))
+        if label not in known:
+            raise ValueError(f"No rows with label {label!r}; the labels present are {known}.")
+        data = data.subset(labels == label)
+    return AggregatePosterior.from_program(program, data, site=site)
+
+
+def _subset_source(program, data, **kwargs):
+    return _aggregate_source(program, data, what="subset", **kwargs)
+
+
+def _mixture_source(program, data, *, mixture=None, **_):
+    # The mixture is fitted after training and stored on the model (vae.latent_mixture).
+    if mixture is None:
+        raise ValueError("This model has no fitted mixture; fit one first: vae.latent_mixture = "
+                         "pyro_vae.LatentMixture.fit(vae, train_x, num_components=10).")  # fmt: skip
+    return mixture.distribution()
+
+
+#: Names accepted by :func:`pyro_vae.sample` as ``source``, each with the function that builds
+#: its distribution over ``z``.
+SOURCES: dict[str, Callable[..., dist.TorchDistribution]] = {
+    "prior": _prior_source,
+    "aggregate": _aggregate_source,
+    "mixture": _mixture_source,
+    "subset": _subset_source,
+}
+
+_REBUILT = (
+    "The guide's distribution at {site!r} is a TransformedDistribution whose transforms are rebuilt "
+    "on every call (conditioned on x?). The exact aggregate posterior supports diagonal-Gaussian "
+    "guides and diagonal Gaussians pushed through transforms shared by every point."
+)
+
+
+def _gaussian_parts(fn, site: str, batch: int):
+    transforms = []
+    if isinstance(fn, torch.distributions.TransformedDistribution):
+        transforms = list(fn.transforms)
+        fn = fn.base_dist
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    if not isinstance(fn, torch.distributions.Normal):
+        raise ValueError(
+            f"The guide's q({site}|x) is a {type(fn).__name__}; the exact aggregate posterior needs a "
+            "diagonal Gaussian, possibly pushed through transforms shared by every point."
+        )
+    loc, scale = torch.broadcast_tensors(fn.loc, fn.scale)
+    if loc.ndim != 2 or loc.shape[0] != batch:
+        raise ValueError(f"q({site}|x) has parameters of shape {tuple(loc.shape)}; expected (B, L) with B={batch}.")
+    return loc, scale, transforms
+
+
+def _event_sum(log_det: torch.Tensor, rows: int) -> torch.Tensor:
+    return log_det.reshape(rows, -1).sum(-1) if log_det.numel() > rows else log_det.reshape(rows)

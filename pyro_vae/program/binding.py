@@ -1,0 +1,75 @@
+"""The one preamble of every tool: :func:`bind` turns a tool's arguments into a checked program.
+
+Every public tool that reads a model on data (``log_likelihood``, ``compare``, ``mean_elbo``, the
+diagnostics, the latent distributions, the predictive functions, ``to_inference_data``) starts with
+``bind(...)``, so each refuses the same bad program with the same guidance, before any work:
+
+1. the model and guide become a :class:`~pyro_vae.program.protocol.Program` (:func:`as_program`);
+2. the data and covariates are checked against the program (:meth:`Program.data`);
+3. a tool that draws from the guide refuses a program without one;
+4. the structure is read from one trace (:class:`~pyro_vae.program.sites.Sites`);
+5. the global-latent policy: latent sites outside the data plate are fixed by ``global_values``
+   (``"guide_median"`` or a mapping of values), or the program is refused with the ways to fix it;
+6. the leading-dimension contract: two particles are run at once, and a network that takes only
+   ``(B, L)`` is refused with the advice to wrap it in :class:`~pyro_vae.FlattenLeading`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .protocol import Data, Program, as_program
+from .sites import Sites
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A tool's checked arguments.
+
+    Attributes:
+        program: the program, with every global latent fixed by the policy.
+        data: the checked data ``(N, D)`` and covariates.
+        sites: the program's latent and observed sites.
+        globals_used: how each global latent was fixed (site -> description); empty without globals.
+    """
+
+    program: Program
+    data: Data
+    sites: Sites
+    globals_used: dict[str, str] = field(default_factory=dict)
+
+
+def bind(
+    model: Any,
+    x: Any,
+    *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    plate: str | None = None,
+    global_values: Any = None,
+    needs_guide: bool = True,
+    particles: bool = True,
+    what: str = "x",
+) -> Bound:
+    """Check a tool's arguments once, in the order above, and return them bound.
+
+    Args:
+        model, guide, plate: the program (:func:`~pyro_vae.as_program`).
+        x, covariates: the data ``(N, D)`` and its data-aligned keyword arguments.
+        global_values: ``None`` (refuse global latents), ``"guide_median"`` or ``{site: value}``.
+        needs_guide: refuse a program without a guide (every tool that draws ``z ~ q(z|x)``).
+        particles: check that the program runs with a leading particle dimension (every tool
+            that draws several ``z`` per point at once).
+        what: the data's name in error messages.
+    """
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates, what=what)
+    if needs_guide:
+        program.guide  # noqa: B018 -- refuses a program without a guide, naming what to pass
+    sites = program.sites(data)
+    program, globals_used = program.conditioned_on_globals(data, global_values)
+    if particles:
+        program.check_vectorised(data, sites)
+    return Bound(program, data, sites, globals_used)

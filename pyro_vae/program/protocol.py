@@ -1,0 +1,397 @@
+"""Pyro programs as every tool sees them: a model, a guide, one data plate, data-aligned arguments.
+
+The protocol (see ``docs/programs.md``)::
+
+    model(x, **covariates)      # any Pyro program; observed site(s) inside pyro.plate("data", ...)
+    guide(x, **covariates)      # the amortized posterior of the model's latent sites
+
+* ``x`` has the data points along its first dimension; every keyword argument in ``covariates``
+  (labels, covariates, a second modality) is *data-aligned*: it has the same first dimension, and
+  every tool slices it together with ``x`` when it works in chunks or minibatches.
+* A callable that declares keyword parameters named ``indices`` and/or ``num_data`` receives the
+  positions of the chunk's rows in the full data set and its size ``N``, so a model that looks up
+  per-point tables by ``pyro.plate("data", num_data, subsample=indices)`` sees the right rows.
+* Everything else comes from traces: observed sites are the model's observed sample sites inside
+  the data plate; local latents are the guide's sample sites inside it; sites outside it are
+  global. Log-densities and supports come from each site's ``fn``, predictive means from
+  ``site["fn"].mean``.
+* Tools draw many particles at once under ``pyro.plate("particles", S)`` placed left of every plate
+  the program uses, so networks must accept extra leading dimensions, ``(..., B, L)``, as
+  ``nn.Linear`` does. :class:`pyro_vae.networks.FlattenLeading` adapts a network that takes only
+  ``(B, L)`` (a convolutional decoder, say); the check runs before any work.
+* Generation runs the model on a batch of rows with its observed sites unconditioned
+  (``poutine.uncondition``): the values of ``x`` passed there are never scored.
+
+A :class:`~pyro_vae.VAE` is one user of this protocol: its ``as_program()`` supplies the two
+methods, its data checks and a template batch for generation; no tool knows more about it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyro
+import torch
+from pyro import poutine
+from .._util.compat import TorchDispatchMode
+
+from .._util.checks import as_tensor
+from ..data.rows import RowSource, as_row_source, checked_rows
+from .sites import Sites, discover, per_point
+
+PARTICLES = "particles"
+
+#: How the value of a global latent was chosen when a tool conditions on it.
+GLOBAL_POLICIES = ("guide_median",)
+_MEDIAN_DRAWS = 201
+
+
+@dataclass(frozen=True)
+class Data:
+    """``x`` with its data-aligned keyword arguments; every tensor has ``N`` rows."""
+
+    x: torch.Tensor
+    covariates: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def rows(self, index) -> "Data":
+        """The rows ``index`` as tensors (read from disk when ``x`` is a :class:`~pyro_vae.rows.RowSource`)."""
+        return Data(self.x[index], {k: v[index] for k, v in self.covariates.items()})
+
+    def subset(self, index) -> "Data":
+        """The rows ``index``, still on disk when ``x`` is a row source (a lazy view), else as :meth:`rows`."""
+        if isinstance(self.x, RowSource):
+            positions = self.x._positions(index)
+            return Data(self.x.subset(positions), {k: v[positions] for k, v in self.covariates.items()})
+        return self.rows(index)
+
+    def cycled(self, n: int) -> "Data":
+        """``n`` rows, repeating the rows in order (templates for generation)."""
+        return self.rows(torch.arange(n) % len(self))
+
+
+def _plain_check(x: Any, what: str) -> torch.Tensor:
+    """The checks of a program without its own: a tensor with finite values and points along dim 0."""
+    x = as_tensor(x, what)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"{what} must have the data points along its first dimension, N >= 1; got shape {tuple(x.shape)}.")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{what} contains non-finite values; remove or impute them.")
+    return x
+
+
+class Program:
+    """A model and a guide following the protocol of this module.
+
+    Args:
+        model: ``model(x, **covariates)``.
+        guide: ``guide(x, **covariates)``; required by tools that need ``q(z|x)``.
+        plate: name of the data plate.
+        check: optional ``check(x) -> x`` that validates and converts the data (a VAE's
+            ``check_data``); otherwise arrays become tensors and non-finite values are refused.
+        template: optional ``template(n) -> Data`` of ``n`` rows for generation without data.
+        name: a short description used in results (a likelihood's name, say).
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable | None = None,
+        *,
+        plate: str = "data",
+        check: Callable[[Any], torch.Tensor] | None = None,
+        template: Callable[[int], Data] | None = None,
+        name: str | None = None,
+    ):
+        if not callable(model):
+            raise TypeError(f"model must be a callable Pyro program or a VAE, got {type(model).__name__}.")
+        if guide is not None and not callable(guide):
+            raise TypeError(f"guide must be a callable Pyro program, got {type(guide).__name__}.")
+        if not isinstance(plate, str) or not plate:
+            raise ValueError(f"plate must be the name of the data plate, got {plate!r}.")
+        self.model, self._guide, self.plate = model, guide, plate
+        self._check, self._template = check, template
+        self.name = name
+        self._sites: Sites | None = None
+
+    # ------------------------------------------------------------------ construction
+    def replace(self, **changes) -> "Program":
+        fields = dict(model=self.model, guide=self._guide, plate=self.plate, check=self._check,
+                      template=self._template, name=self.name)  # fmt: skip
+        fields.update(changes)
+        return Program(**fields)
+
+    @property
+    def guide(self) -> Callable:
+        if self._guide is None:
+            raise ValueError("This tool needs the amortized posterior: pass guide=my_guide along with the model.")
+        return self._guide
+
+    @property
+    def can_generate(self) -> bool:
+        """Whether the program makes its own rows for generation (a VAE's template batch)."""
+        return self._template is not None
+
+    # ------------------------------------------------------------------ data
+    def data(self, x: Any, covariates: Mapping[str, Any] | None = None, what: str = "x", *,
+             checked: bool = False) -> Data:  # fmt: skip
+        """Validate ``x`` and the data-aligned ``covariates`` and return them as :class:`Data`.
+
+        ``checked=True`` says ``x`` was validated already (a tensor of the right kind), so only the
+        covariates are checked: large data is not scanned twice. A row source (a numpy memory map,
+        :func:`pyro_vae.rows.open_rows`) is checked chunk by chunk and stays on disk
+        (:mod:`pyro_vae.rows`).
+        """
+        source = as_row_source(x)
+        if source is not None:
+            x = checked_rows(source, self._check or _plain_check, what)
+        elif not checked:
+            x = _plain_check(self._check(x, what) if self._check is not None else x, what)
+        out = {}
+        for key, value in (covariates or {}).items():
+            if key in ("indices", "num_data"):
+                raise ValueError(f"{key!r} is passed by the tools themselves; it cannot be a covariate.")
+            value = as_tensor(value, f"covariate {key!r}")
+            if value.ndim < 1 or value.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"covariate {key!r} has shape {tuple(value.shape)} but x has {x.shape[0]} rows: "
+                    "covariates are data-aligned, one row per data point."
+                )
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"covariate {key!r} contains non-finite values.")
+            out[key] = value.to(x.device)
+        return Data(x, out)
+
+    def template(self, n: int, like: Data | None = None) -> Data:
+        """``n`` rows to run the model on when generating: cycled from ``like`` or the program's template."""
+        if like is not None:
+            return like.cycled(n)
+        if self._template is None:
+            raise ValueError(
+                "Generating from a hand-written model needs rows to run it on: pass x (and covariates) "
+                "of one or more data points; their x values are not scored, only their shapes and covariates used."
+            )
+        return self._template(n)
+
+    # ------------------------------------------------------------------ calls
+    def traces(
+        self,
+        data: Data,
+        num_particles: int | None,
+        *,
+        indices: torch.Tensor | None = None,
+        num_data: int | None = None,
+        guide: Callable | None = None,
+        uncondition: bool = False,
+        sites: Sites | None = None,
+    ) -> tuple[poutine.Trace, poutine.Trace]:
+        """``(guide_trace, model_trace)``: the guide, then the model replayed against it.
+
+        With ``num_particles`` both run under ``pyro.plate("particles", S)`` left of every plate.
+        With ``uncondition`` the model's observed sites are sampled rather than scored.
+        """
+        guide = guide or self.guide
+        model = poutine.uncondition(self.model) if uncondition else self.model
+        if num_particles is not None:
+            dim = (sites or self.sites(data)).particle_dim
+            guide, model = with_particles(guide, num_particles, dim), with_particles(model, num_particles, dim)
+        guide_trace = poutine.trace(guide).get_trace(data.x, **self.arguments(guide, data, indices, num_data))
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+            data.x, **self.arguments(self.model, data, indices, num_data)
+        )
+        return guide_trace, model_trace
+
+    def generate(
+        self,
+        rows: Data,
+        *,
+        condition: Mapping[str, torch.Tensor] | None = None,
+        num_particles: int | None = None,
+        sites: Sites | None = None,
+    ) -> poutine.Trace:
+        """Trace of the model on ``rows`` with observed sites sampled, latents from the prior or ``condition``.
+
+        With ``num_particles`` the model runs under the particle plate (one draw per row and particle).
+        """
+        model = poutine.uncondition(self.model)
+        if condition:
+            model = poutine.condition(model, data=dict(condition))
+        if num_particles is not None:
+            model = with_particles(model, num_particles, (sites or self.sites(rows)).particle_dim)
+        return poutine.trace(model).get_trace(rows.x, **self.arguments(self.model, rows, torch.arange(len(rows)),
+                                                                      len(rows)))  # fmt: skip
+
+    def arguments(self, fn: Callable, data: Data, indices: torch.Tensor | None = None, num_data: int | None = None) -> dict:
+        """Keyword arguments of ``fn(data.x, **arguments)``: the covariates, and ``indices`` and
+        ``num_data`` where ``fn`` declares them."""
+        # Signatures are read from the user's callables, not from the wrappers around them.
+        kwargs = dict(data.covariates)
+        target = getattr(fn, "__wrapped_program__", fn)
+        if indices is not None and _accepts(target, "indices"):
+            kwargs["indices"] = indices
+        if num_data is not None and _accepts(target, "num_data"):
+            kwargs["num_data"] = num_data
+        return kwargs
+
+    # ------------------------------------------------------------------ structure
+    def sites(self, data: Data) -> Sites:
+        """Read the program's structure from one trace on the first rows of ``data`` (cached)."""
+        if self._sites is None:
+            with torch.random.fork_rng(devices=[]):  # reading the structure leaves the caller's RNG alone
+                self._sites = discover(self, data.rows(slice(0, min(2, len(data)))))
+        return self._sites
+
+    def check_vectorised(self, data: Data, sites: Sites) -> None:
+        """Run 2 particles on the first rows, or explain the leading-dimension contract."""
+        rows = data.rows(slice(0, min(2, len(data))))
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
+                guide_trace, model_trace = self.traces(rows, 2, indices=torch.arange(len(rows)), num_data=len(data),
+                                                       sites=sites, guide=self._guide or _no_guide)  # fmt: skip
+                for name in sites.observed:
+                    per_point(model_trace.nodes[name], sites, self.plate, 2, len(rows))
+        except (RuntimeError, IndexError) as error:
+            raise ValueError(
+                "The program failed when run with a leading particle dimension "
+                f"(pyro.plate('{PARTICLES}', S, dim={sites.particle_dim})): {type(error).__name__}: "
+                f"{str(error).splitlines()[0]}. pyro_vae draws many particles at once, so every network "
+                "in the model and guide must accept inputs with extra leading dimensions, (..., B, L), "
+                "as nn.Linear does. Wrap a network that takes only (B, L), e.g. a convolutional decoder, "
+                "in pyro_vae.networks.FlattenLeading(net)."
+            ) from None
+
+    # ------------------------------------------------------------------ global latents
+    def conditioned_on_globals(self, data: Data, values: Any) -> tuple["Program", dict[str, str]]:
+        """The program with every global latent fixed, and a description of the values used.
+
+        ``values`` is ``None`` (refuse when there are global latents), ``"guide_median"`` or a
+        mapping from site name to value.
+        """
+        sites = self.sites(data)
+        if not sites.globals:
+            if values not in (None, "guide_median") and values:
+                raise ValueError(f"global_values names {sorted(values)}, but this program has no global latent sites.")
+            return self, {}
+        if values is None:
+            raise ValueError(
+                f"The program has global latent site(s) {list(sites.globals)} outside the plate "
+                f"{self.plate!r}: a per-point log p(x_i) exists only given their values. Pass "
+                "global_values='guide_median' to condition on the guide's median, or "
+                "global_values={'" + sites.globals[0] + "': value} to condition on values of your own."
+            )
+        if isinstance(values, str):
+            if values not in GLOBAL_POLICIES:
+                raise ValueError(f"global_values must be one of {GLOBAL_POLICIES} or a mapping of site names to values.")
+            chosen = self._guide_median(data, sites)
+            described = {name: f"guide median ({_MEDIAN_DRAWS} draws)" for name in chosen}
+        elif isinstance(values, Mapping):
+            missing = sorted(set(sites.globals) - set(values))
+            unknown = sorted(set(values) - set(sites.globals))
+            if missing or unknown:
+                raise ValueError(f"global_values must give exactly the global sites {list(sites.globals)}; "
+                                 f"missing {missing}, unknown {unknown}.")  # fmt: skip
+            chosen = {k: torch.as_tensor(v, dtype=data.x.dtype if not torch.is_tensor(v) else None) for k, v in values.items()}
+            described = {name: "given value" for name in chosen}
+        else:
+            raise TypeError("global_values must be None, 'guide_median' or a mapping of site names to values.")
+        program = self.replace(
+            model=_wrapped(poutine.condition(self.model, data=chosen), self.model),
+            guide=_wrapped(poutine.condition(self._guide, data=chosen), self._guide) if self._guide else None,
+        )
+        program._sites = sites
+        return program, described
+
+    @torch.no_grad()
+    def _guide_median(self, data: Data, sites: Sites) -> dict[str, torch.Tensor]:
+        rows = data.rows(slice(0, 1))
+        draws: dict[str, list[torch.Tensor]] = {name: [] for name in sites.globals}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self._draw_globals(rows, sites, draws)
+        return {name: torch.stack(values).median(dim=0).values for name, values in draws.items()}
+
+    def _draw_globals(self, rows: Data, sites: Sites, draws: dict) -> None:
+        for _ in range(_MEDIAN_DRAWS):
+            trace = poutine.trace(self.guide).get_trace(rows.x, **self.arguments(self.guide, rows, None, None))
+            for name in sites.globals:
+                if name not in trace.nodes:
+                    raise ValueError(f"The global latent {name!r} is not sampled by the guide; pass its value in global_values.")
+                draws[name].append(trace.nodes[name]["value"])
+
+    # ------------------------------------------------------------------ memory
+    def bytes_per_draw(self, data: Data, sites: Sites) -> float:
+        """Bytes allocated per (point, particle) by one run of guide and model, measured.
+
+        Two runs with 2 and 6 particles on the same rows are counted tensor by tensor; their
+        difference divided by the extra draws excludes what a run allocates once (weights).
+        """
+        rows = data.rows(slice(0, min(4, len(data))))
+        counts = []
+        for particles in (2, 6):
+            with _AllocationCounter() as counter, torch.no_grad(), pyro.validation_enabled(False):
+                self.traces(rows, particles, indices=torch.arange(len(rows)), num_data=len(data), sites=sites,
+                            guide=self._guide or _no_guide)  # fmt: skip
+            counts.append(counter.bytes)
+        return max((counts[1] - counts[0]) / (4 * len(rows)), 64.0)
+
+
+def as_program(model: Any, guide: Callable | None = None, *, plate: str | None = None) -> Program:
+    """A :class:`Program` from a VAE (or anything with ``as_program()``), a Program, or callables."""
+    if isinstance(model, Program):
+        program = model
+    elif hasattr(model, "as_program"):
+        program = model.as_program()
+    else:
+        program = Program(model)
+    if guide is not None:
+        program = program.replace(guide=guide)
+    if plate is not None and plate != program.plate:
+        program = program.replace(plate=plate)
+    return program
+
+
+# ---------------------------------------------------------------------- helpers
+def with_particles(fn: Callable, num: int, dim: int) -> Callable:
+    def vectorised(*args, **kwargs):
+        with pyro.plate(PARTICLES, num, dim=dim):
+            return fn(*args, **kwargs)
+
+    return _wrapped(vectorised, fn)
+
+
+def _wrapped(wrapper: Callable, original: Callable) -> Callable:
+    wrapper.__wrapped_program__ = getattr(original, "__wrapped_program__", original)
+    return wrapper
+
+
+def _no_guide(*args, **kwargs) -> None:
+    return None
+
+
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        parameter = inspect.signature(fn).parameters.get(name)
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+
+
+class _AllocationCounter(TorchDispatchMode):
+    """Sum of the bytes of every new tensor storage created inside the block."""
+
+    def __init__(self):
+        super().__init__()
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(tensor, torch.Tensor) and not tensor._is_view():
+                self.bytes += tensor.untyped_storage().nbytes()
+        return out
+

@@ -1,0 +1,329 @@
+"""Training: :func:`fit` minimises a Pyro objective of a :class:`~pyro_vae.VAE` with Adam.
+
+Each step is Pyro's documented pattern for PyTorch optimisers: ``loss = elbo.differentiable_loss(
+model, guide, ...)``, ``loss.backward()``, ``torch.optim.Adam.step()``
+(:class:`~pyro_vae.training.ObjectiveStep`). The loop below composes the pieces of
+:mod:`pyro_vae.training` -- KL warm-up, epoch order and binarisation, validation, early stopping,
+progress -- with checkpoints and divergence handling.
+
+The objective is the ELBO
+
+.. math::
+
+    \\mathcal{L}(x) = \\mathbb{E}_{q(z|x)}[\\log p(x|z)] - \\beta\\, \\mathrm{KL}(q(z|x)\\,\\|\\,p(z)),
+
+with ``Trace_ELBO`` (a Monte Carlo KL) by default or ``TraceMeanField_ELBO`` (analytic KL where
+one exists). ``beta`` ramps linearly from 0 to 1 over ``kl_warmup_epochs`` (KL warm-up,
+Bowman et al. 2016; Sønderby et al. 2016), and is 1 afterwards.
+
+Reproducibility: minibatch order and dynamic binarisation come from generators seeded by
+``(seed, epoch)``, and Pyro's sampling uses a private copy of torch's global generator seeded by
+``seed`` and saved in every checkpoint; so a run resumed from a checkpoint continues exactly as the
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from contextlib import nullcontext
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+
+from ..io import checkpoint as ckpt
+from .._util.checks import positive_int, positive_number
+from .._util.files import FileLock, check_writable
+from .._util.isolation import isolated
+from .._util.memory import release_freed_memory
+from ..data.loading import Split, binarize
+from ..vae.initialization import initialize_from_data
+from ..vae.model import VAE
+from ..program.protocol import as_program
+from ..data.rows import CHUNK_BYTES, RowSource
+from .early_stopping import EarlyStopping
+from .epochs import epoch_order, epoch_values
+from .objective import ObjectiveStep
+from .progress import Progress
+from .validation import Validation
+from .warmup import KLWarmup
+from .distributed import Distributed
+from .objective import IMPORTANCE_WEIGHTED, OBJECTIVES, make_objective
+from .validation import mean_elbo_of
+from .settings import TrainSettings, settings_from
+from .state import History, RunState, resume_state
+
+#: Names of the objectives ``fit(elbo=...)`` accepts.
+ELBOS = OBJECTIVES
+#: The keyword options of :func:`fit`: the fields of :class:`TrainSettings`.
+TRAIN_OPTIONS = frozenset(f.name for f in dataclasses.fields(TrainSettings))
+#: Rows sampled from data on disk to start an untrained model (``init_from_data``), at most
+#: :data:`pyro_vae.rows.CHUNK_BYTES` of them.
+INIT_SAMPLE_ROWS = 10_000
+
+def fit(
+    vae: VAE,
+    train: Any,
+    *,
+    covariates: Mapping[str, Any] | None = None,
+    val: Any = None,
+    val_covariates: Mapping[str, Any] | None = None,
+    settings: TrainSettings | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    resume: bool = False,
+    history_path: str | os.PathLike | None = None,
+    before_training: Callable[[], None] | None = None,
+    **options: Any,
+) -> History:
+    """Train ``vae`` by stochastic variational inference: Pyro's ``differentiable_loss`` of the
+    objective, minimised with ``torch.optim.Adam``.
+
+    Args:
+        vae: the model to train, in place.
+        train: training data ``(N, D)`` (tensor or array) or a :class:`~pyro_vae.data.Split`;
+            a split with dynamic binarisation is binarised afresh every epoch. Data larger than
+            memory stays on disk: pass a numpy memory map or a :class:`~pyro_vae.data.RowSource`
+            (:func:`pyro_vae.data.open_rows`), and each minibatch is read as it is needed.
+        covariates: data-aligned keyword arguments of the training data (``{"y": Y}`` for a
+            conditional VAE), sliced with every minibatch.
+        val: optional validation data, evaluated every epoch by its average ELBO per point; with
+            ``elbo="iwae"`` or ``"iwae-dreg"``, by the same ``num_particles``-sample
+            importance-weighted ELBO that training maximises (so early stopping follows it).
+        val_covariates: the covariates of ``val``.
+        settings: a :class:`~pyro_vae.train.settings.TrainSettings`; ``options`` change single fields of it.
+        checkpoint: file written atomically after every epoch (model, optimiser, RNG, history).
+        resume: continue from ``checkpoint`` if it exists.
+        history_path: ``.csv`` or ``.json`` file, rewritten after every epoch.
+        before_training: called once every argument is checked and a resumed state loaded, just
+            before the first epoch (the command line writes its run folder's description there,
+            so a refused run leaves none behind).
+        **options: any field of :class:`~pyro_vae.train.settings.TrainSettings`, each described
+            there: ``epochs=10``, ``batch_size=128``, ``lr=1e-3``, ``elbo="trace"``
+            (or ``"meanfield"``, ``"iwae"``, ``"iwae-dreg"``), ``num_particles=1``,
+            ``kl_warmup_epochs=0.0``, ``patience=None``, ``restore_best=True``, ``seed=0``,
+            ``init_from_data=True``, ``jit=False``, ``progress=None``.
+
+    Returns: the :class:`~pyro_vae.train.state.History`.
+    """
+    unknown = sorted(set(options) - TRAIN_OPTIONS)
+    if unknown:
+        raise TypeError(f"fit() got unknown options {unknown}; the training options are {sorted(TRAIN_OPTIONS)}.")
+    settings = settings_from(settings, options)
+    if settings.patience is not None and val is None:
+        raise ValueError("Early stopping needs val data and a positive integer patience.")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH.")
+    if settings.jit and Distributed.current().active:
+        raise ValueError("jit=True is not available inside a process group; train with jit=False there.")
+    program = as_program(vae)
+    x, dynamic, train_covariates = _training_data(program, train, covariates)
+    x_val = val_data = None
+    if val is not None:
+        val_data = program.data(val.x if isinstance(val, Split) else val, val_covariates, what="val")
+        x_val = val_data.x
+    elif val_covariates is not None:
+        raise ValueError("val_covariates were given without val data.")
+    # Paths that would only fail after training are checked now.
+    if checkpoint is not None:
+        check_writable(Path(checkpoint).parent, "the checkpoint")
+    if history_path is not None:
+        if Path(history_path).suffix not in (".csv", ".json"):
+            raise ValueError(f"History files end in .csv or .json, got {Path(history_path).name!r}.")
+        check_writable(Path(history_path).parent, "the history")
+    # In a process group only rank 0 writes the checkpoint, so only it holds the lock.
+    writes = checkpoint is not None and Distributed.current().is_main
+    lock = FileLock(f"{checkpoint}.lock", f"The checkpoint {checkpoint}") if writes else nullcontext()
+    with lock:
+        return _fit(vae, x, dynamic, train_covariates, x_val, val_data, settings, checkpoint=checkpoint, resume=resume,
+                    history_path=history_path, before_training=before_training)
+
+
+def _fit(vae, x, dynamic, train_covariates, x_val, val_data, settings: TrainSettings, *, checkpoint, resume,
+         history_path, before_training) -> History:
+    """The training loop of :func:`fit`, once its arguments are checked and the checkpoint locked."""
+    epochs, batch_size, seed, elbo = settings.epochs, settings.batch_size, settings.seed, settings.elbo
+    num_particles, patience, restore_best, jit = settings.num_particles, settings.patience, settings.restore_best, settings.jit
+    record = settings.resume_record(dynamic_binarization=dynamic, num_data=len(x))
+    group = Distributed.current()
+    step = ObjectiveStep(vae, vae.model, vae.guide, make_objective(elbo, num_particles, jit=jit), settings.lr,
+                         distributed=group.active)  # fmt: skip
+    state = RunState(stopping=EarlyStopping(patience))
+    if resume and Path(checkpoint).exists():
+        state = resume_state(vae, step, checkpoint, record, patience)
+    elif settings.init_from_data and not vae.trained:
+        # Data on disk starts the model from a sample of its rows (a bounded read).
+        start = (x.sample(max(2, min(INIT_SAMPLE_ROWS, CHUNK_BYTES // x.row_bytes)), seed) if isinstance(x, RowSource)
+                 else epoch_values(x, dynamic, seed, 0))  # fmt: skip
+        initialize_from_data(vae, start, checked=True)
+        if isinstance(x, RowSource):
+            del start
+            release_freed_memory()
+    num_data = len(x)
+    # Each rank's share of an epoch (a DistributedSampler drops the remainder), in minibatches.
+    steps_per_epoch = math.ceil(num_data // group.world_size / batch_size)
+    warmup = KLWarmup(settings.kl_warmup_epochs, steps_per_epoch)
+    if before_training is not None and group.is_main:
+        before_training()
+    # Validation reuses one program, its structure and the checked data, epoch after epoch.
+    # An importance-weighted objective is validated on its own K-sample bound, so early stopping and
+    # the kept epoch follow what is trained; chunks shrink so that K draws cost what one did.
+    val_particles = num_particles if elbo in IMPORTANCE_WEIGHTED else 1
+    validation = (Validation(as_program(vae), val_data, seed=seed, batch_size=max(batch_size, 512 // val_particles),
+                             group=group, num_particles=val_particles) if x_val is not None else None)  # fmt: skip
+    history = History(state.rows, state.stopping.best_epoch, False)
+    shown = Progress(settings.progress if group.is_main else False, epochs, state.epoch)
+
+    def save():
+        state.rng_state = torch.get_rng_state()
+        if group.is_main:
+            ckpt.save(vae, checkpoint, training=state.to_payload(step.state_dict(), record))
+
+    # A private parameter store keeps two VAEs in one process from sharing parameters by name;
+    # a private RNG keeps the caller's global random state untouched. Data was validated above,
+    # so Pyro's per-step distribution checks are switched off for speed.
+    with isolated(seed), pyro.validation_enabled(False):
+        if state.rng_state is not None:
+            torch.set_rng_state(state.rng_state)
+        vae.train()
+        if jit:  # one trace per minibatch size, before the first step and outside the random stream
+            for size in sorted({min(batch_size, num_data - i * batch_size) for i in range(steps_per_epoch)}):
+                rows = torch.arange(size)
+                step.compile(x[rows], indices=rows, num_data=num_data, kl_weight=1.0,
+                             **{k: v[rows] for k, v in train_covariates.items()})  # fmt: skip
+        for epoch in range(state.epoch, epochs if not state.stopped_early else state.epoch):
+            started = time.perf_counter()
+            # What the model falls back to if this epoch diverges (a copy costs far less than an epoch).
+            last_finite = copy.deepcopy(vae.state_dict())
+            if group.active:  # this rank's points, and its own stream of latent draws
+                order = group.shard(seed, epoch, num_data)
+                torch.manual_seed(group.seed_for(seed, epoch))
+            else:
+                order = epoch_order(seed, epoch, num_data)
+            x_epoch = epoch_values(x, dynamic, seed, epoch)
+
+            def diverged(at_step, what, use_best):
+                _diverged(vae, state, last_finite, epoch, at_step, what, checkpoint, use_best)
+
+            total = 0.0
+            for i in range(steps_per_epoch):
+                indices = order[i * batch_size : (i + 1) * batch_size]
+                weight = warmup.weight(epoch, i)
+                batch = {k: v[indices] for k, v in train_covariates.items()}
+                loss = step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight, **batch)
+                # In a process group the ranks decide together once per epoch (below): a rank that
+                # stopped alone would leave the others waiting in the next gradient exchange.
+                if not group.active and not math.isfinite(loss):
+                    diverged(i, f"the training loss became {loss}", restore_best and x_val is not None)
+                total += loss
+            if group.active:  # every rank sees the same mean loss, and so takes the same decisions
+                total = group.sum(total)[0] / group.world_size
+                if not math.isfinite(total):
+                    diverged(steps_per_epoch - 1, f"the training loss became {total}",
+                             restore_best and x_val is not None)  # fmt: skip
+            if not _all_finite(vae):
+                diverged(steps_per_epoch - 1, "a parameter became non-finite (a non-finite gradient)",
+                         restore_best and x_val is not None)  # fmt: skip
+            row = {"epoch": epoch + 1, "kl_weight": weight, "train_elbo": -total / steps_per_epoch / num_data,
+                   "val_elbo": float("nan"), "seconds": 0.0}  # fmt: skip
+            stop = False
+            if validation is not None:
+                row["val_elbo"] = validation()
+                if not math.isfinite(row["val_elbo"]):
+                    diverged(steps_per_epoch - 1, f"the validation ELBO became {row['val_elbo']}", restore_best)
+                stop = state.stopping.observe(row["val_elbo"], epoch + 1, vae)
+            row["seconds"] = time.perf_counter() - started
+            state.rows.append(row)
+            state.epoch = epoch + 1
+            state.stopped_early = stop
+            history.best_epoch = state.stopping.best_epoch
+            shown.epoch_done(row)
+            if checkpoint is not None:  # a run resumed after stopping early knows it is finished
+                save()
+            if history_path is not None and group.is_main:
+                history.save(history_path)
+            if stop:
+                break
+    history.stopped_early = state.stopped_early
+    vae.trained = True
+    if group.active:
+        history.rank_difference = group.parameter_difference(vae)
+    if not history.stopped_early and history.still_rising and group.is_main:
+        warnings.warn(
+            f"The ELBO was still rising at the last epoch ({len(history.rows)}): the model has not converged. "
+            "Train for more epochs (resume the checkpoint with a larger epochs) or raise lr.",
+            RuntimeWarning, stacklevel=3,  # the caller of fit
+        )  # fmt: skip
+    shown.close()
+    vae.eval()
+    if x_val is not None and restore_best and state.stopping.best_state is not None:
+        vae.load_state_dict(state.stopping.best_state)
+    return history
+
+
+@torch.no_grad()
+def mean_elbo(
+    model: Any,
+    x: Any,
+    *,
+    guide: Any = None,
+    covariates: Mapping[str, Any] | None = None,
+    plate: str | None = None,
+    global_values: Any = None,
+    seed: int = 0,
+    batch_size: int = 1024,
+) -> float:
+    """Average over points of a one-draw ELBO estimate, ``(1/N) sum_i [log p(x_i, z_i) - log q(z_i|x_i)]``.
+
+    Works on any program (:mod:`pyro_vae.program`); every chunk passes its rows' positions to a
+    model that declares ``indices``. Uses a private generator seeded by ``seed``, so repeated
+    calls on the same model agree.
+    """
+    program = as_program(model, guide, plate=plate)
+    data = program.data(x, covariates)
+    sites = program.sites(data)
+    program, _ = program.conditioned_on_globals(data, global_values)
+    return mean_elbo_of(program, data, sites, seed=seed, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------- helpers
+def _training_data(program, train: Any, covariates) -> tuple[torch.Tensor | RowSource, bool, dict]:
+    """The checked training values, whether they are binarised afresh every epoch, and the covariates."""
+    if isinstance(train, Split) and train.dynamic_binarization:
+        if not bool(((train.x >= 0) & (train.x <= 1)).all()):
+            raise ValueError("Dynamic binarisation needs training values in [0, 1] (Bernoulli probabilities).")
+        # Any draw is binary; checking one draw checks shape, finiteness and support.
+        program.data(binarize(train.x, 0), what="train (binarised)")
+        return train.x, True, program.data(train.x, covariates, checked=True).covariates
+    data = program.data(train.x if isinstance(train, Split) else train, covariates, what="train")
+    return data.x, False, data.covariates
+
+
+def _diverged(vae, state: RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint,
+              use_best: bool) -> None:
+    """Put finite parameters back in the model and raise a ``FloatingPointError`` that says which."""
+    if use_best and state.stopping.best_state is not None:
+        vae.load_state_dict(state.stopping.best_state)
+        held = f"the parameters of its best validation epoch ({state.stopping.best_epoch})"
+    else:
+        vae.load_state_dict(last_finite)
+        held = f"the parameters at the end of epoch {epoch}" if epoch else "its parameters from before the first epoch"
+    saved = ""
+    if checkpoint is not None:
+        saved = (f" The checkpoint {checkpoint} holds epoch {state.epoch}, the last finished one."
+                 if state.epoch else f" No checkpoint was written ({checkpoint} holds no epoch of this run).")
+    raise FloatingPointError(
+        f"Training stopped at step {step + 1} of epoch {epoch + 1}: {what}. The parameters left the range "
+        f"where the model is finite. The model now holds {held}.{saved} Lower lr, or raise the floor of "
+        "the likelihood's positive parameters (min_scale, min_concentration, ...)."
+    )
+
+
+def _all_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters())

@@ -1,0 +1,76 @@
+"""The per-point validation bound, on a program prepared once and reused every epoch: the ELBO, or
+the importance-weighted ELBO when that is what training maximises."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import torch
+
+from .._util.isolation import isolated
+from ..program.protocol import Data, Program
+from ..program.sites import Sites
+from ..program.weights import point_weights
+
+
+@torch.no_grad()
+def mean_elbo_of(program: Program, data: Data, sites: Sites, *, seed: int, batch_size: int,
+                 num_particles: int = 1, positions: torch.Tensor | None = None,
+                 num_data: int | None = None) -> float:  # fmt: skip
+    """``(1/N) sum_i log (1/K) sum_k w_ik`` with ``w_ik = p(x_i, z_ik) / q(z_ik|x_i)``, ``z_ik ~ q(z|x_i)``.
+
+    With ``num_particles`` ``K = 1`` this is a one-draw estimate of the ELBO; with ``K > 1`` it is
+    the K-sample importance-weighted ELBO (Burda et al. 2016) that ``fit(elbo="iwae")`` maximises.
+    Points go in chunks of ``batch_size`` that pass their positions to the program (``positions``
+    of the rows of ``data`` in a data set of ``num_data`` points, when ``data`` is part of one);
+    seeded, so repeatable.
+    """
+
+    total = 0.0
+    with isolated(seed), pyro.validation_enabled(False):
+        for start in range(0, len(data), batch_size):
+            rows = torch.arange(start, min(start + batch_size, len(data)))
+            indices = rows if positions is None else positions[rows]
+            latent, observed = point_weights(program, data.rows(rows), num_particles, sites, indices=indices,
+                                        num_data=num_data or len(data))  # fmt: skip
+            log_w = (latent + sum(observed.values())).double()  # (K, points)
+            total += float((torch.logsumexp(log_w, dim=0) - math.log(num_particles)).sum())
+    return total / len(data)
+
+
+class Validation:
+    """Call to get the validation ELBO per point of ``data`` under ``program``'s current parameters.
+
+    ``num_particles`` ``K > 1`` scores the K-sample importance-weighted ELBO instead, so that a
+    model trained on that bound is validated (and stopped early) on the same bound.
+
+    In a process group (``group``, a :class:`~pyro_vae.training.distributed.Distributed`) each rank
+    scores every ``W``-th row, with its own seed, and the sums are added across ranks: every rank
+    gets the same value.
+    """
+
+    def __init__(self, program: Program, data: Data, *, seed: int, batch_size: int, group=None, num_particles: int = 1):
+        self.program, self.seed, self.batch_size, self.group = program, seed, batch_size, group
+        self.num_particles = num_particles
+        self.sites = program.sites(data)
+        self.total_points = len(data)
+        self.positions = None  # a rank's rows keep their positions in the whole validation set
+        if group is not None and group.active:
+            self.positions = torch.arange(group.rank, len(data), group.world_size)
+            data = data.subset(self.positions)
+            self.seed = seed + group.rank
+        self.data = data
+
+    def _mean(self) -> float:
+        return mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size,
+                            num_particles=self.num_particles, positions=self.positions,
+                            num_data=self.total_points)  # fmt: skip
+
+    def __call__(self) -> float:
+        if self.group is None or not self.group.active:
+            return self._mean()
+        # A rank with no validation rows (fewer rows than ranks) still joins the sum.
+        mean = self._mean() if len(self.data) else 0.0
+        total, count = self.group.sum(mean * len(self.data), float(len(self.data)))
+        return total / count

@@ -1,0 +1,79 @@
+"""Starting values from the data, before training (see :meth:`pyro_vae.VAE.initialize_from_data`).
+
+* every likelihood: the decoder's output bias at each feature's mean through the link, learned
+  scales and concentrations at the data's spread (``Likelihood.initial_values``);
+* a linear decoder with a Gaussian likelihood and a standard normal prior -- probabilistic PCA --
+  at the data's maximum-likelihood solution (Tipping & Bishop 1999), with a linear encoder at its
+  exact posterior.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..distributions.linear_gaussian import ppca_solution
+from torch import nn
+
+from .networks import MLPDecoder, MLPEncoder
+
+
+@torch.no_grad()
+def initialize_from_data(vae, x: Any, *, checked: bool = False) -> None:
+    """Start ``vae``'s parameters where the data ``x`` (shape ``(N, D)``) put them; ``checked`` says
+    ``x`` has been through ``vae.check_data`` already."""
+    if not checked:
+        x = vae.check_data(x, "x")
+    if vae.standardize:
+        vae.data_loc.copy_(x.mean(0))
+        vae.data_scale.copy_(x.std(0, correction=0).clamp(min=1e-6))
+        x = (x - vae.data_loc) / vae.data_scale
+    if vae.likelihood.uses_size_factors:
+        vae.library_median.fill_(float(x.sum(-1).median().clamp(min=1.0)))
+    output = output_layer(vae)
+    vae.likelihood.initialize_from(x, output.bias if output is not None else None)
+    if is_linear_gaussian(vae):
+        start_at_ppca(vae, x)
+
+
+def output_layer(vae) -> nn.Linear | None:
+    """The last linear layer of the VAE's own MLP decoder, or ``None`` for a user decoder."""
+    if vae.custom_networks["decoder"] or not isinstance(vae.decoder, MLPDecoder):
+        return None
+    last = vae.decoder.net[-1]
+    return last if isinstance(last, nn.Linear) else None
+
+
+def is_linear_gaussian(vae) -> bool:
+    """Whether ``vae`` is probabilistic PCA: linear decoder, Gaussian likelihood, standard normal prior."""
+    from ..likelihoods.continuous import NormalLikelihood
+
+    return (output_layer(vae) is not None and len(vae.decoder.net) == 1 and not vae.covariate_dim
+            and type(vae.likelihood) is NormalLikelihood and vae.likelihood.num_levels is None
+            and vae.likelihood.scale.spec != "decoder" and vae.prior.name == "normal")  # fmt: skip
+
+
+def start_at_ppca(vae, x: torch.Tensor) -> None:
+    """``W = U (Lambda - s^2)^(1/2)``, ``b`` the mean, ``s^2`` the mean discarded eigenvalue; a linear
+    encoder at ``z | x ~ N(M^-1 W^T (x - b), s^2 M^-1)``, ``M = W^T W + s^2 I`` (diagonal here)."""
+
+    d = x.shape[1]
+    scale = vae.likelihood.scale
+    fixed = float(scale.spec) ** 2 if scale.is_fixed else None
+    mean, weights, noise = ppca_solution(x.double(), vae.latent_dim, noise=fixed, min_noise=(2 * scale.floor) ** 2)
+    decoder = vae.decoder.net[0]
+    decoder.weight.copy_(weights.to(decoder.weight.dtype))
+    decoder.bias.copy_(mean.to(decoder.bias.dtype))
+    scale.set_from(torch.full((d,), noise**0.5, dtype=x.dtype))
+    head = getattr(vae.encoder, "head", None)
+    if isinstance(vae.encoder, MLPEncoder) and len(vae.encoder.body) == 0 and vae.input_scale == 1.0:
+        # z | x ~ N(M^-1 W^T (x - b), s^2 M^-1) with M = W^T W + s^2 I, diagonal here.
+        m_diag = weights.pow(2).sum(0) + noise
+        gain = weights.T / m_diag[:, None]  # (L, D)
+        sd = (noise / m_diag).sqrt()
+        head.weight.zero_()
+        head.weight[: vae.latent_dim].copy_(gain.to(head.weight.dtype))
+        head.bias[: vae.latent_dim].copy_((-gain @ mean).to(head.bias.dtype))
+        raw = (sd - 1e-4).clamp(min=1e-6)
+        head.bias[vae.latent_dim :].copy_((raw + torch.log(-torch.expm1(-raw))).to(head.bias.dtype))

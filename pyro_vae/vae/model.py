@@ -1,0 +1,441 @@
+"""The VAE: a generative model ``p(x|z) p(z)`` and an amortized guide ``q(z|x)`` as Pyro programs.
+
+.. math::
+
+    p_\\theta(x, z) = p(z)\\, p_\\theta(x \\mid z), \\qquad
+    q_\\phi(z \\mid x) = \\mathcal{N}(z;\\, \\mu_\\phi(x),\\, \\operatorname{diag} \\sigma_\\phi(x)^2)
+
+Site names: the latent site is ``"z"`` and the observed site is ``"x"``, both inside
+``pyro.plate("data", num_data, subsample=indices)``. A conditional VAE (``covariate_dim=K``) takes
+covariates ``y`` of shape ``(B, K)`` (one-hot labels or continuous values) as a data-aligned
+keyword argument; its encoder sees ``(x, y)`` and its decoder ``(z, y)`` (Sohn et al. 2015). When a minibatch of ``B`` points out of
+``num_data`` is passed, every log-density inside the plate is scaled by ``num_data / B``, so the
+minibatch ELBO is an unbiased estimate of the full-data ELBO.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+from torch import nn
+from torch.distributions import constraints
+
+from .._util.checks import as_tensor, nonnegative_int, positive_int, positive_number
+from .guides import GuideFamily, get_guide
+from ..latent.mixture import LatentMixture
+from ..likelihoods import Likelihood, get_likelihood
+from ..likelihoods.distributions import Standardized
+from .networks import MLPDecoder, MLPEncoder, flatten_leading
+from .priors import Prior, get_prior
+from .._util.moved import current_path
+from ..program.protocol import Data, Program
+
+
+def _kl_scale(kl_weight: float | torch.Tensor):
+    # Scaling both log p(z) and log q(z|x) by beta scales the ELBO's KL term by beta. A tensor weight
+    # (a compiled objective's input) always scales, so the compiled graph does not depend on its value.
+    if torch.is_tensor(kl_weight):
+        return poutine.scale(scale=kl_weight)
+    return contextlib.nullcontext() if kl_weight == 1.0 else poutine.scale(scale=kl_weight)
+
+
+class VAE(nn.Module):
+    """A variational autoencoder over data of shape ``(N, input_dim)``.
+
+    Args:
+        input_dim: number of features ``D`` per data point (pixels of a flattened image).
+        latent_dim: dimension ``L`` of ``z``.
+        hidden_sizes: hidden layer widths of the default MLP encoder and decoder.
+        activation: activation of the default MLPs (``"softplus"``, ``"relu"``, ...), or ``"gated"``
+            for gated dense hidden layers (:class:`~pyro_vae.networks.GatedDense`, the MLP of
+            Tomczak & Welling 2018 and of the Exemplar VAE's density-estimation table).
+        likelihood: a registry name (see :data:`pyro_vae.likelihoods.LIKELIHOODS`) or a
+            :class:`~pyro_vae.likelihoods.Likelihood`.
+        likelihood_kwargs: constructor arguments when ``likelihood`` is a name.
+        prior: a registry name (see :data:`pyro_vae.priors.PRIORS`) or a :class:`~pyro_vae.priors.Prior`.
+        prior_kwargs: constructor arguments when ``prior`` is a name.
+        guide: the family of ``q(z|x)``: a registry name (see :data:`pyro_vae.guides.GUIDES`:
+            ``"normal"``, ``"iaf"``) or a :class:`~pyro_vae.guides.GuideFamily`.
+        guide_kwargs: constructor arguments when ``guide`` is a name.
+        covariate_dim: ``K > 0`` makes the VAE conditional on covariates ``y`` of shape ``(B, K)``.
+        standardize: model ``x' = (x - mean) / std`` per feature (statistics of the training data,
+            set by :meth:`initialize_from_data`) and state every log-density in the units of ``x``
+            through the exact change of variables (:class:`~pyro_vae.likelihoods.distributions.Standardized`).
+            For real-valued densities (``normal``, ``laplace``, ``student_t``) on data of any scale.
+        encoder: optional user module mapping ``(B, D + K) -> (loc, scale)``, each ``(B, L)``.
+        decoder: optional user module mapping ``(B, L + K) -> (B, D * likelihood.params_per_feature)``.
+            Networks only ever see two-dimensional inputs: the VAE flattens the particle
+            dimensions the tools add in front.
+        image_shape: optional ``(height, width)`` used by plots.
+        input_scale: the encoder sees ``x / input_scale``. Defaults to the likelihood's largest
+            possible value (``total_count`` of a binomial, ``L - 1`` for ``L`` levels) when it has
+            one, else 1: an MLP trains badly on raw 8-bit values. Set it for unbounded counts.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int = 2,
+        *,
+        hidden_sizes: Sequence[int] = (400,),
+        activation: str = "softplus",
+        likelihood: str | Likelihood = "bernoulli",
+        likelihood_kwargs: dict[str, Any] | None = None,
+        prior: str | Prior = "normal",
+        prior_kwargs: dict[str, Any] | None = None,
+        guide: str | GuideFamily = "normal",
+        guide_kwargs: dict[str, Any] | None = None,
+        covariate_dim: int = 0,
+        standardize: bool = False,
+        encoder: nn.Module | None = None,
+        decoder: nn.Module | None = None,
+        image_shape: Sequence[int] | None = None,
+        input_scale: float | None = None,
+    ):
+        super().__init__()
+        input_dim, latent_dim = positive_int(input_dim, "input_dim"), positive_int(latent_dim, "latent_dim")
+        hidden_sizes = [positive_int(h, "each of hidden_sizes") for h in hidden_sizes]
+        if image_shape is not None:
+            image_shape = tuple(positive_int(s, "each of image_shape") for s in image_shape)
+        if image_shape is not None and int(np.prod(image_shape)) != input_dim:
+            raise ValueError(f"image_shape {tuple(image_shape)} does not hold input_dim={input_dim} values.")
+        nonnegative_int(covariate_dim, "covariate_dim")
+        self.input_dim = int(input_dim)
+        self.latent_dim = int(latent_dim)
+        self.covariate_dim = int(covariate_dim)
+        self.image_shape = tuple(int(s) for s in image_shape) if image_shape is not None else None
+
+        self.likelihood = get_likelihood(likelihood, **(likelihood_kwargs or {}))
+        self.likelihood.build(self.input_dim)
+        if input_scale is None:
+            input_scale = self.likelihood.max_level or 1.0
+        self.input_scale = positive_number(input_scale, "input_scale")
+        if standardize is not False and standardize is not True:
+            raise ValueError(f"standardize must be True or False, got {standardize!r}.")
+        self.standardize = standardize
+        if standardize:
+            if self.likelihood.support is not constraints.real or self.likelihood.is_discrete:
+                raise ValueError(f"standardize applies to real-valued densities (normal, laplace, student_t); the "
+                                 f"{self.likelihood.name!r} likelihood has support {self.likelihood.support}.")  # fmt: skip
+            self.register_buffer("data_loc", torch.zeros(self.input_dim))
+            self.register_buffer("data_scale", torch.ones(self.input_dim))
+        if self.likelihood.uses_size_factors:
+            # The training data's median total count: the size factor of generated points.
+            self.register_buffer("library_median", torch.ones(()))
+        self.prior = get_prior(prior, self.latent_dim, **(prior_kwargs or {}))
+        self.guide_family = get_guide(guide, self.latent_dim, **(guide_kwargs or {}))
+        if self.covariate_dim and self.prior.name == "vamp":
+            raise ValueError("The VampPrior's pseudo-inputs carry no covariates; use another prior with covariate_dim > 0.")
+        output_dim = self.input_dim * self.likelihood.params_per_feature
+        k = self.covariate_dim
+        # "is None", not truthiness: a torch.compile'd module refuses len().
+        self.encoder = (encoder if encoder is not None
+                        else MLPEncoder(self.input_dim + k, self.latent_dim, hidden_sizes, activation))  # fmt: skip
+        self.decoder = (decoder if decoder is not None
+                        else MLPDecoder(self.latent_dim + k, output_dim, hidden_sizes, activation))  # fmt: skip
+        self.custom_networks = {"encoder": encoder is not None, "decoder": decoder is not None}
+        self.prior.attach(flatten_leading(self.encoder), self.input_dim, input_scale=self.input_scale)
+        #: Optional :class:`~pyro_vae.latent_mixture.LatentMixture` fitted to the codes after
+        #: training; saved and loaded with the model.
+        self.latent_mixture: LatentMixture | None = None
+        self._architecture = {"hidden_sizes": hidden_sizes, "activation": activation}
+        #: Set by :func:`pyro_vae.fit` and :func:`pyro_vae.load`: a trained model is never
+        #: re-initialised from data.
+        self.trained = False
+
+    # ------------------------------------------------------------------ Pyro programs
+    def model(
+        self,
+        x: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        size_factor: torch.Tensor | None = None,
+        *,
+        indices: torch.Tensor | None = None,
+        num_data: int | None = None,
+        kl_weight: float = 1.0,
+    ) -> torch.Tensor:
+        """Generative model ``z ~ p(z)``, ``x ~ p(x|z)`` (``p(x|z, y)`` for a conditional VAE).
+
+        Args:
+            x: observed batch of shape ``(B, D)``, or ``None`` to generate ``num_data`` points.
+            y: covariates of shape ``(B, K)`` for a conditional VAE, else ``None``.
+            size_factor: with a count likelihood built with ``size_factors=True``, each point's size
+                factor (library size), shape ``(B,)``; by default the total count of each row of ``x``.
+            indices: positions of the batch in the full data set (the plate's ``subsample``);
+                defaults to ``0..B-1``.
+            num_data: size ``N`` of the full data set; log-densities are scaled by ``N / B``.
+            kl_weight: multiplies ``log p(z)`` (and the guide's ``log q(z|x)``), for KL warm-up.
+
+        Returns: the raw decoder output of shape ``(..., B, D * params_per_feature)``.
+        """
+        pyro.module("decoder", self.decoder)
+        pyro.module("likelihood", self.likelihood)
+        pyro.module("prior", self.prior)
+        y = self._covariates(y, x.shape[0] if x is not None else num_data)
+        size = self._size_factors(x, size_factor)
+        with self._data_plate(x, indices, num_data):
+            with _kl_scale(kl_weight):
+                z = pyro.sample("z", self.prior())
+            raw = self.decode(z, y)
+            pyro.sample("x", self.observation(raw, size), obs=x)
+        return raw
+
+    def observation(self, raw: torch.Tensor, size: torch.Tensor | None = None) -> pyro.distributions.TorchDistribution:
+        """``p(x|z)`` from the decoder's raw output, in the units of ``x`` (standardised if asked)."""
+        fn = self.likelihood(raw, size)
+        return Standardized(fn, self.data_loc, self.data_scale) if self.standardize else fn
+
+    def guide(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        size_factor: torch.Tensor | None = None,
+        *,
+        indices: torch.Tensor | None = None,
+        num_data: int | None = None,
+        kl_weight: float = 1.0,
+    ) -> None:
+        """Amortized posterior ``q(z|x)`` of the chosen family (``q(z|x, y)`` when conditional);
+        arguments as in :meth:`model`."""
+        pyro.module("encoder", self.encoder)
+        pyro.module("guide_family", self.guide_family)
+        y = self._covariates(y, x.shape[0])
+        with self._data_plate(x, indices, num_data):
+            loc, scale = self.encode(x, y)
+            with _kl_scale(kl_weight):
+                pyro.sample("z", self.guide_family(loc, scale))
+
+    def as_program(self) -> Program:
+        """This VAE under the protocol every tool uses (:mod:`pyro_vae.program`)."""
+        return Program(self.model, self.guide, plate="data", check=self.check_data, template=self._template,
+                       name=self.likelihood.name)  # fmt: skip
+
+    def _template(self, n: int) -> Data:
+        # Rows to generate on: only their number matters, the observed site is unconditioned. Size
+        # factors cannot come from unobserved counts: the training data's median stands in.
+        zeros = torch.zeros(n, self.input_dim, device=self._device())
+        if self.likelihood.uses_size_factors:
+            return Data(zeros, {"size_factor": self.library_median.expand(n).clone()})
+        return Data(zeros)
+
+    def _size_factors(self, x, size_factor) -> torch.Tensor | None:
+        if not self.likelihood.uses_size_factors:
+            if size_factor is not None:
+                raise ValueError("size_factor applies to count likelihoods built with size_factors=True.")
+            return None
+        if size_factor is not None:
+            size = torch.as_tensor(size_factor, dtype=self._dtype(), device=self._device()).reshape(-1)
+            if not bool(torch.isfinite(size).all()) or not bool((size > 0).all()):
+                raise ValueError("size_factor must be finite and positive for every point.")
+            return size
+        if x is None:
+            raise ValueError("Generating counts with size factors needs them: pass size_factor=...")
+        return x.sum(-1).clamp(min=1.0)
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def _covariates(self, y, batch) -> torch.Tensor | None:
+        if not self.covariate_dim:
+            if y is not None:
+                raise ValueError("This VAE has no covariates (covariate_dim=0); build it with covariate_dim=K to use y.")
+            return None
+        if y is None:
+            raise ValueError(f"This VAE is conditional (covariate_dim={self.covariate_dim}): pass covariates "
+                             "y of shape (N, K), e.g. covariates={'y': pyro_vae.data.one_hot(labels, K)}.")  # fmt: skip
+        y = torch.as_tensor(y, dtype=torch.get_default_dtype())
+        if y.shape[-1] != self.covariate_dim or (batch is not None and y.ndim > 1 and y.shape[-2] != batch):
+            raise ValueError(f"y must have shape ({batch}, {self.covariate_dim}), got {tuple(y.shape)}.")
+        return y
+
+    def _data_plate(self, x, indices, num_data):
+        if x is None:
+            if num_data is None:
+                raise ValueError("Pass x, or num_data to say how many points to generate.")
+            return pyro.plate("data", num_data)
+        batch = x.shape[0]
+        if indices is None:
+            if num_data is None or num_data == batch:
+                return pyro.plate("data", batch)
+            indices = torch.arange(batch, device=x.device)
+        return pyro.plate("data", num_data if num_data is not None else batch, subsample=indices)
+
+    # ------------------------------------------------------------------ deterministic maps
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loc, scale)`` of the encoder's Gaussian, each of shape ``(..., B, L)``; the encoder sees
+        ``x / input_scale`` (and ``y``)."""
+        if self.standardize:
+            inputs = (x - self.data_loc) / self.data_scale
+        else:
+            inputs = x if self.input_scale == 1.0 else x / self.input_scale
+        if self.covariate_dim:
+            inputs = torch.cat([inputs, self._covariates(y, None).expand(*inputs.shape[:-1], -1)], dim=-1)
+        return flatten_leading(self.encoder)(inputs)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Raw likelihood parameters for codes ``z`` of shape ``(..., L)`` (and covariates ``y``)."""
+        if self.covariate_dim:
+            z = torch.cat([z, self._covariates(y, None).expand(*z.shape[:-1], -1)], dim=-1)
+        return flatten_leading(self.decoder)(z)
+
+    def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None,
+                    size_factor: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Likelihood mean ``E[x|z]`` of shape ``(..., D)`` for codes ``z`` of shape ``(..., L)``
+        (at the given size factors, or the training data's median, for size-factor likelihoods)."""
+        raw = self.decode(z, y)
+        if self.likelihood.uses_size_factors:
+            size = self.library_median if size_factor is None else torch.as_tensor(size_factor, dtype=raw.dtype)
+            mean = self.likelihood.mean(raw, size.expand(raw.shape[:-1]))
+        else:
+            mean = self.likelihood.mean(raw)
+        return self.data_loc + self.data_scale * mean if self.standardize else mean
+
+    # ------------------------------------------------------------------ starting values
+    def initialize_from_data(self, x: Any) -> None:
+        """Start the parameters where the data ``x`` (shape ``(N, D)``) put them, before training.
+
+        * Every likelihood: the decoder's output bias at each feature's mean through the link
+          (``logit`` of the mean for a Bernoulli, the mean for a Gaussian, ...), and learned scales
+          and concentrations at the data's spread (see ``Likelihood.initial_values``).
+        * A linear decoder with a Gaussian likelihood and a standard normal prior is probabilistic
+          PCA: it starts at the data's own maximum-likelihood solution (Tipping & Bishop 1999,
+          ``W = U (Lambda - s^2)^(1/2)``, ``b`` the mean, ``s^2`` the mean discarded eigenvalue), and a
+          linear encoder at its exact posterior, so training starts at the optimum.
+
+        :func:`pyro_vae.fit` calls this once for a model it has not trained (``init_from_data``).
+        User decoders keep their initialisation; only the likelihood's own parameters move.
+        """
+        from .initialization import initialize_from_data
+
+        initialize_from_data(self, x)
+
+    # ------------------------------------------------------------------ data checks
+    def check_data(self, x: Any, what: str = "x") -> torch.Tensor:
+        """Return ``x`` as a float tensor of shape ``(N, D)``, or raise ``ValueError`` saying why not.
+
+        Accepts tensors, numpy arrays and pandas frames of shape ``(N, D)`` or ``(N, *image_shape)``
+        with boolean, integer or floating values, converted to the model's floating type; complex
+        values and other containers are refused. Checks that the data is not empty, is finite and
+        lies in the likelihood's support.
+        """
+        x = as_tensor(x, what, dtype=self._dtype())
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(
+                f"{what} must have shape (N, {self.input_dim}) with N >= 1, got {tuple(x.shape)}."
+            )
+        if x.ndim > 2:
+            x = x.reshape(x.shape[0], -1)
+        if x.shape[1] != self.input_dim:
+            raise ValueError(
+                f"{what} has {x.shape[1]} features per point but this VAE expects "
+                f"input_dim={self.input_dim}."
+            )
+        self.likelihood.check_values(x, what)
+        return x
+
+    # ------------------------------------------------------------------ configuration
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable description from which :func:`pyro_vae.load` rebuilds the VAE."""
+        cfg = {
+            "class": _class_name(type(self)),
+            "input_dim": self.input_dim,
+            "latent_dim": self.latent_dim,
+            **self._architecture,
+            "likelihood": self.likelihood.name,
+            "likelihood_kwargs": self.likelihood.config,
+            "prior": self.prior.name,
+            "prior_kwargs": self.prior.config,
+            "guide": self.guide_family.name,
+            "guide_kwargs": self.guide_family.config,
+            "covariate_dim": self.covariate_dim,
+            "standardize": self.standardize,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+            "input_scale": self.input_scale,
+            "custom_networks": self.custom_networks,
+            "latent_mixture": self._latent_mixture_config(),
+        }
+        json.dumps(cfg)  # fail early, not at save time, on a non-serialisable argument
+        return cfg
+
+    def _latent_mixture_config(self) -> dict[str, Any] | None:
+        mixture = self.latent_mixture
+        if mixture is None:
+            return None
+        if not isinstance(mixture, LatentMixture) or mixture.latent_dim != self.latent_dim:
+            raise ValueError(
+                "vae.latent_mixture must be a LatentMixture over this VAE's latent_dim="
+                f"{self.latent_dim}; fit one with LatentMixture.fit(vae, x, num_components)."
+            )
+        return mixture.config()
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], **networks: nn.Module) -> "VAE":
+        """Rebuild a VAE from :meth:`config`; user networks must be passed again as ``encoder=``/``decoder=``.
+
+        A model saved from a subclass is rebuilt by that subclass (``MyVAE.from_config``, or
+        ``pyro_vae.load(path, cls=MyVAE)``); its constructor must take the VAE's arguments.
+        """
+        cfg = normalised_config(cfg)
+        saved = cfg["class"]
+        if not isinstance(saved, str) or _current_class_path(saved) != _class_name(cls):
+            name = saved.rsplit(".", 1)[-1]
+            raise ValueError(
+                f"This model was saved from the class {saved}, not {_class_name(cls)}: it may hold latents and "
+                f"parameters of its own. Load it with that class: pyro_vae.load(path, cls={name})."
+            )
+        custom = cfg.get("custom_networks", {})
+        for part in ("encoder", "decoder"):
+            if custom.get(part) and part not in networks:
+                raise ValueError(
+                    f"This model was built with a custom {part}; pass it again, e.g. "
+                    f"pyro_vae.load(path, {part}=My{part.capitalize()}(...))."
+                )
+        vae = cls(
+            cfg["input_dim"],
+            cfg["latent_dim"],
+            hidden_sizes=cfg["hidden_sizes"],
+            activation=cfg["activation"],
+            likelihood=cfg["likelihood"],
+            likelihood_kwargs=cfg["likelihood_kwargs"],
+            prior=cfg["prior"],
+            prior_kwargs=cfg["prior_kwargs"],
+            guide=cfg["guide"],
+            guide_kwargs=cfg["guide_kwargs"],
+            covariate_dim=cfg["covariate_dim"],
+            standardize=cfg["standardize"],
+            image_shape=cfg["image_shape"],
+            input_scale=cfg.get("input_scale"),
+            encoder=networks.get("encoder"),
+            decoder=networks.get("decoder"),
+        )
+        if cfg.get("latent_mixture"):
+            # Placeholder of the right shape; the saved state fills it.
+            vae.latent_mixture = LatentMixture(latent_dim=vae.latent_dim, **cfg["latent_mixture"])
+        return vae
+
+
+def normalised_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with the keys that later versions added set to what older files meant."""
+    defaults = {"class": _class_name(VAE), "guide": "normal", "guide_kwargs": {}, "covariate_dim": 0,
+                "standardize": False}
+    return {**defaults, **cfg}
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _current_class_path(path: str) -> str:
+    """A saved class path with a module that has moved since (``pyro_vae.model.VAE``) read as today's."""
+    module, _, name = path.rpartition(".")
+    return f"{current_path(module)}.{name}"

@@ -1,0 +1,124 @@
+"""The package's layering, pinned: imports run one way, with no circles and no private names across
+modules; ``import pyro_vae`` leaves the command line alone; old module paths still import.
+
+The layers, lowest first, are listed in docs/architecture.md; a module may import its own layer
+and the layers below it. Imports under ``if TYPE_CHECKING:`` are annotations, not dependencies.
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pyro_vae
+from pyro_vae._util.moved import MOVED
+
+PACKAGE = Path(pyro_vae.__file__).parent
+LAYERS = ["_util", "_version", "data", "program", "distributions", "likelihoods", "latent", "vae", "evaluate",
+          "diagnostics", "io", "train", "cli"]  # fmt: skip
+MAX_LINES = 450
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _runtime_imports(path: Path):
+    """``(target module, imported name)`` of every import outside ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(path.read_text())
+    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+               for child in node.body for n in ast.walk(child)}  # fmt: skip
+    module = _module_name(path)
+    package = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            if target.startswith("pyro_vae"):
+                for alias in node.names:
+                    candidate = f"{target}.{alias.name}"
+                    yield (candidate, None) if candidate in MODULES else (target, alias.name)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("pyro_vae"):
+                    yield alias.name, None
+
+
+def _layer(module: str) -> int:
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 else len(LAYERS)
+
+
+GRAPH = {m: {t for t, _ in _runtime_imports(p) if t in MODULES and t != m} for m, p in MODULES.items()}
+
+
+def test_every_subpackage_has_a_layer():
+    assert {m.split(".")[1] for m in MODULES if m != "pyro_vae"} <= set(LAYERS)
+
+
+def test_imports_run_one_way_down_the_layers():
+    upward = [f"{m} imports {t}" for m, targets in GRAPH.items() if m != "pyro_vae" for t in targets
+              if _layer(t) > _layer(m)]  # fmt: skip
+    assert upward == []
+
+
+def test_there_are_no_import_circles():
+    order, state = [], {}
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(GRAPH[module]):
+            if state.get(target) == "open":
+                order.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(GRAPH):
+        if module not in state:
+            visit(module, [module])
+    assert order == []
+
+
+def test_no_private_name_is_imported_from_another_module():
+    private = [f"{m} imports {t}.{name}" for m, p in MODULES.items() for t, name in _runtime_imports(p)
+               if name is not None and name.startswith("_") and name != "__version__"]  # fmt: skip
+    assert private == []
+
+
+def test_no_module_is_longer_than_the_limit():
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+def test_importing_the_package_leaves_the_command_line_unloaded():
+    code = "import sys, pyro_vae; print(sorted(m for m in sys.modules if m.startswith('pyro_vae.cli')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_an_old_module_path_imports_the_module_that_holds_its_code(old):
+    import importlib
+
+    module = importlib.import_module(old)
+    assert module is importlib.import_module(MOVED[old])
+    assert module.__name__ == MOVED[old] and module.__spec__.name == MOVED[old]
+
+
+def test_a_model_saved_under_an_old_module_path_still_loads(tmp_path):
+    vae = pyro_vae.VAE(6, 2, hidden_sizes=(4,))
+    config = vae.config()
+    assert config["class"] == "pyro_vae.vae.model.VAE"
+    rebuilt = pyro_vae.VAE.from_config({**config, "class": "pyro_vae.model.VAE"})  # as files written before the move
+    assert rebuilt.config() == config
+    with pytest.raises(ValueError, match="saved from the class pyro_vae.model.Other"):
+        pyro_vae.VAE.from_config({**config, "class": "pyro_vae.model.Other"})
