@@ -52,8 +52,9 @@ torch.set_default_dtype(torch.float64)
 
 data = pyro_vae.data.load("fashion-mnist", binarize="none", seed=args.seed)
 train, test = data.train.x.double(), data.test.x[: args.points].double()
-vae = pyro_vae.VAE(784, args.latent_dim, hidden_sizes=(), likelihood="normal",
-                   likelihood_kwargs={"scale": "learned"}).double()  # fmt: skip
+vae = pyro_vae.VAE(
+    784, args.latent_dim, hidden_sizes=(), likelihood="normal", likelihood_kwargs={"scale": "learned"}
+).double()
 vae.initialize_from_data(train)  # the maximum-likelihood PPCA, and the exact posterior as encoder
 W, b = vae.decoder.net[0].weight.detach(), vae.decoder.net[0].bias.detach()
 sigma = float(vae.likelihood.scale.value().detach())
@@ -68,8 +69,12 @@ def poor_guide(x):
 
 
 exact = exact_marginal.log_prob(test)
-out = {"settings": vars(args), "noise_sd": sigma, "exact_mean": float(exact.mean()),
-       "command": "python experiments/ais_check.py" + ("" if args.steps == 1000 else f" --steps {args.steps}")}
+out = {
+    "settings": vars(args),
+    "noise_sd": sigma,
+    "exact_mean": float(exact.mean()),
+    "command": "python experiments/ais_check.py" + ("" if args.steps == 1000 else f" --steps {args.steps}"),
+}
 
 
 def write() -> None:
@@ -81,16 +86,30 @@ def write() -> None:
 start = time.perf_counter()
 importance = pyro_vae.log_likelihood(vae.model, test, guide=poor_guide, num_particles=args.particles, seed=args.seed)
 error = importance.log_px - exact
-out["importance"] = {"mean_error": float(error.mean()), "max_abs_error": float(error.abs().max()),
-                     "share_k_above_0.7": importance.share_k_above(0.7), "seconds": time.perf_counter() - start}  # fmt: skip
-print(f"importance sampling ({args.particles}): mean error {error.mean():.3f} nats, Pareto k > 0.7 for "
-      f"{100 * importance.share_k_above(0.7):.0f}% ({time.perf_counter() - start:.0f} s)")
+out["importance"] = {
+    "mean_error": float(error.mean()),
+    "max_abs_error": float(error.abs().max()),
+    "share_k_above_0.7": importance.share_k_above(0.7),
+    "seconds": time.perf_counter() - start,
+}
+print(
+    f"importance sampling ({args.particles}): mean error {error.mean():.3f} nats, Pareto k > 0.7 for "
+    f"{100 * importance.share_k_above(0.7):.0f}% ({time.perf_counter() - start:.0f} s)"
+)
 write()
 
 start = time.perf_counter()
-ais = pyro_vae.log_likelihood(vae.model, test, guide=poor_guide, method="ais", num_particles=args.chains,
-                              ais_steps=args.steps, leapfrog_steps=args.leapfrog, seed=args.seed,
-                              max_memory_mb=2048)  # fmt: skip
+ais = pyro_vae.log_likelihood(
+    vae.model,
+    test,
+    guide=poor_guide,
+    method="ais",
+    num_particles=args.chains,
+    ais_steps=args.steps,
+    leapfrog_steps=args.leapfrog,
+    seed=args.seed,
+    max_memory_mb=2048,
+)
 error = ais.log_px - exact
 stated = float(ais.mc_se.pow(2).sum().sqrt()) / len(test)  # stated error of the mean
 out["ais"] = {
@@ -105,18 +124,30 @@ out["ais"] = {
     "seconds": time.perf_counter() - start,
     "estimator": ais.estimator,
 }
-print(f"AIS: mean error {error.mean():.4f} nats, stated Monte Carlo error of the mean {stated:.4f}, slack "
-      f"{ais.slack / len(test):.4f} per point; "
-      f"{100 * out['ais']['share_within_3_mc_se']:.0f}% of points within 3 stated errors "
-      f"({time.perf_counter() - start:.0f} s)")
+print(
+    f"AIS: mean error {error.mean():.4f} nats, stated Monte Carlo error of the mean {stated:.4f}, slack "
+    f"{ais.slack / len(test):.4f} per point; "
+    f"{100 * out['ais']['share_within_3_mc_se']:.0f}% of points within 3 stated errors "
+    f"({time.perf_counter() - start:.0f} s)"
+)
 write()
 
 start = time.perf_counter()
-bounds = pyro_vae.bdmc(vae.model, args.bdmc_points, guide=poor_guide, rows=test[:1], num_chains=4,
-                       ais_steps=args.steps, leapfrog_steps=args.leapfrog, seed=args.seed,
-                       max_memory_mb=2048)  # fmt: skip
+bounds = pyro_vae.bdmc(
+    vae.model,
+    args.bdmc_points,
+    guide=poor_guide,
+    rows=test[:1],
+    num_chains=4,
+    ais_steps=args.steps,
+    leapfrog_steps=args.leapfrog,
+    seed=args.seed,
+    max_memory_mb=2048,
+)
 truth = exact_marginal.log_prob(bounds.x)
 out["bdmc"] = {**bounds.summary(), "exact_mean": float(truth.mean()), "seconds": time.perf_counter() - start}
-print(f"BDMC on {args.bdmc_points} simulated images: {bounds.lower.mean():.3f} <= {truth.mean():.3f} (exact) <= "
-      f"{bounds.upper.mean():.3f}, gap {bounds.gap:.3f} nats ({time.perf_counter() - start:.0f} s)")
+print(
+    f"BDMC on {args.bdmc_points} simulated images: {bounds.lower.mean():.3f} <= {truth.mean():.3f} (exact) <= "
+    f"{bounds.upper.mean():.3f}, gap {bounds.gap:.3f} nats ({time.perf_counter() - start:.0f} s)"
+)
 write()

@@ -75,8 +75,12 @@ train_codes_input = data.train.binarized(0)
 
 def build(name: str) -> pyro_vae.VAE:
     torch.manual_seed(args.seed)
-    options = {"vae": {}, "cvae": {"covariate_dim": CLASSES}, "vae-iaf": {"guide": "iaf"},
-               "vae-iaf-refit": {"guide": "iaf"}}[name]  # fmt: skip
+    options = {
+        "vae": {},
+        "cvae": {"covariate_dim": CLASSES},
+        "vae-iaf": {"guide": "iaf"},
+        "vae-iaf-refit": {"guide": "iaf"},
+    }[name]
     return pyro_vae.VAE(784, args.latent_dim, hidden_sizes=(args.hidden,), image_shape=(28, 28), **options)
 
 
@@ -87,26 +91,46 @@ def train(name: str) -> pyro_vae.VAE:
     if name == "vae-iaf-refit":
         # The frozen decoder (and prior) of the Gaussian-guide model; encoder and flows are trained.
         base = trained["vae"]
-        vae.load_state_dict({**vae.state_dict(), **{k: v for k, v in base.state_dict().items()
-                                                     if not k.startswith("guide_family")}})  # fmt: skip
+        vae.load_state_dict(
+            {**vae.state_dict(), **{k: v for k, v in base.state_dict().items() if not k.startswith("guide_family")}}
+        )
         for p in vae.decoder.parameters():
             p.requires_grad_(False)
         epochs = args.refit_epochs
     start = time.perf_counter()
     history = pyro_vae.fit(
-        vae, data.train, covariates={"y": labels["train"]} if conditional else None,
-        val=data.val, val_covariates={"y": labels["val"]} if conditional else None,
-        epochs=epochs, batch_size=128, lr=1e-3, kl_warmup_epochs=0 if name == "vae-iaf-refit" else 10,
-        patience=10, seed=args.seed, checkpoint=root / f"{name}.pt", resume=True, history_path=root / f"{name}.csv",
-    )  # fmt: skip
+        vae,
+        data.train,
+        covariates={"y": labels["train"]} if conditional else None,
+        val=data.val,
+        val_covariates={"y": labels["val"]} if conditional else None,
+        epochs=epochs,
+        batch_size=128,
+        lr=1e-3,
+        kl_warmup_epochs=0 if name == "vae-iaf-refit" else 10,
+        patience=10,
+        seed=args.seed,
+        checkpoint=root / f"{name}.pt",
+        resume=True,
+        history_path=root / f"{name}.csv",
+    )
     for p in vae.parameters():
         p.requires_grad_(True)
     seconds = sum(history.column("seconds"))
-    keep(f"train/{name}", {"epochs_run": len(history.rows), "best_epoch": history.best_epoch,
-                           "best_val_elbo": max(history.column("val_elbo")), "seconds": seconds,
-                           "this_call_seconds": time.perf_counter() - start})  # fmt: skip
-    print(f"{name:14s} trained: {len(history.rows)} epochs, best validation ELBO "
-          f"{max(history.column('val_elbo')):.2f} at epoch {history.best_epoch}")
+    keep(
+        f"train/{name}",
+        {
+            "epochs_run": len(history.rows),
+            "best_epoch": history.best_epoch,
+            "best_val_elbo": max(history.column("val_elbo")),
+            "seconds": seconds,
+            "this_call_seconds": time.perf_counter() - start,
+        },
+    )
+    print(
+        f"{name:14s} trained: {len(history.rows)} epochs, best validation ELBO "
+        f"{max(history.column('val_elbo')):.2f} at epoch {history.best_epoch}"
+    )
     return vae
 
 
@@ -120,12 +144,14 @@ real = grey.test.x[grey.test.labels == SNEAKER]
 vae, cvae = trained["vae"], trained["cvae"]
 sneakers_train = train_codes_input[data.train.labels == SNEAKER]
 sources = {
-    "conditional VAE, prior at y = sneaker": lambda: pyro_vae.sample(cvae, args.num, y=one_hot(SNEAKER, CLASSES),
-                                                                     seed=args.seed),
+    "conditional VAE, prior at y = sneaker": lambda: pyro_vae.sample(
+        cvae, args.num, y=one_hot(SNEAKER, CLASSES), seed=args.seed
+    ),
     "VAE, aggregate posterior of the training sneakers": lambda: pyro_vae.sample(
-        vae, args.num, source=pyro_vae.AggregatePosterior.from_data(vae, sneakers_train), seed=args.seed),
+        vae, args.num, source=pyro_vae.AggregatePosterior.from_data(vae, sneakers_train), seed=args.seed
+    ),
     "VAE, prior": lambda: pyro_vae.sample(vae, args.num, seed=args.seed),
-}  # fmt: skip
+}
 grids = {}
 for name, draw in sources.items():
     drawn = draw()
@@ -136,10 +162,17 @@ for name, draw in sources.items():
     print(f"{name:52s} FD {m['frechet_distance']:7.2f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}")
 half = len(real) // 2
 if "sneakers/real test sneakers, one half against the other" not in cache:
-    keep("sneakers/real test sneakers, one half against the other", quality.sample_quality(classifier, real[:half], real[half:]))
-image_grid(torch.cat(list(grids.values())), (28, 28), args.figure,
-           title="Sneakers: likelihood means E[x|z] from each source (one row each)",
-           row_labels=["cVAE y=7", "agg. sneakers", "prior"])  # fmt: skip
+    keep(
+        "sneakers/real test sneakers, one half against the other",
+        quality.sample_quality(classifier, real[:half], real[half:]),
+    )
+image_grid(
+    torch.cat(list(grids.values())),
+    (28, 28),
+    args.figure,
+    title="Sneakers: likelihood means E[x|z] from each source (one row each)",
+    row_labels=["cVAE y=7", "agg. sneakers", "prior"],
+)
 
 # ---------------------------------------------------------------- (b) Gaussian vs flow guide
 test_x = data.test.x[: args.test_points]
@@ -155,18 +188,31 @@ for name in ("vae", "vae-iaf", "vae-iaf-refit", "cvae"):
     if cache[key].get("gap_method") != GAP_METHOD:
         start = time.perf_counter()
         gap_cov = {"y": labels["test"][: args.gap_points]} if model.covariate_dim else None
-        gap = diagnostics.amortization_gap(model, test_x[: args.gap_points], covariates=gap_cov, num_steps=300,
-                                           num_particles=1000, seed=args.seed).summary()  # fmt: skip
-        keep(key, {**cache[key], "amortization_gap": gap["amortization_gap"], "amortization_gap_se":
-                   gap["amortization_gap_se"], "approximation_gap": gap["approximation_gap"],
-                   "approximation_gap_se": gap["approximation_gap_se"], "encoder_elbo": gap["encoder_elbo"],
-                   "refined_elbo": gap["refined_elbo"], "gap_points": args.gap_points, "gap_method": GAP_METHOD,
-                   "gap_seconds": time.perf_counter() - start})  # fmt: skip
+        gap = diagnostics.amortization_gap(
+            model, test_x[: args.gap_points], covariates=gap_cov, num_steps=300, num_particles=1000, seed=args.seed
+        ).summary()
+        keep(
+            key,
+            {
+                **cache[key],
+                "amortization_gap": gap["amortization_gap"],
+                "amortization_gap_se": gap["amortization_gap_se"],
+                "approximation_gap": gap["approximation_gap"],
+                "approximation_gap_se": gap["approximation_gap_se"],
+                "encoder_elbo": gap["encoder_elbo"],
+                "refined_elbo": gap["refined_elbo"],
+                "gap_points": args.gap_points,
+                "gap_method": GAP_METHOD,
+                "gap_seconds": time.perf_counter() - start,
+            },
+        )
 for name in ("vae", "vae-iaf", "vae-iaf-refit", "cvae"):
     r = cache[f"guide/{name}"]
-    print(f"{name:14s} NLL {r['nll']:.2f} ± {r['nll_se']:.2f} (MC {r['nll_mc_se']:.3f})  k>0.7 "
-          f"{100 * r['share_k_above_0.7']:.1f}%  amortization gap {r['amortization_gap']:.2f} ± "
-          f"{r['amortization_gap_se']:.2f}")  # fmt: skip
+    print(
+        f"{name:14s} NLL {r['nll']:.2f} ± {r['nll_se']:.2f} (MC {r['nll_mc_se']:.3f})  k>0.7 "
+        f"{100 * r['share_k_above_0.7']:.1f}%  amortization gap {r['amortization_gap']:.2f} ± "
+        f"{r['amortization_gap_se']:.2f}"
+    )
 
 # ---------------------------------------------------------------- paired differences on the same images
 if "paired" not in cache:
@@ -174,14 +220,22 @@ if "paired" not in cache:
     for name in ("vae", "vae-iaf", "vae-iaf-refit", "cvae"):
         model = trained[name]
         cov = {"y": labels["test"][: args.test_points]} if model.covariate_dim else None
-        results[name] = pyro_vae.log_likelihood(model, test_x, covariates=cov, num_particles=args.paired_particles,
-                                                seed=args.seed)  # fmt: skip
+        results[name] = pyro_vae.log_likelihood(
+            model, test_x, covariates=cov, num_particles=args.paired_particles, seed=args.seed
+        )
     table = pyro_vae.compare(results)
-    keep("paired", {"num_particles": args.paired_particles,
-                    "table": {n: {c: float(table.loc[n, c]) for c in ("elpd_diff", "dse", "nll")} for n in table.index}})  # fmt: skip
+    keep(
+        "paired",
+        {
+            "num_particles": args.paired_particles,
+            "table": {n: {c: float(table.loc[n, c]) for c in ("elpd_diff", "dse", "nll")} for n in table.index},
+        },
+    )
 for name, row in cache["paired"]["table"].items():
-    print(f"{name:14s} paired: {row['elpd_diff'] / args.test_points:6.3f} ± {row['dse'] / args.test_points:.3f} "
-          "nats per image behind the best")  # fmt: skip
+    print(
+        f"{name:14s} paired: {row['elpd_diff'] / args.test_points:6.3f} ± {row['dse'] / args.test_points:.3f} "
+        "nats per image behind the best"
+    )
 
 out = {
     "settings": vars(args),

@@ -56,8 +56,10 @@ for particles in args.particles:
         row[name] = {"total_variance": float(g.var(0).sum()), "mean_snr": snr}
     results[particles] = row
     ordinary, dreg = row["iwae"], row["iwae-dreg"]
-    print(f"K={particles:4d}  encoder-gradient variance: iwae {ordinary['total_variance']:.4g}, "
-          f"dreg {dreg['total_variance']:.4g} (ratio {dreg['total_variance'] / ordinary['total_variance']:.3f}); "
-          f"mean SNR: iwae {ordinary['mean_snr']:.3f}, dreg {dreg['mean_snr']:.3f}")  # fmt: skip
+    print(
+        f"K={particles:4d}  encoder-gradient variance: iwae {ordinary['total_variance']:.4g}, "
+        f"dreg {dreg['total_variance']:.4g} (ratio {dreg['total_variance'] / ordinary['total_variance']:.3f}); "
+        f"mean SNR: iwae {ordinary['mean_snr']:.3f}, dreg {dreg['mean_snr']:.3f}"
+    )
 pyro_vae._io.write_json(args.out, {"model": args.model, "batch": args.batch, "draws": args.draws, "results": results})
 print(f"wrote {args.out}")

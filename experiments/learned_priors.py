@@ -56,7 +56,9 @@ test = data.test.x if args.test_points is None else data.test.x[: args.test_poin
 train_codes_input = data.train.binarized(0)
 out_dir = Path(args.out_dir)
 out_path = Path(args.out)
-command = f"python experiments/learned_priors.py --epochs {args.epochs} --out-dir {args.out_dir} --threads {args.threads}"
+command = (
+    f"python experiments/learned_priors.py --epochs {args.epochs} --out-dir {args.out_dir} --threads {args.threads}"
+)
 results = json.loads(out_path.read_text())["priors"] if out_path.is_file() else {}
 evaluated = {}
 
@@ -67,13 +69,28 @@ for name in args.priors:
         vae = pyro_vae.load(path)
         seconds = None
     else:
-        vae = pyro_vae.VAE(784, 50, hidden_sizes=(400,), likelihood="bernoulli", prior=name,
-                           prior_kwargs=PRIORS[name], image_shape=(28, 28))  # fmt: skip
+        vae = pyro_vae.VAE(
+            784,
+            50,
+            hidden_sizes=(400,),
+            likelihood="bernoulli",
+            prior=name,
+            prior_kwargs=PRIORS[name],
+            image_shape=(28, 28),
+        )
         if name == "vamp":
             vae.prior.initialize_from(train_codes_input, seed=args.seed)
         start = time.perf_counter()
-        history = pyro_vae.fit(vae, data.train, val=data.val, epochs=args.epochs, patience=args.patience,
-                               kl_warmup_epochs=10, seed=args.seed, history_path=out_dir / name / "history.csv")  # fmt: skip
+        history = pyro_vae.fit(
+            vae,
+            data.train,
+            val=data.val,
+            epochs=args.epochs,
+            patience=args.patience,
+            kl_warmup_epochs=10,
+            seed=args.seed,
+            history_path=out_dir / name / "history.csv",
+        )
         seconds = time.perf_counter() - start
         pyro_vae.save(vae, path)
     ll = pyro_vae.log_likelihood(vae, test, num_particles=args.particles, seed=args.seed)
@@ -85,12 +102,18 @@ for name in args.priors:
         "prior_kwargs": PRIORS[name],
         "train_seconds": seconds,
         **{f"test_{key}": value for key, value in ll.summary().items()},
-        "kl_q_p": holes.kl_q_p, "kl_q_p_se": holes.kl_q_p_se, "hole_share": holes.hole_share,
+        "kl_q_p": holes.kl_q_p,
+        "kl_q_p_se": holes.kl_q_p_se,
+        "hole_share": holes.hole_share,
         "frechet_distance": sample_quality["frechet_distance"],
-        "precision": sample_quality["precision"], "recall": sample_quality["recall"],
-    }  # fmt: skip
-    print(f"{name:15s} NLL {ll.summary()['nll']:.2f} ± {ll.summary()['nll_se']:.2f}  KL(q||p) {holes.kl_q_p:.2f}  "
-          f"FD {sample_quality['frechet_distance']:.2f}", flush=True)  # fmt: skip
+        "precision": sample_quality["precision"],
+        "recall": sample_quality["recall"],
+    }
+    print(
+        f"{name:15s} NLL {ll.summary()['nll']:.2f} ± {ll.summary()['nll_se']:.2f}  KL(q||p) {holes.kl_q_p:.2f}  "
+        f"FD {sample_quality['frechet_distance']:.2f}",
+        flush=True,
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pyro_vae._io.write_json(out_path, {"priors": results, "command": command})
 
@@ -103,10 +126,14 @@ if table is not None:
 best = min(results, key=lambda n: results[n]["test_nll"])
 vae = pyro_vae.load(out_dir / best / "model.pt")
 headline = pyro_vae.log_likelihood(vae, test, num_particles=args.headline_particles, seed=args.seed + 1, psis=False)
-summary = {"priors": results,
-           "comparison": None if table is None else json.loads(table.to_json(orient="index")),
-           "headline": {"prior": best, "num_particles": args.headline_particles, **headline.summary()},
-           "command": command}  # fmt: skip
+summary = {
+    "priors": results,
+    "comparison": None if table is None else json.loads(table.to_json(orient="index")),
+    "headline": {"prior": best, "num_particles": args.headline_particles, **headline.summary()},
+    "command": command,
+}
 pyro_vae._io.write_json(out_path, summary)
-print(f"headline ({best}, {args.headline_particles} particles): NLL {headline.summary()['nll']:.2f} "
-      f"± {headline.summary()['nll_se']:.2f}; wrote {out_path}")
+print(
+    f"headline ({best}, {args.headline_particles} particles): NLL {headline.summary()['nll']:.2f} "
+    f"± {headline.summary()['nll_se']:.2f}; wrote {out_path}"
+)

@@ -63,10 +63,12 @@ FASHION = {
 SETTINGS = {
     # The Fashion-MNIST budget is set by the 256-way categorical, whose decoder has 784 * 256
     # outputs: about 0.7 s per step on two CPU cores with 200 hidden units.
-    "digits": dict(latent_dim=8, hidden=256, epochs=300, batch_size=64, input_scale=16.0, train_points=None,
-                   test_points=None),
-    "fashion-mnist": dict(latent_dim=20, hidden=200, epochs=5, batch_size=128, input_scale=255.0,
-                          train_points=10000, test_points=500),
+    "digits": dict(
+        latent_dim=8, hidden=256, epochs=300, batch_size=64, input_scale=16.0, train_points=None, test_points=None
+    ),
+    "fashion-mnist": dict(
+        latent_dim=20, hidden=200, epochs=5, batch_size=128, input_scale=255.0, train_points=10000, test_points=500
+    ),
 }
 MODELS = {"digits": DIGITS, "fashion-mnist": FASHION}
 
@@ -76,8 +78,15 @@ def _make_vae(data_name: str, name: str, input_dim: int, settings: dict, image_s
     likelihood, kwargs = MODELS[data_name][name]
     # Every model's encoder sees pixels in [0, 1]: binarised pixels as they are, levels / (L - 1).
     scale = 1.0 if name == "bernoulli_binarized" else settings["input_scale"]
-    return pyro_vae.VAE(input_dim, settings["latent_dim"], hidden_sizes=(settings["hidden"],), likelihood=likelihood,
-                        likelihood_kwargs=kwargs, image_shape=image_shape, input_scale=scale)  # fmt: skip
+    return pyro_vae.VAE(
+        input_dim,
+        settings["latent_dim"],
+        hidden_sizes=(settings["hidden"],),
+        likelihood=likelihood,
+        likelihood_kwargs=kwargs,
+        image_shape=image_shape,
+        input_scale=scale,
+    )
 
 
 def run(args) -> None:
@@ -87,18 +96,28 @@ def run(args) -> None:
     out_dir = Path(args.out_dir) / args.data
     out_dir.mkdir(parents=True, exist_ok=True)
     levels = pyro_vae.data.load(args.data, values="levels", seed=args.seed)
-    binary = pyro_vae.data.load(args.data, binarize="dynamic", seed=args.seed) if "bernoulli_binarized" in names else None
+    binary = (
+        pyro_vae.data.load(args.data, binarize="dynamic", seed=args.seed) if "bernoulli_binarized" in names else None
+    )
     for name in names:
         likelihood, kwargs = MODELS[args.data][name]
         data = binary if name == "bernoulli_binarized" else levels
         torch.manual_seed(args.seed)
         vae = _make_vae(args.data, name, data.input_dim, settings, data.image_shape).to(args.device)
-        train = _to(data.train if settings["train_points"] is None else data.train[: settings["train_points"]],
-                    args.device)  # fmt: skip
+        train = _to(
+            data.train if settings["train_points"] is None else data.train[: settings["train_points"]], args.device
+        )
         started = time.perf_counter()
         try:
-            history = pyro_vae.fit(vae, train, val=data.val.x.to(args.device), epochs=settings["epochs"],
-                                   batch_size=settings["batch_size"], lr=args.lr, seed=args.seed)  # fmt: skip
+            history = pyro_vae.fit(
+                vae,
+                train,
+                val=data.val.x.to(args.device),
+                epochs=settings["epochs"],
+                batch_size=settings["batch_size"],
+                lr=args.lr,
+                seed=args.seed,
+            )
         except FloatingPointError as error:  # recorded, and the other models still run
             (out_dir / f"{name}.failed.txt").write_text(str(error))
             print(f"{args.data:14s} {name:22s} FAILED: {error}", flush=True)
@@ -106,28 +125,56 @@ def run(args) -> None:
         seconds = time.perf_counter() - started
         test = data.test.x if settings["test_points"] is None else data.test.x[: settings["test_points"]]
         started = time.perf_counter()
-        result = pyro_vae.log_likelihood(vae.eval(), test.to(args.device), num_particles=args.particles,
-                                         seed=args.seed, max_memory_mb=args.max_memory_mb)  # fmt: skip
+        result = pyro_vae.log_likelihood(
+            vae.eval(),
+            test.to(args.device),
+            num_particles=args.particles,
+            seed=args.seed,
+            max_memory_mb=args.max_memory_mb,
+        )
         eval_seconds = time.perf_counter() - started
         with torch.no_grad():
             prior = pyro_vae.prior_predictive(vae, 20, seed=1)
             recon = pyro_vae.reconstruct(vae, test[:10].to(args.device))
-        torch.save({"log_px": result.log_px, "elbo": result.elbo, "mc_se": result.mc_se,
-                    "pareto_k": result.pareto_k, "prior_means": prior.mean.cpu(), "prior_samples": prior.x.cpu(),
-                    "reconstructions": recon.cpu(), "originals": test[:10].cpu()}, out_dir / f"{name}.pt")  # fmt: skip
+        torch.save(
+            {
+                "log_px": result.log_px,
+                "elbo": result.elbo,
+                "mc_se": result.mc_se,
+                "pareto_k": result.pareto_k,
+                "prior_means": prior.mean.cpu(),
+                "prior_samples": prior.x.cpu(),
+                "reconstructions": recon.cpu(),
+                "originals": test[:10].cpu(),
+            },
+            out_dir / f"{name}.pt",
+        )
         summary = {
-            "likelihood": likelihood, "likelihood_kwargs": kwargs, "describe": vae.likelihood.describe(),
+            "likelihood": likelihood,
+            "likelihood_kwargs": kwargs,
+            "describe": vae.likelihood.describe(),
             "data": "binarised (dynamic)" if name == "bernoulli_binarized" else f"{data.num_levels} levels",
-            "settings": {**settings, "lr": args.lr, "seed": args.seed, "particles": args.particles,
-                         "device": args.device},
-            "train_seconds": seconds, "eval_seconds": eval_seconds, "best_epoch": history.best_epoch,
-            "final_train_elbo": history.rows[-1]["train_elbo"], "best_val_elbo": max(history.column("val_elbo")),
+            "settings": {
+                **settings,
+                "lr": args.lr,
+                "seed": args.seed,
+                "particles": args.particles,
+                "device": args.device,
+            },
+            "train_seconds": seconds,
+            "eval_seconds": eval_seconds,
+            "best_epoch": history.best_epoch,
+            "final_train_elbo": history.rows[-1]["train_elbo"],
+            "best_val_elbo": max(history.column("val_elbo")),
             **result.summary(),
-        }  # fmt: skip
+        }
         (out_dir / f"{name}.json").write_text(json.dumps(summary, indent=1))
-        print(f"{args.data:14s} {name:22s} NLL {summary['nll']:9.2f} ± {summary['nll_se']:.2f} nats, "
-              f"{summary['bits_per_dim']:.4f} bits/dim, k>0.7 {summary['share_k_above_0.7']:.2f}, "
-              f"train {seconds:.0f} s, eval {eval_seconds:.0f} s", flush=True)  # fmt: skip
+        print(
+            f"{args.data:14s} {name:22s} NLL {summary['nll']:9.2f} ± {summary['nll_se']:.2f} nats, "
+            f"{summary['bits_per_dim']:.4f} bits/dim, k>0.7 {summary['share_k_above_0.7']:.2f}, "
+            f"train {seconds:.0f} s, eval {eval_seconds:.0f} s",
+            flush=True,
+        )
         del vae
 
 
@@ -176,33 +223,70 @@ def report(args) -> None:
             saved = torch.load(out_dir / data_name / f"{name}.pt", weights_only=True)
             summaries[name] = json.loads((out_dir / data_name / f"{name}.json").read_text())
             s = summaries[name]
-            results[name] = LogLikelihood(saved["log_px"], saved["elbo"], saved["mc_se"], saved["pareto_k"], None,
-                                          s["num_particles"], s["likelihood"], s["is_discrete"],
-                                          num_features=saved["originals"].shape[1])  # fmt: skip
+            results[name] = LogLikelihood(
+                saved["log_px"],
+                saved["elbo"],
+                saved["mc_se"],
+                saved["pareto_k"],
+                None,
+                s["num_particles"],
+                s["likelihood"],
+                s["is_discrete"],
+                num_features=saved["originals"].shape[1],
+            )
             value_max = 1.0 if name == "bernoulli_binarized" else (255.0 if data_name == "fashion-mnist" else 16.0)
             shape = (28, 28) if data_name == "fashion-mnist" else (8, 8)
-            rows = torch.cat([saved["originals"], saved["reconstructions"], saved["prior_means"][:10],
-                              saved["prior_samples"][:10]])  # fmt: skip
-            image_grid(rows, shape, figures / f"likelihood_swap_{data_name}_{name}.png", value_max=value_max,
-                       title=f"{data_name}, {name}", row_labels=["test", "recon.", "E[x|z]", "x ~ p(x|z)"])  # fmt: skip
+            rows = torch.cat(
+                [saved["originals"], saved["reconstructions"], saved["prior_means"][:10], saved["prior_samples"][:10]]
+            )
+            image_grid(
+                rows,
+                shape,
+                figures / f"likelihood_swap_{data_name}_{name}.png",
+                value_max=value_max,
+                title=f"{data_name}, {name}",
+                row_labels=["test", "recon.", "E[x|z]", "x ~ p(x|z)"],
+            )
         comparable = [n for n in found if n != "bernoulli_binarized"]
         table = pyro_vae.compare({n: results[n] for n in comparable}) if len(comparable) > 1 else None
         if table is not None:
-            pyro_vae.plot_comparison(table, figures / f"likelihood_swap_{data_name}_comparison.png",
-                                     title=f"{data_name}: held-out log p(x), same levels")  # fmt: skip
+            pyro_vae.plot_comparison(
+                table,
+                figures / f"likelihood_swap_{data_name}_comparison.png",
+                title=f"{data_name}: held-out log p(x), same levels",
+            )
         tables[data_name] = {
-            "models": {n: {k: summaries[n][k] for k in ("likelihood", "likelihood_kwargs", "data", "nll", "nll_se",
-                                                        "nll_mc_se", "bits_per_dim", "bits_per_dim_se", "elbo",
-                                                        "share_k_above_0.7", "train_seconds", "eval_seconds",
-                                                        "best_epoch", "settings")}
-                       for n in found},
+            "models": {
+                n: {
+                    k: summaries[n][k]
+                    for k in (
+                        "likelihood",
+                        "likelihood_kwargs",
+                        "data",
+                        "nll",
+                        "nll_se",
+                        "nll_mc_se",
+                        "bits_per_dim",
+                        "bits_per_dim_se",
+                        "elbo",
+                        "share_k_above_0.7",
+                        "train_seconds",
+                        "eval_seconds",
+                        "best_epoch",
+                        "settings",
+                    )
+                }
+                for n in found
+            },
             "compare": None if table is None else json.loads(table.to_json(orient="index")),
-        }  # fmt: skip
+        }
         print(f"\n{data_name}")
         for n in found:
             s = summaries[n]
-            print(f"  {n:22s} NLL {s['nll']:9.2f} ± {s['nll_se']:.2f}  bits/dim {s['bits_per_dim']:.4f} "
-                  f"± {s['bits_per_dim_se']:.4f}  k>0.7 {s['share_k_above_0.7']:.2f}")  # fmt: skip
+            print(
+                f"  {n:22s} NLL {s['nll']:9.2f} ± {s['nll_se']:.2f}  bits/dim {s['bits_per_dim']:.4f} "
+                f"± {s['bits_per_dim_se']:.4f}  k>0.7 {s['share_k_above_0.7']:.2f}"
+            )
         if table is not None:
             with pd.option_context("display.width", 200, "display.max_columns", 20):
                 print(table.round(3))

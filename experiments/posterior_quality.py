@@ -35,8 +35,13 @@ parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("run", help="run folder of the trained model")
 parser.add_argument("--points", type=int, default=1000, help="test images for log p(x) and Pareto k")
 parser.add_argument("--particles", type=int, default=1000)
-parser.add_argument("--sweep", type=int, nargs="*", default=[10, 100, 5000],
-                    help="other particle counts at which to re-estimate log p(x) on the same images")
+parser.add_argument(
+    "--sweep",
+    type=int,
+    nargs="*",
+    default=[10, 100, 5000],
+    help="other particle counts at which to re-estimate log p(x) on the same images",
+)
 parser.add_argument("--gap-points", type=int, default=200, help="test images for the amortization gap")
 parser.add_argument("--gap-steps", type=int, default=500)
 parser.add_argument("--out", default="docs/results/posterior_quality.json")
@@ -58,8 +63,10 @@ pareto = diagnostics.pareto_k_report(ll)
 sweep = {args.particles: {"nll": -ll.mean, "share_k_above_0.7": pareto.share_above(0.7)}}
 for particles in args.sweep:
     other = pyro_vae.log_likelihood(vae, test[: args.points], num_particles=particles, seed=1, psis=particles >= 10)
-    sweep[particles] = {"nll": -other.mean,
-                        "share_k_above_0.7": other.share_k_above(0.7) if other.pareto_k is not None else None}  # fmt: skip
+    sweep[particles] = {
+        "nll": -other.mean,
+        "share_k_above_0.7": other.share_k_above(0.7) if other.pareto_k is not None else None,
+    }
 sweep = dict(sorted(sweep.items()))
 
 start = time.perf_counter()
@@ -76,7 +83,10 @@ results = {
     "model": config["model"],
     "training": config["training"],
     "log_likelihood": ll.summary(),
-    "pareto_k": {**pareto.summary(), "quantiles": {q: float(np.quantile(ll.pareto_k.numpy(), q)) for q in (0.1, 0.5, 0.9)}},
+    "pareto_k": {
+        **pareto.summary(),
+        "quantiles": {q: float(np.quantile(ll.pareto_k.numpy(), q)) for q in (0.1, 0.5, 0.9)},
+    },
     "particle_sweep": sweep,
     "amortization_gap": gap.summary(),
     "elbo_surgery": surgery.summary(),
@@ -111,17 +121,22 @@ ax.set_title(f"Gaps of q(z|x) on {len(amortization)} test images ({(amortization
 ax.legend()
 
 ax = axes[2]
-terms = [("average KL", surgery.average_kl, surgery.average_kl_se),
-         ("I(x; z)", surgery.mutual_information, surgery.mutual_information_se),
-         ("KL(q(z)||p(z))", surgery.marginal_kl, surgery.marginal_kl_se)]  # fmt: skip
-ax.bar([t[0] for t in terms], [t[1] for t in terms], yerr=[2 * t[2] for t in terms], color=["C2", "C3", "C4"],
-       capsize=4)  # fmt: skip
+terms = [
+    ("average KL", surgery.average_kl, surgery.average_kl_se),
+    ("I(x; z)", surgery.mutual_information, surgery.mutual_information_se),
+    ("KL(q(z)||p(z))", surgery.marginal_kl, surgery.marginal_kl_se),
+]
+ax.bar(
+    [t[0] for t in terms], [t[1] for t in terms], yerr=[2 * t[2] for t in terms], color=["C2", "C3", "C4"], capsize=4
+)
 ax.axhline(surgery.max_mutual_information, color="C3", ls=":", lw=1)
 ax.text(1, surgery.max_mutual_information, "log N", va="bottom", ha="center", color="C3")
 ax.set_ylabel("nats")
 ax.set_title(f"ELBO surgery on {surgery.num_points} test images (±2 s.e.)")
-fig.suptitle(f"q(z|x) of a 784-400-{vae.latent_dim} Bernoulli VAE on binarised Fashion-MNIST; "
-             f"{units.count} of {vae.latent_dim} units active")  # fmt: skip
+fig.suptitle(
+    f"q(z|x) of a 784-400-{vae.latent_dim} Bernoulli VAE on binarised Fashion-MNIST; "
+    f"{units.count} of {vae.latent_dim} units active"
+)
 figure = Path(args.figure)
 figure.parent.mkdir(parents=True, exist_ok=True)
 fig.savefig(figure, dpi=110)

@@ -29,5 +29,7 @@ threshold = torch.quantile(log_q_own, 0.01)
 print(f"aggregate posterior: {q_z.num_components} components, {q_z.memory_bytes / 1024:.0f} KiB")
 print(f"mean log q(z), z ~ q(z): {log_q_own.mean():.3f}")
 print(f"mean log q(z), z ~ p(z): {log_q_prior.mean():.3f}")
-print(f"share of prior draws with q(z) below the 1% quantile of q's own draws: "
-      f"{(log_q_prior < threshold).float().mean():.3f} (0.010 if q(z) matched p(z))")
+print(
+    f"share of prior draws with q(z) below the 1% quantile of q's own draws: "
+    f"{(log_q_prior < threshold).float().mean():.3f} (0.010 if q(z) matched p(z))"
+)

@@ -67,27 +67,70 @@ ROWS = {
     "vamp": {"model": {"prior": "vamp", "prior_kwargs": {"num_components": 500}}, "fit": {}},
     "flow": {"model": {"prior": "flow"}, "fit": {}},
     "flow-iaf": {"model": {"prior": "flow", "guide": "iaf"}, "fit": {}},
-    "vamp-iwae": {"model": {"prior": "vamp", "prior_kwargs": {"num_components": 500}},
-                  "fit": {"elbo": "iwae", "num_particles": 10}},
+    "vamp-iwae": {
+        "model": {"prior": "vamp", "prior_kwargs": {"num_components": 500}},
+        "fit": {"elbo": "iwae", "num_particles": 10},
+    },
     "flow-iaf-iwae": {"model": {"prior": "flow", "guide": "iaf"}, "fit": {"elbo": "iwae", "num_particles": 10}},
-    "flow-iwae": {"start_from": "flow", "fit": {"elbo": "iwae", "num_particles": 10, "lr": 2e-4, "epochs": 60,
-                                                 "kl_warmup_epochs": 0.0, "patience": None, "restore_best": False}},
-    "flow-iwae-dreg": {"start_from": "flow", "fit": {"elbo": "iwae-dreg", "num_particles": 10, "lr": 2e-4,
-                                                      "epochs": 60, "kl_warmup_epochs": 0.0, "patience": None,
-                                                      "restore_best": False}},
-    "flow-iwae-long": {"start_from": "flow-iwae", "fit": {"elbo": "iwae", "num_particles": 10, "lr": 1e-4,
-                                                          "epochs": 120, "kl_warmup_epochs": 0.0, "patience": None,
-                                                          "restore_best": False}},
-    "flow-iwae-240": {"start_from": "flow-iwae-long", "fit": {"elbo": "iwae", "num_particles": 10, "lr": 5e-5,
-                                                              "epochs": 60, "kl_warmup_epochs": 0.0, "patience": None,
-                                                              "restore_best": False}},
-}  # fmt: skip
+    "flow-iwae": {
+        "start_from": "flow",
+        "fit": {
+            "elbo": "iwae",
+            "num_particles": 10,
+            "lr": 2e-4,
+            "epochs": 60,
+            "kl_warmup_epochs": 0.0,
+            "patience": None,
+            "restore_best": False,
+        },
+    },
+    "flow-iwae-dreg": {
+        "start_from": "flow",
+        "fit": {
+            "elbo": "iwae-dreg",
+            "num_particles": 10,
+            "lr": 2e-4,
+            "epochs": 60,
+            "kl_warmup_epochs": 0.0,
+            "patience": None,
+            "restore_best": False,
+        },
+    },
+    "flow-iwae-long": {
+        "start_from": "flow-iwae",
+        "fit": {
+            "elbo": "iwae",
+            "num_particles": 10,
+            "lr": 1e-4,
+            "epochs": 120,
+            "kl_warmup_epochs": 0.0,
+            "patience": None,
+            "restore_best": False,
+        },
+    },
+    "flow-iwae-240": {
+        "start_from": "flow-iwae-long",
+        "fit": {
+            "elbo": "iwae",
+            "num_particles": 10,
+            "lr": 5e-5,
+            "epochs": 60,
+            "kl_warmup_epochs": 0.0,
+            "patience": None,
+            "restore_best": False,
+        },
+    },
+}
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("command", choices=["train", "evaluate", "ais", "report"])
 parser.add_argument("row", nargs="?", choices=sorted(ROWS))
-parser.add_argument("--epochs", type=int, default=2000,
-                    help="most epochs (early stopping usually ends sooner; a fine-tuning row has its own, lower, number)")
+parser.add_argument(
+    "--epochs",
+    type=int,
+    default=2000,
+    help="most epochs (early stopping usually ends sooner; a fine-tuning row has its own, lower, number)",
+)
 parser.add_argument("--patience", type=int, default=50)
 parser.add_argument("--warmup", type=float, default=100.0, help="epochs of KL warm-up")
 parser.add_argument("--test-points", type=int, default=10000)
@@ -96,8 +139,11 @@ parser.add_argument("--threads", type=int, default=1)
 parser.add_argument("--ais-points", type=int, default=200, help="test images confirmed by AIS")
 parser.add_argument("--ais-chains", type=int, default=16)
 parser.add_argument("--ais-steps", type=int, default=1000)
-parser.add_argument("--interim", action="store_true",
-                    help="evaluate: score the best epoch so far of a row still training (its checkpoint)")
+parser.add_argument(
+    "--interim",
+    action="store_true",
+    help="evaluate: score the best epoch so far of a row still training (its checkpoint)",
+)
 parser.add_argument("--device", default="cpu")
 parser.add_argument("--seed", type=int, default=0)
 parser.add_argument("--out-dir", default="runs/reproduce")
@@ -133,8 +179,7 @@ def load_data():
 
 def build(row: str, data) -> pyro_vae.VAE:
     torch.manual_seed(args.seed)
-    vae = pyro_vae.VAE(784, 40, hidden_sizes=(300, 300), activation="gated", image_shape=(28, 28),
-                       **ROWS[row]["model"])  # fmt: skip
+    vae = pyro_vae.VAE(784, 40, hidden_sizes=(300, 300), activation="gated", image_shape=(28, 28), **ROWS[row]["model"])
     if vae.prior.name == "vamp":
         vae.prior.initialize_from(data.train.x, seed=args.seed)
     return vae.to(args.device)
@@ -152,22 +197,45 @@ def train(row: str) -> pyro_vae.VAE:
         vae = build(row, data)
     folder = root / row
     folder.mkdir(exist_ok=True)
-    settings = {"epochs": args.epochs, "lr": 5e-4, "kl_warmup_epochs": args.warmup, "patience": args.patience,
-                **spec["fit"]}  # fmt: skip
+    settings = {
+        "epochs": args.epochs,
+        "lr": 5e-4,
+        "kl_warmup_epochs": args.warmup,
+        "patience": args.patience,
+        **spec["fit"],
+    }
     settings["epochs"] = min(settings["epochs"], args.epochs)  # --epochs caps every row (smoke runs)
     history = pyro_vae.fit(
-        vae, data.train, val=data.val, batch_size=100, seed=args.seed, checkpoint=folder / "checkpoint.pt",
-        resume=True, history_path=folder / "history.csv", progress="lines", **settings,
-    )  # fmt: skip
+        vae,
+        data.train,
+        val=data.val,
+        batch_size=100,
+        seed=args.seed,
+        checkpoint=folder / "checkpoint.pt",
+        resume=True,
+        history_path=folder / "history.csv",
+        progress="lines",
+        **settings,
+    )
     pyro_vae.save(vae, folder / "best.pt")
-    keep(f"train/{row}", {
-        "epochs_run": len(history.rows), "best_epoch": history.best_epoch, "stopped_early": history.stopped_early,
-        "best_val_elbo": max(history.column("val_elbo")), "last_val_elbo": history.rows[-1]["val_elbo"],
-        "train_seconds": sum(history.column("seconds")), "hardware": hardware(), "start_from": spec.get("start_from"),
-        "settings": {"batch_size": 100, **settings},
-    })  # fmt: skip
-    print(f"{row}: {len(history.rows)} epochs, best validation ELBO {max(history.column('val_elbo')):.2f} "
-          f"at epoch {history.best_epoch}, stopped early: {history.stopped_early}")  # fmt: skip
+    keep(
+        f"train/{row}",
+        {
+            "epochs_run": len(history.rows),
+            "best_epoch": history.best_epoch,
+            "stopped_early": history.stopped_early,
+            "best_val_elbo": max(history.column("val_elbo")),
+            "last_val_elbo": history.rows[-1]["val_elbo"],
+            "train_seconds": sum(history.column("seconds")),
+            "hardware": hardware(),
+            "start_from": spec.get("start_from"),
+            "settings": {"batch_size": 100, **settings},
+        },
+    )
+    print(
+        f"{row}: {len(history.rows)} epochs, best validation ELBO {max(history.column('val_elbo')):.2f} "
+        f"at epoch {history.best_epoch}, stopped early: {history.stopped_early}"
+    )
     return vae
 
 
@@ -178,8 +246,14 @@ def evaluate(row: str) -> None:
             checkpoint = shutil.copy(root / row / "checkpoint.pt", Path(folder) / "checkpoint.pt")
             vae = pyro_vae.load(checkpoint, best=True).to(args.device)
             training = pyro_vae.checkpoint.read_checkpoint(checkpoint)["training"]
-        key, extra = f"interim/{row}", {"best_epoch": training["best_epoch"], "epochs_run": training["epoch"],
-                                        "best_val_elbo": training["best_val"]}  # fmt: skip
+        key, extra = (
+            f"interim/{row}",
+            {
+                "best_epoch": training["best_epoch"],
+                "epochs_run": training["epoch"],
+                "best_val_elbo": training["best_val"],
+            },
+        )
     else:
         vae = pyro_vae.load(root / row / "best.pt").to(args.device)
         key, extra = f"test/{row}", {}
@@ -187,11 +261,22 @@ def evaluate(row: str) -> None:
     start = time.perf_counter()
     ll = pyro_vae.log_likelihood(vae, test, num_particles=args.particles, seed=args.seed)
     summary = ll.summary()
-    keep(key, {**summary, **extra, "test_points": len(test), "particles": args.particles,
-               "seconds": time.perf_counter() - start, "hardware": hardware()})  # fmt: skip
+    keep(
+        key,
+        {
+            **summary,
+            **extra,
+            "test_points": len(test),
+            "particles": args.particles,
+            "seconds": time.perf_counter() - start,
+            "hardware": hardware(),
+        },
+    )
     which = f"{row} (best epoch {extra['best_epoch']} of {extra['epochs_run']} so far)" if args.interim else row
-    print(f"{which}: test NLL {summary['nll']:.2f} ± {summary['nll_se']:.2f} over {len(test)} images "
-          f"({args.particles} particles), Pareto k > 0.7 for {100 * summary['share_k_above_0.7']:.1f}%")
+    print(
+        f"{which}: test NLL {summary['nll']:.2f} ± {summary['nll_se']:.2f} over {len(test)} images "
+        f"({args.particles} particles), Pareto k > 0.7 for {100 * summary['share_k_above_0.7']:.1f}%"
+    )
 
 
 def confirm_with_ais(row: str) -> None:
@@ -200,18 +285,35 @@ def confirm_with_ais(row: str) -> None:
     vae = pyro_vae.load(root / row / "best.pt").to(args.device)
     test = data.test.x[: args.ais_points].to(args.device)
     start = time.perf_counter()
-    ais = pyro_vae.log_likelihood(vae, test, method="ais", num_particles=args.ais_chains, ais_steps=args.ais_steps,
-                                  seed=args.seed, max_memory_mb=1024)  # fmt: skip
+    ais = pyro_vae.log_likelihood(
+        vae,
+        test,
+        method="ais",
+        num_particles=args.ais_chains,
+        ais_steps=args.ais_steps,
+        seed=args.seed,
+        max_memory_mb=1024,
+    )
     seconds = time.perf_counter() - start
     importance = pyro_vae.log_likelihood(vae, test, num_particles=args.particles, seed=args.seed)
     difference = ais.log_px - importance.log_px
-    keep(f"ais/{row}", {**ais.summary(), "test_points": len(test), "seconds": seconds, "hardware": hardware(),
-                        "importance_nll_same_images": -importance.mean,
-                        "ais_minus_importance": float(difference.mean()),
-                        "ais_minus_importance_se": float(difference.std() / len(test) ** 0.5)})  # fmt: skip
-    print(f"{row}: AIS NLL {-ais.mean:.2f} on {len(test)} test images, importance sampling {-importance.mean:.2f} "
-          f"on the same images (difference {float(difference.mean()):.3f} ± "
-          f"{float(difference.std() / len(test) ** 0.5):.3f})")
+    keep(
+        f"ais/{row}",
+        {
+            **ais.summary(),
+            "test_points": len(test),
+            "seconds": seconds,
+            "hardware": hardware(),
+            "importance_nll_same_images": -importance.mean,
+            "ais_minus_importance": float(difference.mean()),
+            "ais_minus_importance_se": float(difference.std() / len(test) ** 0.5),
+        },
+    )
+    print(
+        f"{row}: AIS NLL {-ais.mean:.2f} on {len(test)} test images, importance sampling {-importance.mean:.2f} "
+        f"on the same images (difference {float(difference.mean()):.3f} ± "
+        f"{float(difference.std() / len(test) ** 0.5):.3f})"
+    )
 
 
 def command(row: str) -> str:
@@ -230,20 +332,34 @@ def report() -> None:
         trained, tested = stored.get(f"train/{row}"), stored.get(f"test/{row}")
         if trained is None and tested is None and f"interim/{row}" not in stored:
             continue
-        table[row] = {"published": PUBLISHED.get(row), "train": trained, "test": tested, "ais": stored.get(f"ais/{row}"),
-                      "interim": stored.get(f"interim/{row}"), "command": command(row)}  # fmt: skip
+        table[row] = {
+            "published": PUBLISHED.get(row),
+            "train": trained,
+            "test": tested,
+            "ais": stored.get(f"ais/{row}"),
+            "interim": stored.get(f"interim/{row}"),
+            "command": command(row),
+        }
     out = {"protocol": __doc__.split("Rows")[0].strip(), "published": PUBLISHED, "rows": table}
     pyro_vae._io.write_json(args.out, out)
     for row, entry in table.items():
         test = entry["test"]
         interim = entry["interim"]
-        ours = (f"{test['nll']:.2f} ± {test['nll_se']:.2f}" if test
-                else f"interim {interim['nll']:.2f} (best epoch {interim['best_epoch']} of {interim['epochs_run']})"
-                if interim else "not evaluated")  # fmt: skip
+        ours = (
+            f"{test['nll']:.2f} ± {test['nll_se']:.2f}"
+            if test
+            else f"interim {interim['nll']:.2f} (best epoch {interim['best_epoch']} of {interim['epochs_run']})"
+            if interim
+            else "not evaluated"
+        )
         published = f"{entry['published'][0]:.2f}" if entry["published"] else "-"
         print(f"{row:14s} ours {ours:18s} published {published}")
     print(f"wrote {args.out}")
 
 
-{"train": lambda: train(args.row), "evaluate": lambda: evaluate(args.row), "ais": lambda: confirm_with_ais(args.row),
- "report": report}[args.command]()
+{
+    "train": lambda: train(args.row),
+    "evaluate": lambda: evaluate(args.row),
+    "ais": lambda: confirm_with_ais(args.row),
+    "report": report,
+}[args.command]()

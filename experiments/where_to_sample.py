@@ -68,7 +68,10 @@ start = time.perf_counter()
 classifier = quality.feature_classifier(grey)
 print(f"feature classifier: test accuracy {classifier.test_accuracy:.3f} ({time.perf_counter() - start:.0f} s)")
 
-sources = {"prior": "prior", "aggregate posterior (exact)": pyro_vae.AggregatePosterior.from_data(vae, train_codes_input)}
+sources = {
+    "prior": "prior",
+    "aggregate posterior (exact)": pyro_vae.AggregatePosterior.from_data(vae, train_codes_input),
+}
 memory = {"prior": 0, "aggregate posterior (exact)": sources["aggregate posterior (exact)"].memory_bytes}
 fit_seconds = {}
 for k in args.components:
@@ -80,6 +83,7 @@ for k in args.components:
 subset_name = f"aggregate posterior of label {args.label}"
 sources[subset_name] = pyro_vae.AggregatePosterior.from_data(vae, train_codes_input[data.train.labels == args.label])
 memory[subset_name] = sources[subset_name].memory_bytes
+
 
 def draw(name, source):
     if name == CONDITIONAL:
@@ -102,15 +106,18 @@ for name, source in sources.items():
     real = grey.test.x if not subset else grey.test.x[grey.test.labels == args.label]
     train_images = grey.train.x if not subset else grey.train.x[grey.train.labels == args.label]
     metrics = quality.sample_quality(classifier, real, drawn.mean)
-    copying = quality.data_copying(train_images, real, drawn.mean, classifier=classifier, num_cells=args.cells,
-                                   seed=args.seed)  # fmt: skip
+    copying = quality.data_copying(
+        train_images, real, drawn.mean, classifier=classifier, num_cells=args.cells, seed=args.seed
+    )
     results[name] = {**metrics, "memory_bytes": memory[name], "data_copying": copying.summary()}
     grids[name] = drawn.mean[:10]
     c = copying.summary()
-    print(f"{name:38s} FD {metrics['frechet_distance']:8.2f}  precision {metrics['precision']:.3f}  "
-          f"recall {metrics['recall']:.3f}  memory {memory[name] / 1024:9.1f} KiB  copying C_T {c['statistic']:6.2f} "
-          f"(p {c['p_value']:.2g}), near copies {100 * c['near_copies']:.1f}%, median NN distance "
-          f"{c['nn_generated']['q50']:.2f} vs test {c['nn_test']['q50']:.2f}")  # fmt: skip
+    print(
+        f"{name:38s} FD {metrics['frechet_distance']:8.2f}  precision {metrics['precision']:.3f}  "
+        f"recall {metrics['recall']:.3f}  memory {memory[name] / 1024:9.1f} KiB  copying C_T {c['statistic']:6.2f} "
+        f"(p {c['p_value']:.2g}), near copies {100 * c['near_copies']:.1f}%, median NN distance "
+        f"{c['nn_generated']['q50']:.2f} vs test {c['nn_test']['q50']:.2f}"
+    )
 
 # The reference: held-out real images against the same real set.
 half = len(grey.test.x) // 2
@@ -122,28 +129,45 @@ holes_seconds = time.perf_counter() - start
 # The threshold's meaning, checked: held-out test codes (one draw of q(z|x) per test image) should fall
 # below it at the nominal rate (1%).
 test_codes = pyro_vae.AggregatePosterior.from_data(vae, data.test.x).sample_with_components(len(data.test.x), seed=1)[0]
-held_out_share = float((sources["aggregate posterior (exact)"].log_prob(test_codes).double() < holes.threshold)
-                       .double().mean())  # fmt: skip
+held_out_share = float(
+    (sources["aggregate posterior (exact)"].log_prob(test_codes).double() < holes.threshold).double().mean()
+)
 print(f"held-out test codes below the hole threshold: {100 * held_out_share:.1f}% (nominal 1%)")
-print(f"KL(q||p) {holes.kl_q_p:.2f} ± {holes.kl_q_p_se:.2f}, KL(p||q) {holes.kl_p_q:.2f} ± {holes.kl_p_q_se:.2f}, "
-      f"hole share {holes.hole_share:.3f} ± {holes.hole_share_se:.3f}")  # fmt: skip
+print(
+    f"KL(q||p) {holes.kl_q_p:.2f} ± {holes.kl_q_p_se:.2f}, KL(p||q) {holes.kl_p_q:.2f} ± {holes.kl_p_q_se:.2f}, "
+    f"hole share {holes.hole_share:.3f} ± {holes.hole_share_se:.3f}"
+)
 
 out = {
     "run": str(run),
     "classifier_test_accuracy": classifier.test_accuracy,
     "sources": results,
     "real_validation_vs_test": reference,
-    "holes": {**holes.summary(), "held_out_codes_below_threshold": held_out_share,
-              "method": "threshold: 1% quantile of leave-one-out log q at the training codes"},
+    "holes": {
+        **holes.summary(),
+        "held_out_codes_below_threshold": held_out_share,
+        "method": "threshold: 1% quantile of leave-one-out log q at the training codes",
+    },
     "seconds": {"mixture_fit": fit_seconds, "holes": holes_seconds},
-    "command": "python experiments/where_to_sample.py " + (str(run) if args.run else
-               f"--model {args.model}" + (f" --conditional {args.conditional}" if args.conditional else "")),
+    "command": "python experiments/where_to_sample.py "
+    + (
+        str(run)
+        if args.run
+        else f"--model {args.model}" + (f" --conditional {args.conditional}" if args.conditional else "")
+    ),
 }
 Path(args.out).parent.mkdir(parents=True, exist_ok=True)
 Path(args.out).write_text(json.dumps(out, indent=1))
 rows = torch.cat(list(grids.values()))
-image_grid(rows, vae.image_shape, args.figure, title="Likelihood means E[x|z], z from each source (one row each)",
-           row_labels=[n.replace("aggregate posterior", "agg.").replace("fitted mixture", "GMM") for n in grids])  # fmt: skip
-print(f"real validation vs test images: FD {reference['frechet_distance']:.2f}, precision {reference['precision']:.3f}, "
-      f"recall {reference['recall']:.3f}")  # fmt: skip
+image_grid(
+    rows,
+    vae.image_shape,
+    args.figure,
+    title="Likelihood means E[x|z], z from each source (one row each)",
+    row_labels=[n.replace("aggregate posterior", "agg.").replace("fitted mixture", "GMM") for n in grids],
+)
+print(
+    f"real validation vs test images: FD {reference['frechet_distance']:.2f}, precision {reference['precision']:.3f}, "
+    f"recall {reference['recall']:.3f}"
+)
 print(f"wrote {args.out} and {args.figure}")

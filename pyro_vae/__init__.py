@@ -9,8 +9,8 @@ from ._util import moved as _moved
 _moved.install()
 
 from . import data, diagnostics, evaluate, latent, program  # noqa: E402
-from .data import rows  # noqa: E402
 from ._version import __version__  # noqa: E402
+from .data import rows  # noqa: E402
 from .diagnostics import quality  # noqa: E402
 from .evaluate import ais, baselines  # noqa: E402
 from .evaluate.ais import BDMC, bdmc  # noqa: E402

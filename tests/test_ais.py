@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from programs import ConditionalLinear
 
 import pyro_vae
-from programs import ConditionalLinear
 
 
 def bad_guide(program):
@@ -13,8 +13,9 @@ def bad_guide(program):
 
 
 def ais(program, x, y, guide, **kwargs):
-    return pyro_vae.log_likelihood(program.model, x, guide=guide, covariates={"y": y}, plate="points", method="ais",
-                                   **kwargs)  # fmt: skip
+    return pyro_vae.log_likelihood(
+        program.model, x, guide=guide, covariates={"y": y}, plate="points", method="ais", **kwargs
+    )
 
 
 def test_ais_with_the_exact_posterior_as_start_is_exact():
@@ -33,8 +34,17 @@ def test_ais_converges_to_the_exact_log_marginal_as_temperatures_grow(start):
     exact = program.log_marginal(x, y)
     errors = {}
     for steps in (2, 100):
-        result = ais(program, x, y, bad_guide(program), num_particles=8, ais_steps=steps, leapfrog_steps=5,
-                     ais_start=start, seed=1)  # fmt: skip
+        result = ais(
+            program,
+            x,
+            y,
+            bad_guide(program),
+            num_particles=8,
+            ais_steps=steps,
+            leapfrog_steps=5,
+            ais_start=start,
+            seed=1,
+        )
         errors[steps] = (result.log_px - exact).mean().item(), result.mc_se.mean().item() / 40**0.5
     few, many = errors[2][0], errors[100][0]
     assert few < -0.2  # a lower bound with real slack at 2 temperatures
@@ -51,8 +61,9 @@ def test_ais_is_closer_than_importance_sampling_at_equal_compute_when_pareto_k_i
     # Each temperature costs leapfrog + 2 evaluations of model and guide, each with a gradient
     # (about three forward passes): importance sampling gets that many draws.
     draws = chains * steps * (leapfrog + 2) * 3
-    importance = pyro_vae.log_likelihood(program.model, x, guide=bad_guide(program), covariates={"y": y},
-                                         plate="points", num_particles=draws)  # fmt: skip
+    importance = pyro_vae.log_likelihood(
+        program.model, x, guide=bad_guide(program), covariates={"y": y}, plate="points", num_particles=draws
+    )
     assert importance.share_k_above(0.7) > 0.9
     ais_error = (annealed.log_px - exact).abs().mean().item()
     iwae_error = (importance.log_px - exact).abs().mean().item()
@@ -62,10 +73,28 @@ def test_ais_is_closer_than_importance_sampling_at_equal_compute_when_pareto_k_i
 def test_bdmc_sandwich_contains_the_exact_value_and_closes_with_more_temperatures():
     program = ConditionalLinear()
     rows, y = program.simulate(40)
-    short = pyro_vae.bdmc(program.model, 40, guide=bad_guide(program), rows=rows, covariates={"y": y},
-                          plate="points", num_chains=4, ais_steps=3, leapfrog_steps=5)  # fmt: skip
-    long = pyro_vae.bdmc(program.model, 40, guide=bad_guide(program), rows=rows, covariates={"y": y},
-                         plate="points", num_chains=4, ais_steps=100, leapfrog_steps=5)  # fmt: skip
+    short = pyro_vae.bdmc(
+        program.model,
+        40,
+        guide=bad_guide(program),
+        rows=rows,
+        covariates={"y": y},
+        plate="points",
+        num_chains=4,
+        ais_steps=3,
+        leapfrog_steps=5,
+    )
+    long = pyro_vae.bdmc(
+        program.model,
+        40,
+        guide=bad_guide(program),
+        rows=rows,
+        covariates={"y": y},
+        plate="points",
+        num_chains=4,
+        ais_steps=100,
+        leapfrog_steps=5,
+    )
     for result in (short, long):
         assert torch.equal(result.covariates["y"], y)
         exact = program.log_marginal(result.x, y).mean().item()
@@ -82,8 +111,9 @@ def test_ais_on_a_vae_runs_chunked_and_seeded():
     vae = pyro_vae.VAE(12, 2, hidden_sizes=(8,))
     x = (torch.rand(7, 12) < 0.4).float()
     a = pyro_vae.log_likelihood(vae, x, method="ais", num_particles=3, ais_steps=4, leapfrog_steps=2, seed=5)
-    b = pyro_vae.log_likelihood(vae, x, method="ais", num_particles=3, ais_steps=4, leapfrog_steps=2, seed=5,
-                                max_memory_mb=0.01)  # one point per chunk
+    b = pyro_vae.log_likelihood(
+        vae, x, method="ais", num_particles=3, ais_steps=4, leapfrog_steps=2, seed=5, max_memory_mb=0.01
+    )  # one point per chunk
     assert a.log_px.shape == (7,) and torch.isfinite(a.log_px).all()
     assert a.summary()["estimator"].startswith("annealed")
     c = pyro_vae.log_likelihood(vae, x, method="ais", num_particles=3, ais_steps=4, leapfrog_steps=2, seed=5)

@@ -2,10 +2,10 @@ import math
 
 import numpy as np
 import pytest
-
-import pyro_vae
 from ppca import ExactEncoder, log_marginal, simulate
 from test_evaluate import SIGMA, ppca_vae
+
+import pyro_vae
 
 
 def exact_model(W, b, sigma):
@@ -32,7 +32,9 @@ def test_table_ranks_by_exact_elpd_with_paired_standard_errors(models, tmp_path)
         assert table.loc[name, "se"] == pytest.approx(math.sqrt(300 * float(values.var(correction=0))), rel=1e-3)
         diff = exact["true"] - values
         assert table.loc[name, "elpd_diff"] == pytest.approx(float(diff.sum()), abs=0.05)
-        assert table.loc[name, "dse"] == pytest.approx(math.sqrt(300 * float(diff.var(correction=0))), rel=1e-3, abs=1e-6)
+        assert table.loc[name, "dse"] == pytest.approx(
+            math.sqrt(300 * float(diff.var(correction=0))), rel=1e-3, abs=1e-6
+        )
         assert table.loc[name, "nll"] == pytest.approx(-float(values.mean()), abs=1e-3)
     # Both wrong models find the same points hard: the paired error is smaller than the unpaired one.
     assert table.loc["wide", "dse"] < math.hypot(table.loc["wide", "se"], table.loc["true", "se"])
@@ -53,7 +55,9 @@ def test_precomputed_results_and_huge_log_densities_are_accepted(models):
     table = pyro_vae.compare({"a": results[0.4], "b": shifted})
     assert list(table.index) == ["b", "a"]
     assert np.isfinite(table["weight"]).all()
-    assert table.loc["a", "elpd_diff"] == pytest.approx(5000 * 300 + float((results[0.5].log_px - results[0.4].log_px).sum()))
+    assert table.loc["a", "elpd_diff"] == pytest.approx(
+        5000 * 300 + float((results[0.5].log_px - results[0.4].log_px).sum())
+    )
 
 
 def test_refuses_mass_function_against_density(models):

@@ -104,8 +104,11 @@ def test_download_verifies_checksums(tmp_path, monkeypatch):
         role: hashlib.sha256(gzip.decompress((mirror / (stem + ".gz")).read_bytes())).hexdigest()
         for role, stem in data.IDX_FILES.items()
     }
-    monkeypatch.setitem(data.KNOWN_IDX, "fashion-mnist",
-                        {"debian_package": "dataset-fashion-mnist", "mirrors": [mirror.as_uri()], "sha256": digests})
+    monkeypatch.setitem(
+        data.KNOWN_IDX,
+        "fashion-mnist",
+        {"debian_package": "dataset-fashion-mnist", "mirrors": [mirror.as_uri()], "sha256": digests},
+    )
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv(data.DATA_ENV_VAR, raising=False)
     monkeypatch.setattr(data.loading, "DEBIAN_DATASETS", tmp_path / "debian")
@@ -118,7 +121,9 @@ def test_download_verifies_checksums(tmp_path, monkeypatch):
         data.load("fashion-mnist")
 
 
-@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(
+    not os.path.isdir("/usr/share/datasets/fashion-mnist"), reason="dataset-fashion-mnist not installed"
+)
 def test_fashion_mnist_from_the_debian_package():
     ds = data.load("fashion-mnist", binarize="fixed")
     assert (len(ds.train), len(ds.val), len(ds.test)) == (54000, 6000, 10000)

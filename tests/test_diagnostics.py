@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from ppca import ExactEncoder, log_marginal, posterior, simulate
+from test_evaluate import SIGMA, ScaledEncoder, ppca_vae
 
 import pyro_vae
 from pyro_vae import diagnostics
-from ppca import ExactEncoder, log_marginal, posterior, simulate
-from test_evaluate import SIGMA, ScaledEncoder, ppca_vae
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,9 @@ def test_amortization_gap_is_zero_for_the_optimal_guide_and_recovered_otherwise(
     W, b, x = ppca
     x = x[:100]
     exact = log_marginal(W, b, SIGMA, x).double()
-    optimal = diagnostics.amortization_gap(ppca_vae(W, b, ExactEncoder(W, b, SIGMA)), x, num_steps=100,
-                                           num_particles=100)  # fmt: skip
+    optimal = diagnostics.amortization_gap(
+        ppca_vae(W, b, ExactEncoder(W, b, SIGMA)), x, num_steps=100, num_particles=100
+    )
     assert abs(optimal.summary()["amortization_gap"]) < 0.01
     assert torch.allclose(optimal.encoder_elbo, exact, atol=1e-4)
 

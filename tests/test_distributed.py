@@ -7,15 +7,27 @@ import subprocess
 import sys
 import time
 
+import distributed_worker as worker
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-import distributed_worker as worker
-
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
-TRAIN = ["-m", "pyro_vae.cli", "train", "--data", "digits", "--binarize", "dynamic", "--latent-dim", "2",
-         "--hidden", "16", "--batch-size", "64"]  # fmt: skip
+TRAIN = [
+    "-m",
+    "pyro_vae.cli",
+    "train",
+    "--data",
+    "digits",
+    "--binarize",
+    "dynamic",
+    "--latent-dim",
+    "2",
+    "--hidden",
+    "16",
+    "--batch-size",
+    "64",
+]
 
 
 def torchrun(processes, *args, **popen):
@@ -79,8 +91,12 @@ def test_a_killed_two_process_run_resumes_on_one_process(tmp_path):
     kill_processes_mentioning(str(out))
     run.communicate(timeout=60)
     done = torch.load(checkpoint, weights_only=True)["training"]
-    resumed = subprocess.run([sys.executable, *TRAIN, "--epochs", str(done["epoch"] + 2), "--out", str(out),
-                              "--resume"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, *TRAIN, "--epochs", str(done["epoch"] + 2), "--out", str(out), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     history = (out / "history.csv").read_text().strip().splitlines()
     assert len(history) == 1 + done["epoch"] + 2

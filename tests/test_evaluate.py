@@ -4,11 +4,11 @@ import math
 
 import pytest
 import torch
+from ppca import ExactEncoder, log_marginal, simulate
 from torch import nn
 
 import pyro_vae
 from pyro_vae.evaluate import chunk_plan, log_weights
-from ppca import ExactEncoder, log_marginal, simulate
 
 SIGMA = 0.5
 
@@ -28,8 +28,14 @@ class ScaledEncoder(nn.Module):
 
 def ppca_vae(W, b, encoder=None, sigma=SIGMA):
     """Probabilistic PCA with decoder weights ``W``, ``b`` and noise scale ``sigma``."""
-    vae = pyro_vae.VAE(W.shape[0], W.shape[1], hidden_sizes=(), likelihood="normal",
-                       likelihood_kwargs={"scale": sigma}, encoder=encoder)  # fmt: skip
+    vae = pyro_vae.VAE(
+        W.shape[0],
+        W.shape[1],
+        hidden_sizes=(),
+        likelihood="normal",
+        likelihood_kwargs={"scale": sigma},
+        encoder=encoder,
+    )
     with torch.no_grad():
         vae.decoder.net[0].weight.copy_(W)
         vae.decoder.net[0].bias.copy_(b)
@@ -75,8 +81,9 @@ def test_estimate_rises_towards_exact_value_and_stays_below_on_average(ppca):
 def test_mc_se_describes_the_spread_of_repeated_estimates(ppca):
     W, b, x, _ = ppca
     vae = ppca_vae(W, b, ScaledEncoder(W, b, factor=1.3))
-    runs = torch.stack([pyro_vae.log_likelihood(vae, x[:50], num_particles=50, seed=s, psis=False).log_px
-                        for s in range(30)])  # fmt: skip
+    runs = torch.stack(
+        [pyro_vae.log_likelihood(vae, x[:50], num_particles=50, seed=s, psis=False).log_px for s in range(30)]
+    )
     predicted = pyro_vae.log_likelihood(vae, x[:50], num_particles=50, psis=False).mc_se
     ratio = float(runs.std(0).mean() / predicted.mean())
     assert 0.7 < ratio < 1.3

@@ -21,8 +21,14 @@ def idata():
 
 def test_groups_dims_and_coords(idata):
     vae, x, data = idata
-    assert set(data.groups()) == {"posterior", "posterior_predictive", "log_likelihood", "prior",
-                                  "prior_predictive", "observed_data"}  # fmt: skip
+    assert set(data.groups()) == {
+        "posterior",
+        "posterior_predictive",
+        "log_likelihood",
+        "prior",
+        "prior_predictive",
+        "observed_data",
+    }
     assert data.posterior["z"].dims == ("chain", "draw", "obs", "latent")
     assert data.posterior["z"].shape == (2, 10, 7, 2)
     assert data.prior["z"].dims == ("chain", "draw", "obs", "latent")

@@ -16,8 +16,11 @@ def test_figures_leave_the_callers_matplotlib_backend_alone(tmp_path):
     matplotlib.use("svg")  # any backend a notebook or script may have chosen
     try:
         x = (torch.rand(20, 6, generator=torch.Generator().manual_seed(0)) > 0.5).float()
-        table = pyro_vae.compare({"a": pyro_vae.VAE(6, 2, hidden_sizes=(4,)), "b": pyro_vae.VAE(6, 2, hidden_sizes=(8,))},
-                                 x, num_particles=10)  # fmt: skip
+        table = pyro_vae.compare(
+            {"a": pyro_vae.VAE(6, 2, hidden_sizes=(4,)), "b": pyro_vae.VAE(6, 2, hidden_sizes=(8,))},
+            x,
+            num_particles=10,
+        )
         pyro_vae.plot_comparison(table, tmp_path / "c.png")
         from pyro_vae import plots
 
@@ -36,8 +39,12 @@ def test_no_module_imports_the_package_init():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 top_level = node.module in (None, "pyro_vae") and node.level in (0, 1) and path.parent == PACKAGE
-                if (node.module == "pyro_vae" and node.level == 0) or (top_level and node.level == 1 and node.module is None
-                                                                        and any(a.name == "__version__" for a in node.names)):
+                if (node.module == "pyro_vae" and node.level == 0) or (
+                    top_level
+                    and node.level == 1
+                    and node.module is None
+                    and any(a.name == "__version__" for a in node.names)
+                ):
                     offenders.append(f"{path.name}: from {'.' * node.level}{node.module or ''} import ...")
     assert offenders == []
 

@@ -301,8 +301,11 @@ CHECKPOINT_CASES = [
 @pytest.mark.parametrize("name,kwargs,kind", CHECKPOINT_CASES)
 def test_save_load_keeps_the_likelihood_and_what_it_learned(tmp_path, name, kwargs, kind):
     torch.manual_seed(0)
-    x = {"counts": torch.poisson(torch.full((40, D), 3.0)), "levels": counts(16).float().repeat(8, 1),
-         "real": torch.randn(40, D)}[kind]  # fmt: skip
+    x = {
+        "counts": torch.poisson(torch.full((40, D), 3.0)),
+        "levels": counts(16).float().repeat(8, 1),
+        "real": torch.randn(40, D),
+    }[kind]
     vae = pyro_vae.VAE(D, 2, hidden_sizes=(8,), likelihood=name, likelihood_kwargs=kwargs)
     before = {k: v.clone() for k, v in vae.likelihood.state_dict().items()}
     pyro_vae.fit(vae, x, epochs=3, batch_size=20, lr=0.05)

@@ -17,9 +17,7 @@ def test_sites_shapes_and_plate_scale():
     x = binary_data(8)
     indices = torch.arange(8, 16)
     guide_trace = poutine.trace(vae.guide).get_trace(x, indices=indices, num_data=N)
-    model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(
-        x, indices=indices, num_data=N
-    )
+    model_trace = poutine.trace(poutine.replay(vae.model, trace=guide_trace)).get_trace(x, indices=indices, num_data=N)
     z, obs = model_trace.nodes["z"], model_trace.nodes["x"]
     assert z["value"].shape == (8, L) and z["fn"].event_shape == (L,)
     assert obs["is_observed"] and obs["value"].shape == (8, D) and obs["fn"].event_shape == (D,)

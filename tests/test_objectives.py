@@ -6,10 +6,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from ppca import ExactEncoder, linear_gaussian_vae, log_marginal, simulate
+from programs import SIGMA, ConditionalLinear, D, L, gaussian_posterior
 
 import pyro_vae
-from ppca import ExactEncoder, linear_gaussian_vae, log_marginal, simulate
-from programs import D, L, SIGMA, ConditionalLinear, gaussian_posterior
 from pyro_vae.mixtures import DiagonalNormalMixture
 from pyro_vae.networks import GatedDense
 from pyro_vae.objectives import ImportanceWeightedELBO
@@ -17,7 +17,9 @@ from pyro_vae.objectives import ImportanceWeightedELBO
 
 def bound(objective, model, guide, *args, repeats=1, **kwargs):
     with pyro.validation_enabled(False):
-        return torch.tensor([-objective.loss(model, guide, *args, **kwargs) for _ in range(repeats)], dtype=torch.float64)
+        return torch.tensor(
+            [-objective.loss(model, guide, *args, **kwargs) for _ in range(repeats)], dtype=torch.float64
+        )
 
 
 @pytest.mark.parametrize("particles", [1, 7])
@@ -36,8 +38,9 @@ def test_bound_rises_with_particles_towards_the_log_marginal_for_an_inexact_guid
     torch.manual_seed(0)
     means = {}
     for particles in (1, 10, 2000):
-        values = bound(ImportanceWeightedELBO(particles, plate="points"), program.model, program.inexact_guide, x, y,
-                       repeats=10)  # fmt: skip
+        values = bound(
+            ImportanceWeightedELBO(particles, plate="points"), program.model, program.inexact_guide, x, y, repeats=10
+        )
         means[particles] = (values.mean().item(), values.std().item() / math.sqrt(10))
     (m1, s1), (m10, s10), (m2000, s2000) = means[1], means[10], means[2000]
     assert m1 + 5 * (s1 + s10) < m10 < m2000 < exact + 5 * s2000
@@ -56,8 +59,9 @@ def test_one_particle_matches_trace_elbo_in_expectation():
 
 def test_subsampled_minibatch_is_scaled_by_num_data_over_batch():
     W, b, x = simulate(40, 6, 2, 0.5)
-    vae = pyro_vae.VAE(6, 2, hidden_sizes=(), likelihood="normal", likelihood_kwargs={"scale": 0.5},
-                       encoder=ExactEncoder(W, b, 0.5))  # fmt: skip
+    vae = pyro_vae.VAE(
+        6, 2, hidden_sizes=(), likelihood="normal", likelihood_kwargs={"scale": 0.5}, encoder=ExactEncoder(W, b, 0.5)
+    )
     with torch.no_grad():
         vae.decoder.net[0].weight.copy_(W)
         vae.decoder.net[0].bias.copy_(b)
@@ -96,7 +100,9 @@ def test_gated_dense_layer_is_a_gated_linear_map_and_a_vae_choice():
     torch.manual_seed(0)
     layer = GatedDense(5, 3)
     x = torch.randn(4, 5)
-    expected = (x @ layer.linear.weight.T + layer.linear.bias) * torch.sigmoid(x @ layer.gate.weight.T + layer.gate.bias)
+    expected = (x @ layer.linear.weight.T + layer.linear.bias) * torch.sigmoid(
+        x @ layer.gate.weight.T + layer.gate.bias
+    )
     assert torch.allclose(layer(x), expected)
     vae = pyro_vae.VAE(12, 3, hidden_sizes=(8, 6), activation="gated")
     gated = [m for m in vae.modules() if isinstance(m, GatedDense)]

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from ppca import ExactEncoder, decoder_params, linear_gaussian_vae, log_marginal, max_log_likelihood, simulate
 from pyro.infer import Trace_ELBO
 
 import pyro_vae
-from ppca import ExactEncoder, decoder_params, linear_gaussian_vae, log_marginal, max_log_likelihood, simulate
 
 D, L, SIGMA = 6, 2, 0.5
 
@@ -23,8 +23,14 @@ def set_decoder(vae, W, b):
 
 def test_exact_posterior_guide_gives_elbo_equal_to_log_marginal():
     W, b, x = simulate(200, D, L, SIGMA)
-    vae = pyro_vae.VAE(D, L, hidden_sizes=(), likelihood="normal", likelihood_kwargs={"scale": SIGMA},
-                       encoder=ExactEncoder(W, b, SIGMA))
+    vae = pyro_vae.VAE(
+        D,
+        L,
+        hidden_sizes=(),
+        likelihood="normal",
+        likelihood_kwargs={"scale": SIGMA},
+        encoder=ExactEncoder(W, b, SIGMA),
+    )
     set_decoder(vae, W, b)
     exact = log_marginal(W, b, SIGMA, x).mean().item()
     # With q(z|x) = p(z|x) the importance weight p(x,z)/q(z|x) equals p(x) for every z,

@@ -30,9 +30,7 @@ def test_mixture_log_density_is_the_weighted_sum_of_gaussians():
         prior.raw_scale.add_(torch.linspace(-1, 1, 12).reshape(4, 3))
     z = torch.randn(20, 3)
     weights = torch.softmax(prior.logits, 0)
-    direct = sum(
-        weights[k] * gaussian_log_density(z, prior.loc[k], prior.scale[k]).exp() for k in range(4)
-    ).log()
+    direct = sum(weights[k] * gaussian_log_density(z, prior.loc[k], prior.scale[k]).exp() for k in range(4)).log()
     assert torch.allclose(prior().log_prob(z), direct, atol=1e-5)
 
 

@@ -8,12 +8,12 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import pytest
 import torch
+from programs import SIGMA, ConditionalLinear, D, L, gaussian_marginal, gaussian_posterior, orthogonal
 from torch import nn
 
 import pyro_vae
 from pyro_vae import diagnostics
 from pyro_vae._util.compat import arviz
-from programs import SIGMA, ConditionalLinear, D, L, gaussian_marginal, gaussian_posterior, orthogonal
 
 az = arviz()
 
@@ -28,8 +28,9 @@ def conditional():
 # ---------------------------------------------------------------------- a conditional model
 def test_exact_guide_gives_the_closed_form_log_p_x_given_y(conditional):
     program, x, y = conditional
-    result = pyro_vae.log_likelihood(program.model, x, guide=program.guide, covariates={"y": y}, plate="points",
-                                     num_particles=20)  # fmt: skip
+    result = pyro_vae.log_likelihood(
+        program.model, x, guide=program.guide, covariates={"y": y}, plate="points", num_particles=20
+    )
     exact = program.log_marginal(x, y)
     assert torch.allclose(result.log_px, exact, atol=1e-4)
     assert torch.allclose(result.elbo, exact, atol=1e-4)  # q = p(h|x,y): the ELBO is log p(x|y)
@@ -43,10 +44,24 @@ def test_labels_are_sliced_with_x_in_every_chunk(conditional):
     program, x, y = conditional
     shuffled = y[torch.randperm(len(y), generator=torch.Generator().manual_seed(0))]
     for memory in (1e-6, 0.05, 1e4):  # one point per chunk, a few, all at once
-        right = pyro_vae.log_likelihood(program.model, x, guide=program.guide, covariates={"y": y},
-                                        plate="points", num_particles=10, max_memory_mb=memory)  # fmt: skip
-        wrong = pyro_vae.log_likelihood(program.model, x, guide=program.guide, covariates={"y": shuffled},
-                                        plate="points", num_particles=10, max_memory_mb=memory)  # fmt: skip
+        right = pyro_vae.log_likelihood(
+            program.model,
+            x,
+            guide=program.guide,
+            covariates={"y": y},
+            plate="points",
+            num_particles=10,
+            max_memory_mb=memory,
+        )
+        wrong = pyro_vae.log_likelihood(
+            program.model,
+            x,
+            guide=program.guide,
+            covariates={"y": shuffled},
+            plate="points",
+            num_particles=10,
+            max_memory_mb=memory,
+        )
         assert torch.allclose(right.log_px, program.log_marginal(x, y), atol=1e-4)
         assert torch.allclose(wrong.log_px, program.log_marginal(x, shuffled), atol=1e-4)
     assert float((right.log_px - wrong.log_px).mean()) > 1.0  # the labels matter, and are used
@@ -57,8 +72,16 @@ def test_iwae_estimate_converges_to_the_closed_form(conditional):
     exact = program.log_marginal(x, y)
     gaps = []
     for particles in (1, 10, 100, 2000):
-        result = pyro_vae.log_likelihood(program.model, x, guide=program.inexact_guide, covariates={"y": y},
-                                         plate="points", num_particles=particles, psis=False, seed=2)  # fmt: skip
+        result = pyro_vae.log_likelihood(
+            program.model,
+            x,
+            guide=program.inexact_guide,
+            covariates={"y": y},
+            plate="points",
+            num_particles=particles,
+            psis=False,
+            seed=2,
+        )
         gaps.append(float((result.log_px - exact).mean()))
     assert gaps[0] < gaps[1] < gaps[2] < gaps[3]
     assert gaps[0] < -0.2 and abs(gaps[3]) < 0.01
@@ -67,8 +90,13 @@ def test_iwae_estimate_converges_to_the_closed_form(conditional):
 def test_compare_ranks_hand_written_pairs(conditional):
     program, x, y = conditional
     other = ConditionalLinear(seed=5)  # another W, V, b: a worse model of these data
-    table = pyro_vae.compare({"true": (program.model, program.guide), "other": (other.model, other.guide)}, x,
-                             covariates={"y": y}, plate="points", num_particles=20)  # fmt: skip
+    table = pyro_vae.compare(
+        {"true": (program.model, program.guide), "other": (other.model, other.guide)},
+        x,
+        covariates={"y": y},
+        plate="points",
+        num_particles=20,
+    )
     assert list(table.index) == ["true", "other"]
     assert table.loc["true", "elpd"] == pytest.approx(float(program.log_marginal(x, y).sum()), abs=0.05)
     assert table.loc["other", "elpd"] == pytest.approx(float(other.log_marginal(x, y).sum()), abs=0.05)
@@ -83,8 +111,9 @@ def test_predictive_draws_have_the_right_shapes_and_moments(conditional):
     assert torch.allclose(prior.x.mean(0), program.mean(y[:1])[0], atol=0.15)
     cov = program.W @ program.W.T + SIGMA**2 * torch.eye(D)
     assert torch.allclose(torch.cov(prior.x.T), cov, atol=0.3)
-    post = pyro_vae.posterior_predictive(program.model, x[:5], 50, guide=program.guide, covariates={"y": y[:5]},
-                                         plate="points")  # fmt: skip
+    post = pyro_vae.posterior_predictive(
+        program.model, x[:5], 50, guide=program.guide, covariates={"y": y[:5]}, plate="points"
+    )
     assert post.z.shape == (50, 5, L) and post.x.shape == (50, 5, D) and post.mean.shape == (50, 5, D)
     recon = pyro_vae.reconstruct(program.model, x[:5], guide=program.guide, covariates={"y": y[:5]}, plate="points")
     loc, _ = gaussian_posterior(program.W, SIGMA, x[:5] - program.mean(y[:5]))
@@ -95,8 +124,9 @@ def test_predictive_draws_have_the_right_shapes_and_moments(conditional):
 
 def test_inference_data_from_a_hand_written_program(conditional):
     program, x, y = conditional
-    data = pyro_vae.to_inference_data(program.model, x[:6], guide=program.guide, covariates={"y": y[:6]},
-                                      plate="points", num_samples=30, num_chains=2)  # fmt: skip
+    data = pyro_vae.to_inference_data(
+        program.model, x[:6], guide=program.guide, covariates={"y": y[:6]}, plate="points", num_samples=30, num_chains=2
+    )
     # The site "obs" would collide with ArviZ's observation dimension, which is renamed.
     assert data.posterior["h"].dims == ("chain", "draw", "obs_index", "latent")
     assert data.posterior["h"].shape == (2, 30, 6, L)
@@ -148,7 +178,9 @@ def test_models_that_read_tables_by_plate_indices_get_the_right_rows():
         result = pyro_vae.log_likelihood(model, x, guide=guide, num_particles=10, max_memory_mb=memory)
         assert torch.allclose(result.log_px, exact, atol=1e-4)
     for batch in (1, 7, n):
-        assert pyro_vae.mean_elbo(model, x, guide=guide, batch_size=batch) == pytest.approx(float(exact.mean()), abs=1e-4)
+        assert pyro_vae.mean_elbo(model, x, guide=guide, batch_size=batch) == pytest.approx(
+            float(exact.mean()), abs=1e-4
+        )
 
 
 # ---------------------------------------------------------------------- two observed modalities
@@ -189,8 +221,10 @@ class TwoModalities:
     def simulate(self, n):
         g = torch.Generator().manual_seed(8)
         h = torch.randn(n, 2, generator=g)
-        return (h @ self.A.T + self.ma + self.sa * torch.randn(n, 5, generator=g),
-                h @ self.B.T + self.mb + self.sb * torch.randn(n, 4, generator=g))  # fmt: skip
+        return (
+            h @ self.A.T + self.ma + self.sa * torch.randn(n, 5, generator=g),
+            h @ self.B.T + self.mb + self.sb * torch.randn(n, 4, generator=g),
+        )
 
 
 def test_two_observed_sites_joint_and_per_site_log_likelihoods():
@@ -245,16 +279,22 @@ class GlobalOffset:
 def test_global_latents_are_refused_or_conditioned_on_as_stated():
     program = GlobalOffset()
     g = torch.Generator().manual_seed(10)
-    x = torch.randn(50, L, generator=g) @ program.W.T + torch.linspace(-1, 1, D) + SIGMA * torch.randn(50, D, generator=g)
+    x = (
+        torch.randn(50, L, generator=g) @ program.W.T
+        + torch.linspace(-1, 1, D)
+        + SIGMA * torch.randn(50, D, generator=g)
+    )
     with pytest.raises(ValueError, match=r"global latent site\(s\) \['c'\].*global_values"):
         pyro_vae.log_likelihood(program.model, x, guide=program.guide, num_particles=10)
     given = torch.full((D,), 0.3)
-    result = pyro_vae.log_likelihood(program.model, x, guide=program.guide, num_particles=10,
-                                     global_values={"c": given})  # fmt: skip
+    result = pyro_vae.log_likelihood(
+        program.model, x, guide=program.guide, num_particles=10, global_values={"c": given}
+    )
     assert torch.allclose(result.log_px, gaussian_marginal(program.W, SIGMA, given, x).double(), atol=1e-4)
     assert result.conditioned_on == {"c": "given value"}
-    median = pyro_vae.log_likelihood(program.model, x, guide=program.guide, num_particles=10,
-                                     global_values="guide_median")  # fmt: skip
+    median = pyro_vae.log_likelihood(
+        program.model, x, guide=program.guide, num_particles=10, global_values="guide_median"
+    )
     assert median.conditioned_on == {"c": "guide median (201 draws)"}
     at_loc = gaussian_marginal(program.W, SIGMA, program.c_loc.detach(), x).double()
     assert torch.allclose(median.log_px, at_loc, atol=0.05)  # the median of 201 draws of N(c_loc, 0.01^2)
@@ -333,14 +373,16 @@ def test_a_hand_written_flow_guide_works_with_every_tool(conditional):
     direct = torch.logsumexp(components.log_prob(z[:, None, :]), dim=1) - math.log(40)
     assert torch.allclose(aggregate.log_prob(z), direct.detach(), atol=1e-4)
 
-    mixture = pyro_vae.LatentMixture.fit(pyro_vae.Program(program.model, flow_guide, plate="points"), x[:40], 2,
-                                         covariates={"y": y[:40]})  # fmt: skip
+    mixture = pyro_vae.LatentMixture.fit(
+        pyro_vae.Program(program.model, flow_guide, plate="points"), x[:40], 2, covariates={"y": y[:40]}
+    )
     assert mixture.loc.shape == (2, L)
     surgery = diagnostics.elbo_surgery(program.model, x[:40], **args)
     assert surgery.average_kl == pytest.approx(surgery.mutual_information + surgery.marginal_kl, abs=1e-9)
     assert diagnostics.active_units(program.model, x[:40], **args).count == L
-    data = pyro_vae.to_inference_data(program.model, x[:5], num_samples=20, guide=flow_guide,
-                                      covariates={"y": y[:5]}, plate="points")  # fmt: skip
+    data = pyro_vae.to_inference_data(
+        program.model, x[:5], num_samples=20, guide=flow_guide, covariates={"y": y[:5]}, plate="points"
+    )
     assert len(az.summary(data, var_names=["h"])) == 5 * L
 
 
@@ -419,5 +461,6 @@ def test_sampling_decodes_any_latent_distribution_through_a_hand_written_model(c
     again = pyro_vae.sample(program.model, 6, source=source, x=x[:1], plate="points", y=y[:1], seed=1)
     assert torch.equal(drawn.z, again.z)
     with pytest.raises(ValueError, match="event shape"):
-        pyro_vae.sample(program.model, 2, source=dist.Normal(torch.zeros(L + 1), 1.0).to_event(1), x=x[:1],
-                        plate="points", y=y[:1])  # fmt: skip
+        pyro_vae.sample(
+            program.model, 2, source=dist.Normal(torch.zeros(L + 1), 1.0).to_event(1), x=x[:1], plate="points", y=y[:1]
+        )

@@ -59,8 +59,10 @@ def test_held_out_real_images_score_better_than_noise_and_shuffled_pixels(digits
     g = torch.Generator().manual_seed(0)
     noise = torch.rand(held_out.shape, generator=g)
     shuffled = held_out[:, torch.randperm(held_out.shape[1], generator=g)]
-    scores = {name: quality.sample_quality(classifier, real, images)
-              for name, images in (("held_out", held_out), ("noise", noise), ("shuffled", shuffled))}  # fmt: skip
+    scores = {
+        name: quality.sample_quality(classifier, real, images)
+        for name, images in (("held_out", held_out), ("noise", noise), ("shuffled", shuffled))
+    }
     for bad in ("noise", "shuffled"):
         assert scores["held_out"]["frechet_distance"] < scores[bad]["frechet_distance"] / 5
         assert scores["held_out"]["precision"] > scores[bad]["precision"] + 0.3

@@ -14,9 +14,12 @@ def write_idx(folder, n, seed):
     for stem, count in (("train", n), ("t10k", n // 3)):
         images = (rng.random((count, 4, 4)) * 255).astype(np.uint8)
         labels = rng.integers(0, 3, count).astype(np.uint8)
-        (folder / f"{stem}-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + b"".join(
-            int(s).to_bytes(4, "big") for s in images.shape) + images.tobytes())  # fmt: skip
-        (folder / f"{stem}-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1]) + count.to_bytes(4, "big") + labels.tobytes())
+        (folder / f"{stem}-images-idx3-ubyte").write_bytes(
+            bytes([0, 0, 8, 3]) + b"".join(int(s).to_bytes(4, "big") for s in images.shape) + images.tobytes()
+        )
+        (folder / f"{stem}-labels-idx1-ubyte").write_bytes(
+            bytes([0, 0, 8, 1]) + count.to_bytes(4, "big") + labels.tobytes()
+        )
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +31,30 @@ def idx_run(tmp_path_factory):
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        assert main(["train", "--data", "my-idx-folder", "--binarize", "fixed", "--epochs", "2", "--hidden", "8",
-                     "--out", "run", "--elbo", "meanfield", "--prior", "mixture", "--prior-kwargs",
-                     '{"num_components": 3}']) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    "my-idx-folder",
+                    "--binarize",
+                    "fixed",
+                    "--epochs",
+                    "2",
+                    "--hidden",
+                    "8",
+                    "--out",
+                    "run",
+                    "--elbo",
+                    "meanfield",
+                    "--prior",
+                    "mixture",
+                    "--prior-kwargs",
+                    '{"num_components": 3}',
+                ]
+            )
+            == 0
+        )
     finally:
         os.chdir(cwd)
     return root
@@ -49,8 +73,12 @@ def test_a_run_on_an_idx_folder_is_evaluated_from_anywhere(idx_run, tmp_path, mo
 
 def test_every_sampling_source_from_the_command_line(idx_run, capsys):
     run = str(idx_run / "run")
-    for extra in (["--source", "mixture", "--components", "2"], ["--source", "subset", "--label", "1"],
-                  ["--source", "aggregate"], ["--source", "prior", "--device", "cpu"]):  # fmt: skip
+    for extra in (
+        ["--source", "mixture", "--components", "2"],
+        ["--source", "subset", "--label", "1"],
+        ["--source", "aggregate"],
+        ["--source", "prior", "--device", "cpu"],
+    ):
         assert main(["sample", run, "--num", "6", *extra]) == 0, extra
     assert (idx_run / "run" / "samples-subset1.png").stat().st_size > 0
     assert main(["sample", run, "--label", "1"]) == 2
@@ -64,12 +92,34 @@ def test_every_sampling_source_from_the_command_line(idx_run, capsys):
 
 def test_report_writes_diagnostics_and_figures(idx_run):
     run = idx_run / "run"
-    assert main(["report", str(run), "--num-particles", "20", "--max-points", "10", "--num-samples", "200",
-                 "--num", "6", "--components", "2"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "report",
+                str(run),
+                "--num-particles",
+                "20",
+                "--max-points",
+                "10",
+                "--num-samples",
+                "200",
+                "--num",
+                "6",
+                "--components",
+                "2",
+            ]
+        )
+        == 0
+    )
     report = json.loads((run / "report" / "report.json").read_text())
     assert {"log_likelihood", "elbo_surgery", "active_units", "pareto_k", "holes"} <= set(report)
-    for name in ("samples-prior.png", "samples-aggregate.png", "samples-mixture.png", "samples-labels.png",
-                 "latent-map.png"):  # fmt: skip
+    for name in (
+        "samples-prior.png",
+        "samples-aggregate.png",
+        "samples-mixture.png",
+        "samples-labels.png",
+        "latent-map.png",
+    ):
         assert (run / "report" / name).stat().st_size > 0, name
 
 
@@ -78,10 +128,28 @@ def test_tables_train_and_evaluate(tmp_path, suffix, capsys):
     rng = np.random.default_rng(0)
     table = rng.normal(size=(60, 5)) @ rng.normal(size=(5, 5)) + 3.0
     path = tmp_path / f"table{suffix}"
-    np.save(path, table) if suffix == ".npy" else np.savetxt(path, table, delimiter=",", header="a,b,c,d,e", comments="")
+    np.save(path, table) if suffix == ".npy" else np.savetxt(
+        path, table, delimiter=",", header="a,b,c,d,e", comments=""
+    )
     out = tmp_path / f"run{suffix}"
-    assert main(["train", "--data", str(path), "--likelihood", "normal", "--epochs", "2", "--hidden", "8",
-                 "--out", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--likelihood",
+                "normal",
+                "--epochs",
+                "2",
+                "--hidden",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "epoch 1/2" in err and "epoch 2/2" in err  # one line per epoch: output is not a terminal
     assert main(["evaluate", str(out), "--num-particles", "10"]) == 0

@@ -5,10 +5,10 @@ import warnings
 
 import pytest
 import torch
+from ppca import ExactEncoder, decoder_params, log_marginal, max_log_likelihood
 
 import pyro_vae
 from pyro_vae import baselines
-from ppca import ExactEncoder, decoder_params, log_marginal, max_log_likelihood
 
 
 def linear_gaussian(n, d, latent, offset, scale, seed=0):
@@ -70,8 +70,15 @@ def test_standardisation_keeps_log_likelihoods_in_the_datas_units():
     W, sigma = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 0.5]]), 0.5  # orthogonal columns
     loc, scale = torch.tensor([100.0, -5.0, 0.0, 3.0]), torch.tensor([50.0, 0.1, 2.0, 1.0])
     # The encoder sees standardised data, so the exact posterior of the standardised model is the guide.
-    vae = pyro_vae.VAE(4, 2, hidden_sizes=(), likelihood="normal", likelihood_kwargs={"scale": sigma}, standardize=True,
-                       encoder=ExactEncoder(W, torch.zeros(4), sigma))  # fmt: skip
+    vae = pyro_vae.VAE(
+        4,
+        2,
+        hidden_sizes=(),
+        likelihood="normal",
+        likelihood_kwargs={"scale": sigma},
+        standardize=True,
+        encoder=ExactEncoder(W, torch.zeros(4), sigma),
+    )
     with torch.no_grad():
         vae.decoder.net[0].weight.copy_(W)
         vae.decoder.net[0].bias.zero_()
@@ -105,7 +112,11 @@ def test_baselines_are_exact_and_a_model_that_loses_to_them_is_flagged():
     x = linear_gaussian(400, 6, 2, 2.0, 1.0)
     train, test = x[:300], x[300:]
     gaussian = baselines.diagonal_gaussian(train, test)
-    direct = torch.distributions.Normal(train.double().mean(0), train.double().std(0, correction=0)).log_prob(test.double()).sum(-1)
+    direct = (
+        torch.distributions.Normal(train.double().mean(0), train.double().std(0, correction=0))
+        .log_prob(test.double())
+        .sum(-1)
+    )
     assert torch.allclose(gaussian.log_px, direct)
     assert baselines.ppca(train, test, 2).mean > gaussian.mean  # the data have two latent directions
     untrained = pyro_vae.VAE(6, 2, hidden_sizes=(8,), likelihood="normal")  # scale 0.1, bias 0: far off
@@ -116,8 +127,12 @@ def test_baselines_are_exact_and_a_model_that_loses_to_them_is_flagged():
     assert table.index[0].startswith("baseline")
     assert "a" in table.attrs["warnings"]
     with pytest.raises(ValueError, match="mass functions"):
-        pyro_vae.compare({"a": pyro_vae.VAE(6, 2), "b": pyro_vae.VAE(6, 2)}, (test > 2).float(), baselines_from=train,
-                         num_particles=20)  # fmt: skip
+        pyro_vae.compare(
+            {"a": pyro_vae.VAE(6, 2), "b": pyro_vae.VAE(6, 2)},
+            (test > 2).float(),
+            baselines_from=train,
+            num_particles=20,
+        )
 
 
 def test_a_still_rising_elbo_is_reported():

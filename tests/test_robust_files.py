@@ -169,7 +169,7 @@ def test_malformed_idx_files_raise_value_errors_naming_the_file(tmp_path, conten
 def test_idx_labels_are_validated(tmp_path, labels, code):
     folder = tmp_path / "set"
     folder.mkdir()
-    for part, stem in (("train", "train"), ("test", "t10k")):
+    for _, stem in (("train", "train"), ("test", "t10k")):
         (folder / f"{stem}-images-idx3-ubyte").write_bytes(idx((1, 2, 2), bytes(4)))
         (folder / f"{stem}-labels-idx1-ubyte").write_bytes(idx((1,), labels, type_code=code))
     with pytest.raises(ValueError, match="labels must lie"):

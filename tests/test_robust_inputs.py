@@ -26,7 +26,7 @@ def vae():
         lambda x: x.numpy(),
         lambda x: x.numpy().astype(np.float64),
         lambda x: pd.DataFrame(x.numpy()),
-        lambda x: (x > 0),
+        lambda x: x > 0,
         lambda x: x.round().long(),
     ],
     ids=["float64", "float16", "bfloat16", "numpy32", "numpy64", "pandas", "bool", "int"],

@@ -21,8 +21,9 @@ def counts(n, seed=0):
 
 @pytest.mark.parametrize("likelihood", ["poisson", "negative_binomial", "zero_inflated_negative_binomial"])
 def test_the_mean_is_the_size_factor_times_a_composition(likelihood):
-    vae = pyro_vae.VAE(D, 2, hidden_sizes=(8,), likelihood=likelihood, likelihood_kwargs={"size_factors": True},
-                       input_scale=100.0)  # fmt: skip
+    vae = pyro_vae.VAE(
+        D, 2, hidden_sizes=(8,), likelihood=likelihood, likelihood_kwargs={"size_factors": True}, input_scale=100.0
+    )
     raw = torch.randn(5, D * vae.likelihood.params_per_feature)
     size = torch.tensor([10.0, 100.0, 1000.0, 1.0, 50.0])
     mean = vae.likelihood.mean(raw, size)
@@ -39,8 +40,14 @@ def test_size_factors_fit_counts_of_uneven_depth_better_and_generate_at_a_chosen
     scores = {}
     for size_factors in (False, True):
         torch.manual_seed(0)
-        vae = pyro_vae.VAE(D, 2, hidden_sizes=(16,), likelihood="negative_binomial", input_scale=float(x.max()),
-                           likelihood_kwargs={"size_factors": size_factors})  # fmt: skip
+        vae = pyro_vae.VAE(
+            D,
+            2,
+            hidden_sizes=(16,),
+            likelihood="negative_binomial",
+            input_scale=float(x.max()),
+            likelihood_kwargs={"size_factors": size_factors},
+        )
         pyro_vae.fit(vae, train, epochs=40, batch_size=100, lr=1e-2)
         scores[size_factors] = pyro_vae.log_likelihood(vae, test, num_particles=100)
     with_sizes, without = scores[True], scores[False]
@@ -59,7 +66,11 @@ def test_size_factors_fit_counts_of_uneven_depth_better_and_generate_at_a_chosen
 
 def test_size_factors_are_refused_where_they_do_not_apply():
     with pytest.raises(ValueError, match="size_factor applies"):
-        pyro_vae.log_likelihood(pyro_vae.VAE(D, 2, likelihood="poisson", input_scale=10.0),
-                                torch.ones(4, D), covariates={"size_factor": torch.ones(4)}, num_particles=10)  # fmt: skip
+        pyro_vae.log_likelihood(
+            pyro_vae.VAE(D, 2, likelihood="poisson", input_scale=10.0),
+            torch.ones(4, D),
+            covariates={"size_factor": torch.ones(4)},
+            num_particles=10,
+        )
     with pytest.raises(ValueError, match="takes no options"):
         pyro_vae.VAE(D, 2, likelihood="bernoulli", likelihood_kwargs={"size_factors": True})

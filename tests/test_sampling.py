@@ -1,6 +1,5 @@
 """Latent sources for new samples: fitted mixture, sample(source=...), and hole diagnostics."""
 
-
 import pytest
 import torch
 from torch import nn
@@ -26,8 +25,9 @@ class FixedEncoder(nn.Module):
 
 
 def vae_with(encoder, input_dim=4):
-    return pyro_vae.VAE(input_dim, L, hidden_sizes=(8,), likelihood="normal", likelihood_kwargs={"scale": 1.0},
-                        encoder=encoder)  # fmt: skip
+    return pyro_vae.VAE(
+        input_dim, L, hidden_sizes=(8,), likelihood="normal", likelihood_kwargs={"scale": 1.0}, encoder=encoder
+    )
 
 
 def three_clusters(n=3000, seed=0):
@@ -51,10 +51,12 @@ def test_fitted_mixture_recovers_a_known_mixture_and_is_saved_with_the_model(tmp
     assert torch.allclose(cov.diagonal(dim1=-2, dim2=-1), torch.full((3, 2), 0.3**2 + 0.05**2), atol=0.01)
     # Density against direct computation.
     z = torch.randn(10, L)
-    direct = torch.stack([
-        mixture.weights[k].log() + torch.distributions.MultivariateNormal(mixture.loc[k], cov[k]).log_prob(z)
-        for k in range(3)
-    ]).logsumexp(0)  # fmt: skip
+    direct = torch.stack(
+        [
+            mixture.weights[k].log() + torch.distributions.MultivariateNormal(mixture.loc[k], cov[k]).log_prob(z)
+            for k in range(3)
+        ]
+    ).logsumexp(0)
     assert torch.allclose(mixture.log_prob(z), direct, atol=1e-5)
     assert mixture.memory_bytes == 3 * (1 + 2 + 3) * 4
 
@@ -64,8 +66,9 @@ def test_fitted_mixture_recovers_a_known_mixture_and_is_saved_with_the_model(tmp
     assert isinstance(again.latent_mixture, pyro_vae.LatentMixture)
     assert torch.equal(again.latent_mixture.loc, mixture.loc)
     assert torch.allclose(again.latent_mixture.log_prob(z), mixture.log_prob(z))
-    assert torch.equal(pyro_vae.sample(again, 5, source="mixture", seed=2).z,
-                       pyro_vae.sample(vae, 5, source="mixture", seed=2).z)  # fmt: skip
+    assert torch.equal(
+        pyro_vae.sample(again, 5, source="mixture", seed=2).z, pyro_vae.sample(vae, 5, source="mixture", seed=2).z
+    )
 
 
 def test_sample_sources_shapes_seeds_and_subsets():
@@ -152,10 +155,14 @@ def test_leave_one_out_density_is_the_mixture_of_the_other_components():
     loc, scale = torch.randn(5, 2), torch.rand(5, 2) + 0.2
     aggregate = pyro_vae.AggregatePosterior(loc, scale)
     z, leave = torch.randn(7, 2), torch.tensor([0, 1, 2, 3, 4, 0, 2])
-    expected = torch.stack([
-        pyro_vae.AggregatePosterior(loc[torch.arange(5) != i], scale[torch.arange(5) != i]).log_prob(z[j : j + 1])[0]
-        for j, i in enumerate(leave.tolist())
-    ])  # fmt: skip
+    expected = torch.stack(
+        [
+            pyro_vae.AggregatePosterior(loc[torch.arange(5) != i], scale[torch.arange(5) != i]).log_prob(z[j : j + 1])[
+                0
+            ]
+            for j, i in enumerate(leave.tolist())
+        ]
+    )
     assert torch.allclose(aggregate.log_prob(z, leave_out=leave), expected, atol=1e-6)
 
 

@@ -5,9 +5,9 @@ import warnings
 import pyro.distributions as dist
 import pytest
 import torch
+from programs import ConditionalLinear
 
 import pyro_vae
-from programs import ConditionalLinear
 
 
 def test_a_model_is_not_confidently_ranked_below_itself_by_a_poor_estimator():
@@ -29,10 +29,20 @@ def test_a_model_is_not_confidently_ranked_below_itself_by_a_poor_estimator():
     assert table.loc["poor guide", "estimator"] == "importance sampling"
 
     # AIS from the same poor guide removes the artefact: the difference shrinks to its noise.
-    annealed = pyro_vae.log_likelihood(program.model, x, guide=poor, covariates={"y": y}, plate="points",
-                                       method="ais", num_particles=4, ais_steps=100, leapfrog_steps=5)  # fmt: skip
-    exact = pyro_vae.log_likelihood(program.model, x, guide=program.guide, covariates={"y": y}, plate="points",
-                                    num_particles=10)  # fmt: skip
+    annealed = pyro_vae.log_likelihood(
+        program.model,
+        x,
+        guide=poor,
+        covariates={"y": y},
+        plate="points",
+        method="ais",
+        num_particles=4,
+        ais_steps=100,
+        leapfrog_steps=5,
+    )
+    exact = pyro_vae.log_likelihood(
+        program.model, x, guide=program.guide, covariates={"y": y}, plate="points", num_particles=10
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         again = pyro_vae.compare({"exact guide": exact, "poor guide, AIS": annealed})
@@ -52,8 +62,13 @@ def test_well_estimated_differences_are_not_flagged():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        table = pyro_vae.compare({"true": (program.model, program.guide), "shifted": (shifted_model, shifted_guide)},
-                                 x, covariates={"y": y}, plate="points", num_particles=50)  # fmt: skip
+        table = pyro_vae.compare(
+            {"true": (program.model, program.guide), "shifted": (shifted_model, shifted_guide)},
+            x,
+            covariates={"y": y},
+            plate="points",
+            num_particles=50,
+        )
     assert not table["unresolved"].any() and table.attrs["unresolved"] == []
     assert table.index[0] == "true"
 

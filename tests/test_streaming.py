@@ -134,8 +134,12 @@ def test_idx_folders_convert_once_into_streamable_files(tmp_path, gz):
     folder = tmp_path / "idx"
     folder.mkdir()
     suffix = ".gz" if gz else ""
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (50, 5, 4)), "train-labels-idx1-ubyte": rng.integers(0, 10, 50),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (20, 5, 4)), "t10k-labels-idx1-ubyte": rng.integers(0, 10, 20)}  # fmt: skip
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (50, 5, 4)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, 50),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (20, 5, 4)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, 20),
+    }
     for stem, array in arrays.items():
         _write_idx(folder / (stem + suffix), array, gz)
     written = pyro_vae.data.idx_to_npy(folder, tmp_path / "npy", block_bytes=64)  # many blocks
@@ -145,8 +149,10 @@ def test_idx_folders_convert_once_into_streamable_files(tmp_path, gz):
     assert torch.allclose(images[:], expected.float() / 255)
     assert np.array_equal(np.load(written["test_labels"]), arrays["t10k-labels-idx1-ubyte"])
     if not gz:  # an uncompressed IDX file streams in place, too
-        assert torch.equal(open_rows(folder / "t10k-images-idx3-ubyte")[:].reshape(20, 5, 4),
-                           torch.from_numpy(arrays["t10k-images-idx3-ubyte"].astype(np.uint8)))
+        assert torch.equal(
+            open_rows(folder / "t10k-images-idx3-ubyte")[:].reshape(20, 5, 4),
+            torch.from_numpy(arrays["t10k-images-idx3-ubyte"].astype(np.uint8)),
+        )
     else:
         with pytest.raises(ValueError, match="idx_to_npy"):
             open_rows(folder / "t10k-images-idx3-ubyte.gz")
@@ -155,8 +161,12 @@ def test_idx_folders_convert_once_into_streamable_files(tmp_path, gz):
 def test_a_damaged_idx_folder_leaves_no_partial_file(tmp_path):
     folder = tmp_path / "idx"
     folder.mkdir()
-    for stem, shape in (("train-images-idx3-ubyte", (30, 4, 4)), ("train-labels-idx1-ubyte", (30,)),
-                        ("t10k-images-idx3-ubyte", (10, 4, 4)), ("t10k-labels-idx1-ubyte", (10,))):  # fmt: skip
+    for stem, shape in (
+        ("train-images-idx3-ubyte", (30, 4, 4)),
+        ("train-labels-idx1-ubyte", (30,)),
+        ("t10k-images-idx3-ubyte", (10, 4, 4)),
+        ("t10k-labels-idx1-ubyte", (10,)),
+    ):
         _write_idx(folder / stem, np.zeros(shape))
     damaged = folder / "t10k-images-idx3-ubyte"
     damaged.write_bytes(damaged.read_bytes()[:-5])
@@ -183,8 +193,9 @@ def large_file(tmp_path_factory):
 def test_a_file_several_times_the_memory_bound_streams_within_it(large_file, tool):
     size_mb = large_file.stat().st_size / 2**20
     assert size_mb > 4 * BOUND_MB
-    result = subprocess.run([sys.executable, str(WORKER), tool, str(large_file)], check=True, capture_output=True,
-                            text=True).stdout  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(WORKER), tool, str(large_file)], check=True, capture_output=True, text=True
+    ).stdout
     measured = json.loads(result)
     assert measured["rows"] == ROWS and np.isfinite(measured["value"])
     added = measured["peak_mb"] - measured["before_mb"]

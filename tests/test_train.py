@@ -54,8 +54,7 @@ def test_resume_refuses_changed_settings_and_architecture(tmp_path):
 
 def test_kl_warmup_ramps_and_history_is_saved(tmp_path):
     vae = new_vae()
-    history = pyro_vae.fit(vae, dataset(), epochs=3, batch_size=40, kl_warmup_epochs=2,
-                           history_path=tmp_path / "h.csv")
+    history = pyro_vae.fit(vae, dataset(), epochs=3, batch_size=40, kl_warmup_epochs=2, history_path=tmp_path / "h.csv")
     assert history.column("kl_weight") == pytest.approx([0.5, 1.0, 1.0])
     lines = (tmp_path / "h.csv").read_text().splitlines()
     assert lines[0] == "epoch,kl_weight,train_elbo,val_elbo,seconds" and len(lines) == 4

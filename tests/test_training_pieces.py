@@ -9,8 +9,16 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import pyro_vae
-from pyro_vae.training import (EarlyStopping, KLWarmup, ObjectiveStep, Progress, Validation, epoch_order,
-                               epoch_values, make_objective)  # fmt: skip
+from pyro_vae.training import (
+    EarlyStopping,
+    KLWarmup,
+    ObjectiveStep,
+    Progress,
+    Validation,
+    epoch_order,
+    epoch_values,
+    make_objective,
+)
 
 
 def small_vae(seed=0):
@@ -107,7 +115,8 @@ def test_validation_equals_mean_elbo():
     program = vae.as_program()
     data = program.data(x)
     assert Validation(program, data, seed=4, batch_size=7)() == pytest.approx(
-        pyro_vae.mean_elbo(vae, x, seed=4, batch_size=7))
+        pyro_vae.mean_elbo(vae, x, seed=4, batch_size=7)
+    )
 
 
 def test_validation_with_particles_is_the_importance_weighted_bound_rising_to_the_exact_log_marginal():
@@ -130,8 +139,18 @@ def test_validation_with_particles_is_the_importance_weighted_bound_rising_to_th
 def test_fit_with_an_importance_weighted_objective_validates_on_that_bound():
     vae, x = small_vae(), binary(60)
     val = binary(25, seed=1)
-    history = pyro_vae.fit(vae, x, val=val, epochs=2, batch_size=20, elbo="iwae", num_particles=4, seed=3,
-                           restore_best=False, progress=False)  # fmt: skip
+    history = pyro_vae.fit(
+        vae,
+        x,
+        val=val,
+        epochs=2,
+        batch_size=20,
+        elbo="iwae",
+        num_particles=4,
+        seed=3,
+        restore_best=False,
+        progress=False,
+    )
     program = vae.as_program()
     bound = Validation(program, program.data(val), seed=3, batch_size=128, num_particles=4)()
     assert history.rows[-1]["val_elbo"] == pytest.approx(bound)
@@ -204,10 +223,13 @@ def test_the_compiled_objective_takes_covariates_and_resumes_exactly(tmp_path):
     x = (torch.rand(200, 12, generator=torch.Generator().manual_seed(1)) < 0.4).float()
     y = pyro_vae.data.one_hot(torch.arange(200) % 3, 3)
     start, (eager, compiled), _ = _twins_trained(x, 3, covariates={"y": y}, model={"covariate_dim": 3})
-    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(eager.state_dict().values(), compiled.state_dict().values()))
+    assert all(
+        torch.allclose(a, b, atol=1e-5) for a, b in zip(eager.state_dict().values(), compiled.state_dict().values())
+    )
     first = copy.deepcopy(start)
-    options = dict(covariates={"y": y}, batch_size=64, kl_warmup_epochs=2, progress=False, jit=True,
-                   checkpoint=tmp_path / "run.pt")  # fmt: skip
+    options = dict(
+        covariates={"y": y}, batch_size=64, kl_warmup_epochs=2, progress=False, jit=True, checkpoint=tmp_path / "run.pt"
+    )
     pyro_vae.fit(first, x, epochs=2, **options)
     resumed = copy.deepcopy(start)
     pyro_vae.fit(resumed, x, epochs=3, resume=True, **options)

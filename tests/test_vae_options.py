@@ -48,8 +48,9 @@ def test_a_conditional_vae_generates_the_class_it_is_given(conditional_vae):
 def test_a_conditional_vae_scores_data_with_its_labels(conditional_vae):
     vae, x, labels = conditional_vae
     right = pyro_vae.log_likelihood(vae, x, covariates={"y": one_hot(labels, CLASSES)}, num_particles=50)
-    wrong = pyro_vae.log_likelihood(vae, x, covariates={"y": one_hot((labels + 1) % CLASSES, CLASSES)},
-                                    num_particles=50)  # fmt: skip
+    wrong = pyro_vae.log_likelihood(
+        vae, x, covariates={"y": one_hot((labels + 1) % CLASSES, CLASSES)}, num_particles=50
+    )
     assert right.mean > wrong.mean + 5.0  # the wrong class predicts the wrong block of pixels
     data = pyro_vae.to_inference_data(vae, x[:5], covariates={"y": one_hot(labels[:5], CLASSES)}, num_samples=4)
     assert data.posterior["z"].shape == (1, 4, 5, 2)
@@ -68,8 +69,9 @@ def test_conditional_vae_refuses_missing_or_misshapen_covariates(conditional_vae
     back = pyro_vae.load(pyro_vae.save(vae, tmp_path / "cvae.pt"))
     assert back.covariate_dim == CLASSES
     y = one_hot(labels[:10], CLASSES)
-    assert torch.equal(pyro_vae.reconstruct(back, x[:10], covariates={"y": y}),
-                       pyro_vae.reconstruct(vae, x[:10], covariates={"y": y}))  # fmt: skip
+    assert torch.equal(
+        pyro_vae.reconstruct(back, x[:10], covariates={"y": y}), pyro_vae.reconstruct(vae, x[:10], covariates={"y": y})
+    )
 
 
 def test_the_iaf_guide_is_a_flow_every_tool_reads_from_the_trace(tmp_path):

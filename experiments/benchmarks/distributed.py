@@ -33,15 +33,40 @@ results = {}
 for processes in args.processes:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "run"
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                   "-m", "pyro_vae.cli", "train", "--data", args.data, "--binarize", "dynamic", "--latent-dim", "50",
-                   "--hidden", "400", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                   "--device", args.device, "--out", str(out)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={processes}",
+            "-m",
+            "pyro_vae.cli",
+            "train",
+            "--data",
+            args.data,
+            "--binarize",
+            "dynamic",
+            "--latent-dim",
+            "50",
+            "--hidden",
+            "400",
+            "--epochs",
+            str(args.epochs),
+            "--batch-size",
+            str(args.batch_size),
+            "--device",
+            args.device,
+            "--out",
+            str(out),
+        ]
         done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"{processes} processes failed:\n{done.stderr[-2000:]}")
         with open(out / "history.csv") as handle:
             seconds = [float(row["seconds"]) for row in csv.DictReader(handle)]
     results[processes] = statistics.median(seconds[1:] or seconds)
-    print(f"{processes} process(es): median epoch {results[processes]:.2f} s, speed-up "
-          f"{results[args.processes[0]] / results[processes]:.2f}x", flush=True)  # fmt: skip
+    print(
+        f"{processes} process(es): median epoch {results[processes]:.2f} s, speed-up "
+        f"{results[args.processes[0]] / results[processes]:.2f}x",
+        flush=True,
+    )

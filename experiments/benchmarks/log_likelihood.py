@@ -97,8 +97,16 @@ def measure_memory(args) -> None:
     pyro_vae.log_likelihood(vae, x, num_particles=args.particles, psis=False, max_memory_mb=args.measure_memory)
     seconds = time.perf_counter() - start
     peak = _status_kib("VmHWM")
-    print(json.dumps({"max_memory_mb": args.measure_memory, "plan": chunk_plan(vae, args.particles, args.measure_memory),
-                      "peak_rise_mb": (peak - before) / 1024, "seconds": seconds}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "max_memory_mb": args.measure_memory,
+                "plan": chunk_plan(vae, args.particles, args.measure_memory),
+                "peak_rise_mb": (peak - before) / 1024,
+                "seconds": seconds,
+            }
+        )
+    )
 
 
 def _status_kib(field: str) -> int:
@@ -145,8 +153,10 @@ def main() -> None:
             estimates[name] = method()
             times[name].append(time.perf_counter() - start)
     ours = times["pyro_vae"]
-    print(f"{args.points} binarised Fashion-MNIST test images, {args.particles} particles, "
-          f"{args.repeats} alternating repetitions, 2 threads; chunk = {points_per_chunk} points x {args.particles} particles")  # fmt: skip
+    print(
+        f"{args.points} binarised Fashion-MNIST test images, {args.particles} particles, "
+        f"{args.repeats} alternating repetitions, 2 threads; chunk = {points_per_chunk} points x {args.particles} particles"
+    )
     print(f"{'method':45s} {'median s':>9s} {'ratio to pyro_vae':>18s} {'mean log p(x)':>14s}")
     for name in methods:
         ratio = statistics.median(t / o for t, o in zip(times[name], ours))
@@ -159,11 +169,23 @@ def main() -> None:
 
     print("\npeak memory of one pyro_vae.log_likelihood call (fresh process each):")
     for setting in args.memory_settings:
-        command = [sys.executable, __file__, "--points", str(args.points), "--particles", str(args.particles),
-                   "--measure-memory", str(setting)] + (["--model", args.model] if args.model else [])  # fmt: skip
-        row = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
-        print(f"  max_memory_mb={setting:6.0f}: chunk {row['plan'][0]} points x {row['plan'][1]} particles, "
-              f"peak rise {row['peak_rise_mb']:.0f} MB, {row['seconds']:.2f} s")
+        command = [
+            sys.executable,
+            __file__,
+            "--points",
+            str(args.points),
+            "--particles",
+            str(args.particles),
+            "--measure-memory",
+            str(setting),
+        ] + (["--model", args.model] if args.model else [])
+        row = json.loads(
+            subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        )
+        print(
+            f"  max_memory_mb={setting:6.0f}: chunk {row['plan'][0]} points x {row['plan'][1]} particles, "
+            f"peak rise {row['peak_rise_mb']:.0f} MB, {row['seconds']:.2f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -68,15 +68,21 @@ def report(gib: float, folder: str | None) -> None:
         path = Path(tmp) / "x.npy"
         started = time.perf_counter()
         write(str(path), rows, cols)
-        print(f"wrote {path.stat().st_size / 2**30:.2f} GiB ({rows:,} x {cols:,} float32) in "
-              f"{time.perf_counter() - started:.0f} s")
+        print(
+            f"wrote {path.stat().st_size / 2**30:.2f} GiB ({rows:,} x {cols:,} float32) in "
+            f"{time.perf_counter() - started:.0f} s"
+        )
         for tool in ("train", "evaluate"):
             started = time.perf_counter()
-            out = subprocess.run([sys.executable, __file__, tool, str(path)], check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, tool, str(path)], check=True, capture_output=True, text=True
+            )
             measured = json.loads(out.stdout)
-            print(f"{tool:9s} peak resident {measured['peak_mb']:7.0f} MB, {measured['before_mb']:4.0f} MB before the "
-                  f"call: the tool added {measured['peak_mb'] - measured['before_mb']:5.0f} MB for a "
-                  f"{path.stat().st_size / 2**20:,.0f} MB file ({time.perf_counter() - started:.0f} s)")
+            print(
+                f"{tool:9s} peak resident {measured['peak_mb']:7.0f} MB, {measured['before_mb']:4.0f} MB before the "
+                f"call: the tool added {measured['peak_mb'] - measured['before_mb']:5.0f} MB for a "
+                f"{path.stat().st_size / 2**20:,.0f} MB file ({time.perf_counter() - started:.0f} s)"
+            )
 
 
 if __name__ == "__main__":

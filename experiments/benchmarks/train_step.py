@@ -67,17 +67,19 @@ def main():
         return pyro_vae.VAE(784, latent, hidden_sizes=hidden, likelihood="bernoulli")
 
     def fit(rep, **options):  # the epoch's own time, from the history (setup and tracing excluded)
-        return pyro_vae.fit(new_vae(), x, epochs=1, batch_size=batch_size, lr=lr, seed=rep, progress=False,
-                            **options).rows[0]["seconds"]  # fmt: skip
+        return pyro_vae.fit(
+            new_vae(), x, epochs=1, batch_size=batch_size, lr=lr, seed=rep, progress=False, **options
+        ).rows[0]["seconds"]
 
     runs = {
         "plain": lambda rep: (lambda v: plain_epoch(v.encoder, v.decoder, x, batch_size, lr, rep))(new_vae()),
-        "plain (fused Adam)": lambda rep: (lambda v: plain_epoch(v.encoder, v.decoder, x, batch_size, lr, rep,
-                                                                   fused=True))(new_vae()),
+        "plain (fused Adam)": lambda rep: (
+            lambda v: plain_epoch(v.encoder, v.decoder, x, batch_size, lr, rep, fused=True)
+        )(new_vae()),
         "pyro_vae (Trace_ELBO)": lambda rep: fit(rep),
         "pyro_vae (TraceMeanField_ELBO)": lambda rep: fit(rep, elbo="meanfield"),
         "pyro_vae (JitTrace_ELBO)": lambda rep: fit(rep, jit=True),
-    }  # fmt: skip
+    }
     if args.compile:
         compiled = new_vae()
         encoder, decoder = torch.compile(compiled.encoder), torch.compile(compiled.decoder)
@@ -86,12 +88,19 @@ def main():
 
         # One compiled model, trained on by every repetition: a fresh torch.compile would recompile each time.
         fresh = new_vae()
-        warm = pyro_vae.VAE(784, latent, hidden_sizes=hidden, likelihood="bernoulli",
-                            encoder=torch.compile(fresh.encoder), decoder=torch.compile(fresh.decoder))  # fmt: skip
+        warm = pyro_vae.VAE(
+            784,
+            latent,
+            hidden_sizes=hidden,
+            likelihood="bernoulli",
+            encoder=torch.compile(fresh.encoder),
+            decoder=torch.compile(fresh.decoder),
+        )
         # Compiles for the full and the last, partial, minibatch, outside the timing.
         pyro_vae.fit(warm, x[: 2 * batch_size + len(x) % batch_size], epochs=1, batch_size=batch_size, progress=False)
         runs["pyro_vae (torch.compile'd networks)"] = lambda rep: pyro_vae.fit(
-            warm, x, epochs=1, batch_size=batch_size, lr=lr, seed=rep, progress=False).rows[0]["seconds"]
+            warm, x, epochs=1, batch_size=batch_size, lr=lr, seed=rep, progress=False
+        ).rows[0]["seconds"]
     calls: dict[str, list[float]] = {name: [] for name in runs}  # the whole call, setup included
     epochs: dict[str, list[float]] = {name: [] for name in runs}  # the training epoch alone
     runs["plain"](0)  # warm-up: allocator, thread pool, lazy imports
@@ -104,22 +113,29 @@ def main():
             epochs[name].append(calls[name][-1] if epoch is None else epoch)
 
     print(f"{len(x)} images, batch {batch_size}, {args.threads} threads, {args.repeats} alternating repetitions")
-    print("epoch: the training epoch alone (pyro_vae's from its history); call: the whole fit call, with its data "
-          "checks, initialisation and tracing")  # fmt: skip
+    print(
+        "epoch: the training epoch alone (pyro_vae's from its history); call: the whole fit call, with its data "
+        "checks, initialisation and tracing"
+    )
     results = {}
     for name in runs:
         ratios = [t / p for t, p in zip(epochs[name], epochs["plain"])]
         to_fused = [t / p for t, p in zip(epochs[name], epochs["plain (fused Adam)"])]
         call_ratios = [t / p for t, p in zip(calls[name], calls["plain"])]
-        results[name] = {"median_epoch_seconds": statistics.median(epochs[name]),
-                         "median_call_seconds": statistics.median(calls[name]),
-                         "median_ratio": statistics.median(ratios), "ratios": ratios,
-                         "median_ratio_to_fused_plain": statistics.median(to_fused),
-                         "median_call_ratio": statistics.median(call_ratios)}  # fmt: skip
-        print(f"{name:36s} epoch {statistics.median(epochs[name]):6.3f} s  ratio to plain "
-              f"{statistics.median(ratios):.3f} (to fused plain {statistics.median(to_fused):.3f})  "
-              f"call ratio {statistics.median(call_ratios):.3f}   "
-              f"per repetition: {', '.join(f'{r:.2f}' for r in ratios)}")  # fmt: skip
+        results[name] = {
+            "median_epoch_seconds": statistics.median(epochs[name]),
+            "median_call_seconds": statistics.median(calls[name]),
+            "median_ratio": statistics.median(ratios),
+            "ratios": ratios,
+            "median_ratio_to_fused_plain": statistics.median(to_fused),
+            "median_call_ratio": statistics.median(call_ratios),
+        }
+        print(
+            f"{name:36s} epoch {statistics.median(epochs[name]):6.3f} s  ratio to plain "
+            f"{statistics.median(ratios):.3f} (to fused plain {statistics.median(to_fused):.3f})  "
+            f"call ratio {statistics.median(call_ratios):.3f}   "
+            f"per repetition: {', '.join(f'{r:.2f}' for r in ratios)}"
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)

@@ -2,7 +2,4 @@
 files, memory accounting, the isolated Pyro state, and every private or version-dependent API of
 torch, Pyro and ArviZ (:mod:`pyro_vae._util.compat`). Nothing here imports the rest of the package."""
 
-
-
-__all__ = [
-]
+__all__ = []

@@ -68,7 +68,7 @@ class FileLock:
     def __init__(self, path: str | os.PathLike, what: str):
         self.path, self.what = Path(path), what
 
-    def __enter__(self) -> "FileLock":
+    def __enter__(self) -> FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:

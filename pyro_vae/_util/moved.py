@@ -80,11 +80,15 @@ class _Alias(importlib.abc.Loader):
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname: str, path: object = None, target: object = None) -> importlib.machinery.ModuleSpec | None:
+    def find_spec(
+        self, fullname: str, path: object = None, target: object = None
+    ) -> importlib.machinery.ModuleSpec | None:
         new = MOVED.get(fullname)
         if new is None:
             return None
-        return importlib.machinery.ModuleSpec(fullname, _Alias(new), is_package=hasattr(importlib.import_module(new), "__path__"))
+        return importlib.machinery.ModuleSpec(
+            fullname, _Alias(new), is_package=hasattr(importlib.import_module(new), "__path__")
+        )
 
 
 _FINDER = _MovedFinder()

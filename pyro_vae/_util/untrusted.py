@@ -37,16 +37,21 @@ def read_torch_file(path: Path, what: str) -> Any:
         raise ValueError(f"{corrupt}: it has {len(members):,} members.")
     compressed = [m.filename for m in members if m.compress_type != zipfile.ZIP_STORED]
     if compressed:
-        raise ValueError(f"{path} has compressed members ({compressed[:3]}); torch.save stores tensors "
-                         "uncompressed, and pyro_vae refuses what could expand beyond the file's size.")  # fmt: skip
+        raise ValueError(
+            f"{path} has compressed members ({compressed[:3]}); torch.save stores tensors "
+            "uncompressed, and pyro_vae refuses what could expand beyond the file's size."
+        )
     declared = sum(m.file_size for m in members)
     if declared > path.stat().st_size:
         raise ValueError(f"{corrupt}: its members declare {declared:,} bytes in a file of {path.stat().st_size:,}.")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for damaged or foreign archives
-        kind = ("it holds objects other than tensors and plain containers, which pyro_vae never unpickles"
-                if "Unpickl" in type(error).__name__ or "weights_only" in str(error) else type(error).__name__)  # fmt: skip
+        kind = (
+            "it holds objects other than tensors and plain containers, which pyro_vae never unpickles"
+            if "Unpickl" in type(error).__name__ or "weights_only" in str(error)
+            else type(error).__name__
+        )
         raise ValueError(f"{corrupt}: {kind}.") from None
 
 

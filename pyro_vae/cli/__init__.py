@@ -1,12 +1,12 @@
 """Command line: ``pyro-vae demo | train | sample | evaluate | compare | report``.
 
-    pyro-vae demo                          # train on the embedded digits, write figures to runs/demo
-    pyro-vae train --data fashion-mnist --binarize dynamic --latent-dim 50 --out runs/fmnist
-    pyro-vae train --data table.csv --likelihood normal --out runs/table     # a table of N rows
-    pyro-vae sample runs/fmnist --source subset --label 7 --num 64
-    pyro-vae evaluate runs/fmnist          # NLL, ELBO surgery, active units, Pareto k -> JSON
-    pyro-vae compare runs/a runs/b --plot comparison.png
-    pyro-vae report runs/fmnist            # diagnostics, holes and samples from every source
+pyro-vae demo                          # train on the embedded digits, write figures to runs/demo
+pyro-vae train --data fashion-mnist --binarize dynamic --latent-dim 50 --out runs/fmnist
+pyro-vae train --data table.csv --likelihood normal --out runs/table     # a table of N rows
+pyro-vae sample runs/fmnist --source subset --label 7 --num 64
+pyro-vae evaluate runs/fmnist          # NLL, ELBO surgery, active units, Pareto k -> JSON
+pyro-vae compare runs/a runs/b --plot comparison.png
+pyro-vae report runs/fmnist            # diagnostics, holes and samples from every source
 """
 
 from __future__ import annotations
@@ -17,39 +17,68 @@ import sys
 from pathlib import Path
 
 from ..data import loading as data_module
-from ..vae.guides import GUIDES
-from ..likelihoods import LIKELIHOODS
-from ..vae.priors import PRIORS
-from ..train.settings import TrainSettings
-from .commands import SOURCE_NAMES, run_compare, run_demo, run_evaluate, run_sample, run_train
-from .report import run_report
 from ..io.runs import load_run
+from ..likelihoods import LIKELIHOODS
+from ..train.settings import TrainSettings
+from ..vae.guides import GUIDES
+from ..vae.priors import PRIORS
+from .commands import SOURCE_NAMES, run_demo, run_sample, run_train
+from .evaluation import run_compare, run_evaluate
+from .report import run_report
 
 __all__ = ["build_parser", "load_run", "main"]
 
+DEBUG_HELP = "show the traceback of an error instead of one line"
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; errors a user can fix are printed (exit status 2), not raised."""
+    """Run one command. Any error ends in one line, ``pyro-vae COMMAND: error: ...``, and exit status 2;
+    ``--debug`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
     import matplotlib
 
     matplotlib.use("Agg")  # the command line draws files, never windows
-    commands = {"demo": lambda a: run_demo(Path(a.out), epochs=a.epochs, seed=a.seed, overwrite=a.overwrite),
-                "train": run_train, "sample": run_sample, "evaluate": run_evaluate, "compare": run_compare,
-                "report": run_report}  # fmt: skip
+    commands = {
+        "demo": lambda a: run_demo(Path(a.out), epochs=a.epochs, seed=a.seed, overwrite=a.overwrite),
+        "train": run_train,
+        "sample": run_sample,
+        "evaluate": run_evaluate,
+        "compare": run_compare,
+        "report": run_report,
+    }
     try:
         commands[args.command](args)
-    except (ValueError, FileNotFoundError, TypeError, FloatingPointError) as error:
-        print(f"pyro-vae {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"pyro-vae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"pyro-vae {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     return 0
 
 
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line; an error the library did not expect names its type and asks
+    for ``--debug``."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, (ValueError, FileNotFoundError, TypeError, FloatingPointError, PermissionError)):
+        return text
+    return f"{type(error).__name__}: {text} (rerun with --debug for the traceback)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     def command(name: str, text: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        sub = commands.add_parser(
+            name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        # Also after the command's name; set only when given, so `pyro-vae --debug train` keeps it.
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+        return sub
 
     parser = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = command("demo", "train on the embedded digits and write a run folder with figures")
@@ -59,29 +88,67 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
     train = command("train", "train a VAE and write a run folder")
-    train.add_argument("--data", default="digits",
-                       help="'digits', 'fashion-mnist', 'mnist', a folder of IDX files, or a .npy/.csv table (N, D)")
-    train.add_argument("--binarize", default="none", choices=data_module.BINARIZE_MODES,
-                       help="binarise images once ('fixed') or afresh each epoch ('dynamic')")
-    train.add_argument("--values", default="unit", choices=data_module.VALUE_MODES,
-                       help="pixels scaled to [0, 1] or as integer levels (for count and level likelihoods)")
-    train.add_argument("--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS), help="observation model p(x|z)")
-    train.add_argument("--likelihood-kwargs", type=_json_object, default={},
-                       help='likelihood options as a JSON object, e.g. \'{"num_levels": 256}\'')
+    train.add_argument(
+        "--data",
+        default="digits",
+        help="'digits', 'fashion-mnist', 'mnist', a folder of IDX files, or a .npy/.csv table (N, D)",
+    )
+    train.add_argument(
+        "--binarize",
+        default="none",
+        choices=data_module.BINARIZE_MODES,
+        help="binarise images once ('fixed') or afresh each epoch ('dynamic')",
+    )
+    train.add_argument(
+        "--values",
+        default="unit",
+        choices=data_module.VALUE_MODES,
+        help="pixels scaled to [0, 1] or as integer levels (for count and level likelihoods)",
+    )
+    train.add_argument(
+        "--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS), help="observation model p(x|z)"
+    )
+    train.add_argument(
+        "--likelihood-kwargs",
+        type=_json_object,
+        default={},
+        help="likelihood options as a JSON object, e.g. '{\"num_levels\": 256}'",
+    )
     train.add_argument("--prior", default="normal", choices=sorted(PRIORS), help="prior p(z)")
-    train.add_argument("--prior-kwargs", type=_json_object, default={},
-                       help='prior options as a JSON object, e.g. \'{"num_components": 50}\'')
-    train.add_argument("--guide", default="normal", choices=sorted(GUIDES),
-                       help="family of q(z|x): a diagonal Gaussian, or an inverse autoregressive flow on top of it")
-    train.add_argument("--guide-kwargs", type=_json_object, default={},
-                       help='guide options as a JSON object, e.g. \'{"num_flows": 2}\'')
-    train.add_argument("--standardize", action="store_true",
-                       help="model (x - mean) / std per feature, with log-densities kept in the data's units "
-                       "(real-valued likelihoods: normal, laplace, student_t)")  # fmt: skip
+    train.add_argument(
+        "--prior-kwargs",
+        type=_json_object,
+        default={},
+        help="prior options as a JSON object, e.g. '{\"num_components\": 50}'",
+    )
+    train.add_argument(
+        "--guide",
+        default="normal",
+        choices=sorted(GUIDES),
+        help="family of q(z|x): a diagonal Gaussian, or an inverse autoregressive flow on top of it",
+    )
+    train.add_argument(
+        "--guide-kwargs",
+        type=_json_object,
+        default={},
+        help="guide options as a JSON object, e.g. '{\"num_flows\": 2}'",
+    )
+    train.add_argument(
+        "--standardize",
+        action="store_true",
+        help="model (x - mean) / std per feature, with log-densities kept in the data's units "
+        "(real-valued likelihoods: normal, laplace, student_t)",
+    )
     train.add_argument("--latent-dim", type=int, default=2, help="dimension L of z")
-    train.add_argument("--hidden", type=int, nargs="*", default=[400], help="hidden layer widths of encoder and decoder")
-    train.add_argument("--activation", default="softplus", choices=["softplus", "relu", "tanh", "elu", "gated"],
-                       help="non-linearity of the hidden layers; 'gated' makes them gated dense layers")
+    train.add_argument(
+        "--hidden", type=int, nargs="*", default=[400], help="hidden layer widths of encoder and decoder"
+    )
+    train.add_argument(
+        "--activation",
+        default="softplus",
+        choices=["softplus", "relu", "tanh", "elu", "gated"],
+        help="non-linearity of the hidden layers; 'gated' makes them gated dense layers",
+    )
     TrainSettings.add_arguments(train)
     train.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda, cuda:1, ...")
     train.add_argument("--out", required=True, help="run folder to write")
@@ -91,12 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = command("sample", "draw images from a trained run")
     sample.add_argument("run", help="a run folder written by train or demo")
-    sample.add_argument("--source", choices=SOURCE_NAMES, default="prior",
-                        help="where z comes from: the prior, the aggregate posterior of the training data, a "
-                        "Gaussian mixture fitted to it, or the aggregate posterior of one label's points")  # fmt: skip
+    sample.add_argument(
+        "--source",
+        choices=SOURCE_NAMES,
+        default="prior",
+        help="where z comes from: the prior, the aggregate posterior of the training data, a "
+        "Gaussian mixture fitted to it, or the aggregate posterior of one label's points",
+    )
     sample.add_argument("--label", type=int, default=None, help="with --source subset: the label to draw")
-    sample.add_argument("--components", type=int, default=10,
-                        help="with --source mixture and no mixture saved with the model: components to fit")
+    sample.add_argument(
+        "--components",
+        type=int,
+        default=10,
+        help="with --source mixture and no mixture saved with the model: components to fit",
+    )
     sample.add_argument("--num", type=int, default=64, help="number of images")
     sample.add_argument("--seed", type=int, default=0, help="seeds every draw")
     sample.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
@@ -120,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--max-points", type=int, default=500, help="test points to evaluate")
     report.add_argument("--num-samples", type=int, default=10_000, help="draws for the hole diagnostics")
     report.add_argument("--num", type=int, default=50, help="images per sample grid")
-    report.add_argument("--components", type=int, default=10, help="components of the fitted mixture (if none is saved)")
+    report.add_argument(
+        "--components", type=int, default=10, help="components of the fitted mixture (if none is saved)"
+    )
     report.add_argument("--seed", type=int, default=0, help="seeds every draw")
     report.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
     return parser
@@ -128,10 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _evaluation_options(parser) -> None:
     parser.add_argument("--split", choices=("test", "val"), default="test", help="held-out split to evaluate on")
-    parser.add_argument("--num-particles", type=int, default=1000,
-                        help="importance samples per data point (AIS chains with --method ais)")
-    parser.add_argument("--method", choices=("importance", "ais"), default="importance",
-                        help="estimator of log p(x): importance sampling from the guide, or annealed importance sampling")
+    parser.add_argument(
+        "--num-particles",
+        type=int,
+        default=1000,
+        help="importance samples per data point (AIS chains with --method ais)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=("importance", "ais"),
+        default="importance",
+        help="estimator of log p(x): importance sampling from the guide, or annealed importance sampling",
+    )
     parser.add_argument("--ais-steps", type=int, default=500, help="AIS temperatures (with --method ais)")
     parser.add_argument("--max-points", type=int, default=None, help="evaluate only the first N points of the split")
     parser.add_argument("--max-memory-mb", type=float, default=64.0, help="rough bound on one chunk's memory")

@@ -20,11 +20,12 @@ import torch
 from .._util.files import write_json
 from ..diagnostics.posterior import active_units, elbo_surgery, holes, pareto_k_report
 from ..evaluate.estimate import log_likelihood
+from ..io import runs
 from ..latent.aggregate import AggregatePosterior
 from ..latent.mixture import LatentMixture
 from ..latent.sampling import sample
-from ..io import runs
-from .commands import held_out, parse_device
+from .commands import parse_device
+from .evaluation import held_out
 
 
 def run_report(args) -> dict:
@@ -63,23 +64,40 @@ def run_report(args) -> dict:
         }
         for name, source in sources.items():
             drawn = sample(vae, args.num, source=source, seed=args.seed)
-            path = image_grid(drawn.mean, vae.image_shape, out / f"samples-{name}.png",
-                              title=f"Likelihood means E[x|z], z from the {name}", value_max=vae.input_scale)  # fmt: skip
+            path = image_grid(
+                drawn.mean,
+                vae.image_shape,
+                out / f"samples-{name}.png",
+                title=f"Likelihood means E[x|z], z from the {name}",
+                value_max=vae.input_scale,
+            )
             report["files"][f"samples from the {name}"] = str(path)
         labels = sorted(set(dataset.train.labels.tolist()))[:10]
         if len(labels) > 1:
             train = replace(dataset.train, x=codes_input, dynamic_binarization=False)
             rows = [sample(vae, 10, source="subset", x=train, label=label, seed=args.seed).mean for label in labels]
-            path = image_grid(torch.cat(rows), vae.image_shape, out / "samples-labels.png",
-                              title="One row per label: z from that label's aggregate posterior",
-                              row_labels=[str(label) for label in labels], value_max=vae.input_scale)  # fmt: skip
+            path = image_grid(
+                torch.cat(rows),
+                vae.image_shape,
+                out / "samples-labels.png",
+                title="One row per label: z from that label's aggregate posterior",
+                row_labels=[str(label) for label in labels],
+                value_max=vae.input_scale,
+            )
             report["files"]["samples per label"] = str(path)
-    path = latent_map(vae, x, dataset.test.labels[: len(x)].cpu(), out / "latent-map.png",
-                      title="Encoded test points over the prior density")  # fmt: skip
+    path = latent_map(
+        vae,
+        x,
+        dataset.test.labels[: len(x)].cpu(),
+        out / "latent-map.png",
+        title="Encoded test points over the prior density",
+    )
     report["files"]["latent map"] = str(path)
     write_json(out / "report.json", report)
-    print(f"  NLL {result.summary()['nll']:.2f} ± {result.summary()['nll_se']:.2f} nats per point; "
-          f"KL(q(z)||p(z)) {surgery.marginal_kl:.3f}; hole share {gaps.hole_share:.3f}; active units {units.count} "
-          f"of {vae.latent_dim}")  # fmt: skip
+    print(
+        f"  NLL {result.summary()['nll']:.2f} ± {result.summary()['nll_se']:.2f} nats per point; "
+        f"KL(q(z)||p(z)) {surgery.marginal_kl:.3f}; hole share {gaps.hole_share:.3f}; active units {units.count} "
+        f"of {vae.latent_dim}"
+    )
     print(f"wrote {out / 'report.json'} and {len(report['files'])} figure(s) in {out}")
     return report

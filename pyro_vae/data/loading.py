@@ -25,8 +25,8 @@ import gzip
 import hashlib
 import math
 import os
-import zlib
 import urllib.request
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -35,7 +35,7 @@ import torch
 
 from .._util.checks import positive_int
 from .._util.files import atomic_write, check_writable
-from .readers import TABLE_SUFFIXES, check_labels, load_table, idx_header, read_idx
+from .readers import TABLE_SUFFIXES, check_labels, idx_header, load_table, read_idx
 
 BINARIZE_MODES = ("none", "fixed", "dynamic")
 VALUE_MODES = ("unit", "levels")
@@ -90,7 +90,7 @@ class Split:
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def __getitem__(self, index) -> "Split":
+    def __getitem__(self, index) -> Split:
         """A sub-split: ``split[:100]``, ``split[split.labels == 3]``."""
         return replace(self, x=self.x[index], labels=self.labels[index])
 
@@ -295,9 +295,7 @@ def _find_idx_directory(name_or_path: str, *, download: bool) -> Path:
     if path.is_dir():
         if not _has_idx_files(path):
             missing = [IDX_FILES[r] for r in IDX_FILES if _idx_path(path, r) is None]
-            raise FileNotFoundError(
-                f"{path} lacks the IDX file(s) {missing} (each may be gzipped, ending in .gz)."
-            )
+            raise FileNotFoundError(f"{path} lacks the IDX file(s) {missing} (each may be gzipped, ending in .gz).")
         return path
     if name_or_path not in KNOWN_IDX:
         raise ValueError(
@@ -364,8 +362,9 @@ def _read_idx_pair(directory: Path, part: str) -> tuple[torch.Tensor, torch.Tens
     return images, check_labels(labels, labels_path)
 
 
-def idx_to_npy(directory: str | os.PathLike, out_directory: str | os.PathLike, *,
-               block_bytes: int = 2**24) -> dict[str, Path]:  # fmt: skip
+def idx_to_npy(
+    directory: str | os.PathLike, out_directory: str | os.PathLike, *, block_bytes: int = 2**24
+) -> dict[str, Path]:
     """Convert a folder of MNIST-format IDX files (gzipped or not) into ``.npy`` files, once, in blocks.
 
     Writes ``train_images.npy`` and ``test_images.npy`` of shape ``(N, H * W)`` in the files' own
@@ -397,15 +396,16 @@ def _copy_idx(path: Path, handle, role: str, block_bytes: int) -> None:
     with open(path, "rb") as probe:
         compressed = probe.read(2) == b"\x1f\x8b"
     try:
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as stream:
             shape, dtype = idx_header(stream, path)
             images = role.endswith("images")
             if (images and len(shape) < 2) or (not images and len(shape) != 1):
                 raise ValueError(f"{path}: {role} have shape {shape}; expected (N, H, W) images or (N,) labels.")
             native = np.dtype(np.int64) if not images else dtype.newbyteorder("=")
             rows = (shape[0], math.prod(shape[1:])) if images else shape
-            np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(native),
-                                                          "fortran_order": False, "shape": rows})  # fmt: skip
+            np.lib.format.write_array_header_1_0(
+                handle, {"descr": np.lib.format.dtype_to_descr(native), "fortran_order": False, "shape": rows}
+            )
             remaining = math.prod(shape) * dtype.itemsize
             block = max(dtype.itemsize, block_bytes // dtype.itemsize * dtype.itemsize)
             while remaining:
@@ -431,5 +431,7 @@ def one_hot(labels, num_classes: int) -> torch.Tensor:
     labels = torch.as_tensor(labels).long().reshape(-1)
     num_classes = positive_int(num_classes, "num_classes")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in 0..{num_classes - 1}, got values from {int(labels.min())} to {int(labels.max())}.")
+        raise ValueError(
+            f"labels must lie in 0..{num_classes - 1}, got values from {int(labels.min())} to {int(labels.max())}."
+        )
     return torch.nn.functional.one_hot(labels, num_classes).to(torch.get_default_dtype())

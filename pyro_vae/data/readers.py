@@ -36,22 +36,27 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
     try:
         with open(path, "rb") as handle:
             compressed = handle.read(2) == b"\x1f\x8b"
-        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
+        with gzip.open(path, "rb") if compressed else open(path, "rb") as stream:
             shape, dtype = idx_header(stream, path)
             ndim = len(shape)
             size = math.prod(shape) * dtype.itemsize
             if size > MAX_IDX_BYTES:
-                raise ValueError(f"{path}: its header {shape} announces {size:,} bytes, more than the "
-                                 f"{MAX_IDX_BYTES:,} pyro_vae reads (pyro_vae.readers.MAX_IDX_BYTES).")  # fmt: skip
+                raise ValueError(
+                    f"{path}: its header {shape} announces {size:,} bytes, more than the "
+                    f"{MAX_IDX_BYTES:,} pyro_vae reads (pyro_vae.readers.MAX_IDX_BYTES)."
+                )
             if not compressed and path.stat().st_size != 4 + 4 * ndim + size:
-                raise ValueError(f"{path} holds {path.stat().st_size} bytes but its header {shape} implies "
-                                 f"{4 + 4 * ndim + size}.")  # fmt: skip
+                raise ValueError(
+                    f"{path} holds {path.stat().st_size} bytes but its header {shape} implies {4 + 4 * ndim + size}."
+                )
             payload = _read_at_most(stream, size + 1)
     except (OSError, EOFError, zlib.error) as error:
         raise ValueError(f"{path} is unreadable or a damaged gzip file ({type(error).__name__}: {error}).") from None
     if len(payload) != size:
-        raise ValueError(f"{path} holds {4 + 4 * ndim + len(payload)}{'+' if len(payload) > size else ''} bytes "
-                         f"(decompressed) but its header {shape} implies {4 + 4 * ndim + size}.")  # fmt: skip
+        raise ValueError(
+            f"{path} holds {4 + 4 * ndim + len(payload)}{'+' if len(payload) > size else ''} bytes "
+            f"(decompressed) but its header {shape} implies {4 + 4 * ndim + size}."
+        )
     array = np.frombuffer(payload, dtype=dtype).reshape(shape)
     return torch.from_numpy(array.astype(array.dtype.newbyteorder("=")).copy())
 
@@ -87,8 +92,9 @@ def check_labels(labels: torch.Tensor, path: Path) -> torch.Tensor:
     if labels.is_floating_point():
         raise ValueError(f"{path}: labels must be integers, got {labels.dtype} values.")
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > MAX_LABEL):
-        raise ValueError(f"{path}: labels must lie in 0..{MAX_LABEL}, got values from {int(labels.min())} "
-                         f"to {int(labels.max())}.")  # fmt: skip
+        raise ValueError(
+            f"{path}: labels must lie in 0..{MAX_LABEL}, got values from {int(labels.min())} to {int(labels.max())}."
+        )
     return labels.to(torch.int64)
 
 
@@ -134,6 +140,8 @@ def check_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
         raise ValueError(f"{path} holds Python objects; a table must be numeric.")
     announced = math.prod(shape) * dtype.itemsize
     if header_end + announced != path.stat().st_size:
-        raise ValueError(f"{path} announces an array of shape {shape} ({announced:,} bytes) in a file of "
-                         f"{path.stat().st_size - header_end:,} data bytes.")  # fmt: skip
+        raise ValueError(
+            f"{path} announces an array of shape {shape} ({announced:,} bytes) in a file of "
+            f"{path.stat().st_size - header_end:,} data bytes."
+        )
     return shape, dtype, fortran, header_end

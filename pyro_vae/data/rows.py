@@ -89,7 +89,7 @@ class RowSource:
             tensor = tensor.to(torch.float32).mul_(self.scale)
         return tensor
 
-    def subset(self, index) -> "RowSource":
+    def subset(self, index) -> RowSource:
         """The rows ``index`` as a source of their own, read only when indexed."""
         return _Subset(self, self._positions(index))
 
@@ -116,11 +116,15 @@ class RowSource:
         positions = index.detach().cpu().numpy() if torch.is_tensor(index) else np.asarray(index)
         if positions.dtype == bool:
             if positions.shape != (n,):
-                raise IndexError(f"A boolean mask over a source of {n} rows must have shape ({n},), got {positions.shape}.")
+                raise IndexError(
+                    f"A boolean mask over a source of {n} rows must have shape ({n},), got {positions.shape}."
+                )
             return np.flatnonzero(positions)
         if positions.dtype.kind not in "iu" or positions.ndim != 1:
-            raise IndexError(f"Rows are selected by a 1-D array of integer positions, got {positions.dtype} of shape "
-                             f"{positions.shape}.")  # fmt: skip
+            raise IndexError(
+                f"Rows are selected by a 1-D array of integer positions, got {positions.dtype} of shape "
+                f"{positions.shape}."
+            )
         positions = positions.astype(np.int64)
         positions = np.where(positions < 0, positions + n, positions)
         if positions.size and (positions.min() < 0 or positions.max() >= n):
@@ -145,8 +149,9 @@ class MappedArray(RowSource):
         scale: optional factor applied to every value read.
     """
 
-    def __init__(self, path: str | os.PathLike, dtype: Any, shape: tuple[int, ...], offset: int = 0,
-                 scale: float | None = None):  # fmt: skip
+    def __init__(
+        self, path: str | os.PathLike, dtype: Any, shape: tuple[int, ...], offset: int = 0, scale: float | None = None
+    ):
         super().__init__(tuple(int(s) for s in shape), scale)
         self.path = Path(path)
         self.stored_dtype = np.dtype(dtype)
@@ -156,8 +161,10 @@ class MappedArray(RowSource):
         needed = self.offset + int(math.prod(self.shape)) * self.stored_dtype.itemsize
         size = self.path.stat().st_size
         if size < needed:
-            raise ValueError(f"{self.path} holds {size:,} bytes, fewer than the {needed:,} its shape "
-                             f"{tuple(self.shape)} of {self.stored_dtype} from byte {self.offset} needs.")  # fmt: skip
+            raise ValueError(
+                f"{self.path} holds {size:,} bytes, fewer than the {needed:,} its shape "
+                f"{tuple(self.shape)} of {self.stored_dtype} from byte {self.offset} needs."
+            )
         native = self.stored_dtype.newbyteorder("=")
         self.dtype = torch.float32 if scale is not None else torch.from_numpy(np.zeros(0, dtype=native)).dtype
 
@@ -174,8 +181,10 @@ class MappedArray(RowSource):
                 while done < len(target):  # large reads may come back in parts
                     count = os.preadv(handle.fileno(), [target[done:]], at + done)
                     if count == 0:
-                        raise ValueError(f"{self.path} ended while reading row {int(positions[first])}: the file "
-                                         "was truncated after it was opened.")  # fmt: skip
+                        raise ValueError(
+                            f"{self.path} ended while reading row {int(positions[first])}: the file "
+                            "was truncated after it was opened."
+                        )
                     done += count
         return out if out.dtype.isnative else out.astype(out.dtype.newbyteorder("="))
 
@@ -199,7 +208,9 @@ class IndexedRows(RowSource):
         first = _as_numpy(source[0])
         super().__init__((n, *first.shape), scale)
         self._vectorised = hasattr(source, "shape")
-        self.dtype = torch.float32 if scale is not None else torch.from_numpy(first.astype(first.dtype.newbyteorder("="))).dtype
+        self.dtype = (
+            torch.float32 if scale is not None else torch.from_numpy(first.astype(first.dtype.newbyteorder("="))).dtype
+        )
 
     def _read(self, positions: np.ndarray) -> np.ndarray:
         if self._vectorised:
@@ -207,8 +218,10 @@ class IndexedRows(RowSource):
         else:
             values = np.stack([_as_numpy(self.source[int(i)]) for i in positions])
         if values.shape[1:] != tuple(self.shape[1:]):
-            raise ValueError(f"The row source returned rows of shape {values.shape[1:]}, but its first row has "
-                             f"shape {tuple(self.shape[1:])}; every row must have the same shape.")  # fmt: skip
+            raise ValueError(
+                f"The row source returned rows of shape {values.shape[1:]}, but its first row has "
+                f"shape {tuple(self.shape[1:])}; every row must have the same shape."
+            )
         return values.astype(values.dtype.newbyteorder("="), copy=False)
 
 
@@ -236,10 +249,11 @@ class CheckedRows(RowSource):
     def __getitem__(self, index) -> torch.Tensor:
         return self.convert(self.parent[index])
 
-    def subset(self, index) -> "CheckedRows":
+    def subset(self, index) -> CheckedRows:
         positions = self._positions(index)
-        return CheckedRows(self.parent.subset(positions), self.convert, (len(positions), *self.shape[1:]), self.dtype,
-                           self.what)  # fmt: skip
+        return CheckedRows(
+            self.parent.subset(positions), self.convert, (len(positions), *self.shape[1:]), self.dtype, self.what
+        )
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -264,13 +278,17 @@ def open_rows(path: str | os.PathLike, *, scale: float | None = None) -> MappedA
     if path.suffix.lower() == ".npy":
         shape, dtype, fortran, offset = check_npy_header(path)
         if fortran:
-            raise ValueError(f"{path} is stored in Fortran order; rows must be contiguous: save it with "
-                             "numpy.save(path, numpy.ascontiguousarray(x)).")  # fmt: skip
+            raise ValueError(
+                f"{path} is stored in Fortran order; rows must be contiguous: save it with "
+                "numpy.save(path, numpy.ascontiguousarray(x))."
+            )
         return MappedArray(path, dtype, shape, offset, scale)
     with open(path, "rb") as handle:
         if handle.read(2) == b"\x1f\x8b":
-            raise ValueError(f"{path} is gzipped and cannot be read in place; convert its folder once with "
-                             "pyro_vae.data.idx_to_npy(folder, out_folder) and open the .npy files.")  # fmt: skip
+            raise ValueError(
+                f"{path} is gzipped and cannot be read in place; convert its folder once with "
+                "pyro_vae.data.idx_to_npy(folder, out_folder) and open the .npy files."
+            )
         handle.seek(0)
         shape, dtype = idx_header(handle, path)
         offset = handle.tell()
@@ -287,8 +305,10 @@ def as_row_source(value: Any) -> RowSource | None:
     if isinstance(value, np.memmap):
         # A view of a memory map keeps the map's offset, so only a whole map says where its rows are.
         if value.filename is None or not value.flags.c_contiguous or not isinstance(value.base, mmap.mmap):
-            raise ValueError("Pass the whole memory map as np.load(path, mmap_mode='r') returns it (C order), or a "
-                             "RowSource (pyro_vae.rows.open_rows(path).subset(rows)) for a part of it.")  # fmt: skip
+            raise ValueError(
+                "Pass the whole memory map as np.load(path, mmap_mode='r') returns it (C order), or a "
+                "RowSource (pyro_vae.rows.open_rows(path).subset(rows)) for a part of it."
+            )
         return MappedArray(value.filename, value.dtype, value.shape, value.offset)
     return None
 

@@ -31,11 +31,11 @@ from torch.nn import functional as F
 from .._util.checks import positive_int
 from .._util.isolation import isolated
 from ..evaluate.estimate import log_likelihood
+from ..evaluate.statistics import mean_se
 from ..latent.aggregate import AggregatePosterior
 from ..latent.predictive import shaped_like_site
 from ..program.protocol import Data, Program, as_program
 from ..program.sites import site_values
-from ..evaluate.statistics import mean_se
 
 
 @dataclass(frozen=True)
@@ -152,15 +152,23 @@ def amortization_gap(
             part = _LocalGaussians(loc[rows], scale[rows], name, program.plate, sites, transforms)
             traces.append(_refine(program, part, data, rows, num_steps, lr, train_particles, seed + start, sites))
             parts.append(part)
-    local = _LocalGaussians(torch.cat([p.loc.detach() for p in parts]), torch.cat([p.scale.detach() for p in parts]),
-                            name, program.plate, sites, transforms)  # fmt: skip
-    common = dict(covariates=data.covariates, num_particles=num_particles, seed=seed, psis=False,
-                  max_memory_mb=max_memory_mb)  # fmt: skip
+    local = _LocalGaussians(
+        torch.cat([p.loc.detach() for p in parts]),
+        torch.cat([p.scale.detach() for p in parts]),
+        name,
+        program.plate,
+        sites,
+        transforms,
+    )
+    common = dict(
+        covariates=data.covariates, num_particles=num_particles, seed=seed, psis=False, max_memory_mb=max_memory_mb
+    )
     encoder = log_likelihood(program, data.x, **common)
     with _frozen(frozen):
         refined = log_likelihood(program.replace(guide=local.guide), data.x, **common)
-    weights = torch.tensor([len(range(s, min(s + batch_size, len(data)))) for s in range(0, len(data), batch_size)],
-                           dtype=torch.float64)  # fmt: skip
+    weights = torch.tensor(
+        [len(range(s, min(s + batch_size, len(data)))) for s in range(0, len(data), batch_size)], dtype=torch.float64
+    )
     trace = (torch.tensor(traces, dtype=torch.float64).T @ weights / weights.sum()).tolist() if traces else []
     return AmortizationGap(
         encoder_elbo=encoder.elbo,
@@ -206,8 +214,9 @@ class _LocalGaussians(nn.Module):
     """Free diagonal Gaussians, one per data point, initialised at ``(loc, scale)`` and pushed through
     fixed shared ``transforms`` (none for a Gaussian guide): a guide."""
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, site: str = "z", plate: str = "data", sites=None,
-                 transforms=()):  # fmt: skip
+    def __init__(
+        self, loc: torch.Tensor, scale: torch.Tensor, site: str = "z", plate: str = "data", sites=None, transforms=()
+    ):
         super().__init__()
         self.transforms = list(transforms)
         self.loc = nn.Parameter(loc.detach().clone())
@@ -225,7 +234,10 @@ class _LocalGaussians(nn.Module):
         with pyro.plate(self.plate, x.shape[0], dim=dim):
             loc, scale = self.loc[rows], self.scale[rows]
             if self.sites is not None:
-                loc, scale = shaped_like_site(loc, self.sites, len(rows)), shaped_like_site(scale, self.sites, len(rows))
+                loc, scale = (
+                    shaped_like_site(loc, self.sites, len(rows)),
+                    shaped_like_site(scale, self.sites, len(rows)),
+                )
             base = dist.Normal(loc, scale).to_event(1)
             pyro.sample(self.site, dist.TransformedDistribution(base, self.transforms) if self.transforms else base)
 
@@ -246,8 +258,9 @@ def _refine(program, local, data, rows, num_steps, lr, particles, seed, sites) -
         # The frozen model's parameters are deliberately left out of the parameter store.
         warnings.filterwarnings("ignore", message=".*was not registered in the param store.*")
         for step in range(num_steps):
-            loss = objective.differentiable_loss(_with(program.model, model_kwargs), _with(local.guide, guide_kwargs),
-                                                 batch.x)  # fmt: skip
+            loss = objective.differentiable_loss(
+                _with(program.model, model_kwargs), _with(local.guide, guide_kwargs), batch.x
+            )
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -135,11 +135,19 @@ def data_copying(
             dropped += 1
             continue
         kept_generated += len(gen_d)
-        cells.append({"cell": cell, "test_count": len(test_d), "generated_count": len(gen_d),
-                      "z": _mann_whitney_z(test_d, gen_d)})  # fmt: skip
+        cells.append(
+            {
+                "cell": cell,
+                "test_count": len(test_d),
+                "generated_count": len(gen_d),
+                "z": _mann_whitney_z(test_d, gen_d),
+            }
+        )
     if not cells:
-        raise ValueError(f"No cell holds {min_count} test points and {min_count} generated samples; lower num_cells "
-                         "or min_count, or pass more points.")  # fmt: skip
+        raise ValueError(
+            f"No cell holds {min_count} test points and {min_count} generated samples; lower num_cells "
+            "or min_count, or pass more points."
+        )
     weights = torch.tensor([c["test_count"] for c in cells], dtype=torch.float64)
     weights = weights / weights.sum()
     z = torch.tensor([c["z"] for c in cells], dtype=torch.float64)
@@ -179,5 +187,6 @@ def _mann_whitney_z(test_d: torch.Tensor, gen_d: torch.Tensor) -> float:
 def _nearest_distance(queries: torch.Tensor, points: torch.Tensor, max_memory_mb: float) -> torch.Tensor:
     """Euclidean distance from every query to its nearest point, in chunks of ``max_memory_mb``."""
     chunk = max(1, int(max_memory_mb * 2**20 / (8 * len(points))))
-    return torch.cat([torch.cdist(queries[i : i + chunk], points).min(dim=1).values
-                      for i in range(0, len(queries), chunk)])  # fmt: skip
+    return torch.cat(
+        [torch.cdist(queries[i : i + chunk], points).min(dim=1).values for i in range(0, len(queries), chunk)]
+    )

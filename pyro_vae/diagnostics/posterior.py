@@ -14,26 +14,25 @@ Each returns a small result object with the numbers, their Monte Carlo or sampli
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
-import torch
-from torch.distributions import kl_divergence
-
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pyro
+import torch
+from torch.distributions import kl_divergence
 
 from .._util.checks import positive_int
 from .._util.isolation import isolated
 from ..evaluate.estimate import log_likelihood
 from ..evaluate.result import LogLikelihood
+from ..evaluate.statistics import monte_carlo_se as _mc_se
+from ..evaluate.statistics import proportion_se
 from ..latent.aggregate import AggregatePosterior, prior_of
 from ..latent.predictive import latent_means
 from ..program.protocol import as_program
 from ..program.sites import per_point, site_values
-from ..evaluate.statistics import monte_carlo_se as _mc_se
-from ..evaluate.statistics import proportion_se
+
 
 @dataclass(frozen=True)
 class ElboSurgery:
@@ -106,8 +105,12 @@ class ActiveUnits:
         return int(self.active.sum())
 
     def summary(self) -> dict[str, object]:
-        return {"active_units": self.count, "latent_dim": int(self.active.numel()),
-                "threshold": self.threshold, "variance": [float(v) for v in self.variance]}  # fmt: skip
+        return {
+            "active_units": self.count,
+            "latent_dim": int(self.active.numel()),
+            "threshold": self.threshold,
+            "variance": [float(v) for v in self.variance],
+        }
 
 
 @dataclass(frozen=True)
@@ -193,11 +196,16 @@ def elbo_surgery(
     name = sites.latent(site)
     with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
         aggregate = AggregatePosterior.from_program(program, data, site=name)
-        guide_trace, model_trace = program.traces(data, draws_per_point, indices=torch.arange(len(data)),
-                                                  num_data=len(data), sites=sites)  # fmt: skip
+        guide_trace, model_trace = program.traces(
+            data, draws_per_point, indices=torch.arange(len(data)), num_data=len(data), sites=sites
+        )
         z = site_values(guide_trace.nodes[name], sites, program.plate)  # (K, N, L)
-        log_q_cond = per_point(guide_trace.nodes[name], sites, program.plate, draws_per_point, len(data)).reshape(-1).double()
-        log_p = per_point(model_trace.nodes[name], sites, program.plate, draws_per_point, len(data)).reshape(-1).double()
+        log_q_cond = (
+            per_point(guide_trace.nodes[name], sites, program.plate, draws_per_point, len(data)).reshape(-1).double()
+        )
+        log_p = (
+            per_point(model_trace.nodes[name], sites, program.plate, draws_per_point, len(data)).reshape(-1).double()
+        )
         log_q_marg = aggregate.log_prob(z.reshape(-1, z.shape[-1]), max_memory_mb=max_memory_mb).double()
         try:
             exact = float(kl_divergence(guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]).mean())
@@ -341,6 +349,7 @@ def pareto_k_report(
         return ParetoReport(k=model.pareto_k, num_particles=model.num_particles)
     if x is None:
         raise ValueError("Pass the data x to evaluate the model on.")
-    result = log_likelihood(model, x, num_particles=num_particles, seed=seed, max_memory_mb=max_memory_mb,
-                            **program_kwargs)  # fmt: skip
+    result = log_likelihood(
+        model, x, num_particles=num_particles, seed=seed, max_memory_mb=max_memory_mb, **program_kwargs
+    )
     return ParetoReport(k=result.pareto_k, num_particles=num_particles)

@@ -94,8 +94,10 @@ def feature_classifier(
                 optimiser.step()
     with torch.no_grad():
         model.test_accuracy = float((model(test.x).argmax(1) == test.labels).float().mean())
-    payload = {"config": json.dumps({**model.config, "test_accuracy": model.test_accuracy}),
-               "state_dict": model.state_dict()}  # fmt: skip
+    payload = {
+        "config": json.dumps({**model.config, "test_accuracy": model.test_accuracy}),
+        "state_dict": model.state_dict(),
+    }
     atomic_write(path, lambda handle: torch.save(payload, handle))
     return model
 
@@ -110,14 +112,27 @@ def _load(path: Path) -> FeatureClassifier:
     if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
         raise ValueError(f"The cached classifier {path} is damaged{fix}")
     config = parse_json(payload.get("config"), f"The cached classifier {path}")
-    if not isinstance(config, dict) or set(config) != {"input_dim", "num_classes", "hidden", "features", "test_accuracy"}:
+    if not isinstance(config, dict) or set(config) != {
+        "input_dim",
+        "num_classes",
+        "hidden",
+        "features",
+        "test_accuracy",
+    }:
         raise ValueError(f"The cached classifier {path} has an unexpected configuration{fix}")
-    sizes = {k: bounded_int(config[k], k, 2**24 if k == "input_dim" else 2**16, f"The cached classifier {path}")
-             for k in ("input_dim", "num_classes", "hidden", "features")}  # fmt: skip
+    sizes = {
+        k: bounded_int(config[k], k, 2**24 if k == "input_dim" else 2**16, f"The cached classifier {path}")
+        for k in ("input_dim", "num_classes", "hidden", "features")
+    }
     state = payload["state_dict"]
-    expected = {"body.0.weight": (sizes["hidden"], sizes["input_dim"]), "body.0.bias": (sizes["hidden"],),
-                "body.2.weight": (sizes["features"], sizes["hidden"]), "body.2.bias": (sizes["features"],),
-                "head.weight": (sizes["num_classes"], sizes["features"]), "head.bias": (sizes["num_classes"],)}  # fmt: skip
+    expected = {
+        "body.0.weight": (sizes["hidden"], sizes["input_dim"]),
+        "body.0.bias": (sizes["hidden"],),
+        "body.2.weight": (sizes["features"], sizes["hidden"]),
+        "body.2.bias": (sizes["features"],),
+        "head.weight": (sizes["num_classes"], sizes["features"]),
+        "head.bias": (sizes["num_classes"],),
+    }
     found = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     if found != expected:
         raise ValueError(f"The cached classifier {path} holds tensors that do not match its configuration{fix}")
@@ -200,13 +215,26 @@ def sample_quality(classifier: FeatureClassifier, real: torch.Tensor, generated:
     """Fréchet distance, precision and recall of ``generated`` images against ``real`` images."""
     real_features, generated_features = classifier.features(real), classifier.features(generated)
     pr = precision_recall(real_features, generated_features, k=k)
-    return {"frechet_distance": frechet_distance(real_features, generated_features), "precision": pr.precision,
-            "recall": pr.recall, "k": k, "num_real": len(real), "num_generated": len(generated)}  # fmt: skip
-
+    return {
+        "frechet_distance": frechet_distance(real_features, generated_features),
+        "precision": pr.precision,
+        "recall": pr.recall,
+        "k": k,
+        "num_real": len(real),
+        "num_generated": len(generated),
+    }
 
 
 # The data-copying test lives in its own module; it belongs to the quality toolbox.
 from .copying import DataCopying, data_copying  # noqa: E402
 
-__all__ = ["DataCopying", "FeatureClassifier", "PrecisionRecall", "data_copying", "feature_classifier",
-           "frechet_distance", "precision_recall", "sample_quality"]  # fmt: skip
+__all__ = [
+    "DataCopying",
+    "FeatureClassifier",
+    "PrecisionRecall",
+    "data_copying",
+    "feature_classifier",
+    "frechet_distance",
+    "precision_recall",
+    "sample_quality",
+]

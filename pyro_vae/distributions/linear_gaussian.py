@@ -10,8 +10,9 @@ import torch
 VARIANCE_FLOOR = 1e-6
 
 
-def ppca_solution(x: torch.Tensor, latent_dim: int, *, noise: float | None = None,
-                  min_noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, float]:
+def ppca_solution(
+    x: torch.Tensor, latent_dim: int, *, noise: float | None = None, min_noise: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Maximum-likelihood PPCA of ``x`` (``(N, D)``, float64): mean ``(D,)``, ``W`` ``(D, latent_dim)``
     with orthogonal columns ``U (Lambda - s^2)^{1/2}``, and ``s^2``, the mean discarded eigenvalue
     (or the given ``noise``; at least ``min_noise``). Columns beyond ``D`` are zero."""

@@ -40,11 +40,14 @@ class DiagonalNormalMixture(dist.TorchDistribution):
     support = constraints.real_vector
     has_rsample = False
 
-    def __init__(self, logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, batch_shape=torch.Size(),
-                 validate_args=None):  # fmt: skip
+    def __init__(
+        self, logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, batch_shape=torch.Size(), validate_args=None
+    ):
         if loc.ndim != 2 or scale.shape != loc.shape or logits.shape != loc.shape[:1]:
-            raise ValueError(f"logits (K,), loc and scale (K, L) expected, got {tuple(logits.shape)}, "
-                             f"{tuple(loc.shape)}, {tuple(scale.shape)}.")  # fmt: skip
+            raise ValueError(
+                f"logits (K,), loc and scale (K, L) expected, got {tuple(logits.shape)}, "
+                f"{tuple(loc.shape)}, {tuple(scale.shape)}."
+            )
         self.logits, self.loc, self.scale = logits, loc, scale
         super().__init__(torch.Size(batch_shape), loc.shape[-1:], validate_args=validate_args)
 
@@ -60,8 +63,11 @@ class DiagonalNormalMixture(dist.TorchDistribution):
         z = value.reshape(-1, value.shape[-1]).double()
         precision = self.scale.double().pow(-2)
         weighted_loc = self.loc.double() * precision
-        constant = ((self.loc.double() * weighted_loc).sum(-1) + 2 * self.scale.double().log().sum(-1)
-                    + z.shape[-1] * math.log(2 * math.pi))  # fmt: skip
+        constant = (
+            (self.loc.double() * weighted_loc).sum(-1)
+            + 2 * self.scale.double().log().sum(-1)
+            + z.shape[-1] * math.log(2 * math.pi)
+        )
         quad = torch.addmm(constant, z * z, precision.T) - 2.0 * z @ weighted_loc.T  # (M, K)
         log_weights = self.logits.double().log_softmax(-1)
         out = torch.logsumexp(log_weights - 0.5 * quad, dim=-1)
@@ -71,5 +77,6 @@ class DiagonalNormalMixture(dist.TorchDistribution):
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
         shape = torch.Size(sample_shape) + self.batch_shape
         component = torch.distributions.Categorical(logits=self.logits).sample(shape)
-        return self.loc[component] + self.scale[component] * torch.randn(*shape, self.loc.shape[-1],
-                                                                          dtype=self.loc.dtype, device=self.loc.device)
+        return self.loc[component] + self.scale[component] * torch.randn(
+            *shape, self.loc.shape[-1], dtype=self.loc.dtype, device=self.loc.device
+        )

@@ -10,8 +10,8 @@
 from ..program.chunks import chunk_plan
 from ..program.weights import log_weights
 from .ais import BDMC, bdmc
-from .ranking import compare, plot_comparison
 from .estimate import METHODS, describe_observed, doubling_gain, log_likelihood, pareto_k
+from .ranking import compare, plot_comparison
 from .result import LogLikelihood
 
 __all__ = [

@@ -83,8 +83,10 @@ class Schedule:
         return ((s - s[0]) / (s[-1] - s[0])).to(dtype)
 
     def describe(self, start: str) -> str:
-        return (f"annealed importance sampling from the {start}, {self.steps} temperatures, "
-                f"HMC with {self.leapfrog_steps} leapfrog steps")  # fmt: skip
+        return (
+            f"annealed importance sampling from the {start}, {self.steps} temperatures, "
+            f"HMC with {self.leapfrog_steps} leapfrog steps"
+        )
 
 
 class _Chunk:
@@ -197,8 +199,14 @@ def _hmc(chunk: _Chunk, u, beta, step_size, schedule: Schedule, start):
     return new, accept_prob
 
 
-def run_ais(chunk: _Chunk, schedule: Schedule, *, step_sizes: torch.Tensor | None = None,
-            initial: Mapping[str, torch.Tensor] | None = None, reverse: bool = False):  # fmt: skip
+def run_ais(
+    chunk: _Chunk,
+    schedule: Schedule,
+    *,
+    step_sizes: torch.Tensor | None = None,
+    initial: Mapping[str, torch.Tensor] | None = None,
+    reverse: bool = False,
+):
     """Log weights ``(C, B)`` of one chunk, the mean acceptance probability per point ``(B,)`` and
     the step sizes used at each temperature ``(T + 1, B)``.
 
@@ -241,8 +249,9 @@ def run_ais(chunk: _Chunk, schedule: Schedule, *, step_sizes: torch.Tensor | Non
     return log_w, acceptance / (len(betas) - 1), used
 
 
-def tuned_step_sizes(program: Program, rows: Data, sites: Sites, schedule: Schedule, start: str, indices,
-                     num_data: int) -> torch.Tensor:  # fmt: skip
+def tuned_step_sizes(
+    program: Program, rows: Data, sites: Sites, schedule: Schedule, start: str, indices, num_data: int
+) -> torch.Tensor:
     """Per-temperature, per-point HMC step sizes ``(T + 1, B)`` from one adaptive pilot chain per point.
 
     The pilot's chains are independent of the chains that use the step sizes, so the final
@@ -271,8 +280,17 @@ def _forward(program, data, indices, sites, chains, schedule, start):
     return chunk, step_sizes, log_w, accept
 
 
-def ais_log_weights(program: Program, data: Data, sites: Sites, *, chains: int, schedule: Schedule, start: str,
-                    seed: int, max_memory_mb: float) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def ais_log_weights(
+    program: Program,
+    data: Data,
+    sites: Sites,
+    *,
+    chains: int,
+    schedule: Schedule,
+    start: str,
+    seed: int,
+    max_memory_mb: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, C)`` forward AIS log weights of every point and each point's mean acceptance probability."""
     if start not in STARTS:
         raise ValueError(f"ais_start must be one of {STARTS}, got {start!r}.")
@@ -368,8 +386,10 @@ def bdmc(
     template = program.template(num_points, like)
     sites = program.sites(template)
     if sites.globals:
-        raise ValueError(f"BDMC simulates from the model, whose global latents {list(sites.globals)} would then "
-                         "differ from point to point; fix them in the program (poutine.condition) first.")  # fmt: skip
+        raise ValueError(
+            f"BDMC simulates from the model, whose global latents {list(sites.globals)} would then "
+            "differ from point to point; fix them in the program (poutine.condition) first."
+        )
     if len(sites.observed) > 1:
         raise ValueError(f"BDMC simulates one observed site; this program observes {list(sites.observed)}.")
     with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
@@ -385,14 +405,26 @@ def bdmc(
             lower.append(torch.logsumexp(log_w, 0) - math.log(num_chains))
             acc_f.append(accept)
             rank = sites.nesting + 1
-            initial = {name: value.index_select(rank + sites.data_dim, indices.to(value.device))
-                       .expand(num_chains, *value.shape[1:]).contiguous() for name, value in z_star.items()}  # fmt: skip
+            initial = {
+                name: value.index_select(rank + sites.data_dim, indices.to(value.device))
+                .expand(num_chains, *value.shape[1:])
+                .contiguous()
+                for name, value in z_star.items()
+            }
             # The same kernels, run backwards from the exact posterior draws.
             log_w_rev, accept, _ = run_ais(chunk, schedule, step_sizes=step_sizes, initial=initial, reverse=True)
             upper.append(-(torch.logsumexp(log_w_rev, 0) - math.log(num_chains)))
             acc_r.append(accept)
-    return BDMC(torch.cat(lower), torch.cat(upper), x, dict(template.covariates), schedule, num_chains, ais_start,
-                (float(torch.cat(acc_f).mean()), float(torch.cat(acc_r).mean())))  # fmt: skip
+    return BDMC(
+        torch.cat(lower),
+        torch.cat(upper),
+        x,
+        dict(template.covariates),
+        schedule,
+        num_chains,
+        ais_start,
+        (float(torch.cat(acc_f).mean()), float(torch.cat(acc_r).mean())),
+    )
 
 
 def _full_rank(value: torch.Tensor, name: str, sites: Sites) -> torch.Tensor:

@@ -79,6 +79,15 @@ def _pair(train: Any, test: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _result(log_px: torch.Tensor, name: str, features: int) -> LogLikelihood:
     log_px = log_px.double()
-    return LogLikelihood(log_px=log_px, elbo=log_px, mc_se=torch.zeros_like(log_px), pareto_k=None,
-                         log_weights=None, num_particles=0, likelihood=name, is_discrete=False,
-                         num_features=features, estimator="closed form")  # fmt: skip
+    return LogLikelihood(
+        log_px=log_px,
+        elbo=log_px,
+        mc_se=torch.zeros_like(log_px),
+        pareto_k=None,
+        log_weights=None,
+        num_particles=0,
+        likelihood=name,
+        is_discrete=False,
+        num_features=features,
+        estimator="closed form",
+    )

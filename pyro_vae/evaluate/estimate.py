@@ -34,16 +34,15 @@ import pyro
 import torch
 
 from .._util.checks import positive_int
+from .._util.compat import arviz
 from .._util.isolation import isolated
 from .._util.memory import HeapGuard
-from .ais import STARTS, Schedule, ais_log_weights
-from ..program.protocol import Data, Program, as_program
-from ..program.sites import Sites, per_point
-from .result import LogLikelihood
-from .._util.compat import arviz
 from ..program.chunks import plan_chunks
+from ..program.protocol import Data, Program, as_program
+from ..program.sites import Sites
 from ..program.weights import point_weights
-
+from .ais import STARTS, Schedule, ais_log_weights
+from .result import LogLikelihood
 
 METHODS = ("importance", "ais")
 
@@ -120,8 +119,19 @@ def log_likelihood(
     program, conditioned = program.conditioned_on_globals(data, global_values)
     program.check_vectorised(data, sites)
     if method == "ais":
-        return _ais(program, data, sites, num_particles, schedule, ais_start, seed, max_memory_mb, psis,
-                    return_log_weights, conditioned)  # fmt: skip
+        return _ais(
+            program,
+            data,
+            sites,
+            num_particles,
+            schedule,
+            ais_start,
+            seed,
+            max_memory_mb,
+            psis,
+            return_log_weights,
+            conditioned,
+        )
     points, particles = plan_chunks(program, data, sites, num_particles, max_memory_mb)
     memory = HeapGuard(allowance_mb=4 * max_memory_mb + 128)
     log_px, elbo, mc_se, khat, kept, gains = [], [], [], [], [], []
@@ -133,10 +143,16 @@ def log_likelihood(
         for start in range(0, len(data), points):
             indices = torch.arange(start, min(start + points, len(data)))
             parts = [
-                point_weights(program, data.rows(indices), min(particles, num_particles - done), sites,
-                         indices=indices, num_data=len(data))
+                point_weights(
+                    program,
+                    data.rows(indices),
+                    min(particles, num_particles - done),
+                    sites,
+                    indices=indices,
+                    num_data=len(data),
+                )
                 for done in range(0, num_particles, particles)
-            ]  # fmt: skip
+            ]
             latent = torch.cat([p[0] for p in parts]).T.double().cpu()  # (B, S); statistics on the CPU
             observed = {k: torch.cat([p[1][k] for p in parts]).T.double().cpu() for k in sites.observed}
             lw = latent + sum(observed.values())
@@ -172,10 +188,12 @@ def log_likelihood(
     )
 
 
-def _ais(program, data, sites, chains, schedule, start, seed, max_memory_mb, psis, return_log_weights,
-         conditioned) -> LogLikelihood:  # fmt: skip
-    lw, acceptance = ais_log_weights(program, data, sites, chains=chains, schedule=schedule, start=start, seed=seed,
-                                     max_memory_mb=max_memory_mb)  # fmt: skip
+def _ais(
+    program, data, sites, chains, schedule, start, seed, max_memory_mb, psis, return_log_weights, conditioned
+) -> LogLikelihood:
+    lw, acceptance = ais_log_weights(
+        program, data, sites, chains=chains, schedule=schedule, start=start, seed=seed, max_memory_mb=max_memory_mb
+    )
     log_px, mean_log_w, mc_se = _weight_statistics(lw)
     return LogLikelihood(
         log_px=log_px,
@@ -237,7 +255,9 @@ def doubling_gain(lw: torch.Tensor) -> torch.Tensor:
         return torch.full(lw.shape[:1], math.inf, dtype=torch.float64)
     half = num // 2
     full = torch.logsumexp(lw, dim=1) - math.log(num)
-    halves = (torch.logsumexp(lw[:, :half], dim=1) + torch.logsumexp(lw[:, half : 2 * half], dim=1)) / 2 - math.log(half)
+    halves = (torch.logsumexp(lw[:, :half], dim=1) + torch.logsumexp(lw[:, half : 2 * half], dim=1)) / 2 - math.log(
+        half
+    )
     return (full - halves).double()
 
 

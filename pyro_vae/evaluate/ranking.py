@@ -27,18 +27,31 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 import torch
 
-from .baselines import losing_to
 from .._util.compat import arviz
+from ..program.protocol import Program, as_program
+from .baselines import losing_to
 from .estimate import describe_observed, log_likelihood
 from .result import LogLikelihood
-from ..program.protocol import Program, as_program
 
 #: Columns of the table returned by :func:`compare`.
-COLUMNS = ("rank", "elpd", "se", "elpd_diff", "dse", "weight", "nll", "bits_per_dim", "mc_se", "share_k_above_0.7",
-           "warning", "estimator", "slack", "unresolved")  # fmt: skip
+COLUMNS = (
+    "rank",
+    "elpd",
+    "se",
+    "elpd_diff",
+    "dse",
+    "weight",
+    "nll",
+    "bits_per_dim",
+    "mc_se",
+    "share_k_above_0.7",
+    "warning",
+    "estimator",
+    "slack",
+    "unresolved",
+)
 
 #: What to do when a difference is within the estimators' slack.
 SLACK_ADVICE = (
@@ -117,11 +130,19 @@ def compare(
         raise ValueError("Pass the held-out data x: at least one model has not been evaluated yet.")
     _refuse_mixed_units({name: _units(entry, x, covariates) for name, entry in entries.items()})
     results = {
-        name: entry if isinstance(entry, LogLikelihood)
-        else log_likelihood(entry, x, covariates=covariates, num_particles=num_particles,
-                            max_memory_mb=max_memory_mb, seed=seed, **program_kwargs)
+        name: entry
+        if isinstance(entry, LogLikelihood)
+        else log_likelihood(
+            entry,
+            x,
+            covariates=covariates,
+            num_particles=num_particles,
+            max_memory_mb=max_memory_mb,
+            seed=seed,
+            **program_kwargs,
+        )
         for name, entry in entries.items()
-    }  # fmt: skip
+    }
     sizes = {name: r.num_points for name, r in results.items()}
     if len(set(sizes.values())) != 1:
         raise ValueError(f"Every model must be evaluated on the same data points; got sizes {sizes}.")
@@ -147,6 +168,7 @@ def _flag_slack(table: pd.DataFrame) -> None:
     unresolved = (table["elpd_diff"] < slack + slack[best]) & (table.index != best)
     table["unresolved"] = unresolved.astype(bool)
     table.attrs["unresolved"] = list(table.index[unresolved])
+
     def share(name) -> str:
         value = table.loc[name, "share_k_above_0.7"]
         return "k unknown" if np.isnan(value) else f"Pareto k > 0.7 for {100 * value:.0f}% of points"
@@ -160,22 +182,27 @@ def _flag_slack(table: pd.DataFrame) -> None:
             f"{best} ranks above {name} by {row['elpd_diff']:.1f} nats (dse {row['dse']:.1f}), but {best}'s estimate "
             f"may fall short of the truth by up to {amount(slack[best])}, {share(best)}, and {name}'s by up to "
             f"{amount(row['slack'])}, {share(name)}: the ranking is not resolved. {SLACK_ADVICE}",
-            RuntimeWarning, stacklevel=3,
-        )  # fmt: skip
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _baselines(results, entries, train, x, covariates, latent_dim) -> dict[str, LogLikelihood]:
     from .baselines import diagonal_gaussian, ppca
 
     if any(r.is_discrete for r in results.values()):
-        raise ValueError("The closed-form baselines are densities of real-valued data; they do not compare with "
-                         "mass functions (pass baselines_from only for density likelihoods).")  # fmt: skip
+        raise ValueError(
+            "The closed-form baselines are densities of real-valued data; they do not compare with "
+            "mass functions (pass baselines_from only for density likelihoods)."
+        )
     if x is None:
         raise ValueError("Baselines need the held-out data x they are evaluated on.")
     if latent_dim is None:
         program = next((e for e in entries.values() if isinstance(e, Program)), None)
         if program is None:
-            raise ValueError("Pass baseline_latent_dim: no model here says how many latent dimensions PPCA should have.")
+            raise ValueError(
+                "Pass baseline_latent_dim: no model here says how many latent dimensions PPCA should have."
+            )
         data = program.template(1) if program.can_generate else program.data(x, covariates)
         sites = program.sites(data)
         latent_dim = int(math.prod(sites.event_shapes[sites.local[0]]))
@@ -192,8 +219,10 @@ def _entry(name: str, model: Any, plate: str | None) -> Program | LogLikelihood:
         return as_program(*model, plate=plate)
     if isinstance(model, Program) or hasattr(model, "as_program"):
         return as_program(model, plate=plate)
-    raise TypeError(f"Model {name!r} is a {type(model).__name__}; pass a VAE or a LogLikelihood, a (model, guide) pair "
-                    "or a Program.")  # fmt: skip
+    raise TypeError(
+        f"Model {name!r} is a {type(model).__name__}; pass a VAE or a LogLikelihood, a (model, guide) pair "
+        "or a Program."
+    )
 
 
 def _units(entry: Program | LogLikelihood, x: Any, covariates) -> tuple[bool, str, int | None]:
@@ -228,8 +257,16 @@ def plot_comparison(table: pd.DataFrame, path: str | os.PathLike, *, title: str 
     ax.errorbar(table["elpd"], rows, xerr=table["se"], fmt="o", color="C0", capsize=3, label="elpd ± se")
     others = table.iloc[1:]
     if len(others):
-        ax.errorbar(best - others["elpd_diff"], rows[1:] - 0.3, xerr=others["dse"], fmt="^", mfc="white",
-                    color="C1", capsize=3, label="difference to best ± dse")  # fmt: skip
+        ax.errorbar(
+            best - others["elpd_diff"],
+            rows[1:] - 0.3,
+            xerr=others["dse"],
+            fmt="^",
+            mfc="white",
+            color="C1",
+            capsize=3,
+            label="difference to best ± dse",
+        )
     ax.axvline(best, color="grey", ls="--", lw=1)
     ax.set_yticks(rows, names)
     ax.set_xlabel(f"held-out sum of log p(x) over {table.attrs.get('num_points', '?')} points (higher is better)")
@@ -270,10 +307,18 @@ def _table(results: Mapping[str, LogLikelihood], method: str) -> pd.DataFrame:
     elpds = {}
     for (name, result), values in zip(results.items(), shifted):
         elpds[name] = az.ELPDData(
-            data=[result.total, result.se, np.nan, result.num_particles, result.num_points,
-                  _warning(result), _pointwise(values), "log"],
+            data=[
+                result.total,
+                result.se,
+                np.nan,
+                result.num_particles,
+                result.num_points,
+                _warning(result),
+                _pointwise(values),
+                "log",
+            ],
             index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "scale"],
-        )  # fmt: skip
+        )
     with warnings.catch_warnings():
         # arviz.compare sorts with pandas' deprecated inplace=True; nothing for our users to act on.
         warnings.filterwarnings("ignore", message=".*inplace keyword.*")

@@ -142,8 +142,11 @@ class LogLikelihood:
             "nll": -self.mean,
             "nll_se": self.mean_se,
             "nll_mc_se": self.total_mc_se / self.num_points,
-            **({"bits_per_dim": self.bits_per_dim, "bits_per_dim_se": self.mean_se / (self.num_features * math.log(2))}
-               if self.num_features else {}),  # fmt: skip
+            **(
+                {"bits_per_dim": self.bits_per_dim, "bits_per_dim_se": self.mean_se / (self.num_features * math.log(2))}
+                if self.num_features
+                else {}
+            ),
             "elbo": float(self.elbo.mean()),
             "elbo_se": _sum_se(self.elbo) / self.num_points,
             "slack": self.slack / self.num_points,
@@ -153,8 +156,9 @@ class LogLikelihood:
         if self.per_site:
             out["nll_per_site"] = {k: -float(v.mean()) for k, v in self.per_site.items()}
         if self.per_site_pareto_k:
-            out["share_k_above_0.7_per_site"] = {k: float((v > 0.7).double().mean())
-                                                 for k, v in self.per_site_pareto_k.items()}  # fmt: skip
+            out["share_k_above_0.7_per_site"] = {
+                k: float((v > 0.7).double().mean()) for k, v in self.per_site_pareto_k.items()
+            }
         if self.conditioned_on:
             out["conditioned_on"] = dict(self.conditioned_on)
         out["estimator"] = self.estimator

@@ -17,7 +17,8 @@ from torch import nn
 
 from .._util.files import atomic_write
 from .._util.untrusted import bounded_int, parse_json, read_torch_file
-from ..vae.model import VAE, normalised_config
+from ..vae.config import normalised_config
+from ..vae.model import VAE
 
 FORMAT = "pyro_vae"
 VERSION = 1
@@ -67,12 +68,16 @@ def load(path: str | os.PathLike, *, cls: type[VAE] = VAE, best: bool = False, *
 
 def _best_state(payload: dict[str, Any], path) -> dict[str, torch.Tensor]:
     if "training" not in payload:
-        raise ValueError(f"{path} holds a saved model, not a training checkpoint, so it has no best epoch: "
-                         "load it without best=True.")  # fmt: skip
+        raise ValueError(
+            f"{path} holds a saved model, not a training checkpoint, so it has no best epoch: "
+            "load it without best=True."
+        )
     state = training_fields(payload["training"], path)["best_state"]
     if state is None:
-        raise ValueError(f"{path} has no best validation epoch yet (training without val=, or before its first "
-                         "validated epoch): load it without best=True for its last parameters.")  # fmt: skip
+        raise ValueError(
+            f"{path} has no best validation epoch yet (training without val=, or before its first "
+            "validated epoch): load it without best=True for its last parameters."
+        )
     return state
 
 
@@ -92,7 +97,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ValueError(f"{path}: the configuration is not a JSON object.")
     state = payload.get("state_dict")
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise ValueError(f"{path}: the parameters are not a mapping of names to tensors.")
     if "training" in payload and not isinstance(payload["training"], dict):
         raise ValueError(f"{path}: the training state is damaged.")
@@ -101,10 +108,26 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 #: Caps on the sizes a configuration read from a file may name.
-CAPS = {"input_dim": 2**24, "latent_dim": 2**16, "covariate_dim": 2**16, "hidden": 2**16, "layers": 64,
-        "options": 2**24, "flows": 256, "components": 2**20}  # fmt: skip
-_FIELDS = {"input_dim": int, "latent_dim": int, "hidden_sizes": list, "activation": str, "likelihood": str,
-           "likelihood_kwargs": dict, "prior": str, "prior_kwargs": dict}  # fmt: skip
+CAPS = {
+    "input_dim": 2**24,
+    "latent_dim": 2**16,
+    "covariate_dim": 2**16,
+    "hidden": 2**16,
+    "layers": 64,
+    "options": 2**24,
+    "flows": 256,
+    "components": 2**20,
+}
+_FIELDS = {
+    "input_dim": int,
+    "latent_dim": int,
+    "hidden_sizes": list,
+    "activation": str,
+    "likelihood": str,
+    "likelihood_kwargs": dict,
+    "prior": str,
+    "prior_kwargs": dict,
+}
 
 
 def _check_config_fields(config: dict, path) -> None:
@@ -213,9 +236,17 @@ def load_state(vae: VAE, state_dict: dict[str, torch.Tensor], source: Any = "che
 
 
 #: The training state of a checkpoint: field -> accepted types.
-_TRAINING_FIELDS = {"epoch": int, "rows": list, "best_val": float, "best_epoch": (int, type(None)),
-                    "best_state": (dict, type(None)), "bad_epochs": int, "rng_state": (torch.Tensor, type(None)),
-                    "optimizer": dict, "settings": str}  # fmt: skip
+_TRAINING_FIELDS = {
+    "epoch": int,
+    "rows": list,
+    "best_val": float,
+    "best_epoch": (int, type(None)),
+    "best_state": (dict, type(None)),
+    "bad_epochs": int,
+    "rng_state": (torch.Tensor, type(None)),
+    "optimizer": dict,
+    "settings": str,
+}
 
 
 def training_fields(training: dict, path) -> dict:
@@ -226,6 +257,8 @@ def training_fields(training: dict, path) -> dict:
             raise ValueError(f"{path}: the training state is damaged ({key!r} is missing or of the wrong type).")
     if training["epoch"] < 0 or not all(isinstance(r, dict) for r in training["rows"]):
         raise ValueError(f"{path}: the training state is damaged (epoch or history rows).")
-    if training["best_state"] is not None and not all(isinstance(v, torch.Tensor) for v in training["best_state"].values()):
+    if training["best_state"] is not None and not all(
+        isinstance(v, torch.Tensor) for v in training["best_state"].values()
+    ):
         raise ValueError(f"{path}: the training state is damaged (best_state).")
     return training

@@ -32,10 +32,10 @@ import pyro
 import torch
 
 from .._util.checks import positive_int, positive_number
+from .._util.compat import arviz
 from .._util.isolation import isolated
 from .._util.memory import HeapGuard
 from .._version import __version__
-from .._util.compat import arviz
 from ..program.protocol import Data, as_program
 from ..program.sites import Sites, per_point, site_values
 
@@ -112,8 +112,9 @@ def to_inference_data(
                 guard.check()
                 rows = torch.arange(start, min(start + rows_per_chunk, n))
                 chunk = data.rows(rows)
-                guide_trace, model_trace = program.traces(chunk, draws, indices=rows, num_data=n, uncondition=True,
-                                                          sites=sites)  # fmt: skip
+                guide_trace, model_trace = program.traces(
+                    chunk, draws, indices=rows, num_data=n, uncondition=True, sites=sites
+                )
                 for name in sites.local + sites.globals:
                     if name in guide_trace.nodes:
                         keep("posterior", name, site_values(guide_trace.nodes[name], sites, program.plate), start == 0)
@@ -121,8 +122,12 @@ def to_inference_data(
                     site = model_trace.nodes[name]
                     keep("predictive", name, site_values(site, sites, program.plate), True)
                     keep("observed", name, _observed_rows(site, sites, program.plate), True)
-                    keep("log_lik", name, per_point({**site, "value": _observed_value(site)}, sites,
-                                                    program.plate, draws, len(rows)), True)  # fmt: skip
+                    keep(
+                        "log_lik",
+                        name,
+                        per_point({**site, "value": _observed_value(site)}, sites, program.plate, draws, len(rows)),
+                        True,
+                    )
         with isolated(seed + 1):  # latents from the prior, one per observation and draw
             for start in range(0, n, rows_per_chunk):
                 guard.check()
@@ -133,8 +138,10 @@ def to_inference_data(
                         keep("prior", name, site_values(prior_trace.nodes[name], sites, program.plate), start == 0)
                 for name in sites.observed:
                     keep("prior_pred", name, site_values(prior_trace.nodes[name], sites, program.plate), True)
-    joined = {g: {k: torch.cat(v, dim=0 if g == "observed" else 1) if k in local else v[0] for k, v in values.items()}
-              for g, values in parts.items()}  # fmt: skip
+    joined = {
+        g: {k: torch.cat(v, dim=0 if g == "observed" else 1) if k in local else v[0] for k, v in values.items()}
+        for g, values in parts.items()
+    }
     posterior, predictive, log_lik = joined["posterior"], joined["predictive"], joined["log_lik"]
     prior, prior_predictive = joined["prior"], joined["prior_pred"]
     observed_data = joined["observed"]
@@ -151,16 +158,21 @@ def to_inference_data(
         # (chains * draws, ...) -> (chain, draw, ...)
         return tensor.reshape(num_chains, num_samples, *tensor.shape[1:]).detach().cpu().numpy()
 
-    attrs = {"pyro_vae_version": __version__, "likelihood": program.name or ", ".join(sites.observed),
-             "observed_sites": json.dumps(list(sites.observed)), "latent_sites": json.dumps(list(sites.local + sites.globals))}  # fmt: skip
+    attrs = {
+        "pyro_vae_version": __version__,
+        "likelihood": program.name or ", ".join(sites.observed),
+        "observed_sites": json.dumps(list(sites.observed)),
+        "latent_sites": json.dumps(list(sites.local + sites.globals)),
+    }
     if hasattr(model, "config"):
         attrs["model_config"] = json.dumps(model.config())
 
     def group(values: dict, sampled: bool = True, per_point: bool = False):
         numpy = {k: shaped(v) if sampled else v.detach().cpu().numpy() for k, v in values.items()}
         group_dims = {k: [obs_dim] if per_point else dims[k] for k in numpy}
-        return az.dict_to_dataset(numpy, attrs=attrs, library=pyro, coords=coords, dims=group_dims,
-                                  default_dims=None if sampled else [])  # fmt: skip
+        return az.dict_to_dataset(
+            numpy, attrs=attrs, library=pyro, coords=coords, dims=group_dims, default_dims=None if sampled else []
+        )
 
     groups = {
         "posterior": group(posterior),
@@ -188,7 +200,7 @@ def _observed_value(site: dict) -> torch.Tensor:
 def _observed_rows(site: dict, sites: Sites, plate: str) -> torch.Tensor:
     """A chunk's observations of an observed site, ``(B, ...)``, laid out like its draws."""
     value = _observed_value(site)
-    expanded = value.expand(site["value"].shape[-value.ndim:]).unsqueeze(0)
+    expanded = value.expand(site["value"].shape[-value.ndim :]).unsqueeze(0)
     return site_values({**site, "value": expanded}, sites, plate)[0]
 
 

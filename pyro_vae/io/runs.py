@@ -25,11 +25,11 @@ from typing import Any
 
 from torch import nn
 
-from ..data import loading as data_module
 from .._util.files import FileLock, write_json
 from .._util.untrusted import parse_json
-from .checkpoint import load
+from ..data import loading as data_module
 from ..vae.model import VAE
+from .checkpoint import load
 
 #: Files that make a folder a run folder; training into one needs --resume or --overwrite.
 RUN_FILES = ("config.json", "model.pt", "checkpoint.pt", "history.csv", "summary.json")
@@ -55,8 +55,9 @@ def describe(dataset, vae: VAE, *, binarize: str, values: str, seed: int, traini
     }
 
 
-def prepare(out: Path, config: dict[str, Any], *, resume: bool, overwrite: bool,
-            training_defaults: dict[str, Any] | None = None) -> None:
+def prepare(
+    out: Path, config: dict[str, Any], *, resume: bool, overwrite: bool, training_defaults: dict[str, Any] | None = None
+) -> None:
     """Refuse a training into ``out`` that would mix two runs; with ``overwrite``, clear the old one.
 
     A resumed run must repeat every training setting but ``epochs``; a setting that the saved
@@ -68,18 +69,25 @@ def prepare(out: Path, config: dict[str, Any], *, resume: bool, overwrite: bool,
         raise ValueError("--resume continues a run and --overwrite replaces it; pass one of them.")
     existing = [name for name in RUN_FILES if (out / name).exists()]
     if existing and not (resume or overwrite):
-        raise ValueError(f"{out} already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
-                         "(or, with pyro-vae train, --resume to continue it), or choose another --out.")  # fmt: skip
+        raise ValueError(
+            f"{out} already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
+            "(or, with pyro-vae train, --resume to continue it), or choose another --out."
+        )
     if resume and (out / "config.json").exists():
         saved = read_config(out)
         differing = [k for k in _RESUME_KEYS if saved.get(k) != config.get(k)]
         before = {**(training_defaults or {}), **saved.get("training", {})}
-        training = {k for k in set(before) | set(config["training"]) if k != "epochs"
-                    and before.get(k) != config["training"].get(k)}  # fmt: skip
+        training = {
+            k
+            for k in set(before) | set(config["training"])
+            if k != "epochs" and before.get(k) != config["training"].get(k)
+        }
         if differing or training:
-            raise ValueError(f"Cannot resume {out}: this command differs from the run's config.json in "
-                             f"{sorted(differing) + sorted(training)}; repeat the original options, changing only "
-                             "--epochs.")  # fmt: skip
+            raise ValueError(
+                f"Cannot resume {out}: this command differs from the run's config.json in "
+                f"{sorted(differing) + sorted(training)}; repeat the original options, changing only "
+                "--epochs."
+            )
     if overwrite:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
@@ -109,27 +117,34 @@ def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, d
     """
     run = Path(run)
     if not (run / "model.pt").is_file() and not (run / "config.json").is_file():
-        raise FileNotFoundError(f"No checkpoint at {run / 'model.pt'}: {run} is not a run folder (it has no "
-                                "config.json either); write one with pyro-vae train.")  # fmt: skip
+        raise FileNotFoundError(
+            f"No checkpoint at {run / 'model.pt'}: {run} is not a run folder (it has no "
+            "config.json either); write one with pyro-vae train."
+        )
     config = read_config(run)
     vae = load(run / "model.pt", **networks)
     source = config.get("data_source") or config["data"]
-    dataset = data_module.load(source, binarize=config["binarize"], values=config.get("values", "unit"),
-                               seed=config["seed"])  # fmt: skip
+    dataset = data_module.load(
+        source, binarize=config["binarize"], values=config.get("values", "unit"), seed=config["seed"]
+    )
     if dataset.input_dim != vae.input_dim:
-        raise ValueError(f"{run}: the model describes {vae.input_dim} features per point but {source} has "
-                         f"{dataset.input_dim}; this model was not trained on this data.")  # fmt: skip
+        raise ValueError(
+            f"{run}: the model describes {vae.input_dim} features per point but {source} has "
+            f"{dataset.input_dim}; this model was not trained on this data."
+        )
     recorded = config.get("data_fingerprint")
     if recorded is not None and dataset.fingerprint() != recorded:
-        raise ValueError(f"{run}: the data at {source} has changed since training (fingerprint "
-                         f"{dataset.fingerprint()}, recorded {recorded}); evaluate on the data it was trained on.")  # fmt: skip
+        raise ValueError(
+            f"{run}: the data at {source} has changed since training (fingerprint "
+            f"{dataset.fingerprint()}, recorded {recorded}); evaluate on the data it was trained on."
+        )
     if json.dumps(vae.config(), sort_keys=True) != json.dumps(_normalised(config["model"]), sort_keys=True):
         raise ValueError(f"{run}: model.pt and config.json describe different models; the folder mixes two runs.")
     return vae, dataset, config
 
 
 def _normalised(model_config: dict) -> dict:
-    from ..vae.model import normalised_config
+    from ..vae.config import normalised_config
 
     return normalised_config(model_config)
 

@@ -21,13 +21,12 @@ from typing import Any
 
 import pyro
 import pyro.distributions as dist
-
-from .._util.memory import HeapGuard as _HeapGuard
 import torch
 from pyro import poutine
 from torch.distributions import constraints
 
 from .._util.checks import positive_int
+from .._util.memory import HeapGuard as _HeapGuard
 from ..program.protocol import Data, Program, as_program
 
 #: Float64 temporaries of N numbers per row of z that a chunk of log_prob holds at once.
@@ -50,8 +49,7 @@ class AggregatePosterior(dist.TorchDistribution):
     def __init__(self, loc: torch.Tensor, scale: torch.Tensor, transforms=(), *, max_memory_mb: float = 256.0):
         if loc.ndim != 2 or loc.shape != scale.shape or loc.shape[0] == 0:
             raise ValueError(
-                f"loc and scale must share a shape (N, L) with N >= 1; got {tuple(loc.shape)} "
-                f"and {tuple(scale.shape)}."
+                f"loc and scale must share a shape (N, L) with N >= 1; got {tuple(loc.shape)} and {tuple(scale.shape)}."
             )
         if not bool((scale > 0).all()):
             raise ValueError("Every component scale must be positive.")
@@ -73,7 +71,7 @@ class AggregatePosterior(dist.TorchDistribution):
         site: str | None = None,
         plate: str | None = None,
         batch_size: int = 4096,
-    ) -> "AggregatePosterior":
+    ) -> AggregatePosterior:
         """Run the guide over the rows of ``x`` and keep every ``q(z|x_i)`` at the latent ``site``."""
         program = as_program(model, guide, plate=plate)
         data = program.data(x, covariates)
@@ -91,7 +89,8 @@ class AggregatePosterior(dist.TorchDistribution):
                 rows = torch.arange(start, min(start + batch_size, len(data)))
                 chunk = data.rows(rows)
                 trace = poutine.trace(program.guide).get_trace(
-                    chunk.x, **program.arguments(program.guide, chunk, rows, len(data)))  # fmt: skip
+                    chunk.x, **program.arguments(program.guide, chunk, rows, len(data))
+                )
                 loc, scale, shared = _gaussian_parts(trace.nodes[name]["fn"], name, len(rows))
                 if transforms is not None and any(a is not b for a, b in zip(transforms, shared)):
                     raise ValueError(_REBUILT.format(site=name))
@@ -123,8 +122,9 @@ class AggregatePosterior(dist.TorchDistribution):
         """
         return self.sample_with_components(sample_shape, seed=seed)[0]
 
-    def sample_with_components(self, sample_shape: int | torch.Size | tuple = torch.Size(), *,
-                               seed: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def sample_with_components(
+        self, sample_shape: int | torch.Size | tuple = torch.Size(), *, seed: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draws ``(*sample_shape, L)`` as :meth:`sample`, and the component (data row) each came from."""
         if isinstance(sample_shape, int):
             sample_shape = (positive_int(sample_shape, "num_samples"),)
@@ -142,8 +142,9 @@ class AggregatePosterior(dist.TorchDistribution):
                 z = transform(z)
         return z.reshape(*shape, self.latent_dim), which.reshape(shape)
 
-    def log_prob(self, z: torch.Tensor, *, max_memory_mb: float | None = None,
-                 leave_out: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def log_prob(
+        self, z: torch.Tensor, *, max_memory_mb: float | None = None, leave_out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """``log q(z)`` for ``z`` of shape ``(..., L)``; returns shape ``(...)``.
 
         Uses ``sum_l (u_l - mu_il)^2 / s_il^2 = u^2 . (1/s^2)_i - 2 u . (mu/s^2)_i + sum mu^2/s^2``
@@ -168,7 +169,9 @@ class AggregatePosterior(dist.TorchDistribution):
         log_q = self._mixture_log_prob(u, max_memory_mb or self.max_memory_mb, left_out) - log_det
         return log_q.reshape(batch).to(z.dtype)
 
-    def _mixture_log_prob(self, z: torch.Tensor, max_memory_mb: float, leave_out: torch.Tensor | None = None) -> torch.Tensor:
+    def _mixture_log_prob(
+        self, z: torch.Tensor, max_memory_mb: float, leave_out: torch.Tensor | None = None
+    ) -> torch.Tensor:
         precision, weighted_loc, constant = self._quadratic_terms()
         # Temporaries per chunk row: the two products, their sum and logsumexp's shifted exponentials,
         # each N float64 numbers.
@@ -233,15 +236,16 @@ class RowDistribution(dist.TorchDistribution):
     def _select(self, values: torch.Tensor, event_dims: int) -> torch.Tensor:
         # Flatten fn's batch dimensions (the data plate and size-1 plates) into one and pick the row.
         leading = values.ndim - event_dims - len(self.fn.batch_shape)
-        flat = values.reshape(*values.shape[:leading], -1, *values.shape[values.ndim - event_dims:])
+        flat = values.reshape(*values.shape[:leading], -1, *values.shape[values.ndim - event_dims :])
         return flat.select(leading, self.row)
 
     def sample(self, sample_shape=torch.Size()):
         return self._select(self.fn.sample(sample_shape), len(self.event_shape))
 
     def log_prob(self, value):
-        expanded = value.reshape(*value.shape[: value.ndim - len(self.event_shape)],
-                                 *([1] * len(self.fn.batch_shape)), *self.event_shape)  # fmt: skip
+        expanded = value.reshape(
+            *value.shape[: value.ndim - len(self.event_shape)], *([1] * len(self.fn.batch_shape)), *self.event_shape
+        )
         return self._select(self.fn.log_prob(expanded), 0)
 
     @property
@@ -292,8 +296,10 @@ def _subset_source(program, data, **kwargs):
 def _mixture_source(program, data, *, mixture=None, **_):
     # The mixture is fitted after training and stored on the model (vae.latent_mixture).
     if mixture is None:
-        raise ValueError("This model has no fitted mixture; fit one first: vae.latent_mixture = "
-                         "pyro_vae.LatentMixture.fit(vae, train_x, num_components=10).")  # fmt: skip
+        raise ValueError(
+            "This model has no fitted mixture; fit one first: vae.latent_mixture = "
+            "pyro_vae.LatentMixture.fit(vae, train_x, num_components=10)."
+        )
     return mixture.distribution()
 
 

@@ -74,7 +74,7 @@ class LatentMixture(nn.Module):
         max_draws: int = 20_000,
         max_iter: int = 200,
         seed: int = 0,
-    ) -> "LatentMixture":
+    ) -> LatentMixture:
         """Fit to draws ``z ~ q(z|x_i)`` from the guide's trace at the latent ``site``, for the rows of ``x``.
 
         Uses scikit-learn's EM (``GaussianMixture``, k-means initialisation, covariance floor
@@ -93,13 +93,17 @@ class LatentMixture(nn.Module):
         points = min(len(data), max(1, max_draws // draws_per_point))
         rows = torch.randperm(len(data), generator=generator)[:points]
         with isolated(seed), pyro.validation_enabled(False):
-            guide_trace, _ = program.traces(data.rows(rows), draws_per_point, indices=rows, num_data=len(data),
-                                            sites=sites)  # fmt: skip
-        draws = site_values(guide_trace.nodes[name], sites, program.plate).reshape(-1, latent_dim).double().cpu().numpy()
+            guide_trace, _ = program.traces(
+                data.rows(rows), draws_per_point, indices=rows, num_data=len(data), sites=sites
+            )
+        draws = (
+            site_values(guide_trace.nodes[name], sites, program.plate).reshape(-1, latent_dim).double().cpu().numpy()
+        )
         if len(draws) < num_components:
             raise ValueError(f"Cannot fit {num_components} components to {len(draws)} draws; pass more data.")
-        gmm = GaussianMixture(num_components, covariance_type=covariance_type, reg_covar=1e-6,
-                              max_iter=max_iter, random_state=seed).fit(draws)  # fmt: skip
+        gmm = GaussianMixture(
+            num_components, covariance_type=covariance_type, reg_covar=1e-6, max_iter=max_iter, random_state=seed
+        ).fit(draws)
         covariances = torch.as_tensor(gmm.covariances_)
         if covariance_type == "diag":
             covariances = torch.diag_embed(covariances)
@@ -131,7 +135,9 @@ class LatentMixture(nn.Module):
 
         A diagonal mixture needs only the diagonal of each factor, ``K (1 + 2 L)`` numbers.
         """
-        per_component = 1 + self.latent_dim + (
-            self.latent_dim * (self.latent_dim + 1) // 2 if self.covariance_type == "full" else self.latent_dim
+        per_component = (
+            1
+            + self.latent_dim
+            + (self.latent_dim * (self.latent_dim + 1) // 2 if self.covariance_type == "full" else self.latent_dim)
         )
         return self.num_components * per_component * self.loc.element_size()

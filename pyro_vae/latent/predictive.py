@@ -79,8 +79,9 @@ def prior_predictive(
     rows = generation_rows(program, num_samples, x, covariates)
     with isolated(seed), pyro.validation_enabled(False):
         sites = program.sites(rows)
-        draws = [program.generate(rows.rows(slice(s, s + _DRAWS_PER_CHUNK)))
-                 for s in range(0, len(rows), _DRAWS_PER_CHUNK)]  # fmt: skip
+        draws = [
+            program.generate(rows.rows(slice(s, s + _DRAWS_PER_CHUNK))) for s in range(0, len(rows), _DRAWS_PER_CHUNK)
+        ]
     return collect_sites(program, sites, draws, particles=False, data_axis=0)
 
 
@@ -113,8 +114,9 @@ def posterior_predictive(
         traces = []
         for start in range(0, len(data), step):
             rows = torch.arange(start, min(start + step, len(data)))
-            guide_trace, model_trace = program.traces(data.rows(rows), num_samples, indices=rows, num_data=len(data),
-                                                      uncondition=True, sites=sites)  # fmt: skip
+            guide_trace, model_trace = program.traces(
+                data.rows(rows), num_samples, indices=rows, num_data=len(data), uncondition=True, sites=sites
+            )
             traces.append((guide_trace, model_trace))
     return collect_sites(program, sites, traces, particles=True, data_axis=1)
 
@@ -150,8 +152,9 @@ def generation_rows(program: Program, n: int, x: Any, covariates: Mapping[str, A
     if covariates:
         count = max(v.shape[0] for v in covariates.values())
         template = program.template(count)
-        return program.data(template.x, {**template.covariates, **_broadcast_rows(covariates, count)},
-                            what="template").cycled(n)  # fmt: skip
+        return program.data(
+            template.x, {**template.covariates, **_broadcast_rows(covariates, count)}, what="template"
+        ).cycled(n)
     return program.template(n)
 
 
@@ -198,7 +201,9 @@ def latent_means(
         for start in range(0, len(data), batch_size):
             rows = torch.arange(start, min(start + batch_size, len(data)))
             chunk = data.rows(rows)
-            trace = poutine.trace(program.guide).get_trace(chunk.x, **program.arguments(program.guide, chunk, rows, len(data)))
+            trace = poutine.trace(program.guide).get_trace(
+                chunk.x, **program.arguments(program.guide, chunk, rows, len(data))
+            )
             node = trace.nodes[site]
             try:
                 mean = node["fn"].mean
@@ -246,6 +251,9 @@ def collect_sites(program: Program, sites: Sites, runs: list, *, particles: bool
     first_latent = sites.local[0] if sites.local else None
     first_observed = sites.observed[0]
     return PredictiveSamples(
-        z=joined.get(first_latent), x=joined[first_observed], mean=joined_means[first_observed],
-        sites=joined, means=joined_means,
-    )  # fmt: skip
+        z=joined.get(first_latent),
+        x=joined[first_observed],
+        mean=joined_means[first_observed],
+        sites=joined,
+        means=joined_means,
+    )

@@ -25,9 +25,16 @@ import torch
 from .._util.checks import positive_int
 from .._util.isolation import isolated
 from ..data.loading import Split
-from .aggregate import SOURCES
-from .predictive import MAX_VALUES, PredictiveSamples, collect_sites, check_output_size, generation_rows, shaped_like_site
 from ..program.protocol import Data, Program, as_program
+from .aggregate import SOURCES
+from .predictive import (
+    MAX_VALUES,
+    PredictiveSamples,
+    check_output_size,
+    collect_sites,
+    generation_rows,
+    shaped_like_site,
+)
 
 
 def sample(
@@ -70,20 +77,36 @@ def sample(
     positive_int(num_samples, "num_samples")
     program = as_program(model, guide, plate=plate)
     data, labels = _data(program, x, covariates)
-    check_output_size(program, generation_rows(program, 1, None if data is None else data.x,
-                                               _merge(data, generate_with)), num_samples, max_values)  # fmt: skip
+    check_output_size(
+        program,
+        generation_rows(program, 1, None if data is None else data.x, _merge(data, generate_with)),
+        num_samples,
+        max_values,
+    )
     if isinstance(source, str):
         if source not in SOURCES:
-            raise ValueError(f"Unknown source {source!r}; choose one of {tuple(SOURCES)}, or pass a distribution over z.")
+            raise ValueError(
+                f"Unknown source {source!r}; choose one of {tuple(SOURCES)}, or pass a distribution over z."
+            )
         rows = generation_rows(program, 1, None if data is None else data.x, _merge(data, generate_with))
-        source = SOURCES[source](program, data, rows=rows, site=site, label=label, labels=labels,
-                                 mixture=getattr(model, "latent_mixture", None))  # fmt: skip
+        source = SOURCES[source](
+            program,
+            data,
+            rows=rows,
+            site=site,
+            label=label,
+            labels=labels,
+            mixture=getattr(model, "latent_mixture", None),
+        )
     elif not isinstance(source, torch.distributions.Distribution):
-        raise TypeError(f"source must be a name in {tuple(SOURCES)} or a distribution over z, got {type(source).__name__}.")
+        raise TypeError(
+            f"source must be a name in {tuple(SOURCES)} or a distribution over z, got {type(source).__name__}."
+        )
     with isolated(seed):
         z = source.sample(torch.Size([num_samples]))
-    return decode(program, z, x=None if data is None else data.x, covariates=_merge(data, generate_with),
-                  site=site, seed=seed)  # fmt: skip
+    return decode(
+        program, z, x=None if data is None else data.x, covariates=_merge(data, generate_with), site=site, seed=seed
+    )
 
 
 @torch.no_grad()
@@ -104,8 +127,10 @@ def decode(
         sites = program.sites(rows)
         name = sites.latent(site)
         if tuple(z.shape[1:]) != tuple(sites.event_shapes[name]):
-            raise ValueError(f"The source draws codes of shape {tuple(z.shape[1:])}; the site {name!r} has event "
-                             f"shape {tuple(sites.event_shapes[name])}.")  # fmt: skip
+            raise ValueError(
+                f"The source draws codes of shape {tuple(z.shape[1:])}; the site {name!r} has event "
+                f"shape {tuple(sites.event_shapes[name])}."
+            )
         trace = program.generate(rows, condition={name: shaped_like_site(z, sites, len(rows))})
     return collect_sites(program, sites, [trace], particles=False, data_axis=0)
 

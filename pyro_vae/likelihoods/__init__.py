@@ -39,9 +39,32 @@ Adding one is a few lines::
             return dist.Gumbel(loc, scale.expand_as(loc)).to_event(1)
 """
 
-from .base import LIKELIHOODS, POSITIVE_MODES, DensityLikelihood, Likelihood, Positive, describe_support, get_likelihood, register_likelihood
-from .continuous import BernoulliLikelihood, BetaLikelihood, ContinuousBernoulliLikelihood, LaplaceLikelihood, NormalLikelihood, StudentTLikelihood
-from .discrete import BinomialLikelihood, CategoricalLikelihood, DiscretizedLogisticLikelihood, NegativeBinomialLikelihood, PoissonLikelihood, ZeroInflatedNegativeBinomialLikelihood
+from .base import (
+    LIKELIHOODS,
+    POSITIVE_MODES,
+    DensityLikelihood,
+    Likelihood,
+    Positive,
+    describe_support,
+    get_likelihood,
+    register_likelihood,
+)
+from .continuous import (
+    BernoulliLikelihood,
+    BetaLikelihood,
+    ContinuousBernoulliLikelihood,
+    LaplaceLikelihood,
+    NormalLikelihood,
+    StudentTLikelihood,
+)
+from .discrete import (
+    BinomialLikelihood,
+    CategoricalLikelihood,
+    DiscretizedLogisticLikelihood,
+    NegativeBinomialLikelihood,
+    PoissonLikelihood,
+    ZeroInflatedNegativeBinomialLikelihood,
+)
 from .distributions import Dequantized, DiscretizedLogistic
 
 __all__ = [

@@ -29,7 +29,7 @@ from .._util.checks import positive_int
 from .._util.registry import registrar
 from .distributions import Dequantized, level_mean
 
-LIKELIHOODS: dict[str, type["Likelihood"]] = {}
+LIKELIHOODS: dict[str, type[Likelihood]] = {}
 
 register_likelihood = registrar(LIKELIHOODS, "likelihood")
 
@@ -39,7 +39,7 @@ POSITIVE_MODES = ("global", "feature", "decoder")
 CHECK_BLOCK_BYTES = 256 * 1024
 
 
-def get_likelihood(spec: "str | Likelihood", **kwargs: Any) -> "Likelihood":
+def get_likelihood(spec: str | Likelihood, **kwargs: Any) -> Likelihood:
     """Return a likelihood from a registry name (with constructor ``kwargs``) or pass one through."""
     if isinstance(spec, Likelihood):
         if kwargs:
@@ -47,13 +47,14 @@ def get_likelihood(spec: "str | Likelihood", **kwargs: Any) -> "Likelihood":
         return spec
     if not isinstance(spec, str) or spec not in LIKELIHOODS:
         raise ValueError(
-            f"Unknown likelihood {spec!r}; choose one of {sorted(LIKELIHOODS)} "
-            "or pass a pyro_vae.Likelihood instance."
+            f"Unknown likelihood {spec!r}; choose one of {sorted(LIKELIHOODS)} or pass a pyro_vae.Likelihood instance."
         )
     cls = LIKELIHOODS[spec]
     if kwargs and cls.__init__ is Likelihood.__init__:
-        raise ValueError(f"The {spec!r} likelihood takes no options, got {kwargs}; drop them or choose another "
-                         "likelihood (num_levels applies to densities and level models).")  # fmt: skip
+        raise ValueError(
+            f"The {spec!r} likelihood takes no options, got {kwargs}; drop them or choose another "
+            "likelihood (num_levels applies to densities and level models)."
+        )
     try:
         return cls(**kwargs)
     except TypeError as error:  # an unknown keyword: say which likelihood and what it takes
@@ -316,8 +317,7 @@ class Likelihood(nn.Module):
             bad = x[~ok]
             raise ValueError(
                 f"{what} has {bad.numel()} value(s) outside the support of the {self.name!r} "
-                f"likelihood ({describe_support(self.support)}); for example {bad[0].item():g}. "
-                + self.support_hint
+                f"likelihood ({describe_support(self.support)}); for example {bad[0].item():g}. " + self.support_hint
             )
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -410,8 +410,7 @@ class DensityLikelihood(Likelihood):
     def support_hint(self) -> str:
         if self.num_levels is None:
             return self.density_hint + (
-                " For integer levels (8-bit pixels, say), pass num_levels=L to model them by "
-                "uniform dequantisation."
+                " For integer levels (8-bit pixels, say), pass num_levels=L to model them by uniform dequantisation."
             )
         return "Pass the data as integer levels (pyro_vae.data.load(..., values='levels'))."
 

@@ -61,8 +61,13 @@ class _LocationScale(DensityLikelihood):
 
     family: type = dist.Normal
 
-    def __init__(self, scale: float | str = "global", min_scale: float = 1e-3, init_scale: float = 0.1,
-                 num_levels: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        scale: float | str = "global",
+        min_scale: float = 1e-3,
+        init_scale: float = 0.1,
+        num_levels: int | None = None,
+    ):
         super().__init__(num_levels=num_levels, scale=scale, min_scale=min_scale, init_scale=init_scale)
         self.scale = self.positive("scale", scale, floor=min_scale, init=init_scale)
 
@@ -102,9 +107,16 @@ class StudentTLikelihood(_LocationScale):
     ``"decoder"``), learned as ``min_df + softplus(.)`` from ``init_df``.
     """
 
-    def __init__(self, scale: float | str = "global", min_scale: float = 1e-3, init_scale: float = 0.1,
-                 df: float | str = "global", min_df: float = 1.0, init_df: float = 5.0,
-                 num_levels: int | None = None):  # fmt: skip
+    def __init__(
+        self,
+        scale: float | str = "global",
+        min_scale: float = 1e-3,
+        init_scale: float = 0.1,
+        df: float | str = "global",
+        min_df: float = 1.0,
+        init_df: float = 5.0,
+        num_levels: int | None = None,
+    ):
         super().__init__(scale, min_scale, init_scale, num_levels)
         self.config.update(df=df, min_df=min_df, init_df=init_df)
         self.df = self.positive("df", df, floor=min_df, init=init_df)
@@ -127,12 +139,22 @@ class BetaLikelihood(DensityLikelihood):
     density_support = open_unit_interval
     density_hint = "The Beta density needs values strictly between 0 and 1."
 
-    def __init__(self, concentration: float | str = "global", min_concentration: float = 0.01,
-                 init_concentration: float = 10.0, num_levels: int | None = None):  # fmt: skip
-        super().__init__(num_levels=num_levels, concentration=concentration,
-                         min_concentration=min_concentration, init_concentration=init_concentration)  # fmt: skip
-        self.concentration = self.positive("concentration", concentration, floor=min_concentration,
-                                           init=init_concentration)  # fmt: skip
+    def __init__(
+        self,
+        concentration: float | str = "global",
+        min_concentration: float = 0.01,
+        init_concentration: float = 10.0,
+        num_levels: int | None = None,
+    ):
+        super().__init__(
+            num_levels=num_levels,
+            concentration=concentration,
+            min_concentration=min_concentration,
+            init_concentration=init_concentration,
+        )
+        self.concentration = self.positive(
+            "concentration", concentration, floor=min_concentration, init=init_concentration
+        )
 
     def density(self, raw):
         logits, concentration = self.split(raw)

@@ -45,12 +45,15 @@ class _CountMeans:
     def _count_mean(self, raw_mean: torch.Tensor, size: torch.Tensor | None) -> torch.Tensor:
         if not self.size_factors:
             if size is not None:
-                raise ValueError(f"The {self.name!r} likelihood was built without size_factors=True; it takes no "
-                                 "size factors.")  # fmt: skip
+                raise ValueError(
+                    f"The {self.name!r} likelihood was built without size_factors=True; it takes no size factors."
+                )
             return _rate(raw_mean)
         if size is None:
-            raise ValueError(f"The {self.name!r} likelihood uses size factors: give each point's size factor "
-                             "(its library size), e.g. covariates={'size_factor': counts.sum(-1)}.")  # fmt: skip
+            raise ValueError(
+                f"The {self.name!r} likelihood uses size factors: give each point's size factor "
+                "(its library size), e.g. covariates={'size_factor': counts.sum(-1)}."
+            )
         return size.unsqueeze(-1) * torch.softmax(raw_mean, dim=-1) + _MIN_RATE
 
     def _initial_mean_raw(self, x: torch.Tensor) -> torch.Tensor:
@@ -125,13 +128,23 @@ class NegativeBinomialLikelihood(_CountMeans, Likelihood):
     is_discrete = True
     support_hint = _COUNT_HINT
 
-    def __init__(self, concentration: float | str = "feature", min_concentration: float = 1e-3,
-                 init_concentration: float = 1.0, size_factors: bool = False):  # fmt: skip
-        super().__init__(concentration=concentration, min_concentration=min_concentration,
-                         init_concentration=init_concentration, **({"size_factors": True} if size_factors else {}))  # fmt: skip
+    def __init__(
+        self,
+        concentration: float | str = "feature",
+        min_concentration: float = 1e-3,
+        init_concentration: float = 1.0,
+        size_factors: bool = False,
+    ):
+        super().__init__(
+            concentration=concentration,
+            min_concentration=min_concentration,
+            init_concentration=init_concentration,
+            **({"size_factors": True} if size_factors else {}),
+        )
         self.size_factors = _flag(size_factors, "size_factors")
-        self.concentration = self.positive("concentration", concentration, floor=min_concentration,
-                                           init=init_concentration)  # fmt: skip
+        self.concentration = self.positive(
+            "concentration", concentration, floor=min_concentration, init=init_concentration
+        )
 
     def _counts(self, mean_raw, concentration, size=None):
         mean = self._count_mean(mean_raw, size)
@@ -229,10 +242,21 @@ class DiscretizedLogisticLikelihood(_Levels):
     ``"global"`` or fixed, learned as ``min_scale + softplus(.)``.
     """
 
-    def __init__(self, num_levels: int = 256, num_components: int = 1, scale: float | str = "decoder",
-                 min_scale: float = 1e-3, init_scale: float = 0.1):  # fmt: skip
-        super().__init__(num_levels=num_levels, num_components=num_components, scale=scale,
-                         min_scale=min_scale, init_scale=init_scale)  # fmt: skip
+    def __init__(
+        self,
+        num_levels: int = 256,
+        num_components: int = 1,
+        scale: float | str = "decoder",
+        min_scale: float = 1e-3,
+        init_scale: float = 0.1,
+    ):
+        super().__init__(
+            num_levels=num_levels,
+            num_components=num_components,
+            scale=scale,
+            min_scale=min_scale,
+            init_scale=init_scale,
+        )
         self._set_levels(num_levels)
         self.num_components = positive_int(num_components, "num_components")
         self.base_params = self.num_components * (2 if self.num_components > 1 else 1)

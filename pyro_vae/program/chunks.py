@@ -31,7 +31,9 @@ def chunk_plan(
     return plan_chunks(program, data, program.sites(data), num_particles, max_memory_mb)
 
 
-def plan_chunks(program: Program, data: Data, sites: Sites, num_particles: int, max_memory_mb: float) -> tuple[int, int]:
+def plan_chunks(
+    program: Program, data: Data, sites: Sites, num_particles: int, max_memory_mb: float
+) -> tuple[int, int]:
     with torch.random.fork_rng(devices=[]):
         per_draw = program.bytes_per_draw(data, sites)
     draws = max(1, int(max_memory_mb * 2**20 // per_draw))

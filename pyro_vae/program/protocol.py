@@ -36,9 +36,9 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
-from .._util.compat import TorchDispatchMode
 
 from .._util.checks import as_tensor
+from .._util.compat import TorchDispatchMode
 from ..data.rows import RowSource, as_row_source, checked_rows
 from .sites import Sites, discover, per_point
 
@@ -59,18 +59,18 @@ class Data:
     def __len__(self) -> int:
         return self.x.shape[0]
 
-    def rows(self, index) -> "Data":
+    def rows(self, index) -> Data:
         """The rows ``index`` as tensors (read from disk when ``x`` is a :class:`~pyro_vae.rows.RowSource`)."""
         return Data(self.x[index], {k: v[index] for k, v in self.covariates.items()})
 
-    def subset(self, index) -> "Data":
+    def subset(self, index) -> Data:
         """The rows ``index``, still on disk when ``x`` is a row source (a lazy view), else as :meth:`rows`."""
         if isinstance(self.x, RowSource):
             positions = self.x._positions(index)
             return Data(self.x.subset(positions), {k: v[positions] for k, v in self.covariates.items()})
         return self.rows(index)
 
-    def cycled(self, n: int) -> "Data":
+    def cycled(self, n: int) -> Data:
         """``n`` rows, repeating the rows in order (templates for generation)."""
         return self.rows(torch.arange(n) % len(self))
 
@@ -79,7 +79,9 @@ def _plain_check(x: Any, what: str) -> torch.Tensor:
     """The checks of a program without its own: a tensor with finite values and points along dim 0."""
     x = as_tensor(x, what)
     if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"{what} must have the data points along its first dimension, N >= 1; got shape {tuple(x.shape)}.")
+        raise ValueError(
+            f"{what} must have the data points along its first dimension, N >= 1; got shape {tuple(x.shape)}."
+        )
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{what} contains non-finite values; remove or impute them.")
     return x
@@ -120,9 +122,15 @@ class Program:
         self._sites: Sites | None = None
 
     # ------------------------------------------------------------------ construction
-    def replace(self, **changes) -> "Program":
-        fields = dict(model=self.model, guide=self._guide, plate=self.plate, check=self._check,
-                      template=self._template, name=self.name)  # fmt: skip
+    def replace(self, **changes) -> Program:
+        fields = dict(
+            model=self.model,
+            guide=self._guide,
+            plate=self.plate,
+            check=self._check,
+            template=self._template,
+            name=self.name,
+        )
         fields.update(changes)
         return Program(**fields)
 
@@ -138,8 +146,9 @@ class Program:
         return self._template is not None
 
     # ------------------------------------------------------------------ data
-    def data(self, x: Any, covariates: Mapping[str, Any] | None = None, what: str = "x", *,
-             checked: bool = False) -> Data:  # fmt: skip
+    def data(
+        self, x: Any, covariates: Mapping[str, Any] | None = None, what: str = "x", *, checked: bool = False
+    ) -> Data:
         """Validate ``x`` and the data-aligned ``covariates`` and return them as :class:`Data`.
 
         ``checked=True`` says ``x`` was validated already (a tensor of the right kind), so only the
@@ -223,10 +232,13 @@ class Program:
             model = poutine.condition(model, data=dict(condition))
         if num_particles is not None:
             model = with_particles(model, num_particles, (sites or self.sites(rows)).particle_dim)
-        return poutine.trace(model).get_trace(rows.x, **self.arguments(self.model, rows, torch.arange(len(rows)),
-                                                                      len(rows)))  # fmt: skip
+        return poutine.trace(model).get_trace(
+            rows.x, **self.arguments(self.model, rows, torch.arange(len(rows)), len(rows))
+        )
 
-    def arguments(self, fn: Callable, data: Data, indices: torch.Tensor | None = None, num_data: int | None = None) -> dict:
+    def arguments(
+        self, fn: Callable, data: Data, indices: torch.Tensor | None = None, num_data: int | None = None
+    ) -> dict:
         """Keyword arguments of ``fn(data.x, **arguments)``: the covariates, and ``indices`` and
         ``num_data`` where ``fn`` declares them."""
         # Signatures are read from the user's callables, not from the wrappers around them.
@@ -251,8 +263,14 @@ class Program:
         rows = data.rows(slice(0, min(2, len(data))))
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
-                guide_trace, model_trace = self.traces(rows, 2, indices=torch.arange(len(rows)), num_data=len(data),
-                                                       sites=sites, guide=self._guide or _no_guide)  # fmt: skip
+                guide_trace, model_trace = self.traces(
+                    rows,
+                    2,
+                    indices=torch.arange(len(rows)),
+                    num_data=len(data),
+                    sites=sites,
+                    guide=self._guide or _no_guide,
+                )
                 for name in sites.observed:
                     per_point(model_trace.nodes[name], sites, self.plate, 2, len(rows))
         except (RuntimeError, IndexError) as error:
@@ -266,7 +284,7 @@ class Program:
             ) from None
 
     # ------------------------------------------------------------------ global latents
-    def conditioned_on_globals(self, data: Data, values: Any) -> tuple["Program", dict[str, str]]:
+    def conditioned_on_globals(self, data: Data, values: Any) -> tuple[Program, dict[str, str]]:
         """The program with every global latent fixed, and a description of the values used.
 
         ``values`` is ``None`` (refuse when there are global latents), ``"guide_median"`` or a
@@ -286,16 +304,22 @@ class Program:
             )
         if isinstance(values, str):
             if values not in GLOBAL_POLICIES:
-                raise ValueError(f"global_values must be one of {GLOBAL_POLICIES} or a mapping of site names to values.")
+                raise ValueError(
+                    f"global_values must be one of {GLOBAL_POLICIES} or a mapping of site names to values."
+                )
             chosen = self._guide_median(data, sites)
             described = {name: f"guide median ({_MEDIAN_DRAWS} draws)" for name in chosen}
         elif isinstance(values, Mapping):
             missing = sorted(set(sites.globals) - set(values))
             unknown = sorted(set(values) - set(sites.globals))
             if missing or unknown:
-                raise ValueError(f"global_values must give exactly the global sites {list(sites.globals)}; "
-                                 f"missing {missing}, unknown {unknown}.")  # fmt: skip
-            chosen = {k: torch.as_tensor(v, dtype=data.x.dtype if not torch.is_tensor(v) else None) for k, v in values.items()}
+                raise ValueError(
+                    f"global_values must give exactly the global sites {list(sites.globals)}; "
+                    f"missing {missing}, unknown {unknown}."
+                )
+            chosen = {
+                k: torch.as_tensor(v, dtype=data.x.dtype if not torch.is_tensor(v) else None) for k, v in values.items()
+            }
             described = {name: "given value" for name in chosen}
         else:
             raise TypeError("global_values must be None, 'guide_median' or a mapping of site names to values.")
@@ -320,7 +344,9 @@ class Program:
             trace = poutine.trace(self.guide).get_trace(rows.x, **self.arguments(self.guide, rows, None, None))
             for name in sites.globals:
                 if name not in trace.nodes:
-                    raise ValueError(f"The global latent {name!r} is not sampled by the guide; pass its value in global_values.")
+                    raise ValueError(
+                        f"The global latent {name!r} is not sampled by the guide; pass its value in global_values."
+                    )
                 draws[name].append(trace.nodes[name]["value"])
 
     # ------------------------------------------------------------------ memory
@@ -334,8 +360,14 @@ class Program:
         counts = []
         for particles in (2, 6):
             with _AllocationCounter() as counter, torch.no_grad(), pyro.validation_enabled(False):
-                self.traces(rows, particles, indices=torch.arange(len(rows)), num_data=len(data), sites=sites,
-                            guide=self._guide or _no_guide)  # fmt: skip
+                self.traces(
+                    rows,
+                    particles,
+                    indices=torch.arange(len(rows)),
+                    num_data=len(data),
+                    sites=sites,
+                    guide=self._guide or _no_guide,
+                )
             counts.append(counter.bytes)
         return max((counts[1] - counts[0]) / (4 * len(rows)), 64.0)
 
@@ -394,4 +426,3 @@ class _AllocationCounter(TorchDispatchMode):
             if isinstance(tensor, torch.Tensor) and not tensor._is_view():
                 self.bytes += tensor.untyped_storage().nbytes()
         return out
-

@@ -44,7 +44,9 @@ class Sites:
         """The local latent site a tool works on: ``site`` or the only one."""
         if site is not None:
             if site not in self.local:
-                raise ValueError(f"{site!r} is not a local latent site of this program; its local latents are {list(self.local)}.")
+                raise ValueError(
+                    f"{site!r} is not a local latent site of this program; its local latents are {list(self.local)}."
+                )
             return site
         if len(self.local) != 1:
             raise ValueError(f"This program has local latent sites {list(self.local)}; pass site= to choose one.")
@@ -90,7 +92,7 @@ def site_values(site: dict, sites: Sites, plate: str, *, particles: bool = True)
     batch = value.shape[: value.ndim - event]
     rank = sites.nesting + (1 if particles else 0)
     batch = (1,) * (rank - len(batch)) + tuple(batch)
-    value = value.reshape(*batch, *value.shape[value.ndim - event:])
+    value = value.reshape(*batch, *value.shape[value.ndim - event :])
     keep = ([0] if particles else []) + ([rank + sites.data_dim] if in_plate(site, plate) else [])
     drop = [d for d in range(rank) if d not in keep and value.shape[d] == 1]
     for d in sorted(drop, reverse=True):
@@ -106,8 +108,9 @@ def discover(program, rows) -> Sites:
     """The :class:`Sites` of ``program`` (a :class:`~pyro_vae.program.Program`) on a few ``rows``."""
     guide = program._guide or (lambda *args, **kwargs: None)
     with torch.no_grad(), pyro.validation_enabled(False):
-        guide_trace, model_trace = program.traces(rows, None, indices=torch.arange(len(rows)), num_data=len(rows),
-                                                  guide=guide)  # fmt: skip
+        guide_trace, model_trace = program.traces(
+            rows, None, indices=torch.arange(len(rows)), num_data=len(rows), guide=guide
+        )
     plate = program.plate
     frames, plates_seen = [], set()
     for trace in (guide_trace, model_trace):
@@ -133,29 +136,44 @@ def discover(program, rows) -> Sites:
     model_sites, guide_sites = samples(model_trace), samples(guide_trace)
     observed = tuple(n for n, s in model_sites.items() if s["is_observed"] and in_plate(s, plate))
     if not observed:
-        raise ValueError(f"The model observes no site inside the plate {plate!r}: pass the data as obs= of a sample site there.")
+        raise ValueError(
+            f"The model observes no site inside the plate {plate!r}: pass the data as obs= of a sample site there."
+        )
     # The guide's latents are the ones tools draw from q; without a guide, the model's own.
     latent_source = guide_sites if program._guide is not None else model_sites
     local = tuple(n for n, s in latent_source.items() if not s["is_observed"] and in_plate(s, plate))
-    globals_ = tuple(n for n, s in {**guide_sites, **model_sites}.items()
-                     if not in_plate(s, plate) and (not s["is_observed"] or n in guide_sites))  # fmt: skip
+    globals_ = tuple(
+        n
+        for n, s in {**guide_sites, **model_sites}.items()
+        if not in_plate(s, plate) and (not s["is_observed"] or n in guide_sites)
+    )
     if program._guide is not None:
         unguided = [n for n, s in model_sites.items() if not s["is_observed"] and n not in guide_sites]
         if unguided:
-            raise ValueError(f"The model's latent site(s) {unguided} are not sampled by the guide; every latent "
-                             "of the model needs a distribution in the guide.")  # fmt: skip
+            raise ValueError(
+                f"The model's latent site(s) {unguided} are not sampled by the guide; every latent "
+                "of the model needs a distribution in the guide."
+            )
         auxiliary = [n for n in guide_sites if n not in model_sites]
         if auxiliary:
-            raise ValueError(f"The guide samples {auxiliary}, which the model does not have; importance weights "
-                             "need the guide's sites to be the model's latents.")  # fmt: skip
+            raise ValueError(
+                f"The guide samples {auxiliary}, which the model does not have; importance weights "
+                "need the guide's sites to be the model's latents."
+            )
     batch = len(rows)
     for name in observed:
         value = model_sites[name]["value"]
         fn = model_sites[name]["fn"]
-        size = value.shape[value.ndim - len(fn.event_shape) + data_dim] if value.ndim - len(fn.event_shape) >= -data_dim else 1
+        size = (
+            value.shape[value.ndim - len(fn.event_shape) + data_dim]
+            if value.ndim - len(fn.event_shape) >= -data_dim
+            else 1
+        )
         if size != batch:
-            raise ValueError(f"The plate {plate!r} runs over {size} points at site {name!r}, but the batch has "
-                             f"{batch} rows: the data plate must run over the rows of x.")  # fmt: skip
+            raise ValueError(
+                f"The plate {plate!r} runs over {size} points at site {name!r}, but the batch has "
+                f"{batch} rows: the data plate must run over the rows of x."
+            )
     all_sites = {**model_sites, **guide_sites}
     return Sites(
         nesting=nesting,

@@ -44,17 +44,28 @@ def log_weights(
     return latent + sum(observed.values())
 
 
-def point_weights(program: Program, data: Data, num_particles: int, sites: Sites, *, indices=None, num_data=None,
-             guide: Callable | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+def point_weights(
+    program: Program,
+    data: Data,
+    num_particles: int,
+    sites: Sites,
+    *,
+    indices=None,
+    num_data=None,
+    guide: Callable | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``(log p(z) - log q(z|x), {site: log p(x_k|z)})``, each of shape ``(S, B)``."""
-    guide_trace, model_trace = program.traces(data, num_particles, indices=indices, num_data=num_data, guide=guide,
-                                              sites=sites)  # fmt: skip
+    guide_trace, model_trace = program.traces(
+        data, num_particles, indices=indices, num_data=num_data, guide=guide, sites=sites
+    )
     batch = len(data)
-    latent = torch.zeros(num_particles, batch, dtype=torch.float64 if data.x.dtype == torch.float64 else None,
-                         device=data.x.device)  # fmt: skip
+    latent = torch.zeros(
+        num_particles, batch, dtype=torch.float64 if data.x.dtype == torch.float64 else None, device=data.x.device
+    )
     for name in sites.local:
         latent = latent + per_point(model_trace.nodes[name], sites, program.plate, num_particles, batch)
         latent = latent - per_point(guide_trace.nodes[name], sites, program.plate, num_particles, batch)
-    observed = {name: per_point(model_trace.nodes[name], sites, program.plate, num_particles, batch)
-                for name in sites.observed}  # fmt: skip
+    observed = {
+        name: per_point(model_trace.nodes[name], sites, program.plate, num_particles, batch) for name in sites.observed
+    }
     return latent, observed

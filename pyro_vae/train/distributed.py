@@ -29,7 +29,7 @@ class Distributed:
     world_size: int = 1
 
     @classmethod
-    def current(cls) -> "Distributed":
+    def current(cls) -> Distributed:
         if dist.is_available() and dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size())
         return cls()
@@ -46,8 +46,9 @@ class Distributed:
         """This rank's points of ``epoch``, in order: a ``DistributedSampler`` with the epoch's seed."""
         from torch.utils.data import DistributedSampler
 
-        sampler = DistributedSampler(range(num_data), num_replicas=self.world_size, rank=self.rank, shuffle=True,
-                                     seed=seed, drop_last=True)  # fmt: skip
+        sampler = DistributedSampler(
+            range(num_data), num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=seed, drop_last=True
+        )
         sampler.set_epoch(epoch)
         return torch.as_tensor(list(iter(sampler)), dtype=torch.long)
 

@@ -26,39 +26,36 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from contextlib import nullcontext
 import math
 import os
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
 
-from ..io import checkpoint as ckpt
-from .._util.checks import positive_int, positive_number
 from .._util.files import FileLock, check_writable
 from .._util.isolation import isolated
 from .._util.memory import release_freed_memory
 from ..data.loading import Split, binarize
+from ..data.rows import CHUNK_BYTES, RowSource
+from ..io import checkpoint as ckpt
+from ..program.protocol import as_program
 from ..vae.initialization import initialize_from_data
 from ..vae.model import VAE
-from ..program.protocol import as_program
-from ..data.rows import CHUNK_BYTES, RowSource
+from .distributed import Distributed
 from .early_stopping import EarlyStopping
 from .epochs import epoch_order, epoch_values
-from .objective import ObjectiveStep
+from .objective import IMPORTANCE_WEIGHTED, OBJECTIVES, ObjectiveStep, make_objective
 from .progress import Progress
-from .validation import Validation
-from .warmup import KLWarmup
-from .distributed import Distributed
-from .objective import IMPORTANCE_WEIGHTED, OBJECTIVES, make_objective
-from .validation import mean_elbo_of
 from .settings import TrainSettings, settings_from
 from .state import History, RunState, resume_state
+from .validation import Validation, mean_elbo_of
+from .warmup import KLWarmup
 
 #: Names of the objectives ``fit(elbo=...)`` accepts.
 ELBOS = OBJECTIVES
@@ -67,6 +64,7 @@ TRAIN_OPTIONS = frozenset(f.name for f in dataclasses.fields(TrainSettings))
 #: Rows sampled from data on disk to start an untrained model (``init_from_data``), at most
 #: :data:`pyro_vae.rows.CHUNK_BYTES` of them.
 INIT_SAMPLE_ROWS = 10_000
+
 
 def fit(
     vae: VAE,
@@ -141,26 +139,58 @@ def fit(
     writes = checkpoint is not None and Distributed.current().is_main
     lock = FileLock(f"{checkpoint}.lock", f"The checkpoint {checkpoint}") if writes else nullcontext()
     with lock:
-        return _fit(vae, x, dynamic, train_covariates, x_val, val_data, settings, checkpoint=checkpoint, resume=resume,
-                    history_path=history_path, before_training=before_training)
+        return _fit(
+            vae,
+            x,
+            dynamic,
+            train_covariates,
+            x_val,
+            val_data,
+            settings,
+            checkpoint=checkpoint,
+            resume=resume,
+            history_path=history_path,
+            before_training=before_training,
+        )
 
 
-def _fit(vae, x, dynamic, train_covariates, x_val, val_data, settings: TrainSettings, *, checkpoint, resume,
-         history_path, before_training) -> History:
+def _fit(
+    vae,
+    x,
+    dynamic,
+    train_covariates,
+    x_val,
+    val_data,
+    settings: TrainSettings,
+    *,
+    checkpoint,
+    resume,
+    history_path,
+    before_training,
+) -> History:
     """The training loop of :func:`fit`, once its arguments are checked and the checkpoint locked."""
     epochs, batch_size, seed, elbo = settings.epochs, settings.batch_size, settings.seed, settings.elbo
-    num_particles, patience, restore_best, jit = settings.num_particles, settings.patience, settings.restore_best, settings.jit
+    num_particles, patience, restore_best, jit = (
+        settings.num_particles,
+        settings.patience,
+        settings.restore_best,
+        settings.jit,
+    )
     record = settings.resume_record(dynamic_binarization=dynamic, num_data=len(x))
     group = Distributed.current()
-    step = ObjectiveStep(vae, vae.model, vae.guide, make_objective(elbo, num_particles, jit=jit), settings.lr,
-                         distributed=group.active)  # fmt: skip
+    step = ObjectiveStep(
+        vae, vae.model, vae.guide, make_objective(elbo, num_particles, jit=jit), settings.lr, distributed=group.active
+    )
     state = RunState(stopping=EarlyStopping(patience))
     if resume and Path(checkpoint).exists():
         state = resume_state(vae, step, checkpoint, record, patience)
     elif settings.init_from_data and not vae.trained:
         # Data on disk starts the model from a sample of its rows (a bounded read).
-        start = (x.sample(max(2, min(INIT_SAMPLE_ROWS, CHUNK_BYTES // x.row_bytes)), seed) if isinstance(x, RowSource)
-                 else epoch_values(x, dynamic, seed, 0))  # fmt: skip
+        start = (
+            x.sample(max(2, min(INIT_SAMPLE_ROWS, CHUNK_BYTES // x.row_bytes)), seed)
+            if isinstance(x, RowSource)
+            else epoch_values(x, dynamic, seed, 0)
+        )
         initialize_from_data(vae, start, checked=True)
         if isinstance(x, RowSource):
             del start
@@ -175,8 +205,18 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, settings: TrainSett
     # An importance-weighted objective is validated on its own K-sample bound, so early stopping and
     # the kept epoch follow what is trained; chunks shrink so that K draws cost what one did.
     val_particles = num_particles if elbo in IMPORTANCE_WEIGHTED else 1
-    validation = (Validation(as_program(vae), val_data, seed=seed, batch_size=max(batch_size, 512 // val_particles),
-                             group=group, num_particles=val_particles) if x_val is not None else None)  # fmt: skip
+    validation = (
+        Validation(
+            as_program(vae),
+            val_data,
+            seed=seed,
+            batch_size=max(batch_size, 512 // val_particles),
+            group=group,
+            num_particles=val_particles,
+        )
+        if x_val is not None
+        else None
+    )
     history = History(state.rows, state.stopping.best_epoch, False)
     shown = Progress(settings.progress if group.is_main else False, epochs, state.epoch)
 
@@ -195,8 +235,13 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, settings: TrainSett
         if jit:  # one trace per minibatch size, before the first step and outside the random stream
             for size in sorted({min(batch_size, num_data - i * batch_size) for i in range(steps_per_epoch)}):
                 rows = torch.arange(size)
-                step.compile(x[rows], indices=rows, num_data=num_data, kl_weight=1.0,
-                             **{k: v[rows] for k, v in train_covariates.items()})  # fmt: skip
+                step.compile(
+                    x[rows],
+                    indices=rows,
+                    num_data=num_data,
+                    kl_weight=1.0,
+                    **{k: v[rows] for k, v in train_covariates.items()},
+                )
         for epoch in range(state.epoch, epochs if not state.stopped_early else state.epoch):
             started = time.perf_counter()
             # What the model falls back to if this epoch diverges (a copy costs far less than an epoch).
@@ -208,7 +253,7 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, settings: TrainSett
                 order = epoch_order(seed, epoch, num_data)
             x_epoch = epoch_values(x, dynamic, seed, epoch)
 
-            def diverged(at_step, what, use_best):
+            def diverged(at_step, what, use_best, last_finite=last_finite, epoch=epoch):
                 _diverged(vae, state, last_finite, epoch, at_step, what, checkpoint, use_best)
 
             total = 0.0
@@ -225,13 +270,22 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, settings: TrainSett
             if group.active:  # every rank sees the same mean loss, and so takes the same decisions
                 total = group.sum(total)[0] / group.world_size
                 if not math.isfinite(total):
-                    diverged(steps_per_epoch - 1, f"the training loss became {total}",
-                             restore_best and x_val is not None)  # fmt: skip
+                    diverged(
+                        steps_per_epoch - 1, f"the training loss became {total}", restore_best and x_val is not None
+                    )
             if not _all_finite(vae):
-                diverged(steps_per_epoch - 1, "a parameter became non-finite (a non-finite gradient)",
-                         restore_best and x_val is not None)  # fmt: skip
-            row = {"epoch": epoch + 1, "kl_weight": weight, "train_elbo": -total / steps_per_epoch / num_data,
-                   "val_elbo": float("nan"), "seconds": 0.0}  # fmt: skip
+                diverged(
+                    steps_per_epoch - 1,
+                    "a parameter became non-finite (a non-finite gradient)",
+                    restore_best and x_val is not None,
+                )
+            row = {
+                "epoch": epoch + 1,
+                "kl_weight": weight,
+                "train_elbo": -total / steps_per_epoch / num_data,
+                "val_elbo": float("nan"),
+                "seconds": 0.0,
+            }
             stop = False
             if validation is not None:
                 row["val_elbo"] = validation()
@@ -258,8 +312,9 @@ def _fit(vae, x, dynamic, train_covariates, x_val, val_data, settings: TrainSett
         warnings.warn(
             f"The ELBO was still rising at the last epoch ({len(history.rows)}): the model has not converged. "
             "Train for more epochs (resume the checkpoint with a larger epochs) or raise lr.",
-            RuntimeWarning, stacklevel=3,  # the caller of fit
-        )  # fmt: skip
+            RuntimeWarning,
+            stacklevel=3,  # the caller of fit
+        )
     shown.close()
     vae.eval()
     if x_val is not None and restore_best and state.stopping.best_state is not None:
@@ -305,8 +360,9 @@ def _training_data(program, train: Any, covariates) -> tuple[torch.Tensor | RowS
     return data.x, False, data.covariates
 
 
-def _diverged(vae, state: RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint,
-              use_best: bool) -> None:
+def _diverged(
+    vae, state: RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint, use_best: bool
+) -> None:
     """Put finite parameters back in the model and raise a ``FloatingPointError`` that says which."""
     if use_best and state.stopping.best_state is not None:
         vae.load_state_dict(state.stopping.best_state)
@@ -316,8 +372,11 @@ def _diverged(vae, state: RunState, last_finite: dict, epoch: int, step: int, wh
         held = f"the parameters at the end of epoch {epoch}" if epoch else "its parameters from before the first epoch"
     saved = ""
     if checkpoint is not None:
-        saved = (f" The checkpoint {checkpoint} holds epoch {state.epoch}, the last finished one."
-                 if state.epoch else f" No checkpoint was written ({checkpoint} holds no epoch of this run).")
+        saved = (
+            f" The checkpoint {checkpoint} holds epoch {state.epoch}, the last finished one."
+            if state.epoch
+            else f" No checkpoint was written ({checkpoint} holds no epoch of this run)."
+        )
     raise FloatingPointError(
         f"Training stopped at step {step + 1} of epoch {epoch + 1}: {what}. The parameters left the range "
         f"where the model is finite. The model now holds {held}.{saved} Lower lr, or raise the floor of "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import pyro
 import torch
@@ -16,8 +16,9 @@ OBJECTIVES = ("trace", "meanfield", "iwae", "iwae-dreg")
 IMPORTANCE_WEIGHTED = ("iwae", "iwae-dreg")
 
 
-def make_objective(name: str, num_particles: int, *, plate: str = "data", max_plate_nesting: int = 1,
-                   jit: bool = False):  # fmt: skip
+def make_objective(
+    name: str, num_particles: int, *, plate: str = "data", max_plate_nesting: int = 1, jit: bool = False
+):
     """The Pyro objective called ``name``: ``Trace_ELBO``, ``TraceMeanField_ELBO`` or the per-point
     importance-weighted bound (``"iwae"``; ``"iwae-dreg"`` with doubly reparameterised gradients), with
     ``num_particles`` vectorised particles; with ``jit``, Pyro's
@@ -32,12 +33,17 @@ def make_objective(name: str, num_particles: int, *, plate: str = "data", max_pl
     if jit and name != "trace":
         raise ValueError(f"jit=True compiles the 'trace' objective (JitTrace_ELBO); train elbo={name!r} without it.")
     if name in IMPORTANCE_WEIGHTED:
-        return ImportanceWeightedELBO(num_particles, plate=plate, max_plate_nesting=max_plate_nesting,
-                                      dreg=name == "iwae-dreg")  # fmt: skip
+        return ImportanceWeightedELBO(
+            num_particles, plate=plate, max_plate_nesting=max_plate_nesting, dreg=name == "iwae-dreg"
+        )
     kind = JitTrace_ELBO if jit else Trace_ELBO if name == "trace" else TraceMeanField_ELBO
     options = {"ignore_jit_warnings": True} if jit else {}
-    return kind(num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=max_plate_nesting,
-                **options)  # fmt: skip
+    return kind(
+        num_particles=num_particles,
+        vectorize_particles=num_particles > 1,
+        max_plate_nesting=max_plate_nesting,
+        **options,
+    )
 
 
 def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
@@ -84,8 +90,16 @@ class ObjectiveStep:
     random stream, so a resumed run draws exactly what the uninterrupted run drew.
     """
 
-    def __init__(self, module: torch.nn.Module, model: Callable, guide: Callable, objective, lr: float, *,
-                 distributed: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        model: Callable,
+        guide: Callable,
+        objective,
+        lr: float,
+        *,
+        distributed: bool = False,
+    ):
         self.module, self.model, self.guide, self.objective = module, model, guide, objective
         self.params = list(module.parameters())
         self.optimizer = adam(self.params, lr)
@@ -147,10 +161,18 @@ class _Loss(torch.nn.Module):
         # Tensors go positionally (inputs of the compiled graph); fixed values by keyword (compile keys).
         fixed = {k: kwargs.pop(k) for k in [k for k, v in kwargs.items() if k == "num_data" or v is None]}
         names = tuple(sorted(kwargs))
-        tensors = [torch.as_tensor(kwargs[k], dtype=torch.get_default_dtype() if k == "kl_weight" else None)
-                   for k in names]  # fmt: skip
-        return self.objective.differentiable_loss(self.positional_model, self.positional_guide, *args, *tensors,
-                                                  tensor_names=names, rows=len(args[0]), **fixed)  # fmt: skip
+        tensors = [
+            torch.as_tensor(kwargs[k], dtype=torch.get_default_dtype() if k == "kl_weight" else None) for k in names
+        ]
+        return self.objective.differentiable_loss(
+            self.positional_model,
+            self.positional_guide,
+            *args,
+            *tensors,
+            tensor_names=names,
+            rows=len(args[0]),
+            **fixed,
+        )
 
 
 def _positional(fn: Callable) -> Callable:

@@ -56,8 +56,7 @@ class ImportanceWeightedELBO(ELBO):
     multiplies its log-density inside each point's log-weight.
     """
 
-    def __init__(self, num_particles: int = 8, *, plate: str = "data", max_plate_nesting: int = 1,
-                 dreg: bool = False):  # fmt: skip
+    def __init__(self, num_particles: int = 8, *, plate: str = "data", max_plate_nesting: int = 1, dreg: bool = False):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting, vectorize_particles=True)
         if not isinstance(dreg, bool):
             raise ValueError(f"dreg must be True or False, got {dreg!r}.")
@@ -67,7 +66,7 @@ class ImportanceWeightedELBO(ELBO):
         return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
 
     def _surrogate(self, model, guide, args, kwargs) -> tuple[torch.Tensor, float]:
-        (model_trace, guide_trace), = self._get_traces(model, guide, args, kwargs)  # fmt: skip
+        ((model_trace, guide_trace),) = self._get_traces(model, guide, args, kwargs)
         log_w = 0.0
         scale = None
         latents = []  # the guide's sampled values, whose gradient DReG reweights
@@ -76,8 +75,10 @@ class ImportanceWeightedELBO(ELBO):
                 if site["type"] != "sample" or (sign < 0 and site["is_observed"]):
                     continue
                 if sign < 0 and not site["fn"].has_rsample:
-                    raise ValueError(f"The importance-weighted objective needs reparameterised guide sites; "
-                                     f"{name!r} ({type(site['fn']).__name__}) has no rsample.")  # fmt: skip
+                    raise ValueError(
+                        f"The importance-weighted objective needs reparameterised guide sites; "
+                        f"{name!r} ({type(site['fn']).__name__}) has no rsample."
+                    )
                 if sign < 0 and self.dreg:
                     site = {**site, "log_prob": _path_only(site)}
                     latents.append((name, site))
@@ -87,8 +88,10 @@ class ImportanceWeightedELBO(ELBO):
         if scale is None:
             raise ValueError(f"No sample site lies inside the plate {self.plate!r}.")
         if len(latents) > 1:
-            raise ValueError(f"dreg=True handles guides with one latent site; this guide samples "
-                             f"{[name for name, _ in latents]}. Train without dreg.")  # fmt: skip
+            raise ValueError(
+                f"dreg=True handles guides with one latent site; this guide samples "
+                f"{[name for name, _ in latents]}. Train without dreg."
+            )
         if latents and torch.is_grad_enabled():
             self._reweight(latents, log_w)
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)  # (B,)
@@ -106,8 +109,10 @@ class ImportanceWeightedELBO(ELBO):
             batch = value.shape[: value.dim() - site["fn"].event_dim]
             expected = (self.num_particles, weights.shape[1]) if self.num_particles > 1 else (weights.shape[1],)
             if tuple(batch) != expected:
-                raise ValueError(f"dreg=True needs each guide site batched as (particles, data); {name!r} has batch "
-                                 f"shape {tuple(batch)}. Train without dreg.")  # fmt: skip
+                raise ValueError(
+                    f"dreg=True needs each guide site batched as (particles, data); {name!r} has batch "
+                    f"shape {tuple(batch)}. Train without dreg."
+                )
             per_value = weights.reshape(*batch, *([1] * site["fn"].event_dim))
             value.register_hook(lambda grad, w=per_value: grad * w)
 
@@ -116,9 +121,11 @@ class ImportanceWeightedELBO(ELBO):
         frames = {f.name: f for f in site["cond_indep_stack"]}
         frame = frames.get(self.plate)
         if frame is None:
-            raise ValueError(f"The importance-weighted objective needs every sample site inside the plate "
-                             f"{self.plate!r}; {name!r} lies outside it (a global latent). Train it with "
-                             "elbo='trace'.")  # fmt: skip
+            raise ValueError(
+                f"The importance-weighted objective needs every sample site inside the plate "
+                f"{self.plate!r}; {name!r} lies outside it (a global latent). Train it with "
+                "elbo='trace'."
+            )
         log_prob = site["log_prob"]
         batch = log_prob.shape[frame.dim]
         plate_scale = frame.size / batch

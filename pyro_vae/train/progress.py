@@ -11,7 +11,7 @@ class Progress:
 
     def __init__(self, mode: bool | str | None, total: int, initial: int = 0):
         if mode not in (None, True, False, "lines"):
-            raise ValueError(f"progress must be True, False, None or \"lines\", got {mode!r}.")
+            raise ValueError(f'progress must be True, False, None or "lines", got {mode!r}.')
         from tqdm.auto import tqdm
 
         show = sys.stderr.isatty() if mode is None else mode is True
@@ -22,8 +22,12 @@ class Progress:
         self.bar.update(1)
         self.bar.set_postfix(train=f"{row['train_elbo']:.2f}", val=f"{row['val_elbo']:.2f}")
         if self.lines:
-            print(f"epoch {row['epoch']}/{self.total}: train {row['train_elbo']:.3f}, validation ELBO "
-                  f"{row['val_elbo']:.3f} per point, {row['seconds']:.1f} s", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"epoch {row['epoch']}/{self.total}: train {row['train_elbo']:.3f}, validation ELBO "
+                f"{row['val_elbo']:.3f} per point, {row['seconds']:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         self.bar.close()

@@ -23,14 +23,26 @@ from .objective import IMPORTANCE_WEIGHTED, OBJECTIVES
 PROGRESS_MODES = (None, True, False, "lines")
 
 
-def _option(default: Any, help: str, *, flag: str | None = "", resume: bool = False, cli_default: Any = dataclasses.MISSING,
-            no_flag: str = "") -> Any:  # fmt: skip
+def _option(
+    default: Any,
+    help: str,
+    *,
+    flag: str | None = "",
+    resume: bool = False,
+    cli_default: Any = dataclasses.MISSING,
+    no_flag: str = "",
+) -> Any:
     """A field of :class:`TrainSettings`. ``flag=""`` derives ``--name-with-dashes``; ``flag=None``
     keeps the option off the command line, and ``no_flag`` then says why."""
     if flag is None and not no_flag:
         raise ValueError("an option without a flag says why (no_flag=...)")
-    metadata = {"help": help, "flag": flag, "resume": resume, "no_flag": no_flag,
-                "cli_default": default if cli_default is dataclasses.MISSING else cli_default}  # fmt: skip
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "resume": resume,
+        "no_flag": no_flag,
+        "cli_default": default if cli_default is dataclasses.MISSING else cli_default,
+    }
     return field(default=default, metadata=metadata)
 
 
@@ -46,27 +58,53 @@ class TrainSettings:
     epochs: int = _option(10, "most epochs, counting those of a resumed run", cli_default=50)
     batch_size: int = _option(128, "minibatch size B; the data plate scales each minibatch by N / B", resume=True)
     lr: float = _option(1e-3, "Adam learning rate", resume=True)
-    elbo: str = _option("trace", "objective: 'trace' (Trace_ELBO, a Monte Carlo KL), 'meanfield' "
-                        "(TraceMeanField_ELBO, analytic KL where one exists), 'iwae' (the importance-weighted "
-                        "bound with --num-particles samples) or 'iwae-dreg' (the same bound with doubly "
-                        "reparameterised guide gradients)", resume=True)  # fmt: skip
-    num_particles: int = _option(1, "samples of z per point and step (the K of 'iwae' and 'iwae-dreg', which need K >= 2)",
-                                 resume=True)  # fmt: skip
-    kl_warmup_epochs: float = _option(0.0, "epochs of linear KL warm-up (the KL weight rises from 0 to 1)",
-                                      flag="--kl-warmup", resume=True)  # fmt: skip
-    patience: int | None = _option(None, "stop after this many epochs without a better validation ELBO "
-                                   "(default: never; needs validation data)")  # fmt: skip
-    restore_best: bool = _option(True, "with validation data, end with the parameters of the best validation epoch",
-                                 flag=None, no_flag="a run folder keeps the best epoch; load(best=True) reads it")  # fmt: skip
-    seed: int = _option(0, "seeds shuffling, dynamic binarisation and sampling (on the command line also the data "
-                        "split and the initialisation)", resume=True)  # fmt: skip
-    init_from_data: bool = _option(True, "start an untrained model where the training data put it", flag=None,
-                                   no_flag="the command line always builds an untrained model from the data")  # fmt: skip
-    jit: bool = _option(False, "compile the 'trace' objective (JitTrace_ELBO): traced once per minibatch size, "
-                        "then run as one graph; not inside a process group")  # fmt: skip
-    progress: bool | str | None = _option(None, "True: a progress bar; 'lines': one line per epoch on standard "
-                                          "error; False: neither; None: a bar when standard error is a terminal",
-                                          flag=None, no_flag="the command line chooses by its terminal")  # fmt: skip
+    elbo: str = _option(
+        "trace",
+        "objective: 'trace' (Trace_ELBO, a Monte Carlo KL), 'meanfield' "
+        "(TraceMeanField_ELBO, analytic KL where one exists), 'iwae' (the importance-weighted "
+        "bound with --num-particles samples) or 'iwae-dreg' (the same bound with doubly "
+        "reparameterised guide gradients)",
+        resume=True,
+    )
+    num_particles: int = _option(
+        1, "samples of z per point and step (the K of 'iwae' and 'iwae-dreg', which need K >= 2)", resume=True
+    )
+    kl_warmup_epochs: float = _option(
+        0.0, "epochs of linear KL warm-up (the KL weight rises from 0 to 1)", flag="--kl-warmup", resume=True
+    )
+    patience: int | None = _option(
+        None, "stop after this many epochs without a better validation ELBO (default: never; needs validation data)"
+    )
+    restore_best: bool = _option(
+        True,
+        "with validation data, end with the parameters of the best validation epoch",
+        flag=None,
+        no_flag="a run folder keeps the best epoch; load(best=True) reads it",
+    )
+    seed: int = _option(
+        0,
+        "seeds shuffling, dynamic binarisation and sampling (on the command line also the data "
+        "split and the initialisation)",
+        resume=True,
+    )
+    init_from_data: bool = _option(
+        True,
+        "start an untrained model where the training data put it",
+        flag=None,
+        no_flag="the command line always builds an untrained model from the data",
+    )
+    jit: bool = _option(
+        False,
+        "compile the 'trace' objective (JitTrace_ELBO): traced once per minibatch size, "
+        "then run as one graph; not inside a process group",
+    )
+    progress: bool | str | None = _option(
+        None,
+        "True: a progress bar; 'lines': one line per epoch on standard "
+        "error; False: neither; None: a bar when standard error is a terminal",
+        flag=None,
+        no_flag="the command line chooses by its terminal",
+    )
 
     def __post_init__(self) -> None:
         positive_int(self.epochs, "epochs")
@@ -92,10 +130,16 @@ class TrainSettings:
         for name in ("restore_best", "init_from_data", "jit"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
-        if self.progress not in PROGRESS_MODES or isinstance(self.progress, int) and not isinstance(self.progress, bool):
+        if (
+            self.progress not in PROGRESS_MODES
+            or isinstance(self.progress, int)
+            and not isinstance(self.progress, bool)
+        ):
             raise ValueError(f'progress must be True, False, None or "lines", got {self.progress!r}.')
         if self.jit and self.elbo != "trace":
-            raise ValueError(f"jit=True compiles the 'trace' objective (JitTrace_ELBO); train elbo={self.elbo!r} without it.")
+            raise ValueError(
+                f"jit=True compiles the 'trace' objective (JitTrace_ELBO); train elbo={self.elbo!r} without it."
+            )
 
     # ------------------------------------------------------------------ records
     def resume_record(self, *, dynamic_binarization: bool, num_data: int) -> dict[str, Any]:

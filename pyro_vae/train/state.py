@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ..io import checkpoint as ckpt
-from ..io.checkpoint import training_fields
 from .._util.files import atomic_write
 from .._util.untrusted import parse_json
+from ..io import checkpoint as ckpt
+from ..io.checkpoint import training_fields
 from .early_stopping import EarlyStopping
 
 HISTORY_COLUMNS = ("epoch", "kl_weight", "train_elbo", "val_elbo", "seconds")
@@ -114,7 +114,9 @@ def resume_state(vae, optimizer, path, settings: dict, patience: int | None = No
     training = training_fields(payload["training"], path)
     saved_settings = parse_json(training["settings"], f"{path}: the training settings")
     if saved_settings != settings:
-        differing = sorted(k for k in settings if not isinstance(saved_settings, dict) or saved_settings.get(k) != settings[k])
+        differing = sorted(
+            k for k in settings if not isinstance(saved_settings, dict) or saved_settings.get(k) != settings[k]
+        )
         raise ValueError(
             f"Cannot resume {path}: the training settings differ ({differing}); resume with the "
             "settings of the original run, changing only epochs."
@@ -126,8 +128,9 @@ def resume_state(vae, optimizer, path, settings: dict, patience: int | None = No
     return RunState(
         epoch=training["epoch"],
         rows=list(training["rows"]),
-        stopping=EarlyStopping(patience, training["best_val"], training["best_epoch"], training["best_state"],
-                               training["bad_epochs"]),
+        stopping=EarlyStopping(
+            patience, training["best_val"], training["best_epoch"], training["best_state"], training["bad_epochs"]
+        ),
         rng_state=training["rng_state"],
         stopped_early=bool(training.get("stopped_early", False)),
     )

@@ -15,9 +15,17 @@ from ..program.weights import point_weights
 
 
 @torch.no_grad()
-def mean_elbo_of(program: Program, data: Data, sites: Sites, *, seed: int, batch_size: int,
-                 num_particles: int = 1, positions: torch.Tensor | None = None,
-                 num_data: int | None = None) -> float:  # fmt: skip
+def mean_elbo_of(
+    program: Program,
+    data: Data,
+    sites: Sites,
+    *,
+    seed: int,
+    batch_size: int,
+    num_particles: int = 1,
+    positions: torch.Tensor | None = None,
+    num_data: int | None = None,
+) -> float:
     """``(1/N) sum_i log (1/K) sum_k w_ik`` with ``w_ik = p(x_i, z_ik) / q(z_ik|x_i)``, ``z_ik ~ q(z|x_i)``.
 
     With ``num_particles`` ``K = 1`` this is a one-draw estimate of the ELBO; with ``K > 1`` it is
@@ -32,8 +40,9 @@ def mean_elbo_of(program: Program, data: Data, sites: Sites, *, seed: int, batch
         for start in range(0, len(data), batch_size):
             rows = torch.arange(start, min(start + batch_size, len(data)))
             indices = rows if positions is None else positions[rows]
-            latent, observed = point_weights(program, data.rows(rows), num_particles, sites, indices=indices,
-                                        num_data=num_data or len(data))  # fmt: skip
+            latent, observed = point_weights(
+                program, data.rows(rows), num_particles, sites, indices=indices, num_data=num_data or len(data)
+            )
             log_w = (latent + sum(observed.values())).double()  # (K, points)
             total += float((torch.logsumexp(log_w, dim=0) - math.log(num_particles)).sum())
     return total / len(data)
@@ -63,9 +72,16 @@ class Validation:
         self.data = data
 
     def _mean(self) -> float:
-        return mean_elbo_of(self.program, self.data, self.sites, seed=self.seed, batch_size=self.batch_size,
-                            num_particles=self.num_particles, positions=self.positions,
-                            num_data=self.total_points)  # fmt: skip
+        return mean_elbo_of(
+            self.program,
+            self.data,
+            self.sites,
+            seed=self.seed,
+            batch_size=self.batch_size,
+            num_particles=self.num_particles,
+            positions=self.positions,
+            num_data=self.total_points,
+        )
 
     def __call__(self) -> float:
         if self.group is None or not self.group.active:

@@ -27,12 +27,12 @@ from torch import nn
 from .._util.checks import positive_int
 from .._util.registry import registrar
 
-GUIDES: dict[str, type["GuideFamily"]] = {}
+GUIDES: dict[str, type[GuideFamily]] = {}
 
 register_guide = registrar(GUIDES, "guide")
 
 
-def get_guide(spec: "str | GuideFamily", latent_dim: int, **kwargs: Any) -> "GuideFamily":
+def get_guide(spec: str | GuideFamily, latent_dim: int, **kwargs: Any) -> GuideFamily:
     """Return a guide family from a registry name (with constructor ``kwargs``) or pass one through."""
     if isinstance(spec, GuideFamily):
         return spec
@@ -82,9 +82,12 @@ class IAFGuide(GuideFamily):
         hidden = [int(h) for h in hidden_dims] if hidden_dims is not None else [3 * latent_dim + 1]
         super().__init__(latent_dim, num_flows=positive_int(num_flows, "num_flows"), hidden_dims=hidden)
         if latent_dim < 2:
-            raise ValueError("The IAF guide needs latent_dim >= 2: an autoregressive layer on one coordinate is affine.")
-        self.flows = nn.ModuleList(T.affine_autoregressive(latent_dim, hidden_dims=hidden, stable=True)
-                                   for _ in range(num_flows))  # fmt: skip
+            raise ValueError(
+                "The IAF guide needs latent_dim >= 2: an autoregressive layer on one coordinate is affine."
+            )
+        self.flows = nn.ModuleList(
+            T.affine_autoregressive(latent_dim, hidden_dims=hidden, stable=True) for _ in range(num_flows)
+        )
         self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1), persistent=False)
         self._transforms = []
         for i, flow in enumerate(self.flows):

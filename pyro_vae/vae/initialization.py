@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-
-from ..distributions.linear_gaussian import ppca_solution
 from torch import nn
 
+from ..distributions.linear_gaussian import ppca_solution
 from .networks import MLPDecoder, MLPEncoder
 
 
@@ -49,9 +48,15 @@ def is_linear_gaussian(vae) -> bool:
     """Whether ``vae`` is probabilistic PCA: linear decoder, Gaussian likelihood, standard normal prior."""
     from ..likelihoods.continuous import NormalLikelihood
 
-    return (output_layer(vae) is not None and len(vae.decoder.net) == 1 and not vae.covariate_dim
-            and type(vae.likelihood) is NormalLikelihood and vae.likelihood.num_levels is None
-            and vae.likelihood.scale.spec != "decoder" and vae.prior.name == "normal")  # fmt: skip
+    return (
+        output_layer(vae) is not None
+        and len(vae.decoder.net) == 1
+        and not vae.covariate_dim
+        and type(vae.likelihood) is NormalLikelihood
+        and vae.likelihood.num_levels is None
+        and vae.likelihood.scale.spec != "decoder"
+        and vae.prior.name == "normal"
+    )
 
 
 def start_at_ppca(vae, x: torch.Tensor) -> None:

@@ -16,7 +16,6 @@ minibatch ELBO is an unbiased estimate of the full-data ELBO.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,14 +27,14 @@ from torch import nn
 from torch.distributions import constraints
 
 from .._util.checks import as_tensor, nonnegative_int, positive_int, positive_number
-from .guides import GuideFamily, get_guide
 from ..latent.mixture import LatentMixture
 from ..likelihoods import Likelihood, get_likelihood
 from ..likelihoods.distributions import Standardized
+from ..program.protocol import Data, Program
+from .config import describe, rebuild
+from .guides import GuideFamily, get_guide
 from .networks import MLPDecoder, MLPEncoder, flatten_leading
 from .priors import Prior, get_prior
-from .._util.moved import current_path
-from ..program.protocol import Data, Program
 
 
 def _kl_scale(kl_weight: float | torch.Tensor):
@@ -122,8 +121,10 @@ class VAE(nn.Module):
         self.standardize = standardize
         if standardize:
             if self.likelihood.support is not constraints.real or self.likelihood.is_discrete:
-                raise ValueError(f"standardize applies to real-valued densities (normal, laplace, student_t); the "
-                                 f"{self.likelihood.name!r} likelihood has support {self.likelihood.support}.")  # fmt: skip
+                raise ValueError(
+                    f"standardize applies to real-valued densities (normal, laplace, student_t); the "
+                    f"{self.likelihood.name!r} likelihood has support {self.likelihood.support}."
+                )
             self.register_buffer("data_loc", torch.zeros(self.input_dim))
             self.register_buffer("data_scale", torch.ones(self.input_dim))
         if self.likelihood.uses_size_factors:
@@ -132,14 +133,20 @@ class VAE(nn.Module):
         self.prior = get_prior(prior, self.latent_dim, **(prior_kwargs or {}))
         self.guide_family = get_guide(guide, self.latent_dim, **(guide_kwargs or {}))
         if self.covariate_dim and self.prior.name == "vamp":
-            raise ValueError("The VampPrior's pseudo-inputs carry no covariates; use another prior with covariate_dim > 0.")
+            raise ValueError(
+                "The VampPrior's pseudo-inputs carry no covariates; use another prior with covariate_dim > 0."
+            )
         output_dim = self.input_dim * self.likelihood.params_per_feature
         k = self.covariate_dim
         # "is None", not truthiness: a torch.compile'd module refuses len().
-        self.encoder = (encoder if encoder is not None
-                        else MLPEncoder(self.input_dim + k, self.latent_dim, hidden_sizes, activation))  # fmt: skip
-        self.decoder = (decoder if decoder is not None
-                        else MLPDecoder(self.latent_dim + k, output_dim, hidden_sizes, activation))  # fmt: skip
+        self.encoder = (
+            encoder
+            if encoder is not None
+            else MLPEncoder(self.input_dim + k, self.latent_dim, hidden_sizes, activation)
+        )
+        self.decoder = (
+            decoder if decoder is not None else MLPDecoder(self.latent_dim + k, output_dim, hidden_sizes, activation)
+        )
         self.custom_networks = {"encoder": encoder is not None, "decoder": decoder is not None}
         self.prior.attach(flatten_leading(self.encoder), self.input_dim, input_scale=self.input_scale)
         #: Optional :class:`~pyro_vae.latent_mixture.LatentMixture` fitted to the codes after
@@ -214,8 +221,14 @@ class VAE(nn.Module):
 
     def as_program(self) -> Program:
         """This VAE under the protocol every tool uses (:mod:`pyro_vae.program`)."""
-        return Program(self.model, self.guide, plate="data", check=self.check_data, template=self._template,
-                       name=self.likelihood.name)  # fmt: skip
+        return Program(
+            self.model,
+            self.guide,
+            plate="data",
+            check=self.check_data,
+            template=self._template,
+            name=self.likelihood.name,
+        )
 
     def _template(self, n: int) -> Data:
         # Rows to generate on: only their number matters, the observed site is unconditioned. Size
@@ -248,11 +261,15 @@ class VAE(nn.Module):
     def _covariates(self, y, batch) -> torch.Tensor | None:
         if not self.covariate_dim:
             if y is not None:
-                raise ValueError("This VAE has no covariates (covariate_dim=0); build it with covariate_dim=K to use y.")
+                raise ValueError(
+                    "This VAE has no covariates (covariate_dim=0); build it with covariate_dim=K to use y."
+                )
             return None
         if y is None:
-            raise ValueError(f"This VAE is conditional (covariate_dim={self.covariate_dim}): pass covariates "
-                             "y of shape (N, K), e.g. covariates={'y': pyro_vae.data.one_hot(labels, K)}.")  # fmt: skip
+            raise ValueError(
+                f"This VAE is conditional (covariate_dim={self.covariate_dim}): pass covariates "
+                "y of shape (N, K), e.g. covariates={'y': pyro_vae.data.one_hot(labels, K)}."
+            )
         y = torch.as_tensor(y, dtype=torch.get_default_dtype())
         if y.shape[-1] != self.covariate_dim or (batch is not None and y.ndim > 1 and y.shape[-2] != batch):
             raise ValueError(f"y must have shape ({batch}, {self.covariate_dim}), got {tuple(y.shape)}.")
@@ -288,8 +305,9 @@ class VAE(nn.Module):
             z = torch.cat([z, self._covariates(y, None).expand(*z.shape[:-1], -1)], dim=-1)
         return flatten_leading(self.decoder)(z)
 
-    def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None,
-                    size_factor: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def decode_mean(
+        self, z: torch.Tensor, y: torch.Tensor | None = None, size_factor: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Likelihood mean ``E[x|z]`` of shape ``(..., D)`` for codes ``z`` of shape ``(..., L)``
         (at the given size factors, or the training data's median, for size-factor likelihoods)."""
         raw = self.decode(z, y)
@@ -330,112 +348,26 @@ class VAE(nn.Module):
         """
         x = as_tensor(x, what, dtype=self._dtype())
         if x.ndim < 2 or x.shape[0] == 0:
-            raise ValueError(
-                f"{what} must have shape (N, {self.input_dim}) with N >= 1, got {tuple(x.shape)}."
-            )
+            raise ValueError(f"{what} must have shape (N, {self.input_dim}) with N >= 1, got {tuple(x.shape)}.")
         if x.ndim > 2:
             x = x.reshape(x.shape[0], -1)
         if x.shape[1] != self.input_dim:
             raise ValueError(
-                f"{what} has {x.shape[1]} features per point but this VAE expects "
-                f"input_dim={self.input_dim}."
+                f"{what} has {x.shape[1]} features per point but this VAE expects input_dim={self.input_dim}."
             )
         self.likelihood.check_values(x, what)
         return x
 
     # ------------------------------------------------------------------ configuration
     def config(self) -> dict[str, Any]:
-        """JSON-serialisable description from which :func:`pyro_vae.load` rebuilds the VAE."""
-        cfg = {
-            "class": _class_name(type(self)),
-            "input_dim": self.input_dim,
-            "latent_dim": self.latent_dim,
-            **self._architecture,
-            "likelihood": self.likelihood.name,
-            "likelihood_kwargs": self.likelihood.config,
-            "prior": self.prior.name,
-            "prior_kwargs": self.prior.config,
-            "guide": self.guide_family.name,
-            "guide_kwargs": self.guide_family.config,
-            "covariate_dim": self.covariate_dim,
-            "standardize": self.standardize,
-            "image_shape": list(self.image_shape) if self.image_shape else None,
-            "input_scale": self.input_scale,
-            "custom_networks": self.custom_networks,
-            "latent_mixture": self._latent_mixture_config(),
-        }
-        json.dumps(cfg)  # fail early, not at save time, on a non-serialisable argument
-        return cfg
-
-    def _latent_mixture_config(self) -> dict[str, Any] | None:
-        mixture = self.latent_mixture
-        if mixture is None:
-            return None
-        if not isinstance(mixture, LatentMixture) or mixture.latent_dim != self.latent_dim:
-            raise ValueError(
-                "vae.latent_mixture must be a LatentMixture over this VAE's latent_dim="
-                f"{self.latent_dim}; fit one with LatentMixture.fit(vae, x, num_components)."
-            )
-        return mixture.config()
+        """JSON-serialisable description from which :func:`pyro_vae.load` rebuilds the VAE (:mod:`.config`)."""
+        return describe(self)
 
     @classmethod
-    def from_config(cls, cfg: dict[str, Any], **networks: nn.Module) -> "VAE":
+    def from_config(cls, cfg: dict[str, Any], **networks: nn.Module) -> VAE:
         """Rebuild a VAE from :meth:`config`; user networks must be passed again as ``encoder=``/``decoder=``.
 
         A model saved from a subclass is rebuilt by that subclass (``MyVAE.from_config``, or
         ``pyro_vae.load(path, cls=MyVAE)``); its constructor must take the VAE's arguments.
         """
-        cfg = normalised_config(cfg)
-        saved = cfg["class"]
-        if not isinstance(saved, str) or _current_class_path(saved) != _class_name(cls):
-            name = saved.rsplit(".", 1)[-1]
-            raise ValueError(
-                f"This model was saved from the class {saved}, not {_class_name(cls)}: it may hold latents and "
-                f"parameters of its own. Load it with that class: pyro_vae.load(path, cls={name})."
-            )
-        custom = cfg.get("custom_networks", {})
-        for part in ("encoder", "decoder"):
-            if custom.get(part) and part not in networks:
-                raise ValueError(
-                    f"This model was built with a custom {part}; pass it again, e.g. "
-                    f"pyro_vae.load(path, {part}=My{part.capitalize()}(...))."
-                )
-        vae = cls(
-            cfg["input_dim"],
-            cfg["latent_dim"],
-            hidden_sizes=cfg["hidden_sizes"],
-            activation=cfg["activation"],
-            likelihood=cfg["likelihood"],
-            likelihood_kwargs=cfg["likelihood_kwargs"],
-            prior=cfg["prior"],
-            prior_kwargs=cfg["prior_kwargs"],
-            guide=cfg["guide"],
-            guide_kwargs=cfg["guide_kwargs"],
-            covariate_dim=cfg["covariate_dim"],
-            standardize=cfg["standardize"],
-            image_shape=cfg["image_shape"],
-            input_scale=cfg.get("input_scale"),
-            encoder=networks.get("encoder"),
-            decoder=networks.get("decoder"),
-        )
-        if cfg.get("latent_mixture"):
-            # Placeholder of the right shape; the saved state fills it.
-            vae.latent_mixture = LatentMixture(latent_dim=vae.latent_dim, **cfg["latent_mixture"])
-        return vae
-
-
-def normalised_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` with the keys that later versions added set to what older files meant."""
-    defaults = {"class": _class_name(VAE), "guide": "normal", "guide_kwargs": {}, "covariate_dim": 0,
-                "standardize": False}
-    return {**defaults, **cfg}
-
-
-def _class_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _current_class_path(path: str) -> str:
-    """A saved class path with a module that has moved since (``pyro_vae.model.VAE``) read as today's."""
-    module, _, name = path.rpartition(".")
-    return f"{current_path(module)}.{name}"
+        return rebuild(cls, cfg, **networks)

@@ -35,27 +35,23 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._util.checks import positive_int
-from ..distributions.mixtures import DiagonalNormalMixture
 from .._util.registry import registrar
+from ..distributions.mixtures import DiagonalNormalMixture
 
-PRIORS: dict[str, type["Prior"]] = {}
+PRIORS: dict[str, type[Prior]] = {}
 
 
 register_prior = registrar(PRIORS, "prior")
 
 
-def get_prior(spec: "str | Prior", latent_dim: int, **kwargs: Any) -> "Prior":
+def get_prior(spec: str | Prior, latent_dim: int, **kwargs: Any) -> Prior:
     """Return a prior from a registry name (with constructor ``kwargs``) or pass one through."""
     if isinstance(spec, Prior):
         if spec.latent_dim != latent_dim:
-            raise ValueError(
-                f"The prior has latent_dim={spec.latent_dim} but the VAE has latent_dim={latent_dim}."
-            )
+            raise ValueError(f"The prior has latent_dim={spec.latent_dim} but the VAE has latent_dim={latent_dim}.")
         return spec
     if not isinstance(spec, str) or spec not in PRIORS:
-        raise ValueError(
-            f"Unknown prior {spec!r}; choose one of {sorted(PRIORS)} or pass a pyro_vae.Prior instance."
-        )
+        raise ValueError(f"Unknown prior {spec!r}; choose one of {sorted(PRIORS)} or pass a pyro_vae.Prior instance.")
     return PRIORS[spec](latent_dim, **kwargs)
 
 
@@ -124,8 +120,7 @@ class MixturePrior(Prior):
     """
 
     def __init__(self, latent_dim: int, num_components: int = 10, init_seed: int = 0):
-        super().__init__(latent_dim, num_components=positive_int(num_components, "num_components"),
-                         init_seed=init_seed)  # fmt: skip
+        super().__init__(latent_dim, num_components=positive_int(num_components, "num_components"), init_seed=init_seed)
         generator = torch.Generator().manual_seed(init_seed)
         self.logits = nn.Parameter(torch.zeros(num_components))
         self.loc = nn.Parameter(torch.randn(num_components, latent_dim, generator=generator))
@@ -151,8 +146,7 @@ class VampPrior(Prior):
     """
 
     def __init__(self, latent_dim: int, num_components: int = 50, init_seed: int = 0):
-        super().__init__(latent_dim, num_components=positive_int(num_components, "num_components"),
-                         init_seed=init_seed)  # fmt: skip
+        super().__init__(latent_dim, num_components=positive_int(num_components, "num_components"), init_seed=init_seed)
         self.num_components = num_components
         self.init_seed = init_seed
         self.pseudo_inputs: nn.Parameter | None = None

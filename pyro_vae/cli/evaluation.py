@@ -1,0 +1,232 @@
+"""``pyro-vae evaluate`` and ``pyro-vae compare``: held-out log-likelihoods of run folders.
+
+Each command computes first (a JSON-ready dict or a table), then prints from what it computed.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+from .._util.files import check_writable, write_json
+from ..io import runs
+from .commands import parse_device
+
+
+def held_out(run: Path, split: str, max_points: int | None):
+    """The run's model, the held-out split it was trained against (binarised as in training), and its config."""
+    vae, dataset, config = runs.load_run(run)
+    x = getattr(dataset, split).x
+    if max_points is not None:
+        if max_points < 1:
+            raise ValueError(f"--max-points must be positive, got {max_points}.")
+        x = x[:max_points]
+    return vae, x, config, dataset
+
+
+def run_evaluate(args) -> dict:
+    """``pyro-vae evaluate``: compute the metrics, write them to JSON, then print them."""
+    run = Path(args.run)
+    out = Path(args.out) if args.out else run / "evaluation.json"
+    check_writable(out.parent, "the evaluation")
+    metrics = evaluate_run(run, args)
+    write_json(out, metrics)
+    print_evaluation(metrics)
+    print(f"wrote {out}")
+    return metrics
+
+
+def evaluate_run(run: Path, args) -> dict:
+    """The metrics of ``pyro-vae evaluate`` for the run folder ``run``: a JSON-ready dict."""
+    from ..diagnostics.posterior import active_units, elbo_surgery, pareto_k_report
+    from ..evaluate.estimate import log_likelihood
+
+    vae, x, config, dataset = held_out(run, args.split, args.max_points)
+    device = parse_device(args.device)
+    vae, x = vae.to(device), x.to(device)
+    print(
+        f"Evaluating {run} on {len(x)} {args.split} points of {config['data']} "
+        f"with {args.num_particles} {'AIS chains' if args.method == 'ais' else 'particles'} per point."
+    )
+    result = log_likelihood(
+        vae,
+        x,
+        num_particles=args.num_particles,
+        seed=args.seed,
+        max_memory_mb=args.max_memory_mb,
+        **estimator_options(args),
+    )
+    surgery = elbo_surgery(vae, x, seed=args.seed)
+    units = active_units(vae, x)
+    pareto = pareto_k_report(result) if result.pareto_k is not None else None
+    metrics = {
+        "run": str(run),
+        "data": config["data"],
+        "data_source": config.get("data_source"),
+        "split": args.split,
+        **result.summary(),
+        "mutual_information": surgery.mutual_information,
+        "mutual_information_se": surgery.mutual_information_se,
+        "marginal_kl": surgery.marginal_kl,
+        "marginal_kl_se": surgery.marginal_kl_se,
+        "average_kl": surgery.average_kl,
+        "average_kl_se": surgery.average_kl_se,
+        "max_mutual_information": surgery.max_mutual_information,
+        "active_units": units.count,
+        "latent_dim": vae.latent_dim,
+        "pareto_k": pareto.summary() if pareto is not None else None,
+        "warnings": _training_warnings(run),
+    }
+    if result.pareto_k is not None and result.share_k_above(0.7) > 0.1:
+        slack = result.slack / len(x)
+        amount = (
+            "an unbounded amount (Pareto k >= 1 at some points)" if math.isinf(slack) else f"{slack:.2f} nats per point"
+        )
+        metrics["warnings"].append(
+            f"Pareto k > 0.7 for {100 * result.share_k_above(0.7):.0f}% of points: the NLL ({result.estimator}) is an "
+            f"upper bound that may be {amount} too high (its slack). Rerun with --method ais, or more "
+            "--num-particles, before comparing models on it."
+        )
+    if not result.is_discrete:  # closed-form baselines of real-valued data, in the same units
+        from ..evaluate.baselines import diagonal_gaussian, losing_to, ppca
+
+        train = dataset.train.x.cpu()
+        found = {"diagonal Gaussian": diagonal_gaussian(train, x.cpu())}
+        if vae.latent_dim < vae.input_dim:
+            found[f"PPCA (L={vae.latent_dim})"] = ppca(train, x.cpu(), vae.latent_dim)
+        metrics["baselines"] = {name: {"nll": -b.mean, "nll_se": b.mean_se} for name, b in found.items()}
+        metrics["warnings"] += losing_to(result, {f"baseline: {k}": v for k, v in found.items()})
+    return metrics
+
+
+def print_evaluation(metrics: dict) -> None:
+    """Print what :func:`evaluate_run` computed; every line reads from ``metrics`` alone."""
+    print(
+        f"  NLL                        {metrics['nll']:.2f} ± {metrics['nll_se']:.2f} nats per point "
+        f"(Monte Carlo error {metrics['nll_mc_se']:.3f})"
+    )
+    print(f"  ELBO                       {metrics['elbo']:.2f} ± {metrics['elbo_se']:.2f}")
+    print(
+        f"  mutual information I(x;z)  {metrics['mutual_information']:.3f} ± {metrics['mutual_information_se']:.3f} "
+        f"(at most log N = {metrics['max_mutual_information']:.2f})"
+    )
+    print(f"  KL(q(z) || p(z))           {metrics['marginal_kl']:.3f} ± {metrics['marginal_kl_se']:.3f}")
+    print(f"  active units               {metrics['active_units']} of {metrics['latent_dim']}")
+    pareto = metrics["pareto_k"]
+    if pareto is None:
+        print("  Pareto k                   not estimated (it needs at least 10 particles or chains per point)")
+    else:
+        print(f"  Pareto k > 0.7             {100 * pareto['share_k>0.7']:.1f}% of points")
+    for name, baseline in metrics.get("baselines", {}).items():
+        print(f"  baseline: {name:17s} NLL {baseline['nll']:.2f} ± {baseline['nll_se']:.2f}")
+    for text in metrics["warnings"]:
+        print(f"warning: {text}", file=sys.stderr)
+
+
+def _training_warnings(run: Path) -> list[str]:
+    """What the run's training left to say: an ELBO still rising at its last epoch."""
+    import csv
+
+    path = run / "history.csv"
+    if not path.is_file():
+        return []
+    from ..train.state import History
+
+    try:
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(path.read_text().splitlines())]
+    except (ValueError, TypeError):
+        return [f"{path} is unreadable; its training could not be checked."]
+    history = History(rows=rows)
+    if history.still_rising:
+        return [
+            f"The ELBO was still rising at the last epoch ({len(rows)}): the model has not converged; "
+            "resume with more --epochs."
+        ]
+    return []
+
+
+def run_compare(args):
+    import pandas as pd
+
+    from ..evaluate.ranking import compare, plot_comparison
+
+    run_paths = [Path(r) for r in args.runs]
+    if len(run_paths) < 2:
+        raise ValueError("compare needs at least two run folders.")
+    names = _run_names(run_paths)
+    device = parse_device(args.device)
+    results, data_keys = {}, {}
+    for name, run in zip(names, run_paths):
+        vae, x, config, dataset = held_out(run, args.split, args.max_points)
+        data_keys[name] = (
+            config.get("data_source") or config["data"],
+            config.get("data_fingerprint"),
+            config["binarize"],
+            config.get("values", "unit"),
+            config["seed"],
+        )
+        results[name] = (vae.to(device), x.to(device))
+    if len(set(data_keys.values())) != 1:
+        raise ValueError(
+            f"The runs were trained on different data (source, fingerprint, binarize, values, seed): "
+            f"{data_keys}; held-out log p(x) is comparable only on the same points."
+        )
+    x = next(iter(results.values()))[1]
+    densities = not any(vae.likelihood.is_discrete for vae, _ in results.values())
+    from ..evaluate.estimate import log_likelihood
+
+    models = {name: vae for name, (vae, _) in results.items()}
+    if args.method == "ais":  # compare ranks results computed here with the chosen estimator
+        models = {
+            name: log_likelihood(
+                vae,
+                x,
+                num_particles=args.num_particles,
+                seed=args.seed,
+                max_memory_mb=args.max_memory_mb,
+                **estimator_options(args),
+            )
+            for name, vae in models.items()
+        }
+    table = compare(
+        models,
+        x,
+        num_particles=args.num_particles,
+        seed=args.seed,
+        max_memory_mb=args.max_memory_mb,
+        baselines_from=dataset.train.x.to(x.device) if densities else None,
+        baseline_latent_dim=next(iter(results.values()))[0].latent_dim,
+    )
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(table.to_string(float_format=lambda v: f"{v:.2f}"))
+    path = plot_comparison(table, args.plot, title=f"Held-out {args.split} log p(x), {config['data']}")
+    print(f"wrote {path}")
+    for name, texts in table.attrs.get("warnings", {}).items():
+        for text in texts:
+            print(f"warning: {name}: {text}", file=sys.stderr)
+    for name in table.attrs.get("unresolved", []):
+        print(
+            f"warning: {name}: its difference to the best model is within the estimators' slack (column "
+            "'slack'); rerun with --method ais or more --num-particles before reading the ranking.",
+            file=sys.stderr,
+        )
+    if args.csv:
+        table.to_csv(args.csv)
+        print(f"wrote {args.csv}")
+    return table
+
+
+# ---------------------------------------------------------------------- helpers
+def estimator_options(args) -> dict:
+    """``log_likelihood`` keyword arguments of ``--method`` and ``--ais-steps``."""
+    if args.method == "ais":
+        return {"method": "ais", "ais_steps": args.ais_steps}
+    return {}
+
+
+def _run_names(run_paths: list[Path]) -> list[str]:
+    names = [run.resolve().name for run in run_paths]
+    if len(set(names)) < len(names):
+        names = [str(run) for run in run_paths]
+    return names
