@@ -1,15 +1,16 @@
-# Two commands do all set-up: `make demo` and `make test` (each creates .venv if needed).
+# `make demo` and `make test` do all set-up (each creates .venv if needed).
+# `make lint` (style and types), `make test-all` (with the slow tests) and `make docs` are what CI adds.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install benchmark clean
+.PHONY: demo test test-slow test-all lint docs install benchmark clean
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -17,12 +18,28 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pyro-vae demo
 
+# The fast suite; the tests marked `slow` (several processes, large files, experiment scripts) run in test-all.
 test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check pyro_vae tests experiments docs/api
+	$(BIN)/ruff format --check pyro_vae tests experiments docs/api
+	$(BIN)/mypy
+
+# The API reference from the docstrings; any warning fails the build.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs/api docs/api/_build/html
 
 benchmark: $(STAMP)
 	$(BIN)/python experiments/benchmarks/train_step.py
 	$(BIN)/python experiments/benchmarks/log_likelihood.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache docs/api/_build

@@ -5,9 +5,9 @@ import warnings
 
 import pytest
 import torch
-from ppca import ExactEncoder, decoder_params, log_marginal, max_log_likelihood
 
 import pyro_vae
+from helpers.ppca import ExactEncoder, decoder_params, log_marginal, max_log_likelihood
 from pyro_vae import baselines
 
 

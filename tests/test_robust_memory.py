@@ -49,6 +49,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow  # one subprocess per case, each measuring its peak memory
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_chunked_computations_stay_within_their_stated_bound(case):
     setup, call, budget = CASES[case]

@@ -87,10 +87,9 @@ class FileLock:
             return self
         raise ValueError(f"Could not take the lock {self.path}; delete it if no training runs.")
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc: object) -> None:
         if _lock_owner(self.path) == os.getpid():
             self.path.unlink(missing_ok=True)
-        return False
 
 
 def _lock_owner(path: Path) -> int | None:

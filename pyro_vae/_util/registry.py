@@ -10,7 +10,7 @@ def registrar(table: dict[str, type], kind: str):
         def decorate(cls: type) -> type:
             if name in table:
                 raise ValueError(f"A {kind} named {name!r} is already registered.")
-            cls.name = name
+            setattr(cls, "name", name)
             table[name] = cls
             return cls
 

@@ -29,6 +29,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ IDX_FILES = {
 
 # Known IDX data sets: where to download them and the SHA-256 of each *decompressed* file
 # (compressed archives differ between mirrors; their content does not).
-KNOWN_IDX = {
+KNOWN_IDX: dict[str, dict[str, Any]] = {
     "fashion-mnist": {
         "debian_package": "dataset-fashion-mnist",
         "mirrors": ["http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"],
@@ -282,6 +283,14 @@ def _has_idx_files(directory: Path) -> bool:
     return all(_idx_path(directory, role) is not None for role in IDX_FILES)
 
 
+def _existing_idx_path(directory: Path, role: str) -> Path:
+    """The IDX file of ``role`` in ``directory`` (plain or gzipped), or ``FileNotFoundError``."""
+    path = _idx_path(directory, role)
+    if path is None:
+        raise FileNotFoundError(f"{directory} has no {IDX_FILES[role]} (nor {IDX_FILES[role]}.gz).")
+    return path
+
+
 def _idx_path(directory: Path, role: str) -> Path | None:
     for suffix in ("", ".gz"):
         path = directory / (IDX_FILES[role] + suffix)
@@ -351,8 +360,8 @@ def _download_idx(name: str, target: Path, timeout: float = 20.0) -> None:
 
 
 def _read_idx_pair(directory: Path, part: str) -> tuple[torch.Tensor, torch.Tensor]:
-    images = read_idx(_idx_path(directory, f"{part}_images"))
-    labels_path = _idx_path(directory, f"{part}_labels")
+    images = read_idx(_existing_idx_path(directory, f"{part}_images"))
+    labels_path = _existing_idx_path(directory, f"{part}_labels")
     labels = read_idx(labels_path)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
         raise ValueError(
@@ -383,7 +392,9 @@ def idx_to_npy(
     written = {}
     for role in IDX_FILES:
         target = out_directory / f"{role}.npy"
-        atomic_write(target, lambda handle, role=role: _copy_idx(_idx_path(directory, role), handle, role, block_bytes))
+        atomic_write(
+            target, lambda handle, role=role: _copy_idx(_existing_idx_path(directory, role), handle, role, block_bytes)
+        )
         written[role] = target
     for part in ("train", "test"):
         if np.load(written[f"{part}_images"], mmap_mode="r").shape[0] != np.load(written[f"{part}_labels"]).shape[0]:

@@ -160,7 +160,7 @@ def amortization_gap(
         sites,
         transforms,
     )
-    common = dict(
+    common: dict[str, Any] = dict(
         covariates=data.covariates, num_particles=num_particles, seed=seed, psis=False, max_memory_mb=max_memory_mb
     )
     encoder = log_likelihood(program, data.x, **common)

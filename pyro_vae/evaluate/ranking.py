@@ -82,7 +82,7 @@ def compare(
             :class:`~pyro_vae.evaluate.LogLikelihood` already computed on the same data.
         x: the held-out data (points along the first dimension); needed when any entry is a model.
         covariates: data-aligned keyword arguments of the programs (the same for every model).
-        num_particles, max_memory_mb, seed, **program_kwargs: passed to
+        num_particles, max_memory_mb, seed, program_kwargs: passed to
             :func:`~pyro_vae.log_likelihood` (``global_values=``, ``plate=``); each model gets the
             same seed.
         method: how ``arviz.compare`` weighs the models: ``"stacking"``, ``"BB-pseudo-BMA"`` or

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -132,7 +133,7 @@ class LogLikelihood:
             raise ValueError("Pareto k was not computed; call log_likelihood(..., psis=True).")
         return float((self.pareto_k > threshold).double().mean())
 
-    def summary(self) -> dict[str, float | int | str | bool]:
+    def summary(self) -> dict[str, Any]:
         """Headline numbers as a JSON-serialisable dict (per-point means in nats)."""
         out = {
             "num_points": self.num_points,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def _check_options(options: Any, where: str) -> None:
                 raise ValueError(f"{where}: {key} = {item!r} is beyond the {CAPS['options']:,} a size may be.")
 
 
-def check_budget(config: dict, state: dict[str, torch.Tensor], path, *, custom: set[str] = frozenset()) -> int:
+def check_budget(config: dict, state: dict[str, torch.Tensor], path, *, custom: AbstractSet[str] = frozenset()) -> int:
     """Refuse a configuration that would build far more numbers than the file's tensors hold.
 
     The bound is computed from the configuration alone (no module is built), so a small file whose
@@ -175,7 +176,7 @@ def check_budget(config: dict, state: dict[str, torch.Tensor], path, *, custom: 
     return budget
 
 
-def parameter_bound(config: dict, *, custom: set[str] = frozenset()) -> int:
+def parameter_bound(config: dict, *, custom: AbstractSet[str] = frozenset()) -> int:
     """An upper bound on the numbers a VAE built from ``config`` holds (within a factor of ~2)."""
     from ..likelihoods import get_likelihood
 
@@ -236,7 +237,7 @@ def load_state(vae: VAE, state_dict: dict[str, torch.Tensor], source: Any = "che
 
 
 #: The training state of a checkpoint: field -> accepted types.
-_TRAINING_FIELDS = {
+_TRAINING_FIELDS: dict[str, type | tuple[type, ...]] = {
     "epoch": int,
     "rows": list,
     "best_val": float,

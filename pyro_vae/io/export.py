@@ -174,7 +174,7 @@ def to_inference_data(
             numpy, attrs=attrs, library=pyro, coords=coords, dims=group_dims, default_dims=None if sampled else []
         )
 
-    groups = {
+    datasets = {
         "posterior": group(posterior),
         "posterior_predictive": group(predictive),
         "log_likelihood": group(log_lik, per_point=True),
@@ -182,8 +182,8 @@ def to_inference_data(
         "prior_predictive": group(prior_predictive),
         "observed_data": group(observed_data, sampled=False),
     }
-    idata = az.InferenceData(**groups)
-    missing = sorted(set(groups) - set(idata.groups()))
+    idata = az.InferenceData(**datasets)
+    missing = sorted(set(datasets) - set(idata.groups()))
     if missing:  # never hand back an export that silently lacks a group
         raise RuntimeError(f"ArviZ dropped the group(s) {missing} of this export; please report this as a bug.")
     return idata

@@ -251,7 +251,7 @@ def collect_sites(program: Program, sites: Sites, runs: list, *, particles: bool
     first_latent = sites.local[0] if sites.local else None
     first_observed = sites.observed[0]
     return PredictiveSamples(
-        z=joined.get(first_latent),
+        z=joined.get(first_latent) if first_latent is not None else None,
         x=joined[first_observed],
         mean=joined_means[first_observed],
         sites=joined,

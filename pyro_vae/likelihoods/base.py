@@ -89,7 +89,7 @@ class Positive(nn.Module):
         if spec == "learned":
             spec = "global"
         fixed = isinstance(spec, (int, float)) and not isinstance(spec, bool)
-        if fixed and not spec > 0:
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool) and not spec > 0:
             raise ValueError(f"{name} must be a positive number or one of {POSITIVE_MODES}, got {spec!r}.")
         if not fixed and spec not in POSITIVE_MODES:
             raise ValueError(f"{name} must be a positive number or one of {POSITIVE_MODES}, got {spec!r}.")
@@ -251,7 +251,9 @@ class Likelihood(nn.Module):
             position += parameter.decoder_outputs
 
     # ------------------------------------------------------------------ the model
-    def distribution(self, raw: torch.Tensor) -> dist.TorchDistribution:  # pragma: no cover
+    def distribution(
+        self, raw: torch.Tensor, size: torch.Tensor | None = None
+    ) -> dist.TorchDistribution:  # pragma: no cover
         raise NotImplementedError
 
     def forward(self, raw: torch.Tensor, size: torch.Tensor | None = None) -> dist.TorchDistribution:
@@ -263,7 +265,7 @@ class Likelihood(nn.Module):
     def uses_size_factors(self) -> bool:
         return bool(getattr(self, "size_factors", False))
 
-    def mean(self, raw: torch.Tensor) -> torch.Tensor:
+    def mean(self, raw: torch.Tensor, size: torch.Tensor | None = None) -> torch.Tensor:
         """``E[x|z]`` of shape ``(..., D)``."""
         return self.distribution(raw).mean
 
@@ -392,6 +394,7 @@ class DensityLikelihood(Likelihood):
                 raise ValueError(f"num_levels must be at least 2, got {num_levels}.")
         self.num_levels = num_levels
 
+    # Properties where the base class has plain attributes: each depends on num_levels here.
     @property
     def support(self) -> constraints.Constraint:
         if self.num_levels is None:
@@ -399,15 +402,15 @@ class DensityLikelihood(Likelihood):
         return constraints.integer_interval(0, self.num_levels - 1)
 
     @property
-    def is_discrete(self) -> bool:
+    def is_discrete(self) -> bool:  # type: ignore[override]
         return self.num_levels is not None
 
     @property
-    def max_level(self) -> float | None:
+    def max_level(self) -> float | None:  # type: ignore[override]
         return None if self.num_levels is None else float(self.num_levels - 1)
 
     @property
-    def support_hint(self) -> str:
+    def support_hint(self) -> str:  # type: ignore[override]
         if self.num_levels is None:
             return self.density_hint + (
                 " For integer levels (8-bit pixels, say), pass num_levels=L to model them by uniform dequantisation."

@@ -41,6 +41,7 @@ class _CountMeans:
     given, not learned."""
 
     size_factors: bool = False
+    name: str
 
     def _count_mean(self, raw_mean: torch.Tensor, size: torch.Tensor | None) -> torch.Tensor:
         if not self.size_factors:

@@ -106,7 +106,7 @@ class Program:
         guide: Callable | None = None,
         *,
         plate: str = "data",
-        check: Callable[[Any], torch.Tensor] | None = None,
+        check: Callable[..., torch.Tensor] | None = None,
         template: Callable[[int], Data] | None = None,
         name: str | None = None,
     ):
@@ -123,7 +123,7 @@ class Program:
 
     # ------------------------------------------------------------------ construction
     def replace(self, **changes) -> Program:
-        fields = dict(
+        fields: dict[str, Any] = dict(
             model=self.model,
             guide=self._guide,
             plate=self.plate,
@@ -397,7 +397,7 @@ def with_particles(fn: Callable, num: int, dim: int) -> Callable:
 
 
 def _wrapped(wrapper: Callable, original: Callable) -> Callable:
-    wrapper.__wrapped_program__ = getattr(original, "__wrapped_program__", original)
+    setattr(wrapper, "__wrapped_program__", getattr(original, "__wrapped_program__", original))
     return wrapper
 
 

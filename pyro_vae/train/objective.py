@@ -185,5 +185,5 @@ def _positional(fn: Callable) -> Callable:
     def call(x, *tensors, tensor_names, rows, **fixed):
         return fn(x, **dict(zip(tensor_names, tensors)), **fixed)
 
-    call.__wrapped_program__ = getattr(fn, "__wrapped_program__", fn)
+    setattr(call, "__wrapped_program__", getattr(fn, "__wrapped_program__", fn))
     return call

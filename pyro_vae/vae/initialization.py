@@ -72,7 +72,12 @@ def start_at_ppca(vae, x: torch.Tensor) -> None:
     decoder.bias.copy_(mean.to(decoder.bias.dtype))
     scale.set_from(torch.full((d,), noise**0.5, dtype=x.dtype))
     head = getattr(vae.encoder, "head", None)
-    if isinstance(vae.encoder, MLPEncoder) and len(vae.encoder.body) == 0 and vae.input_scale == 1.0:
+    if (
+        isinstance(vae.encoder, MLPEncoder)
+        and len(vae.encoder.body) == 0
+        and vae.input_scale == 1.0
+        and head is not None
+    ):
         # z | x ~ N(M^-1 W^T (x - b), s^2 M^-1) with M = W^T W + s^2 I, diagonal here.
         m_diag = weights.pow(2).sum(0) + noise
         gain = weights.T / m_diag[:, None]  # (L, D)

@@ -275,6 +275,12 @@ class VAE(nn.Module):
             raise ValueError(f"y must have shape ({batch}, {self.covariate_dim}), got {tuple(y.shape)}.")
         return y
 
+    def _given_covariates(self, y) -> torch.Tensor:
+        """The checked covariates of a conditional VAE (which always has them)."""
+        covariates = self._covariates(y, None)
+        assert covariates is not None, "only a conditional VAE has covariates"
+        return covariates
+
     def _data_plate(self, x, indices, num_data):
         if x is None:
             if num_data is None:
@@ -296,13 +302,13 @@ class VAE(nn.Module):
         else:
             inputs = x if self.input_scale == 1.0 else x / self.input_scale
         if self.covariate_dim:
-            inputs = torch.cat([inputs, self._covariates(y, None).expand(*inputs.shape[:-1], -1)], dim=-1)
+            inputs = torch.cat([inputs, self._given_covariates(y).expand(*inputs.shape[:-1], -1)], dim=-1)
         return flatten_leading(self.encoder)(inputs)
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Raw likelihood parameters for codes ``z`` of shape ``(..., L)`` (and covariates ``y``)."""
         if self.covariate_dim:
-            z = torch.cat([z, self._covariates(y, None).expand(*z.shape[:-1], -1)], dim=-1)
+            z = torch.cat([z, self._given_covariates(y).expand(*z.shape[:-1], -1)], dim=-1)
         return flatten_leading(self.decoder)(z)
 
     def decode_mean(

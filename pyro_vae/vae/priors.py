@@ -163,6 +163,7 @@ class VampPrior(Prior):
     def initialize_from(self, x: torch.Tensor, *, seed: int = 0) -> None:
         """Set the pseudo-inputs to ``K`` rows of ``x`` (shape ``(N, D)``) drawn without replacement."""
         self._check_attached()
+        assert self.pseudo_inputs is not None  # attached
         if x.ndim != 2 or x.shape[1] != self.pseudo_inputs.shape[1] or x.shape[0] < self.num_components:
             raise ValueError(
                 f"x must have shape (N, {self.pseudo_inputs.shape[1]}) with N >= {self.num_components}, "

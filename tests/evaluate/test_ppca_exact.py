@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from ppca import ExactEncoder, decoder_params, linear_gaussian_vae, log_marginal, max_log_likelihood, simulate
 from pyro.infer import Trace_ELBO
 
 import pyro_vae
+from helpers.ppca import ExactEncoder, decoder_params, linear_gaussian_vae, log_marginal, max_log_likelihood, simulate
 
 D, L, SIGMA = 6, 2, 0.5
 

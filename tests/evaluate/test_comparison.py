@@ -2,10 +2,9 @@ import math
 
 import numpy as np
 import pytest
-from ppca import ExactEncoder, log_marginal, simulate
-from test_evaluate import SIGMA, ppca_vae
 
 import pyro_vae
+from helpers.ppca import SIGMA, ExactEncoder, log_marginal, ppca_vae, simulate
 
 
 def exact_model(W, b, sigma):

@@ -120,7 +120,7 @@ def test_validation_equals_mean_elbo():
 
 
 def test_validation_with_particles_is_the_importance_weighted_bound_rising_to_the_exact_log_marginal():
-    from ppca import log_marginal, simulate
+    from helpers.ppca import log_marginal, simulate
 
     W, b, x = simulate(200, 6, 2, 0.5)
     vae = pyro_vae.VAE(6, 2, hidden_sizes=(), likelihood="normal", likelihood_kwargs={"scale": 0.5})

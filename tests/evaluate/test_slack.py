@@ -5,9 +5,9 @@ import warnings
 import pyro.distributions as dist
 import pytest
 import torch
-from programs import ConditionalLinear
 
 import pyro_vae
+from helpers.programs import ConditionalLinear
 
 
 def test_a_model_is_not_confidently_ranked_below_itself_by_a_poor_estimator():

@@ -179,7 +179,19 @@ def test_an_importance_weighted_objective_needs_several_particles_on_the_command
     err = capsys.readouterr().err
     assert "--num-particles K" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()  # refused before any work
-    args = ["train", "--binarize", "fixed", "--elbo", "iwae", "--num-particles", "3", "--hidden", "8", "--out", str(out)]
+    args = [
+        "train",
+        "--binarize",
+        "fixed",
+        "--elbo",
+        "iwae",
+        "--num-particles",
+        "3",
+        "--hidden",
+        "8",
+        "--out",
+        str(out),
+    ]
     assert main([*args, "--epochs", "1"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["elbo"] == "iwae" and config["training"]["num_particles"] == 3

@@ -4,42 +4,10 @@ import math
 
 import pytest
 import torch
-from ppca import ExactEncoder, log_marginal, simulate
-from torch import nn
 
 import pyro_vae
+from helpers.ppca import SIGMA, ExactEncoder, ScaledEncoder, log_marginal, ppca_vae, simulate
 from pyro_vae.evaluate import chunk_plan, log_weights
-
-SIGMA = 0.5
-
-
-class ScaledEncoder(nn.Module):
-    """The exact posterior with its scale multiplied by ``factor`` and its mean shifted."""
-
-    def __init__(self, W, b, factor=1.0, shift=0.0):
-        super().__init__()
-        self.exact = ExactEncoder(W, b, SIGMA)
-        self.factor, self.shift = factor, shift
-
-    def forward(self, x):
-        loc, scale = self.exact(x)
-        return loc + self.shift, scale * self.factor
-
-
-def ppca_vae(W, b, encoder=None, sigma=SIGMA):
-    """Probabilistic PCA with decoder weights ``W``, ``b`` and noise scale ``sigma``."""
-    vae = pyro_vae.VAE(
-        W.shape[0],
-        W.shape[1],
-        hidden_sizes=(),
-        likelihood="normal",
-        likelihood_kwargs={"scale": sigma},
-        encoder=encoder,
-    )
-    with torch.no_grad():
-        vae.decoder.net[0].weight.copy_(W)
-        vae.decoder.net[0].bias.copy_(b)
-    return vae
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from programs import ConditionalLinear
 
 import pyro_vae
+from helpers.programs import ConditionalLinear
 
 
 def bad_guide(program):

@@ -16,7 +16,7 @@ import pyro_vae
 from pyro_vae.readers import read_idx
 from pyro_vae.rows import IndexedRows, MappedArray, open_rows
 
-WORKER = Path(__file__).parents[1] / "experiments" / "benchmarks" / "streaming.py"
+WORKER = Path(__file__).parents[2] / "experiments" / "benchmarks" / "streaming.py"
 
 
 @pytest.fixture
@@ -189,6 +189,7 @@ def large_file(tmp_path_factory):
     path.unlink()
 
 
+@pytest.mark.slow  # two subprocesses over a file larger than their memory bound
 @pytest.mark.parametrize("tool", ["train", "evaluate"])
 def test_a_file_several_times_the_memory_bound_streams_within_it(large_file, tool):
     size_mb = large_file.stat().st_size / 2**20

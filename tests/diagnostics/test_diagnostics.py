@@ -4,10 +4,9 @@ import math
 
 import pytest
 import torch
-from ppca import ExactEncoder, log_marginal, posterior, simulate
-from test_evaluate import SIGMA, ScaledEncoder, ppca_vae
 
 import pyro_vae
+from helpers.ppca import SIGMA, ExactEncoder, ScaledEncoder, log_marginal, posterior, ppca_vae, simulate
 from pyro_vae import diagnostics
 
 

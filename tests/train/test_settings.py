@@ -61,7 +61,15 @@ def test_settings_are_frozen_and_read_back_from_older_run_folders():
     settings = TrainSettings()
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.epochs = 3
-    older = {"epochs": 5, "batch_size": 64, "lr": 0.003, "kl_warmup_epochs": 20, "patience": 40, "seed": 0, "elbo": "trace"}
+    older = {
+        "epochs": 5,
+        "batch_size": 64,
+        "lr": 0.003,
+        "kl_warmup_epochs": 20,
+        "patience": 40,
+        "seed": 0,
+        "elbo": "trace",
+    }
     assert TrainSettings.from_config(older) == TrainSettings(**older)
     with pytest.raises(ValueError, match="Unknown training settings"):
         TrainSettings.from_config({"epochs": 5, "progress": True})

@@ -6,10 +6,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from ppca import ExactEncoder, linear_gaussian_vae, log_marginal, simulate
-from programs import SIGMA, ConditionalLinear, D, L, gaussian_posterior
 
 import pyro_vae
+from helpers.ppca import ExactEncoder, linear_gaussian_vae, log_marginal, simulate
+from helpers.programs import SIGMA, ConditionalLinear, D, L, gaussian_posterior
 from pyro_vae.mixtures import DiagonalNormalMixture
 from pyro_vae.networks import GatedDense
 from pyro_vae.objectives import ImportanceWeightedELBO
@@ -85,7 +85,7 @@ def test_global_latents_are_refused_with_the_site_name():
 
 
 def test_fit_with_the_importance_weighted_objective_reaches_the_ppca_optimum():
-    from ppca import decoder_params, max_log_likelihood
+    from helpers.ppca import decoder_params, max_log_likelihood
 
     W, b, x = simulate(1000, 6, 2, 0.5, seed=3, orthogonal=False)
     target = max_log_likelihood(x, 2).item()

@@ -7,12 +7,16 @@ import subprocess
 import sys
 import time
 
-import distributed_worker as worker
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+from helpers import distributed_worker as worker
+
+pytestmark = [
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in"),
+    pytest.mark.slow,  # several processes each
+]
 TRAIN = [
     "-m",
     "pyro_vae.cli",

@@ -8,10 +8,10 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import pytest
 import torch
-from programs import SIGMA, ConditionalLinear, D, L, gaussian_marginal, gaussian_posterior, orthogonal
 from torch import nn
 
 import pyro_vae
+from helpers.programs import SIGMA, ConditionalLinear, D, L, gaussian_marginal, gaussian_posterior, orthogonal
 from pyro_vae import diagnostics
 from pyro_vae._util.compat import arviz
 
