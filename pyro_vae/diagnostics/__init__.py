@@ -9,7 +9,9 @@
 * :mod:`~pyro_vae.diagnostics.quality` -- sample quality (FID-like distance, precision and recall,
   data copying); :mod:`~pyro_vae.diagnostics.plots` -- figures.
 
-Each returns a small result object with the numbers, their Monte Carlo or sampling errors, and a
+Each binds its arguments through :func:`pyro_vae.program.bind` (so a program with latent sites
+outside the data plate needs ``global_values=``, as :func:`pyro_vae.log_likelihood` does) and
+returns a small result object with the numbers, their Monte Carlo or sampling errors, and a
 ``summary()`` dict ready for JSON."""
 
 from .amortization import AmortizationGap, amortization_gap

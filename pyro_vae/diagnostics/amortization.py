@@ -28,13 +28,14 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 from torch.nn import functional as F
 
-from .._util.checks import positive_int
+from .._util.checks import positive_int, positive_number
 from .._util.isolation import isolated
 from ..evaluate.estimate import log_likelihood
 from ..evaluate.statistics import mean_se
 from ..latent.aggregate import AggregatePosterior
 from ..latent.predictive import shaped_like_site
-from ..program.protocol import Data, Program, as_program
+from ..program.binding import bind
+from ..program.protocol import Data, Program
 from ..program.sites import site_values
 
 
@@ -104,6 +105,7 @@ def amortization_gap(
     batch_size: int = 256,
     seed: int = 0,
     max_memory_mb: float = 64.0,
+    global_values: Any = None,
 ) -> AmortizationGap:
     """Refine ``q(z|x_i)`` for every row of ``x`` and measure the encoder's gap.
 
@@ -131,13 +133,11 @@ def amortization_gap(
 
     Returns: an :class:`AmortizationGap`.
     """
-    program = as_program(model, guide, plate=plate)
-    data = program.data(x, covariates)
     for value, name in ((num_steps, "num_steps"), (train_particles, "train_particles"), (batch_size, "batch_size")):
         positive_int(value, name)
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}.")
-    sites = program.sites(data)
+    positive_number(lr, "lr")
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+    program, data, sites = bound.program, bound.data, bound.sites
     name = sites.latent(site)
     if len(sites.local) != 1:
         raise ValueError(f"The amortization gap refines one local latent; this program has {list(sites.local)}.")

@@ -30,7 +30,7 @@ from ..evaluate.statistics import monte_carlo_se as _mc_se
 from ..evaluate.statistics import proportion_se
 from ..latent.aggregate import AggregatePosterior, prior_of
 from ..latent.predictive import latent_means
-from ..program.protocol import as_program
+from ..program.binding import bind
 from ..program.sites import per_point, site_values
 
 
@@ -169,6 +169,7 @@ def elbo_surgery(
     draws_per_point: int = 1,
     seed: int = 0,
     max_memory_mb: float = 256.0,
+    global_values: Any = None,
 ) -> ElboSurgery:
     """Hoffman & Johnson's (2016) ELBO surgery on the data ``x`` (points along the first dimension).
 
@@ -189,10 +190,9 @@ def elbo_surgery(
     ``std / sqrt(num_draws)``. A large ``KL(q(z)||p(z))`` means prior samples land where the
     encoder never puts data ("holes"). Works on the local latent ``site`` (the only one by default).
     """
-    program = as_program(model, guide, plate=plate)
-    data = program.data(x, covariates)
     positive_int(draws_per_point, "draws_per_point")
-    sites = program.sites(data)
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+    program, data, sites = bound.program, bound.data, bound.sites
     name = sites.latent(site)
     with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
         aggregate = AggregatePosterior.from_program(program, data, site=name)
@@ -240,6 +240,7 @@ def holes(
     quantile: float = 0.01,
     seed: int = 0,
     max_memory_mb: float = 256.0,
+    global_values: Any = None,
 ) -> Holes:
     """Measure how well the aggregate posterior of ``x`` covers the prior.
 
@@ -260,12 +261,12 @@ def holes(
     own component included sets the bar far too high: 73% of held-out Fashion-MNIST codes fell
     below it.)
     """
-    program = as_program(model, guide, plate=plate)
-    data = program.data(x, covariates)
-    if not (isinstance(num_samples, int) and num_samples >= 2):
+    if positive_int(num_samples, "num_samples") < 2:
         raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}.")
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must lie strictly between 0 and 1, got {quantile!r}.")
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+    program, data = bound.program, bound.data
     with torch.no_grad():
         aggregate = AggregatePosterior.from_program(program, data, site=site)
         prior = prior_of(program, data, site=site)
@@ -305,6 +306,7 @@ def active_units(
     plate: str | None = None,
     threshold: float = 0.01,
     batch_size: int = 4096,
+    global_values: Any = None,
 ) -> ActiveUnits:
     """Count the latent dimensions ``u`` with ``Cov_x(E_q[z_u|x]) > threshold`` over the rows of ``x``.
 
@@ -314,13 +316,13 @@ def active_units(
     variance of such averages inflates ``Cov_x`` by ``E_x[Var_q(z_u|x)] / draws``, which is
     subtracted.
     """
-    program = as_program(model, guide, plate=plate)
-    data = program.data(x, covariates)
-    if len(data) < 2:
-        raise ValueError("active_units needs at least two data points to measure a variance.")
     if not threshold > 0:
         raise ValueError(f"threshold must be positive, got {threshold!r}.")
-    means, noise = latent_means(program, data, program.sites(data).latent(site), batch_size=batch_size)
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+    program, data = bound.program, bound.data
+    if len(data) < 2:
+        raise ValueError("active_units needs at least two data points to measure a variance.")
+    means, noise = latent_means(program, data, bound.sites.latent(site), batch_size=batch_size)
     means, noise = means.reshape(len(data), -1), noise.reshape(len(data), -1)
     variance = (means.double().var(dim=0, correction=1) - noise.double().mean(0)).clamp(min=0)
     return ActiveUnits(variance=variance, active=variance > threshold, threshold=float(threshold))

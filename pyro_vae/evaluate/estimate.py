@@ -37,6 +37,7 @@ from .._util.checks import positive_int
 from .._util.compat import arviz
 from .._util.isolation import isolated
 from .._util.memory import HeapGuard
+from ..program.binding import bind
 from ..program.chunks import plan_chunks
 from ..program.protocol import Data, Program, as_program
 from ..program.sites import Sites
@@ -112,12 +113,14 @@ def log_likelihood(
     schedule = Schedule(ais_steps, leapfrog_steps, initial_step_size) if method == "ais" else None
     if method == "ais" and ais_start not in STARTS:
         raise ValueError(f"ais_start must be one of {STARTS}, got {ais_start!r}.")
-    data = program.data(x, covariates)
-    if method == "importance" or ais_start == "guide":
-        program.guide  # noqa: B018 -- refuse a missing guide before any work
-    sites = program.sites(data)
-    program, conditioned = program.conditioned_on_globals(data, global_values)
-    program.check_vectorised(data, sites)
+    bound = bind(
+        program,
+        x,
+        covariates=covariates,
+        global_values=global_values,
+        needs_guide=method == "importance" or ais_start == "guide",
+    )
+    program, data, sites, conditioned = bound.program, bound.data, bound.sites, bound.globals_used
     if method == "ais":
         return _ais(
             program,

@@ -36,7 +36,8 @@ from .._util.compat import arviz
 from .._util.isolation import isolated
 from .._util.memory import HeapGuard
 from .._version import __version__
-from ..program.protocol import Data, as_program
+from ..program.binding import bind
+from ..program.protocol import Data
 from ..program.sites import Sites, per_point, site_values
 
 
@@ -74,9 +75,8 @@ def to_inference_data(
     distributions and, for a VAE, its configuration as JSON.
     """
     az = arviz()
-    program = as_program(model, guide, plate=plate)
-    data = program.data(x, covariates)
-    program.guide  # noqa: B018 -- refuse a missing guide before any work
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True)
+    program, data = bound.program, bound.data
     for value, name in ((num_samples, "num_samples"), (num_chains, "num_chains")):
         positive_int(value, name)
     sites = program.sites(data)

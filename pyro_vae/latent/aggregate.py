@@ -27,7 +27,8 @@ from torch.distributions import constraints
 
 from .._util.checks import positive_int
 from .._util.memory import HeapGuard as _HeapGuard
-from ..program.protocol import Data, Program, as_program
+from ..program.binding import bind
+from ..program.protocol import Data, Program
 
 #: Float64 temporaries of N numbers per row of z that a chunk of log_prob holds at once.
 _LOG_PROB_COPIES = 3
@@ -71,11 +72,13 @@ class AggregatePosterior(dist.TorchDistribution):
         site: str | None = None,
         plate: str | None = None,
         batch_size: int = 4096,
+        global_values: Any = None,
     ) -> AggregatePosterior:
-        """Run the guide over the rows of ``x`` and keep every ``q(z|x_i)`` at the latent ``site``."""
-        program = as_program(model, guide, plate=plate)
-        data = program.data(x, covariates)
-        return cls.from_program(program, data, site=site, batch_size=batch_size)
+        """Run the guide over the rows of ``x`` and keep every ``q(z|x_i)`` at the latent ``site``
+        (``global_values`` as for :func:`pyro_vae.log_likelihood`)."""
+        positive_int(batch_size, "batch_size")
+        bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+        return cls.from_program(bound.program, bound.data, site=site, batch_size=batch_size)
 
     @classmethod
     @torch.no_grad()

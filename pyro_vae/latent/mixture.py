@@ -30,7 +30,7 @@ from torch import nn
 
 from .._util.checks import positive_int
 from .._util.isolation import isolated
-from ..program.protocol import as_program
+from ..program.binding import bind
 from ..program.sites import site_values
 
 COVARIANCE_TYPES = ("full", "diag")
@@ -74,6 +74,7 @@ class LatentMixture(nn.Module):
         max_draws: int = 20_000,
         max_iter: int = 200,
         seed: int = 0,
+        global_values: Any = None,
     ) -> LatentMixture:
         """Fit to draws ``z ~ q(z|x_i)`` from the guide's trace at the latent ``site``, for the rows of ``x``.
 
@@ -83,9 +84,8 @@ class LatentMixture(nn.Module):
         """
         from sklearn.mixture import GaussianMixture
 
-        program = as_program(model, guide, plate=plate)
-        data = program.data(x, covariates)
-        sites = program.sites(data)
+        bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+        program, data, sites = bound.program, bound.data, bound.sites
         name = sites.latent(site)
         latent_dim = int(sites.event_shapes[name].numel())
         mixture = cls(num_components, latent_dim, covariance_type)

@@ -20,6 +20,7 @@ from pyro import poutine
 
 from .._util.checks import positive_int
 from .._util.isolation import isolated
+from ..program.binding import bind
 from ..program.protocol import Data, Program, as_program
 from ..program.sites import Sites, site_values
 
@@ -103,12 +104,9 @@ def posterior_predictive(
     ``mean`` of shape ``(num_samples, N, D)``; global latents have shape ``(num_samples, ...)``.
     """
     positive_int(num_samples, "num_samples")
-    program = as_program(model, guide, plate=plate)
-    data = program.data(x, covariates)
-    program.guide  # noqa: B018 -- refuse a missing guide before any work
-    sites = program.sites(data)
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True)
+    program, data, sites = bound.program, bound.data, bound.sites
     check_output_size(program, data, num_samples * len(data), max_values)
-    program.check_vectorised(data, sites)
     step = max(1, _DRAWS_PER_CHUNK // num_samples)
     with isolated(seed), pyro.validation_enabled(False):
         traces = []
@@ -130,11 +128,12 @@ def reconstruct(
     covariates: Mapping[str, Any] | None = None,
     site: str | None = None,
     plate: str | None = None,
+    global_values: Any = None,
 ) -> torch.Tensor:
-    """Deterministic reconstruction ``E[x | z = E_q[z|x]]`` of the first observed site, shape ``(N, D)``."""
-    program = as_program(model, guide, plate=plate)
-    data = program.data(x, covariates)
-    sites = program.sites(data)
+    """Deterministic reconstruction ``E[x | z = E_q[z|x]]`` of the first observed site, shape ``(N, D)``
+    (``global_values`` as for :func:`pyro_vae.log_likelihood`)."""
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+    program, data, sites = bound.program, bound.data, bound.sites
     name = sites.latent(site)
     loc, _ = latent_means(program, data, name)
     with pyro.validation_enabled(False):

@@ -25,6 +25,7 @@ import torch
 from .._util.checks import positive_int
 from .._util.isolation import isolated
 from ..data.loading import Split
+from ..program.binding import bind
 from ..program.protocol import Data, Program, as_program
 from .aggregate import SOURCES
 from .predictive import (
@@ -142,7 +143,9 @@ def _data(program: Program, x: Any, covariates) -> tuple[Data | None, torch.Tens
     if isinstance(x, Split):
         labels = x.labels
         x = x.binarized(0) if x.dynamic_binarization else x.x
-    return program.data(x, covariates), labels
+    # Decoding runs the model once on M rows (no particle dimension) and draws any global latent.
+    bound = bind(program, x, covariates=covariates, needs_guide=False, particles=False, draw_globals=True)
+    return bound.data, labels
 
 
 def _merge(data: Data | None, generate_with: dict) -> dict:

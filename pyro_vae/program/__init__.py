@@ -6,12 +6,15 @@
 * :mod:`~pyro_vae.program.chunks` -- chunk sizes under a memory bound;
 * :mod:`~pyro_vae.program.bind` -- :func:`bind`, the one preamble of every tool."""
 
+from .binding import Bound, bind
 from .chunks import chunk_plan
 from .protocol import GLOBAL_POLICIES, PARTICLES, Data, Program, as_program
 from .sites import Sites
 from .weights import log_weights
 
 __all__ = [
+    "Bound",
+    "bind",
     "as_program",
     "chunk_plan",
     "Data",

@@ -7,9 +7,10 @@ diagnostics, the latent distributions, the predictive functions, ``to_inference_
 1. the model and guide become a :class:`~pyro_vae.program.protocol.Program` (:func:`as_program`);
 2. the data and covariates are checked against the program (:meth:`Program.data`);
 3. a tool that draws from the guide refuses a program without one;
-4. the structure is read from one trace (:class:`~pyro_vae.program.sites.Sites`);
+4. the structure is read from one trace (:class:`~pyro_vae.program.sites.Sites`) where a later step needs it;
 5. the global-latent policy: latent sites outside the data plate are fixed by ``global_values``
    (``"guide_median"`` or a mapping of values), or the program is refused with the ways to fix it;
+   tools that draw the globals with every sample (``draw_globals=True``) keep them random;
 6. the leading-dimension contract: two particles are run at once, and a network that takes only
    ``(B, L)`` is refused with the advice to wrap it in :class:`~pyro_vae.FlattenLeading`.
 """
@@ -31,14 +32,17 @@ class Bound:
     Attributes:
         program: the program, with every global latent fixed by the policy.
         data: the checked data ``(N, D)`` and covariates.
-        sites: the program's latent and observed sites.
         globals_used: how each global latent was fixed (site -> description); empty without globals.
     """
 
     program: Program
     data: Data
-    sites: Sites
     globals_used: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def sites(self) -> Sites:
+        """The program's latent and observed sites, read from one trace (cached by the program)."""
+        return self.program.sites(self.data)
 
 
 def bind(
@@ -51,6 +55,7 @@ def bind(
     global_values: Any = None,
     needs_guide: bool = True,
     particles: bool = True,
+    draw_globals: bool = False,
     what: str = "x",
 ) -> Bound:
     """Check a tool's arguments once, in the order above, and return them bound.
@@ -62,14 +67,18 @@ def bind(
         needs_guide: refuse a program without a guide (every tool that draws ``z ~ q(z|x)``).
         particles: check that the program runs with a leading particle dimension (every tool
             that draws several ``z`` per point at once).
+        draw_globals: the tool draws global latents with every sample (exports, predictive draws),
+            so they stay random and ``global_values`` is not used.
         what: the data's name in error messages.
     """
     program = as_program(model, guide, plate=plate)
     data = program.data(x, covariates, what=what)
     if needs_guide:
         program.guide  # noqa: B018 -- refuses a program without a guide, naming what to pass
-    sites = program.sites(data)
-    program, globals_used = program.conditioned_on_globals(data, global_values)
+    globals_used: dict[str, str] = {}
+    if not draw_globals:
+        program, globals_used = program.conditioned_on_globals(data, global_values)
     if particles:
-        program.check_vectorised(data, sites)
-    return Bound(program, data, sites, globals_used)
+        program.check_vectorised(data, program.sites(data))
+    # A tool that neither fixes globals nor draws particles (decoding given codes) reads no trace here.
+    return Bound(program, data, globals_used)

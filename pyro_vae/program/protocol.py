@@ -120,6 +120,8 @@ class Program:
         self._check, self._template = check, template
         self.name = name
         self._sites: Sites | None = None
+        # How the global latents were fixed, once conditioned_on_globals has fixed them (else None).
+        self._fixed_globals: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ construction
     def replace(self, **changes) -> Program:
@@ -132,7 +134,11 @@ class Program:
             name=self.name,
         )
         fields.update(changes)
-        return Program(**fields)
+        program = Program(**fields)
+        if "model" not in changes and self._fixed_globals is not None:
+            # The model keeps its fixed globals, and so the structure read before they were fixed.
+            program._sites, program._fixed_globals = self._sites, dict(self._fixed_globals)
+        return program
 
     @property
     def guide(self) -> Callable:
@@ -290,6 +296,10 @@ class Program:
         ``values`` is ``None`` (refuse when there are global latents), ``"guide_median"`` or a
         mapping from site name to value.
         """
+        if self._fixed_globals is not None:  # fixed already (a program passed on by a tool)
+            if values is not None:
+                raise ValueError("The global latents of this program are fixed already; pass no global_values.")
+            return self, dict(self._fixed_globals)
         sites = self.sites(data)
         if not sites.globals:
             if values not in (None, "guide_median") and values:
@@ -327,7 +337,7 @@ class Program:
             model=_wrapped(poutine.condition(self.model, data=chosen), self.model),
             guide=_wrapped(poutine.condition(self._guide, data=chosen), self._guide) if self._guide else None,
         )
-        program._sites = sites
+        program._sites, program._fixed_globals = sites, dict(described)
         return program, described
 
     @torch.no_grad()

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from .protocol import Data, Program, as_program
+from .binding import bind
+from .protocol import Data, Program
 from .sites import Sites, per_point
 
 
@@ -30,16 +31,16 @@ def log_weights(
     covariates: Mapping[str, Any] | None = None,
     indices: torch.Tensor | None = None,
     num_data: int | None = None,
+    global_values: Any = None,
 ) -> torch.Tensor:
     """Log importance weights ``log p(x, z_s) - log q(z_s|x)`` of shape ``(num_particles, B)``.
 
     ``x`` is one batch of ``B`` points. Draws use torch's global generator, so call this inside a
-    seeded block; reading the program's structure does not consume it.
+    seeded block; reading the program's structure does not consume it. ``global_values`` as for
+    :func:`pyro_vae.log_likelihood`.
     """
-    program = as_program(model, guide)
-    data = program.data(x, covariates)
-    sites = program.sites(data)
-    program, _ = program.conditioned_on_globals(data, None)
+    bound = bind(model, x, guide=guide, covariates=covariates, global_values=global_values)
+    program, data, sites = bound.program, bound.data, bound.sites
     latent, observed = point_weights(program, data, num_particles, sites, indices=indices, num_data=num_data)
     return latent + sum(observed.values())
 

@@ -44,6 +44,7 @@ from .._util.memory import release_freed_memory
 from ..data.loading import Split, binarize
 from ..data.rows import CHUNK_BYTES, RowSource
 from ..io import checkpoint as ckpt
+from ..program.binding import bind
 from ..program.protocol import as_program
 from ..vae.initialization import initialize_from_data
 from ..vae.model import VAE
@@ -340,11 +341,8 @@ def mean_elbo(
     model that declares ``indices``. Uses a private generator seeded by ``seed``, so repeated
     calls on the same model agree.
     """
-    program = as_program(model, guide, plate=plate)
-    data = program.data(x, covariates)
-    sites = program.sites(data)
-    program, _ = program.conditioned_on_globals(data, global_values)
-    return mean_elbo_of(program, data, sites, seed=seed, batch_size=batch_size)
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+    return mean_elbo_of(bound.program, bound.data, bound.sites, seed=seed, batch_size=batch_size)
 
 
 # ---------------------------------------------------------------------- helpers
