@@ -61,16 +61,8 @@ class DiagonalNormalMixture(dist.TorchDistribution):
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         lead = value.shape[:-1]
         z = value.reshape(-1, value.shape[-1]).double()
-        precision = self.scale.double().pow(-2)
-        weighted_loc = self.loc.double() * precision
-        constant = (
-            (self.loc.double() * weighted_loc).sum(-1)
-            + 2 * self.scale.double().log().sum(-1)
-            + z.shape[-1] * math.log(2 * math.pi)
-        )
-        quad = torch.addmm(constant, z * z, precision.T) - 2.0 * z @ weighted_loc.T  # (M, K)
-        log_weights = self.logits.double().log_softmax(-1)
-        out = torch.logsumexp(log_weights - 0.5 * quad, dim=-1)
+        log_components = component_log_densities(z, quadratic_terms(self.loc, self.scale))  # (M, K)
+        out = torch.logsumexp(self.logits.double().log_softmax(-1) + log_components, dim=-1)
         return out.to(value.dtype).reshape(lead)
 
     @torch.no_grad()
@@ -80,3 +72,33 @@ class DiagonalNormalMixture(dist.TorchDistribution):
         return self.loc[component] + self.scale[component] * torch.randn(
             *shape, self.loc.shape[-1], dtype=self.loc.dtype, device=self.loc.device
         )
+
+
+def quadratic_terms(loc: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The parts of ``K`` diagonal Gaussians' log-densities that do not depend on the point, in float64.
+
+    For component ``k`` with mean ``mu_k`` and standard deviations ``s_k`` (each ``(K, L)``),
+
+    .. math::
+
+        -2 \\log N(z; \\mu_k, s_k^2) = z^2 \\cdot s_k^{-2} - 2 z \\cdot (\\mu_k s_k^{-2})
+        + \\textstyle\\sum_l \\mu_{kl}^2 / s_{kl}^2 + 2 \\sum_l \\log s_{kl} + L \\log 2\\pi.
+
+    Returns ``(1/s^2, mu/s^2, constant)`` of shapes ``(K, L)``, ``(K, L)`` and ``(K,)``.
+    """
+    loc, scale = loc.double(), scale.double()
+    precision = scale.pow(-2)
+    weighted_loc = loc * precision
+    constant = (loc * weighted_loc).sum(-1) + 2 * scale.log().sum(-1) + loc.shape[-1] * math.log(2 * math.pi)
+    return precision, weighted_loc, constant
+
+
+def component_log_densities(z: torch.Tensor, terms: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``log N(z_m; mu_k, s_k^2)`` for codes ``z`` ``(M, L)`` (float64) and every component: ``(M, K)``.
+
+    Two matrix products, so memory is ``O(M K)`` rather than ``O(M K L)``; computed in place.
+    """
+    precision, weighted_loc, constant = terms
+    quad = torch.addmm(constant, z * z, precision.T)
+    quad.addmm_(z, weighted_loc.T, alpha=-2.0)
+    return quad.mul_(-0.5)

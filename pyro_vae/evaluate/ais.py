@@ -45,6 +45,7 @@ from torch.distributions import biject_to
 
 from .._util.checks import positive_int
 from .._util.isolation import isolated
+from .._util.maths import log_mean_exp
 from ..program.chunks import plan_chunks
 from ..program.protocol import Data, Program, as_program, with_particles
 from ..program.sites import Sites, per_point, site_values, to_points
@@ -402,7 +403,7 @@ def bdmc(
     with isolated(seed + 1), pyro.validation_enabled(False):
         for indices in chunks(program, data, sites, num_chains, max_memory_mb):
             chunk, step_sizes, log_w, accept = _forward(program, data, indices, sites, num_chains, schedule, ais_start)
-            lower.append(torch.logsumexp(log_w, 0) - math.log(num_chains))
+            lower.append(log_mean_exp(log_w, 0))
             acc_f.append(accept)
             rank = sites.nesting + 1
             initial = {
@@ -413,7 +414,7 @@ def bdmc(
             }
             # The same kernels, run backwards from the exact posterior draws.
             log_w_rev, accept, _ = run_ais(chunk, schedule, step_sizes=step_sizes, initial=initial, reverse=True)
-            upper.append(-(torch.logsumexp(log_w_rev, 0) - math.log(num_chains)))
+            upper.append(-log_mean_exp(log_w_rev, 0))
             acc_r.append(accept)
     return BDMC(
         torch.cat(lower),

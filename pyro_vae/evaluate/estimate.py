@@ -36,6 +36,7 @@ import torch
 from .._util.checks import positive_int
 from .._util.compat import arviz
 from .._util.isolation import isolated
+from .._util.maths import log_mean_exp
 from .._util.memory import HeapGuard
 from ..program.binding import bind
 from ..program.chunks import plan_chunks
@@ -257,7 +258,7 @@ def doubling_gain(lw: torch.Tensor) -> torch.Tensor:
     if num < 2:
         return torch.full(lw.shape[:1], math.inf, dtype=torch.float64)
     half = num // 2
-    full = torch.logsumexp(lw, dim=1) - math.log(num)
+    full = log_mean_exp(lw, dim=1)
     halves = (torch.logsumexp(lw[:, :half], dim=1) + torch.logsumexp(lw[:, half : 2 * half], dim=1)) / 2 - math.log(
         half
     )
@@ -267,7 +268,7 @@ def doubling_gain(lw: torch.Tensor) -> torch.Tensor:
 def _weight_statistics(lw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """IWAE estimate, mean log weight and the delta-method error of the former, per row of ``(B, S)``."""
     num = lw.shape[1]
-    log_mean = torch.logsumexp(lw, dim=1) - math.log(num)
+    log_mean = log_mean_exp(lw, dim=1)
     # Var(mean w) / (mean w)^2 = var(w) / (S mean(w)^2), with w rescaled by exp(-log_mean).
     ratio = (lw - log_mean[:, None]).exp()
     rel_var = ratio.var(dim=1, correction=1) / num if num > 1 else torch.full_like(log_mean, math.inf)

@@ -27,6 +27,7 @@ from torch.distributions import constraints
 
 from .._util.checks import positive_int
 from .._util.memory import HeapGuard as _HeapGuard
+from ..distributions.mixtures import component_log_densities, quadratic_terms
 from ..program.binding import bind
 from ..program.protocol import Data, Program
 
@@ -175,7 +176,7 @@ class AggregatePosterior(dist.TorchDistribution):
     def _mixture_log_prob(
         self, z: torch.Tensor, max_memory_mb: float, leave_out: torch.Tensor | None = None
     ) -> torch.Tensor:
-        precision, weighted_loc, constant = self._quadratic_terms()
+        terms = self._quadratic_terms()
         # Temporaries per chunk row: the two products, their sum and logsumexp's shifted exponentials,
         # each N float64 numbers.
         chunk = max(1, int(max_memory_mb * 2**20 / (8 * _LOG_PROB_COPIES * self.num_components)))
@@ -183,15 +184,14 @@ class AggregatePosterior(dist.TorchDistribution):
         out = []
         for start in range(0, z.shape[0], chunk):
             zc = z[start : start + chunk].double()
-            quad = torch.addmm(constant, zc * zc, precision.T)
-            quad.addmm_(zc, weighted_loc.T, alpha=-2.0)
+            log_components = component_log_densities(zc, terms)  # (chunk, N)
             components = self.num_components
             if leave_out is not None:
                 rows = torch.arange(len(zc), device=zc.device)
-                quad[rows, leave_out[start : start + chunk]] = math.inf
+                log_components[rows, leave_out[start : start + chunk]] = -math.inf
                 components -= 1
-            out.append(torch.logsumexp(quad.mul_(-0.5), dim=-1) - math.log(components))
-            del quad
+            out.append(torch.logsumexp(log_components, dim=-1) - math.log(components))
+            del log_components
             guard.check()
         return torch.cat(out)
 
@@ -199,11 +199,7 @@ class AggregatePosterior(dist.TorchDistribution):
         """``1/s^2``, ``mu/s^2`` (each ``(N, L)``) and the per-component constant, in float64, kept:
         they are part of the distribution (``O(N L)``, like ``loc`` and ``scale``), not of one call."""
         if getattr(self, "_terms", None) is None:
-            loc, scale = self.loc.double(), self.scale.double()
-            precision = scale.pow(-2)
-            weighted_loc = loc * precision
-            constant = (loc * weighted_loc).sum(-1) + 2 * scale.log().sum(-1) + self.latent_dim * math.log(2 * math.pi)
-            self._terms = (precision, weighted_loc, constant)
+            self._terms = quadratic_terms(self.loc, self.scale)
         return self._terms
 
     def to_distribution(self) -> dist.TorchDistribution:

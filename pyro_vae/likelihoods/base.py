@@ -16,7 +16,6 @@ exact ``log p(x|z)``. Each one declares
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pyro.distributions as dist
@@ -26,6 +25,7 @@ from torch.distributions import constraints
 from torch.nn import functional as F
 
 from .._util.checks import positive_int
+from .._util.maths import inverse_softplus
 from .._util.registry import registrar
 from .distributions import Dequantized, level_mean
 
@@ -59,10 +59,6 @@ def get_likelihood(spec: str | Likelihood, **kwargs: Any) -> Likelihood:
         return cls(**kwargs)
     except TypeError as error:  # an unknown keyword: say which likelihood and what it takes
         raise ValueError(f"Bad arguments for the {spec!r} likelihood: {error}.") from None
-
-
-def _inverse_softplus(y: float) -> float:
-    return y + math.log(-math.expm1(-y))
 
 
 class Positive(nn.Module):
@@ -104,7 +100,7 @@ class Positive(nn.Module):
             self.raw = nn.Parameter(torch.tensor(self._start()))
 
     def _start(self) -> float:
-        return _inverse_softplus(self.init - self.floor)
+        return inverse_softplus(self.init - self.floor)
 
     @property
     def is_fixed(self) -> bool:
@@ -140,9 +136,9 @@ class Positive(nn.Module):
         output bias (``decoder_chunks``, this parameter's rows of it). Fixed values stay."""
         target = (value.double() - self.floor).clamp(min=1e-3 * max(self.floor, 1e-3)).to(value.dtype)
         if self.spec == "global" and self.raw is not None:
-            self.raw.fill_(_inverse_softplus(float(target.pow(2).mean().sqrt())))
+            self.raw.fill_(inverse_softplus(float(target.pow(2).mean().sqrt())))
         elif self.spec == "feature" and self.raw is not None:
-            self.raw.copy_(target + torch.log(-torch.expm1(-target)))
+            self.raw.copy_(inverse_softplus(target))
         elif self.spec == "decoder" and decoder_chunks is not None:
             decoder_chunks.copy_((target + torch.log(-torch.expm1(-target))).expand_as(decoder_chunks))
 

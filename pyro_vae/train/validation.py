@@ -3,12 +3,11 @@ the importance-weighted ELBO when that is what training maximises."""
 
 from __future__ import annotations
 
-import math
-
 import pyro
 import torch
 
 from .._util.isolation import isolated
+from .._util.maths import log_mean_exp
 from ..program.protocol import Data, Program
 from ..program.sites import Sites
 from ..program.weights import point_weights
@@ -44,7 +43,7 @@ def mean_elbo_of(
                 program, data.rows(rows), num_particles, sites, indices=indices, num_data=num_data or len(data)
             )
             log_w = (latent + sum(observed.values())).double()  # (K, points)
-            total += float((torch.logsumexp(log_w, dim=0) - math.log(num_particles)).sum())
+            total += float(log_mean_exp(log_w, dim=0).sum())
     return total / len(data)
 
 

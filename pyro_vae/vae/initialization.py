@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._util.maths import inverse_softplus
 from ..distributions.linear_gaussian import ppca_solution
 from .networks import MLPDecoder, MLPEncoder
 
@@ -86,4 +87,4 @@ def start_at_ppca(vae, x: torch.Tensor) -> None:
         head.weight[: vae.latent_dim].copy_(gain.to(head.weight.dtype))
         head.bias[: vae.latent_dim].copy_((-gain @ mean).to(head.bias.dtype))
         raw = (sd - 1e-4).clamp(min=1e-6)
-        head.bias[vae.latent_dim :].copy_((raw + torch.log(-torch.expm1(-raw))).to(head.bias.dtype))
+        head.bias[vae.latent_dim :].copy_(inverse_softplus(raw).to(head.bias.dtype))

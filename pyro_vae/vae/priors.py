@@ -25,7 +25,6 @@ Adding one is a few lines::
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pyro.distributions as dist
@@ -35,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._util.checks import positive_int
+from .._util.maths import inverse_softplus
 from .._util.registry import registrar
 from ..distributions.mixtures import DiagonalNormalMixture
 
@@ -86,10 +86,6 @@ class StandardNormalPrior(Prior):
         return dist.Normal(self.zeros, self.ones).to_event(1)
 
 
-def _inverse_softplus(value: float) -> float:
-    return math.log(math.expm1(value))
-
-
 #: Learned scales never fall below this, so a component cannot collapse onto one code.
 MIN_SCALE = 1e-3
 
@@ -101,7 +97,7 @@ class LearnedNormalPrior(Prior):
     def __init__(self, latent_dim: int):
         super().__init__(latent_dim)
         self.loc = nn.Parameter(torch.zeros(latent_dim))
-        self.raw_scale = nn.Parameter(torch.full((latent_dim,), _inverse_softplus(1.0 - MIN_SCALE)))
+        self.raw_scale = nn.Parameter(torch.full((latent_dim,), inverse_softplus(1.0 - MIN_SCALE)))
 
     @property
     def scale(self) -> torch.Tensor:
@@ -124,7 +120,7 @@ class MixturePrior(Prior):
         generator = torch.Generator().manual_seed(init_seed)
         self.logits = nn.Parameter(torch.zeros(num_components))
         self.loc = nn.Parameter(torch.randn(num_components, latent_dim, generator=generator))
-        self.raw_scale = nn.Parameter(torch.full((num_components, latent_dim), _inverse_softplus(1.0 - MIN_SCALE)))
+        self.raw_scale = nn.Parameter(torch.full((num_components, latent_dim), inverse_softplus(1.0 - MIN_SCALE)))
 
     @property
     def scale(self) -> torch.Tensor:
