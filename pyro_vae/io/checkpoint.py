@@ -19,7 +19,10 @@ from torch import nn
 from .._util.files import atomic_write
 from .._util.untrusted import bounded_int, parse_json, read_torch_file
 from ..vae.config import normalised_config
+from ..vae.guides import GUIDES
 from ..vae.model import VAE
+from ..vae.networks import mlp_parameter_count
+from ..vae.priors import PRIORS
 
 FORMAT = "pyro_vae"
 VERSION = 1
@@ -189,27 +192,18 @@ def parameter_bound(config: dict, *, custom: AbstractSet[str] = frozenset()) -> 
         raise ValueError(f"the configuration's likelihood is invalid: {error}") from None
     total = 4 * d  # per-feature likelihood parameters
     if "encoder" not in custom:
-        total += _mlp([d + k, *hidden, 2 * latent], gated)
+        total += mlp_parameter_count([d + k, *hidden, 2 * latent], gated)
     if "decoder" not in custom:
-        total += _mlp([latent + k, *reversed(hidden), d * per_feature], gated)
-    prior = config.get("prior_kwargs") or {}
-    components = prior.get("num_components", 50)
-    total += {
-        "mixture": components * (1 + 2 * latent),
-        "vamp": components * d,
-        "flow": prior.get("num_flows", 4) * _mlp([latent, *prior.get("hidden_dims", [64, 64]), 2 * latent]),
-    }.get(config["prior"], 2 * latent)
-    guide = config.get("guide_kwargs") or {}
-    if config.get("guide") == "iaf":
-        total += guide.get("num_flows", 2) * _mlp([latent, *guide.get("hidden_dims", [3 * latent + 1]), 2 * latent])
+        total += mlp_parameter_count([latent + k, *reversed(hidden), d * per_feature], gated)
+    # Each registered prior and guide family states its own count from its configuration.
+    try:
+        total += PRIORS[config["prior"]].parameter_count(latent, d, **(config.get("prior_kwargs") or {}))
+        total += GUIDES[config.get("guide", "normal")].parameter_count(latent, **(config.get("guide_kwargs") or {}))
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"the configuration's prior or guide is invalid: {error}") from None
     mixture = config.get("latent_mixture") or {}
     total += mixture.get("num_components", 0) * (1 + latent + latent * latent)
     return int(total)
-
-
-def _mlp(sizes: list, gated: bool = False) -> int:
-    layers = [(int(a) * int(b) + int(b)) for a, b in zip(sizes[:-1], sizes[1:])]
-    return sum(layers) + (sum(layers[:-1]) if gated else 0)
 
 
 def load_state(vae: VAE, state_dict: dict[str, torch.Tensor], source: Any = "checkpoint") -> None:

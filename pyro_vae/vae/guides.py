@@ -25,7 +25,9 @@ import torch
 from torch import nn
 
 from .._util.checks import positive_int
-from .._util.registry import registrar
+from .._util.registry import registrar, with_defaults
+from ..distributions.flows import reversing_stack
+from .networks import mlp_parameter_count
 
 GUIDES: dict[str, type[GuideFamily]] = {}
 
@@ -57,6 +59,12 @@ class GuideFamily(nn.Module):
     def distribution(self, loc: torch.Tensor, scale: torch.Tensor) -> dist.TorchDistribution:  # pragma: no cover
         raise NotImplementedError
 
+    @classmethod
+    def parameter_count(cls, latent_dim: int, **config: Any) -> int:
+        """An upper bound on the numbers a guide family of this class holds beyond the encoder, from its
+        configuration alone: a saved model's size check reads it. The base class holds none."""
+        return 0
+
     def forward(self, loc: torch.Tensor, scale: torch.Tensor) -> dist.TorchDistribution:
         return self.distribution(loc, scale)
 
@@ -78,6 +86,13 @@ class IAFGuide(GuideFamily):
         hidden_dims: hidden widths of each layer's autoregressive network (default ``[3 L + 1]``).
     """
 
+    @classmethod
+    def parameter_count(cls, latent_dim: int, **config: Any) -> int:
+        """One autoregressive MLP ``L -> hidden -> 2 L`` per layer, and its masks (of the weights' shapes)."""
+        config = with_defaults(cls, config)
+        hidden = config["hidden_dims"] if config["hidden_dims"] is not None else [3 * latent_dim + 1]
+        return 2 * config["num_flows"] * mlp_parameter_count([latent_dim, *hidden, 2 * latent_dim])
+
     def __init__(self, latent_dim: int, num_flows: int = 2, hidden_dims: Sequence[int] | None = None):
         hidden = [int(h) for h in hidden_dims] if hidden_dims is not None else [3 * latent_dim + 1]
         super().__init__(latent_dim, num_flows=positive_int(num_flows, "num_flows"), hidden_dims=hidden)
@@ -88,12 +103,7 @@ class IAFGuide(GuideFamily):
         self.flows = nn.ModuleList(
             T.affine_autoregressive(latent_dim, hidden_dims=hidden, stable=True) for _ in range(num_flows)
         )
-        self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1), persistent=False)
-        self._transforms = []
-        for i, flow in enumerate(self.flows):
-            if i:
-                self._transforms.append(T.Permute(self.reverse))
-            self._transforms.append(flow)
+        self._transforms = reversing_stack(list(self.flows), latent_dim)
 
     def distribution(self, loc, scale):
         return dist.TransformedDistribution(dist.Normal(loc, scale).to_event(1), self._transforms)

@@ -132,6 +132,12 @@ class FlattenLeading(nn.Module):
         return flatten_leading(self.net)(inputs)
 
 
+def mlp_parameter_count(sizes: Sequence[int], gated: bool = False) -> int:
+    """Weights and biases of an MLP with layer widths ``sizes`` (gated hidden layers have two maps)."""
+    layers = [int(a) * int(b) + int(b) for a, b in zip(sizes[:-1], sizes[1:])]
+    return sum(layers) + (sum(layers[:-1]) if gated else 0)
+
+
 def flatten_leading(net):
     """``net`` applied with leading dimensions flattened (a function, not a module: nothing to register)."""
 

@@ -35,8 +35,10 @@ from torch.nn import functional as F
 
 from .._util.checks import positive_int
 from .._util.maths import inverse_softplus
-from .._util.registry import registrar
+from .._util.registry import registrar, with_defaults
+from ..distributions.flows import reversing_stack
 from ..distributions.mixtures import DiagonalNormalMixture
+from .networks import mlp_parameter_count
 
 PRIORS: dict[str, type[Prior]] = {}
 
@@ -69,6 +71,14 @@ class Prior(nn.Module):
 
     def distribution(self) -> dist.TorchDistribution:  # pragma: no cover
         raise NotImplementedError
+
+    @classmethod
+    def parameter_count(cls, latent_dim: int, input_dim: int, **config: Any) -> int:
+        """An upper bound on the numbers a prior of this class holds, from its configuration alone (no
+        module is built): a saved model's size check reads it. The base class allows a mean and a scale;
+        a registered prior with more parameters states its own."""
+        with_defaults(cls, config)  # refuses an option the constructor does not take
+        return 2 * latent_dim
 
     def attach(self, encoder, input_dim: int, *, input_scale: float = 1.0) -> None:
         """Called once by the VAE with its encoder function ``(K, D) -> (loc, scale)`` and data size;
@@ -115,6 +125,11 @@ class MixturePrior(Prior):
     initial prior is a spread-out version of ``N(0, I)``.
     """
 
+    @classmethod
+    def parameter_count(cls, latent_dim: int, input_dim: int, **config: Any) -> int:
+        """``K (1 + 2 L)``: mixing logits, means and scales."""
+        return with_defaults(cls, config)["num_components"] * (1 + 2 * latent_dim)
+
     def __init__(self, latent_dim: int, num_components: int = 10, init_seed: int = 0):
         super().__init__(latent_dim, num_components=positive_int(num_components, "num_components"), init_seed=init_seed)
         generator = torch.Generator().manual_seed(init_seed)
@@ -140,6 +155,11 @@ class VampPrior(Prior):
     data points. They start as uniform draws in ``[0, 1]`` (seeded by ``init_seed``); call
     :meth:`initialize_from` to start them at real data points instead.
     """
+
+    @classmethod
+    def parameter_count(cls, latent_dim: int, input_dim: int, **config: Any) -> int:
+        """``K D``: the pseudo-inputs (the encoder is the VAE's own)."""
+        return with_defaults(cls, config)["num_components"] * input_dim
 
     def __init__(self, latent_dim: int, num_components: int = 50, init_seed: int = 0):
         super().__init__(latent_dim, num_components=positive_int(num_components, "num_components"), init_seed=init_seed)
@@ -190,18 +210,19 @@ class FlowPrior(Prior):
     pass, so the density of replayed codes (needed by the ELBO) is as cheap as sampling.
     """
 
+    @classmethod
+    def parameter_count(cls, latent_dim: int, input_dim: int, **config: Any) -> int:
+        """At most one MLP ``L -> hidden -> 2 L`` per coupling layer."""
+        config = with_defaults(cls, config)
+        return config["num_flows"] * mlp_parameter_count([latent_dim, *config["hidden_dims"], 2 * latent_dim])
+
     def __init__(self, latent_dim: int, num_flows: int = 4, hidden_dims: list[int] | tuple[int, ...] = (64, 64)):
         hidden_dims = [int(h) for h in hidden_dims]
         super().__init__(latent_dim, num_flows=positive_int(num_flows, "num_flows"), hidden_dims=hidden_dims)
         if latent_dim < 2:
             raise ValueError("The flow prior needs latent_dim >= 2: coupling layers split the coordinates in two.")
         self.couplings = nn.ModuleList(T.affine_coupling(latent_dim, hidden_dims=hidden_dims) for _ in range(num_flows))
-        self.register_buffer("reverse", torch.arange(latent_dim - 1, -1, -1), persistent=False)
 
     def distribution(self):
-        transforms = []
-        for i, coupling in enumerate(self.couplings):
-            if i:
-                transforms.append(T.Permute(self.reverse))
-            transforms.append(coupling)
+        transforms = reversing_stack(list(self.couplings), self.latent_dim, self.zeros.device)
         return dist.TransformedDistribution(dist.Normal(self.zeros, self.ones).to_event(1), transforms)

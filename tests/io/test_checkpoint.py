@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import pyro_vae
+from pyro_vae.io.checkpoint import parameter_bound
 
 D, L = 9, 2
 
@@ -117,3 +118,24 @@ def test_load_best_refuses_files_without_a_best_epoch(tmp_path):
     pyro_vae.fit(vae, torch.rand(30, D), epochs=1, batch_size=10, checkpoint=tmp_path / "noval.pt")
     with pytest.raises(ValueError, match="no best validation epoch"):
         pyro_vae.load(tmp_path / "noval.pt", best=True)
+
+
+@pytest.mark.parametrize(
+    "prior, prior_kwargs",
+    [("normal", {}), ("learned_normal", {}), ("mixture", {}), ("mixture", {"num_components": 30}), ("vamp", {}),
+     ("vamp", {"num_components": 7}), ("flow", {}), ("flow", {"num_flows": 2, "hidden_dims": [8]})],
+)  # fmt: skip
+@pytest.mark.parametrize(
+    "guide, guide_kwargs", [("normal", {}), ("iaf", {}), ("iaf", {"num_flows": 3, "hidden_dims": [20]})]
+)
+def test_each_prior_and_guide_states_its_own_parameter_count(prior, prior_kwargs, guide, guide_kwargs):
+    vae = pyro_vae.VAE(20, 4, hidden_sizes=(16,), prior=prior, prior_kwargs=prior_kwargs, guide=guide,
+                       guide_kwargs=guide_kwargs)  # fmt: skip
+    held = sum(t.numel() for t in vae.state_dict().values())
+    bound = parameter_bound(vae.config())
+    assert held <= bound <= 2 * held  # an upper bound, within a factor of two, from the configuration alone
+    counted = pyro_vae.PRIORS[prior].parameter_count(4, 20, **prior_kwargs)
+    assert counted >= sum(t.numel() for t in vae.prior.state_dict().values())
+    if prior != "normal":  # the standard normal takes any options and holds none
+        with pytest.raises(ValueError, match="prior or guide is invalid"):
+            parameter_bound({**vae.config(), "prior_kwargs": {**prior_kwargs, "no_such_option": 1}})
