@@ -5,11 +5,11 @@ Each command computes first (a JSON-ready dict or a table), then prints from wha
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
 from .._util.files import check_writable, write_json
+from ..evaluate.result import describe_slack
 from ..io import runs
 from .commands import parse_device
 
@@ -79,10 +79,7 @@ def evaluate_run(run: Path, args) -> dict:
         "warnings": _training_warnings(run),
     }
     if result.pareto_k is not None and result.share_k_above(0.7) > 0.1:
-        slack = result.slack / len(x)
-        amount = (
-            "an unbounded amount (Pareto k >= 1 at some points)" if math.isinf(slack) else f"{slack:.2f} nats per point"
-        )
+        amount = describe_slack(result.slack / len(x), "nats per point")
         metrics["warnings"].append(
             f"Pareto k > 0.7 for {100 * result.share_k_above(0.7):.0f}% of points: the NLL ({result.estimator}) is an "
             f"upper bound that may be {amount} too high (its slack). Rerun with --method ais, or more "
@@ -139,10 +136,7 @@ def _training_warnings(run: Path) -> list[str]:
         return [f"{path} is unreadable; its training could not be checked."]
     history = History(rows=rows)
     if history.still_rising:
-        return [
-            f"The ELBO was still rising at the last epoch ({len(rows)}): the model has not converged; "
-            "resume with more --epochs."
-        ]
+        return [history.not_converged("Resume with more --epochs.")]
     return []
 
 

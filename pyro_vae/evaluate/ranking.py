@@ -33,7 +33,7 @@ from .._util.compat import arviz
 from ..program.protocol import Program, as_program
 from .baselines import losing_to
 from .estimate import describe_observed, log_likelihood
-from .result import LogLikelihood
+from .result import LogLikelihood, describe_slack
 
 #: Columns of the table returned by :func:`compare`.
 COLUMNS = (
@@ -173,15 +173,12 @@ def _flag_slack(table: pd.DataFrame) -> None:
         value = table.loc[name, "share_k_above_0.7"]
         return "k unknown" if np.isnan(value) else f"Pareto k > 0.7 for {100 * value:.0f}% of points"
 
-    def amount(value: float) -> str:
-        return "an unbounded amount (Pareto k >= 1 at some point)" if np.isinf(value) else f"{value:.1f} nats"
-
     for name in table.attrs["unresolved"]:
         row = table.loc[name]
         warnings.warn(
             f"{best} ranks above {name} by {row['elpd_diff']:.1f} nats (dse {row['dse']:.1f}), but {best}'s estimate "
-            f"may fall short of the truth by up to {amount(slack[best])}, {share(best)}, and {name}'s by up to "
-            f"{amount(row['slack'])}, {share(name)}: the ranking is not resolved. {SLACK_ADVICE}",
+            f"may fall short of the truth by up to {describe_slack(slack[best])}, {share(best)}, and {name}'s by up to "
+            f"{describe_slack(row['slack'])}, {share(name)}: the ranking is not resolved. {SLACK_ADVICE}",
             RuntimeWarning,
             stacklevel=3,
         )

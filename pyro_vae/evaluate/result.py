@@ -166,3 +166,11 @@ class LogLikelihood:
         if self.acceptance is not None:
             out["ais_acceptance"] = float(self.acceptance.mean())
         return out
+
+
+def describe_slack(slack: float, unit: str = "nats") -> str:
+    """How far an estimate may fall short of the truth, in words: ``"3.2 nats"``, or an unbounded
+    amount where a point's importance weights have Pareto k >= 1 (infinite variance of the weights)."""
+    if math.isinf(slack):
+        return "an unbounded amount (Pareto k >= 1 at some point)"
+    return f"{slack:.2f} {unit}"

@@ -311,8 +311,7 @@ def _fit(
         history.rank_difference = group.parameter_difference(vae)
     if not history.stopped_early and history.still_rising and group.is_main:
         warnings.warn(
-            f"The ELBO was still rising at the last epoch ({len(history.rows)}): the model has not converged. "
-            "Train for more epochs (resume the checkpoint with a larger epochs) or raise lr.",
+            history.not_converged("Train for more epochs (resume the checkpoint with a larger epochs) or raise lr."),
             RuntimeWarning,
             stacklevel=3,  # the caller of fit
         )

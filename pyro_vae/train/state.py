@@ -49,6 +49,10 @@ class History:
         back = max(2, len(values) // 10)
         return values[-1] - values[-1 - back] > max(0.01, 1e-4 * abs(values[-1]))
 
+    def not_converged(self, advice: str) -> str:
+        """The warning for a history whose ELBO was still rising at its last epoch, ending in ``advice``."""
+        return f"The ELBO was still rising at the last epoch ({len(self.rows)}): the model has not converged. {advice}"
+
     def column(self, name: str) -> list[float]:
         return [row[name] for row in self.rows]
 
