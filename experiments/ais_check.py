@@ -19,6 +19,10 @@ For 200 test images the script reports, against the exact value:
 
 Writes docs/results/ais_check_STEPS.json after each part, so a run stopped before its BDMC part
 keeps the figures it has.
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/ais_check.py --latent-dim 4 --points 4 --particles 50 --chains 2 --steps 5 --bdmc-points 2 --out /tmp/pyro_vae_smoke/ais.json   # smoke run
 """
 
 from __future__ import annotations

@@ -17,9 +17,12 @@ epoch, so an interrupted run resumes where it stopped; finished evaluations are 
 ``runs/conditional/results.json`` and not repeated.
 
     python experiments/conditional.py                 # trains what is missing, evaluates, reports
-    python experiments/conditional.py --epochs 2 --test-points 50 --particles 100 --out-dir /tmp/c   # smoke run
 
 Writes docs/results/conditional.json and docs/figures/conditional_sneakers.png.
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/conditional.py --epochs 1 --refit-epochs 1 --latent-dim 4 --hidden 16 --test-points 20 --gap-points 4 --num 20 --paired-particles 20 --particles 20 --out-dir /tmp/pyro_vae_smoke/c --out /tmp/pyro_vae_smoke/c.json --figure /tmp/pyro_vae_smoke/c.png   # smoke run
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ of the encoder gradient over draws and its signal-to-noise ratio ``|mean| / sd``
 parameters, and writes them to a JSON file.
 
     python experiments/dreg_variance.py --model runs/reproduce/flow/best.pt
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/dreg_variance.py --model runs/smoke/model.pt --particles 1 2 --draws 3 --batch 4 --out /tmp/pyro_vae_smoke/dreg.json   # smoke run
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ against the learned prior, and the Fréchet distance of 10,000 prior samples.
 
 Writes docs/results/learned_priors.json and the comparison figure (--figure); each trained model is
 saved under OUT_DIR.
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/learned_priors.py --epochs 1 --priors normal --particles 10 --headline-particles 10 --test-points 20 --out-dir /tmp/pyro_vae_smoke/p --out /tmp/pyro_vae_smoke/p.json --figure /tmp/pyro_vae_smoke/p.png   # smoke run
 """
 
 from __future__ import annotations

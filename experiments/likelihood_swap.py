@@ -26,6 +26,10 @@ then build the tables and figures from what the runs wrote::
 and, to see what each likelihood costs, time a few training steps of every model::
 
     python experiments/likelihood_swap.py step-time --data fashion-mnist
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/likelihood_swap.py run --data digits --epochs 1 --test-points 20 --particles 10 --out-dir /tmp/pyro_vae_smoke/l   # smoke run
 """
 
 from __future__ import annotations

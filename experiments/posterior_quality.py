@@ -12,6 +12,10 @@ Train the reference model (784-400-50, softplus, Bernoulli, dynamic binarisation
     python experiments/posterior_quality.py runs/fmnist-50
 
 Writes docs/results/posterior_quality.json and docs/figures/posterior_quality.png.
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/posterior_quality.py runs/smoke --points 20 --particles 20 --gap-points 4 --gap-steps 2 --out /tmp/pyro_vae_smoke/q.json --figure /tmp/pyro_vae_smoke/q.png   # smoke run
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ log q(z) at 10,000 draws from the prior: prior draws that land where q(z) is sma
 images unlike the training data.
 
     pyro-vae demo && python experiments/prior_vs_aggregate.py runs/demo
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/prior_vs_aggregate.py runs/smoke   # smoke run
 """
 
 import json

@@ -40,7 +40,10 @@ the first test images, and ``report`` writes ``docs/results/reproduce.json``.
     python experiments/reproduce.py evaluate standard --test-points 10000 --particles 5000
     python experiments/reproduce.py ais standard      # AIS on 200 test images, against importance sampling
     python experiments/reproduce.py report
-    python experiments/reproduce.py train standard --epochs 2 --out-dir /tmp/r   # smoke run
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/reproduce.py train standard --epochs 1 --out-dir /tmp/pyro_vae_smoke/r   # smoke run
 """
 
 from __future__ import annotations

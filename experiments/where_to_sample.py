@@ -21,6 +21,10 @@ held-out test images, in the classifier's features.
     python experiments/where_to_sample.py --model runs/conditional/vae.pt --conditional runs/conditional/cvae.pt
 
 Writes docs/results/where_to_sample.json and docs/figures/where_to_sample.png.
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/where_to_sample.py runs/smoke --cells 3 --num 50 --components 2 --out /tmp/pyro_vae_smoke/w.json --figure /tmp/pyro_vae_smoke/w.png   # smoke run
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ process and one thread per process. The figure is the median epoch time after th
 
     python experiments/benchmarks/distributed.py --processes 1 2          # this machine's 2 cores
     python experiments/benchmarks/distributed.py --processes 1 2 4 8      # a 16-core machine
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/benchmarks/distributed.py --processes 1 --epochs 1   # smoke run
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ Peak memory (the rise of the process's peak resident set size during one call) i
 two ``max_memory_mb`` settings in fresh subprocesses.
 
     python experiments/benchmarks/log_likelihood.py --repeats 3
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/benchmarks/log_likelihood.py --points 8 --particles 20 --repeats 1 --memory-settings 64   # smoke run
 """
 
 from __future__ import annotations

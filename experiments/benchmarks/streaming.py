@@ -11,6 +11,10 @@ runs the same on a 2 GiB file.
 
 Peak resident memory comes from ``resource.getrusage`` (``ru_maxrss``, the process's high-water
 mark), read once after the imports and the model are set up and once after the tool has run.
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/benchmarks/streaming.py report --gib 0.002 --dir /tmp/pyro_vae_smoke   # smoke run
 """
 
 import argparse

@@ -16,7 +16,10 @@ adds the one-off work before the first epoch (data checks, initialisation from d
 ``--compile`` two more rows run the plain loop and pyro_vae with ``torch.compile``d networks.
 
     python experiments/benchmarks/train_step.py                 # full epochs, 5 repetitions
-    python experiments/benchmarks/train_step.py --quick         # 20 batches, a smoke test
+
+Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
+
+    python experiments/benchmarks/train_step.py --quick --repeats 1   # smoke run
 """
 
 from __future__ import annotations

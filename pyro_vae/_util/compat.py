@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import warnings
 from types import ModuleType
+from typing import Any
 
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["TorchDispatchMode", "arviz"]
+__all__ = ["TorchDispatchMode", "arviz", "write_dataset", "write_inference_data"]
 
 
 def arviz() -> ModuleType:
@@ -19,3 +20,23 @@ def arviz() -> ModuleType:
         warnings.simplefilter("ignore", FutureWarning)
         import arviz as az
     return az
+
+
+def write_dataset(
+    values: dict[str, Any], *, coords: dict[str, Any], dims: dict[str, list[str]], attrs: dict[str, str], sampled: bool
+) -> Any:
+    """One ArviZ group from NumPy arrays: ``(chain, draw, ...)`` when ``sampled``, else data as it is."""
+    import pyro
+
+    return arviz().dict_to_dataset(
+        values, attrs=attrs, library=pyro, coords=coords, dims=dims, default_dims=None if sampled else []
+    )
+
+
+def write_inference_data(groups: dict[str, Any]) -> Any:
+    """ArviZ's container of the groups; refuses to hand back one that silently lost a group."""
+    idata = arviz().InferenceData(**groups)
+    missing = sorted(set(groups) - set(idata.groups()))
+    if missing:
+        raise RuntimeError(f"ArviZ dropped the group(s) {missing} of this export; please report this as a bug.")
+    return idata

@@ -86,14 +86,13 @@ def evaluate_run(run: Path, args) -> dict:
             "--num-particles, before comparing models on it."
         )
     if not result.is_discrete:  # closed-form baselines of real-valued data, in the same units
-        from ..evaluate.baselines import diagonal_gaussian, losing_to, ppca
+        from ..evaluate.baselines import closed_form_baselines, losing_to
 
-        train = dataset.train.x.cpu()
-        found = {"diagonal Gaussian": diagonal_gaussian(train, x.cpu())}
-        if vae.latent_dim < vae.input_dim:
-            found[f"PPCA (L={vae.latent_dim})"] = ppca(train, x.cpu(), vae.latent_dim)
-        metrics["baselines"] = {name: {"nll": -b.mean, "nll_se": b.mean_se} for name, b in found.items()}
-        metrics["warnings"] += losing_to(result, {f"baseline: {k}": v for k, v in found.items()})
+        found = closed_form_baselines(dataset.train.x.cpu(), x.cpu(), vae.latent_dim)
+        metrics["baselines"] = {
+            name.removeprefix("baseline: "): {"nll": -b.mean, "nll_se": b.mean_se} for name, b in found.items()
+        }
+        metrics["warnings"] += losing_to(result, found)
     return metrics
 
 

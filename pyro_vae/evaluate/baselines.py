@@ -23,9 +23,6 @@ from ..distributions.linear_gaussian import VARIANCE_FLOOR, ppca_solution
 from .result import LogLikelihood
 from .statistics import mean_se
 
-#: Variances are floored at this share of the data's mean variance (a constant feature would
-#: otherwise have an infinite density).
-
 
 def diagonal_gaussian(train: Any, test: Any) -> LogLikelihood:
     """``x_d ~ N(m_d, v_d)`` independently, ``m`` and ``v`` the training mean and variance."""
@@ -48,6 +45,15 @@ def ppca(train: Any, test: Any, latent_dim: int) -> LogLikelihood:
     covariance = weights @ weights.T + noise * torch.eye(d, dtype=train.dtype)
     log_px = torch.distributions.MultivariateNormal(mean, covariance_matrix=covariance).log_prob(test)
     return _result(log_px, f"baseline: PPCA (L={latent})", d)
+
+
+def closed_form_baselines(train: Any, test: Any, latent_dim: int) -> dict[str, LogLikelihood]:
+    """The baselines a model of ``latent_dim`` latent dimensions is compared with, by name: the diagonal
+    Gaussian, and PPCA with ``latent_dim`` components where ``latent_dim < D``."""
+    found = {"baseline: diagonal Gaussian": diagonal_gaussian(train, test)}
+    if positive_int(latent_dim, "latent_dim") < as_tensor(test, "test").shape[-1]:
+        found[f"baseline: PPCA (L={latent_dim})"] = ppca(train, test, latent_dim)
+    return found
 
 
 def losing_to(result: LogLikelihood, baselines: dict[str, LogLikelihood], *, threshold: float = 2.0) -> list[str]:

@@ -27,11 +27,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .._util.compat import arviz
 from ..program.protocol import Program, as_program
-from .baselines import losing_to
+from .baselines import closed_form_baselines, losing_to
 from .estimate import describe_observed, log_likelihood
 from .result import LogLikelihood, describe_slack
 
@@ -185,8 +184,6 @@ def _flag_slack(table: pd.DataFrame) -> None:
 
 
 def _baselines(results, entries, train, x, covariates, latent_dim) -> dict[str, LogLikelihood]:
-    from .baselines import diagonal_gaussian, ppca
-
     if any(r.is_discrete for r in results.values()):
         raise ValueError(
             "The closed-form baselines are densities of real-valued data; they do not compare with "
@@ -203,10 +200,7 @@ def _baselines(results, entries, train, x, covariates, latent_dim) -> dict[str, 
         data = program.template(1) if program.can_generate else program.data(x, covariates)
         sites = program.sites(data)
         latent_dim = int(math.prod(sites.event_shapes[sites.local[0]]))
-    found = {"baseline: diagonal Gaussian": diagonal_gaussian(train, x)}
-    if latent_dim < torch.as_tensor(x).shape[-1]:
-        found[f"baseline: PPCA (L={latent_dim})"] = ppca(train, x, latent_dim)
-    return found
+    return closed_form_baselines(train, x, latent_dim)
 
 
 def _entry(name: str, model: Any, plate: str | None) -> Program | LogLikelihood:

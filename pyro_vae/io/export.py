@@ -28,17 +28,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
-import pyro
 import torch
 
-from .._util.checks import positive_int, positive_number
-from .._util.compat import arviz
-from .._util.isolation import isolated
-from .._util.memory import HeapGuard
+from .._util.checks import positive_int
+from .._util.compat import write_dataset, write_inference_data
 from .._version import __version__
 from ..program.binding import bind
-from ..program.protocol import Data
-from ..program.sites import Sites, per_point, site_values
+from ..program.sites import Sites
+from .export_draws import draw
 
 
 def to_inference_data(
@@ -74,13 +71,10 @@ def to_inference_data(
     attrs record the inference library (Pyro), pyro_vae's version, the observed sites'
     distributions and, for a VAE, its configuration as JSON.
     """
-    az = arviz()
-    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True)
-    program, data = bound.program, bound.data
     for value, name in ((num_samples, "num_samples"), (num_chains, "num_chains")):
         positive_int(value, name)
-    sites = program.sites(data)
-    program.check_vectorised(data, sites)
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True)
+    program, data, sites = bound.program, bound.data, bound.sites
     n = len(data)
     draws = num_samples * num_chains
     per_point_values = sum(int(math.prod(sites.event_shapes[k])) for k in sites.observed)
@@ -94,70 +88,6 @@ def to_inference_data(
     elif len(obs_coords) != n:
         raise ValueError(f"obs_coords has {len(obs_coords)} labels for {n} observations.")
 
-    rows_per_chunk = _rows_per_chunk(program, data, sites, draws, max_memory_mb)
-    local = set(sites.local) | set(sites.observed)
-    groups = ("posterior", "predictive", "log_lik", "prior", "prior_pred", "observed")
-    parts: dict[str, dict[str, list]] = {g: {} for g in groups}
-
-    def keep(group: str, name: str, value: torch.Tensor, first: bool) -> None:
-        # Global latents come from the one chunk there is (see _rows_per_chunk); local ones are joined.
-        if name in local or first:
-            parts[group].setdefault(name, []).append(value)
-
-    # Freed chunks can stay in glibc's per-thread arenas; the guard hands them back past an allowance.
-    guard = HeapGuard(allowance_mb=2 * max_memory_mb + 64)
-    with torch.no_grad(), pyro.validation_enabled(False):
-        with isolated(seed):
-            for start in range(0, n, rows_per_chunk):
-                guard.check()
-                rows = torch.arange(start, min(start + rows_per_chunk, n))
-                chunk = data.rows(rows)
-                guide_trace, model_trace = program.traces(
-                    chunk, draws, indices=rows, num_data=n, uncondition=True, sites=sites
-                )
-                for name in sites.local + sites.globals:
-                    if name in guide_trace.nodes:
-                        keep("posterior", name, site_values(guide_trace.nodes[name], sites, program.plate), start == 0)
-                for name in sites.observed:
-                    site = model_trace.nodes[name]
-                    keep("predictive", name, site_values(site, sites, program.plate), True)
-                    keep("observed", name, _observed_rows(site, sites, program.plate), True)
-                    keep(
-                        "log_lik",
-                        name,
-                        per_point({**site, "value": _observed_value(site)}, sites, program.plate, draws, len(rows)),
-                        True,
-                    )
-        with isolated(seed + 1):  # latents from the prior, one per observation and draw
-            for start in range(0, n, rows_per_chunk):
-                guard.check()
-                chunk = data.rows(slice(start, start + rows_per_chunk))
-                prior_trace = program.generate(chunk, num_particles=draws, sites=sites)
-                for name in sites.local + sites.globals:
-                    if name in prior_trace.nodes:
-                        keep("prior", name, site_values(prior_trace.nodes[name], sites, program.plate), start == 0)
-                for name in sites.observed:
-                    keep("prior_pred", name, site_values(prior_trace.nodes[name], sites, program.plate), True)
-    joined = {
-        g: {k: torch.cat(v, dim=0 if g == "observed" else 1) if k in local else v[0] for k, v in values.items()}
-        for g, values in parts.items()
-    }
-    posterior, predictive, log_lik = joined["posterior"], joined["predictive"], joined["log_lik"]
-    prior, prior_predictive = joined["prior"], joined["prior_pred"]
-    observed_data = joined["observed"]
-
-    # A site named like the observation dimension would collide with it (xarray makes it a coordinate).
-    obs_dim = "obs" if "obs" not in sites.event_shapes else "obs_index"
-    dims = _dims(sites, {**posterior, **predictive}, obs_dim)
-    coords = {obs_dim: np.asarray(obs_coords)}
-    for name, values in {**posterior, **predictive}.items():
-        for dim, size in zip(dims[name], values.shape[1:]):
-            coords.setdefault(dim, np.arange(size))
-
-    def shaped(tensor: torch.Tensor) -> np.ndarray:
-        # (chains * draws, ...) -> (chain, draw, ...)
-        return tensor.reshape(num_chains, num_samples, *tensor.shape[1:]).detach().cpu().numpy()
-
     attrs = {
         "pyro_vae_version": __version__,
         "likelihood": program.name or ", ".join(sites.observed),
@@ -166,58 +96,79 @@ def to_inference_data(
     }
     if hasattr(model, "config"):
         attrs["model_config"] = json.dumps(model.config())
+    drawn = draw(program, data, sites, draws, seed=seed, max_memory_mb=max_memory_mb)
+    return TraceConverter(drawn, sites, num_chains=num_chains, num_samples=num_samples, obs_coords=obs_coords,
+                          attrs=attrs).to_inference_data()  # fmt: skip
 
-    def group(values: dict, sampled: bool = True, per_point: bool = False):
-        numpy = {k: shaped(v) if sampled else v.detach().cpu().numpy() for k, v in values.items()}
-        group_dims = {k: [obs_dim] if per_point else dims[k] for k in numpy}
-        return az.dict_to_dataset(
-            numpy, attrs=attrs, library=pyro, coords=coords, dims=group_dims, default_dims=None if sampled else []
+
+class TraceConverter:
+    """ArviZ's converter shape over draws taken once (:func:`~pyro_vae.io.export_draws.draw`): the
+    draws become NumPy arrays with their dimension names and coordinates here, and one small method
+    per group hands them to the writer (:mod:`pyro_vae._util.compat`), the only part that depends on
+    the ArviZ version installed. The groups are those of the module docstring.
+    """
+
+    def __init__(
+        self,
+        drawn: dict[str, dict[str, torch.Tensor]],
+        sites: Sites,
+        *,
+        num_chains: int,
+        num_samples: int,
+        obs_coords: Any,
+        attrs: dict[str, str],
+    ):
+        self.num_chains, self.num_samples, self.attrs = num_chains, num_samples, attrs
+        # A site named like the observation dimension would collide with it (xarray makes it a coordinate).
+        self.obs_dim = "obs" if "obs" not in sites.event_shapes else "obs_index"
+        self.dims = _dims(sites, {**drawn["posterior"], **drawn["predictive"]}, self.obs_dim)
+        self.coords: dict[str, np.ndarray] = {self.obs_dim: np.asarray(obs_coords)}
+        for name, values in {**drawn["posterior"], **drawn["predictive"]}.items():
+            for dim, size in zip(self.dims[name], values.shape[1:]):
+                self.coords.setdefault(dim, np.arange(size))
+        self.arrays = {
+            group: {k: self._shaped(v) if group != "observed" else v.detach().cpu().numpy() for k, v in values.items()}
+            for group, values in drawn.items()
+        }
+
+    def _shaped(self, tensor: torch.Tensor) -> np.ndarray:
+        """``(chains * draws, ...)`` -> ``(chain, draw, ...)``."""
+        return tensor.reshape(self.num_chains, self.num_samples, *tensor.shape[1:]).detach().cpu().numpy()
+
+    def _dataset(self, group: str, *, per_point: bool = False, sampled: bool = True) -> Any:
+        values = self.arrays[group]
+        dims = {k: [self.obs_dim] if per_point else self.dims[k] for k in values}
+        return write_dataset(values, coords=self.coords, dims=dims, attrs=self.attrs, sampled=sampled)
+
+    def posterior_to_xarray(self) -> Any:
+        return self._dataset("posterior")
+
+    def posterior_predictive_to_xarray(self) -> Any:
+        return self._dataset("predictive")
+
+    def log_likelihood_to_xarray(self) -> Any:
+        return self._dataset("log_lik", per_point=True)
+
+    def prior_to_xarray(self) -> Any:
+        return self._dataset("prior")
+
+    def prior_predictive_to_xarray(self) -> Any:
+        return self._dataset("prior_pred")
+
+    def observed_data_to_xarray(self) -> Any:
+        return self._dataset("observed", sampled=False)
+
+    def to_inference_data(self) -> Any:
+        return write_inference_data(
+            {
+                "posterior": self.posterior_to_xarray(),
+                "posterior_predictive": self.posterior_predictive_to_xarray(),
+                "log_likelihood": self.log_likelihood_to_xarray(),
+                "prior": self.prior_to_xarray(),
+                "prior_predictive": self.prior_predictive_to_xarray(),
+                "observed_data": self.observed_data_to_xarray(),
+            }
         )
-
-    datasets = {
-        "posterior": group(posterior),
-        "posterior_predictive": group(predictive),
-        "log_likelihood": group(log_lik, per_point=True),
-        "prior": group(prior),
-        "prior_predictive": group(prior_predictive),
-        "observed_data": group(observed_data, sampled=False),
-    }
-    idata = az.InferenceData(**datasets)
-    missing = sorted(set(datasets) - set(idata.groups()))
-    if missing:  # never hand back an export that silently lacks a group
-        raise RuntimeError(f"ArviZ dropped the group(s) {missing} of this export; please report this as a bug.")
-    return idata
-
-
-def _observed_value(site: dict) -> torch.Tensor:
-    """An observed site's data, kept by ``poutine.uncondition`` in ``infer["obs"]``."""
-    value = site["infer"].get("obs")
-    if value is None:
-        raise ValueError(f"The observed site {site['name']!r} kept no observed value.")
-    return value
-
-
-def _observed_rows(site: dict, sites: Sites, plate: str) -> torch.Tensor:
-    """A chunk's observations of an observed site, ``(B, ...)``, laid out like its draws."""
-    value = _observed_value(site)
-    expanded = value.expand(site["value"].shape[-value.ndim :]).unsqueeze(0)
-    return site_values({**site, "value": expanded}, sites, plate)[0]
-
-
-def _rows_per_chunk(program, data: Data, sites: Sites, draws: int, max_memory_mb: float) -> int:
-    """Rows per chunk so that a chunk's traces stay near ``max_memory_mb``; one chunk with global latents,
-    whose draws must be shared by every point (refused if that one chunk would not fit)."""
-    positive_number(max_memory_mb, "max_memory_mb")
-    with torch.random.fork_rng(devices=[]):
-        per_row = 2 * draws * program.bytes_per_draw(data, sites)  # the posterior traces, then the prior's
-    rows = max(1, int(max_memory_mb * 2**20 // per_row))
-    if sites.globals and rows < len(data):
-        raise ValueError(
-            f"This export needs about {per_row * len(data) / 2**20:,.0f} MB at once: the global latent(s) "
-            f"{list(sites.globals)} must be drawn once for every point, so the points cannot be split into chunks "
-            f"within max_memory_mb={max_memory_mb:g}. Pass fewer points or draws, or raise max_memory_mb."
-        )
-    return rows
 
 
 def _dims(sites: Sites, values: dict[str, torch.Tensor], obs_dim: str) -> dict[str, list[str]]:
