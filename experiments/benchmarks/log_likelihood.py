@@ -18,7 +18,7 @@ two ``max_memory_mb`` settings in fresh subprocesses.
 
 Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
 
-    python experiments/benchmarks/log_likelihood.py --points 8 --particles 20 --repeats 1 --memory-settings 64   # smoke run
+    python experiments/benchmarks/log_likelihood.py --points 4 --particles 200 --repeats 1 --memory-settings 64   # smoke run
 """
 
 from __future__ import annotations

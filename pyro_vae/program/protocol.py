@@ -147,6 +147,11 @@ class Program:
         return self._guide
 
     @property
+    def optional_guide(self) -> Callable | None:
+        """The guide, or ``None`` for a program given without one (tools that need it use :attr:`guide`)."""
+        return self._guide
+
+    @property
     def can_generate(self) -> bool:
         """Whether the program makes its own rows for generation (a VAE's template batch)."""
         return self._template is not None

@@ -106,7 +106,7 @@ def in_plate(site: dict, plate: str) -> bool:
 
 def discover(program, rows) -> Sites:
     """The :class:`Sites` of ``program`` (a :class:`~pyro_vae.program.Program`) on a few ``rows``."""
-    guide = program._guide or (lambda *args, **kwargs: None)
+    guide = program.optional_guide or (lambda *args, **kwargs: None)
     with torch.no_grad(), pyro.validation_enabled(False):
         guide_trace, model_trace = program.traces(
             rows, None, indices=torch.arange(len(rows)), num_data=len(rows), guide=guide
@@ -140,14 +140,14 @@ def discover(program, rows) -> Sites:
             f"The model observes no site inside the plate {plate!r}: pass the data as obs= of a sample site there."
         )
     # The guide's latents are the ones tools draw from q; without a guide, the model's own.
-    latent_source = guide_sites if program._guide is not None else model_sites
+    latent_source = guide_sites if program.optional_guide is not None else model_sites
     local = tuple(n for n, s in latent_source.items() if not s["is_observed"] and in_plate(s, plate))
     globals_ = tuple(
         n
         for n, s in {**guide_sites, **model_sites}.items()
         if not in_plate(s, plate) and (not s["is_observed"] or n in guide_sites)
     )
-    if program._guide is not None:
+    if program.optional_guide is not None:
         unguided = [n for n, s in model_sites.items() if not s["is_observed"] and n not in guide_sites]
         if unguided:
             raise ValueError(
