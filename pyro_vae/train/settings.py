@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,11 +129,7 @@ class TrainSettings:
         for name in ("restore_best", "init_from_data", "jit"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
-        if (
-            self.progress not in PROGRESS_MODES
-            or isinstance(self.progress, int)
-            and not isinstance(self.progress, bool)
-        ):
+        if not (self.progress is None or isinstance(self.progress, bool) or self.progress == "lines"):
             raise ValueError(f'progress must be True, False, None or "lines", got {self.progress!r}.')
         if self.jit and self.elbo != "trace":
             raise ValueError(
@@ -158,9 +153,7 @@ class TrainSettings:
         unknown = sorted(set(config) - names)
         if unknown:
             raise ValueError(f"Unknown training settings {unknown}; known: {sorted(names)}.")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            return cls(**dict(config))
+        return cls(**dict(config))
 
     def replace(self, **changes: Any) -> TrainSettings:
         return dataclasses.replace(self, **changes)

@@ -49,6 +49,7 @@ def test_the_command_line_builds_the_settings_it_records():
         ({"patience": 0}, ValueError, "patience"),
         ({"restore_best": 1}, TypeError, "restore_best"),
         ({"progress": "bar"}, ValueError, "progress"),
+        ({"progress": 0.0}, ValueError, "progress"),
         ({"jit": True, "elbo": "meanfield"}, ValueError, "without it"),
     ],
 )
