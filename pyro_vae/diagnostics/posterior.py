@@ -29,6 +29,7 @@ from ..evaluate.result import LogLikelihood
 from ..evaluate.statistics import monte_carlo_se as _mc_se
 from ..evaluate.statistics import proportion_se
 from ..latent.aggregate import AggregatePosterior, prior_of
+from ..latent.marginals import AncestralPrior, marginal_log_density
 from ..latent.predictive import latent_means
 from ..program.binding import bind
 from ..program.sites import per_point, site_values
@@ -41,8 +42,14 @@ class ElboSurgery:
     Every ``*_se`` is the Monte Carlo standard error of the estimate beside it. ``average_kl_exact``
     is the closed-form average KL where ``torch.distributions`` knows one (else ``None``).
     ``max_mutual_information`` is ``log N``: with ``N`` data points ``I_q(x; z)`` cannot exceed it.
+
+    For a site with latent parents (a hierarchy), ``log q(z_k|x_i)`` or ``log p(z_k)`` is a
+    ``marginal_draws``-draw Monte Carlo marginal (:mod:`pyro_vae.latent.marginals`);
+    ``marginal_density_se`` is the root mean square of those estimates' own standard errors
+    (0 where every density is exact), and ``average_kl_exact`` is ``None``.
     """
 
+    site: str
     average_kl: float
     average_kl_se: float
     mutual_information: float
@@ -53,8 +60,10 @@ class ElboSurgery:
     max_mutual_information: float
     num_points: int
     num_draws: int
+    marginal_draws: int = 0
+    marginal_density_se: float = 0.0
 
-    def summary(self) -> dict[str, float | int | None]:
+    def summary(self) -> dict[str, float | int | str | None]:
         return dict(self.__dict__)
 
 
@@ -70,8 +79,12 @@ class Holes:
             ``quantile`` itself if ``q = p``, and for held-out codes of new data).
         threshold: that log-density.
         ``*_se``: Monte Carlo standard errors.
+        site: the latent site measured.
+        prior_density_se: for a site with latent parents, the root mean square standard error of
+            the Monte Carlo ``log p(z_k)`` (0 where the prior's density is exact).
     """
 
+    site: str
     kl_q_p: float
     kl_q_p_se: float
     kl_p_q: float
@@ -81,8 +94,9 @@ class Holes:
     threshold: float
     quantile: float
     num_samples: int
+    prior_density_se: float = 0.0
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, float | int | str]:
         return dict(self.__dict__)
 
 
@@ -94,8 +108,10 @@ class ActiveUnits:
         variance: ``Cov_x(E_q[z_u|x])`` per dimension, shape ``(L,)``.
         active: boolean mask of shape ``(L,)``.
         threshold: the cut-off (0.01 in Burda et al.).
+        site: the latent site measured.
     """
 
+    site: str
     variance: torch.Tensor
     active: torch.Tensor
     threshold: float
@@ -106,6 +122,7 @@ class ActiveUnits:
 
     def summary(self) -> dict[str, object]:
         return {
+            "site": self.site,
             "active_units": self.count,
             "latent_dim": int(self.active.numel()),
             "threshold": self.threshold,
@@ -170,6 +187,7 @@ def elbo_surgery(
     seed: int = 0,
     max_memory_mb: float = 256.0,
     global_values: Any = None,
+    marginal_draws: int = 256,
 ) -> ElboSurgery:
     """Hoffman & Johnson's (2016) ELBO surgery on the data ``x`` (points along the first dimension).
 
@@ -189,28 +207,35 @@ def elbo_surgery(
     up to the average-KL estimate exactly, and each has a standard error of
     ``std / sqrt(num_draws)``. A large ``KL(q(z)||p(z))`` means prior samples land where the
     encoder never puts data ("holes"). Works on the local latent ``site`` (the only one by default).
+
+    In a hierarchy the terms are those of the site's *marginals*: ``q(z_k|x_i)`` and ``p(z_k)``
+    integrate over the other latents, by ``marginal_draws`` Monte Carlo draws of the site's
+    parents where it has any (:mod:`pyro_vae.latent.marginals`); their error is in the result.
     """
     positive_int(draws_per_point, "draws_per_point")
+    positive_int(marginal_draws, "marginal_draws")
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
     program, data, sites = bound.program, bound.data, bound.sites
-    name = sites.latent(site)
+    name = sites.latent(site, tool="elbo_surgery")
+    exact_densities = sites.guide_is_marginal(name) and sites.prior_is_marginal(name)
     with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
-        aggregate = AggregatePosterior.from_program(program, data, site=name)
+        aggregate = AggregatePosterior.from_program(program, data, site=name, seed=seed)
         guide_trace, model_trace = program.traces(
             data, draws_per_point, indices=torch.arange(len(data)), num_data=len(data), sites=sites
         )
         z = site_values(guide_trace.nodes[name], sites, program.plate)  # (K, N, L)
-        log_q_cond = (
-            per_point(guide_trace.nodes[name], sites, program.plate, draws_per_point, len(data)).reshape(-1).double()
-        )
-        log_p = (
-            per_point(model_trace.nodes[name], sites, program.plate, draws_per_point, len(data)).reshape(-1).double()
+        errors = []
+        log_q_cond, log_p = (
+            _site_log_density(program, data, sites, name, trace, z, in_guide, marginal_draws, errors)
+            for trace, in_guide in ((guide_trace, True), (model_trace, False))
         )
         log_q_marg = aggregate.log_prob(z.reshape(-1, z.shape[-1]), max_memory_mb=max_memory_mb).double()
-        try:
-            exact = float(kl_divergence(guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]).mean())
-        except NotImplementedError:
-            exact = None
+        exact = None
+        if exact_densities:
+            try:
+                exact = float(kl_divergence(guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"]).mean())
+            except NotImplementedError:
+                pass
     mi_terms = log_q_cond - log_q_marg
     marginal_terms = log_q_marg - log_p
     total_terms = log_q_cond - log_p
@@ -225,7 +250,21 @@ def elbo_surgery(
         max_mutual_information=math.log(len(data)),
         num_points=len(data),
         num_draws=int(total_terms.numel()),
+        site=name,
+        marginal_draws=0 if exact_densities else marginal_draws,
+        marginal_density_se=float(torch.cat(errors).pow(2).mean().sqrt()) if errors else 0.0,
     )
+
+
+def _site_log_density(program, data, sites, name, trace, z, in_guide, marginal_draws, errors) -> torch.Tensor:
+    """Per-draw ``log q(z_k|x_i)`` or ``log p(z_k)``, flattened: the traced site's own density where it
+    has no latent parents, else the Monte Carlo marginal (its errors appended to ``errors``)."""
+    marginal = sites.guide_is_marginal(name) if in_guide else sites.prior_is_marginal(name)
+    if marginal:
+        return per_point(trace.nodes[name], sites, program.plate, z.shape[0], len(data)).reshape(-1).double()
+    log_density, se = marginal_log_density(program, data, name, z, in_guide=in_guide, num_draws=marginal_draws)
+    errors.append(se.reshape(-1))
+    return log_density.reshape(-1)
 
 
 def holes(
@@ -241,6 +280,7 @@ def holes(
     seed: int = 0,
     max_memory_mb: float = 256.0,
     global_values: Any = None,
+    marginal_draws: int = 1000,
 ) -> Holes:
     """Measure how well the aggregate posterior of ``x`` covers the prior.
 
@@ -260,6 +300,11 @@ def holes(
     holes gets a share equal to ``quantile``, and so do held-out codes. (Scoring a code with its
     own component included sets the bar far too high: 73% of held-out Fashion-MNIST codes fell
     below it.)
+
+    In a hierarchy both distributions are the site's marginals: prior draws are ancestral, and
+    where the site has latent parents ``log p(z_k)`` is a ``marginal_draws``-draw Monte Carlo
+    mixture and ``q(z_k|x_i)`` a mixture over draws of its guide parents
+    (:meth:`AggregatePosterior.from_program`).
     """
     if positive_int(num_samples, "num_samples") < 2:
         raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}.")
@@ -267,19 +312,22 @@ def holes(
         raise ValueError(f"quantile must lie strictly between 0 and 1, got {quantile!r}.")
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
     program, data = bound.program, bound.data
+    name = bound.sites.latent(site, tool="holes")
+    if len(data) < 2:
+        raise ValueError("holes needs at least two rows: the hole threshold leaves each row's own code out.")
     with torch.no_grad():
-        aggregate = AggregatePosterior.from_program(program, data, site=site)
-        prior = prior_of(program, data, site=site)
-        if aggregate.num_components < 2:
-            raise ValueError("holes needs at least two rows: the hole threshold leaves each row's own code out.")
+        aggregate = AggregatePosterior.from_program(program, data, site=name, seed=seed)
+        with isolated(seed + 2):
+            prior = prior_of(program, data, site=name, marginal_draws=marginal_draws)
         from_q, rows = aggregate.sample_with_components(num_samples, seed=seed)
         with isolated(seed + 1):
             from_p = prior.sample((num_samples,))
         log_q_at_q = aggregate.log_prob(from_q, max_memory_mb=max_memory_mb).double()
         leave_one_out = aggregate.log_prob(from_q, max_memory_mb=max_memory_mb, leave_out=rows).double()
         log_q_at_p = aggregate.log_prob(from_p, max_memory_mb=max_memory_mb).double()
-        q_minus_p = log_q_at_q - prior.log_prob(from_q).double()
-        p_minus_q = prior.log_prob(from_p).double() - log_q_at_p
+        (log_p_at_q, se_q), (log_p_at_p, se_p) = (_prior_log_prob(prior, z) for z in (from_q, from_p))
+        q_minus_p = log_q_at_q - log_p_at_q
+        p_minus_q = log_p_at_p - log_q_at_p
     threshold = torch.quantile(leave_one_out, quantile)
     below = (log_q_at_p < threshold).double()
     share = float(below.mean())
@@ -293,7 +341,18 @@ def holes(
         threshold=float(threshold),
         quantile=float(quantile),
         num_samples=num_samples,
+        site=name,
+        prior_density_se=float(torch.cat([se_q, se_p]).pow(2).mean().sqrt()),
     )
+
+
+def _prior_log_prob(prior, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``log p(z)`` in float64 and its Monte Carlo error (zeros for an exact density)."""
+    if isinstance(prior, AncestralPrior):
+        log_p, se = prior.log_prob_and_se(z)
+        return log_p.double(), se.double()
+    log_p = prior.log_prob(z).double()
+    return log_p, torch.zeros_like(log_p)
 
 
 def active_units(
@@ -322,10 +381,11 @@ def active_units(
     program, data = bound.program, bound.data
     if len(data) < 2:
         raise ValueError("active_units needs at least two data points to measure a variance.")
-    means, noise = latent_means(program, data, bound.sites.latent(site), batch_size=batch_size)
+    name = bound.sites.latent(site, tool="active_units")
+    means, noise = latent_means(program, data, name, batch_size=batch_size)
     means, noise = means.reshape(len(data), -1), noise.reshape(len(data), -1)
     variance = (means.double().var(dim=0, correction=1) - noise.double().mean(0)).clamp(min=0)
-    return ActiveUnits(variance=variance, active=variance > threshold, threshold=float(threshold))
+    return ActiveUnits(site=name, variance=variance, active=variance > threshold, threshold=float(threshold))
 
 
 def pareto_k_report(

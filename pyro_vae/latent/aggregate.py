@@ -30,6 +30,7 @@ from .._util.memory import HeapGuard as _HeapGuard
 from ..distributions.mixtures import component_log_densities, quadratic_terms
 from ..program.binding import bind
 from ..program.protocol import Data, Program
+from .marginals import AncestralPrior, site_distribution
 
 #: Float64 temporaries of N numbers per row of z that a chunk of log_prob holds at once.
 _LOG_PROB_COPIES = 3
@@ -40,6 +41,12 @@ class AggregatePosterior(dist.TorchDistribution):
 
     An exact ``N``-component mixture: it stores ``loc`` and ``scale`` of shape ``(N, L)``
     (``2 N L`` numbers) and the guide's shared transforms ``T`` (none for a Gaussian guide).
+
+    For a site whose guide distribution depends on other latents (``q(z2 | z1, x)`` in a
+    hierarchy), ``q(z_k | x_i)`` is itself a mixture over the parents: each point contributes
+    ``draws_per_point = M`` components ``q(z_k | pa_im, x_i)``, ``pa_im ~ q(pa | x_i)``, and the
+    ``N M``-component mixture is an unbiased Monte Carlo estimate of the aggregate density
+    (components ``i M`` to ``(i + 1) M - 1`` belong to point ``i``).
     ``log q(z)`` is evaluated in chunks so that no intermediate exceeds ``max_memory_mb``; with
     transforms, ``z`` is first mapped back through them (change of variables).
     """
@@ -48,14 +55,25 @@ class AggregatePosterior(dist.TorchDistribution):
     support = constraints.real_vector
     has_rsample = False
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, transforms=(), *, max_memory_mb: float = 256.0):
+    def __init__(
+        self,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        transforms=(),
+        *,
+        max_memory_mb: float = 256.0,
+        draws_per_point: int = 1,
+    ):
         if loc.ndim != 2 or loc.shape != scale.shape or loc.shape[0] == 0:
             raise ValueError(
                 f"loc and scale must share a shape (N, L) with N >= 1; got {tuple(loc.shape)} and {tuple(scale.shape)}."
             )
         if not bool((scale > 0).all()):
             raise ValueError("Every component scale must be positive.")
+        if loc.shape[0] % draws_per_point:
+            raise ValueError(f"{loc.shape[0]} components do not split into points of {draws_per_point} draws each.")
         self.loc, self.scale = loc.detach(), scale.detach()
+        self.draws_per_point = draws_per_point
         self.transforms = list(transforms)
         self.max_memory_mb = max_memory_mb
         super().__init__(batch_shape=torch.Size(), event_shape=torch.Size([loc.shape[1]]), validate_args=False)
@@ -74,34 +92,58 @@ class AggregatePosterior(dist.TorchDistribution):
         plate: str | None = None,
         batch_size: int = 4096,
         global_values: Any = None,
+        marginal_draws: int = 4,
+        seed: int = 0,
     ) -> AggregatePosterior:
         """Run the guide over the rows of ``x`` and keep every ``q(z|x_i)`` at the latent ``site``
-        (``global_values`` as for :func:`pyro_vae.log_likelihood`)."""
+        (``global_values`` as for :func:`pyro_vae.log_likelihood`).
+
+        Where the guide's distribution at ``site`` depends on other latents, each point gives
+        ``marginal_draws`` components, one per draw of those latents (seeded by ``seed``).
+        """
         positive_int(batch_size, "batch_size")
         bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
-        return cls.from_program(bound.program, bound.data, site=site, batch_size=batch_size)
+        return cls.from_program(
+            bound.program, bound.data, site=site, batch_size=batch_size, marginal_draws=marginal_draws, seed=seed
+        )
 
     @classmethod
     @torch.no_grad()
-    def from_program(cls, program: Program, data: Data, *, site: str | None = None, batch_size: int = 4096):
+    def from_program(
+        cls,
+        program: Program,
+        data: Data,
+        *,
+        site: str | None = None,
+        batch_size: int = 4096,
+        marginal_draws: int = 4,
+        seed: int = 0,
+    ):
         positive_int(batch_size, "batch_size")
+        positive_int(marginal_draws, "marginal_draws")
         sites = program.sites(data)
-        name = sites.latent(site)
+        name = sites.latent(site, tool="The aggregate posterior")
+        draws = 1 if sites.guide_is_marginal(name) else marginal_draws
         locs, scales, transforms = [], [], None
         with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+            torch.manual_seed(seed)
             for start in range(0, len(data), batch_size):
                 rows = torch.arange(start, min(start + batch_size, len(data)))
                 chunk = data.rows(rows)
-                trace = poutine.trace(program.guide).get_trace(
-                    chunk.x, **program.arguments(program.guide, chunk, rows, len(data))
-                )
-                loc, scale, shared = _gaussian_parts(trace.nodes[name]["fn"], name, len(rows))
+                if draws == 1:
+                    trace = poutine.trace(program.guide).get_trace(
+                        chunk.x, **program.arguments(program.guide, chunk, rows, len(data))
+                    )
+                    fn = trace.nodes[name]["fn"]
+                else:
+                    fn = site_distribution(program, chunk, name, draws, in_guide=True, indices=rows, num_data=len(data))
+                loc, scale, shared = _gaussian_parts(fn, name, len(rows), draws)
                 if transforms is not None and any(a is not b for a, b in zip(transforms, shared)):
                     raise ValueError(_REBUILT.format(site=name))
                 transforms = shared
                 locs.append(loc)
                 scales.append(scale)
-        return cls(torch.cat(locs), torch.cat(scales), transforms or ())
+        return cls(torch.cat(locs), torch.cat(scales), transforms or (), draws_per_point=draws)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -155,13 +197,15 @@ class AggregatePosterior(dist.TorchDistribution):
         as matrix products in float64, so memory is ``O(chunk * N)`` rather than ``O(M N L)``.
 
         With ``leave_out`` (component indices of shape ``(...)``), each ``z`` is scored by the
-        mixture of the other ``N - 1`` components: the leave-one-out density of a code drawn from
-        its own component, which stands for a code of a new data point.
+        mixture of the other ``N - 1`` points' components: the leave-one-out density of a code drawn
+        from its own component, which stands for a code of a new data point.
         """
         if z.ndim < 1 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have shape (M, {self.latent_dim}), got {tuple(z.shape)}.")
-        if leave_out is not None and (leave_out.shape != z.shape[:-1] or self.num_components < 2):
-            raise ValueError("leave_out needs one component index per code and at least two components.")
+        if leave_out is not None and (
+            leave_out.shape != z.shape[:-1] or self.num_components < 2 * self.draws_per_point
+        ):
+            raise ValueError("leave_out needs one component index per code and at least two points.")
         batch = z.shape[:-1]
         u, log_det = z.reshape(-1, self.latent_dim), 0.0
         with torch.no_grad():
@@ -187,9 +231,11 @@ class AggregatePosterior(dist.TorchDistribution):
             log_components = component_log_densities(zc, terms)  # (chunk, N)
             components = self.num_components
             if leave_out is not None:
-                rows = torch.arange(len(zc), device=zc.device)
-                log_components[rows, leave_out[start : start + chunk]] = -math.inf
-                components -= 1
+                # Every component of the code's own point is left out (M of them for a hierarchy).
+                point = (leave_out[start : start + chunk] // self.draws_per_point)[:, None]
+                owner = torch.arange(components, device=zc.device)[None, :] // self.draws_per_point
+                log_components = log_components.masked_fill(owner == point, -math.inf)
+                components -= self.draws_per_point
             out.append(torch.logsumexp(log_components, dim=-1) - math.log(components))
             del log_components
             guard.check()
@@ -258,12 +304,22 @@ class RowDistribution(dist.TorchDistribution):
 
 
 @torch.no_grad()
-def prior_of(program: Program, rows: Data, *, site: str | None = None) -> dist.TorchDistribution:
-    """The model's distribution of the latent ``site`` for the first of ``rows``: ``p(z)``, or ``p(z|y)``."""
+def prior_of(
+    program: Program, rows: Data, *, site: str | None = None, marginal_draws: int = 1000
+) -> dist.TorchDistribution:
+    """The model's marginal distribution of the latent ``site`` for the first of ``rows``: ``p(z)``,
+    or ``p(z|y)``.
+
+    A site whose prior depends on other latents (``p(z1 | z2)``) gets its marginal
+    ``E_{p(z2)}[p(z1 | z2)]``: exact ancestral draws, and a ``marginal_draws``-draw Monte Carlo
+    density (:class:`~pyro_vae.latent.marginals.AncestralPrior`).
+    """
     sites = program.sites(rows)
-    name = sites.latent(site)
+    name = sites.latent(site, tool="The prior of a site")
     first = rows.rows(slice(0, 1))
     with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+        if not sites.prior_is_marginal(name):
+            return AncestralPrior(program, first, name, num_draws=positive_int(marginal_draws, "marginal_draws"))
         trace = program.generate(first)
     return RowDistribution(trace.nodes[name]["fn"], 0)
 
@@ -318,7 +374,7 @@ _REBUILT = (
 )
 
 
-def _gaussian_parts(fn, site: str, batch: int):
+def _gaussian_parts(fn, site: str, batch: int, draws: int = 1):
     transforms = []
     if isinstance(fn, torch.distributions.TransformedDistribution):
         transforms = list(fn.transforms)
@@ -331,7 +387,11 @@ def _gaussian_parts(fn, site: str, batch: int):
             "diagonal Gaussian, possibly pushed through transforms shared by every point."
         )
     loc, scale = torch.broadcast_tensors(fn.loc, fn.scale)
-    if loc.ndim != 2 or loc.shape[0] != batch:
+    if draws > 1:  # (M, ..., B, L) with size-1 plates between: the M components of each point together
+        if loc.numel() != draws * batch * loc.shape[-1]:
+            raise ValueError(f"q({site}|x) has parameters of shape {tuple(loc.shape)}; expected (M, B, L).")
+        loc, scale = (t.reshape(draws, batch, -1).transpose(0, 1).reshape(draws * batch, -1) for t in (loc, scale))
+    elif loc.ndim != 2 or loc.shape[0] != batch:
         raise ValueError(f"q({site}|x) has parameters of shape {tuple(loc.shape)}; expected (B, L) with B={batch}.")
     return loc, scale, transforms
 

@@ -35,19 +35,33 @@ class PredictiveSamples:
     """Draws from a predictive distribution.
 
     Attributes:
-        z: draws of the (only, or first) local latent site, shape ``(*sample_shape, L)``.
         x: draws of the (first) observed site, shape ``(*sample_shape, D)``.
         mean: its likelihood means ``E[x|z]``, same shape as ``x`` (``None`` where the
             distribution has no mean).
-        sites: every latent and observed site's draws, by name.
+        sites: every latent and observed site's draws, by name: ``result.sites["z1"]``.
         means: every observed site's means, by name.
+        latent: the latent site :attr:`z` stands for: the site a tool was asked about, or the
+            program's only local latent; ``None`` when the program has several and none was named.
     """
 
-    z: torch.Tensor | None
     x: torch.Tensor
     mean: torch.Tensor | None
     sites: dict[str, torch.Tensor] = field(default_factory=dict)
     means: dict[str, torch.Tensor | None] = field(default_factory=dict)
+    latent: str | None = None
+
+    @property
+    def z(self) -> torch.Tensor | None:
+        """Draws of :attr:`latent`, shape ``(*sample_shape, L)``; with several latent sites and none
+        named, refused (read ``sites[name]``): ``z`` never means different sites in different tools."""
+        if self.latent is None:
+            latents = [name for name in self.sites if name not in self.means]
+            if not latents:
+                return None
+            raise AttributeError(
+                f"This program has several latent sites {latents}; read result.sites[name] for the one you want."
+            )
+        return self.sites[self.latent]
 
 
 @torch.no_grad()
@@ -191,7 +205,8 @@ def latent_means(
     """``E_q[z|x_i]`` for every row, shape ``(N, *event)``, and the Monte Carlo variance of each.
 
     The mean is the guide's closed-form ``fn.mean`` (variance 0), or a ``num_draws``-draw average
-    where the distribution has none (flows), whose variance is ``Var_q[z|x_i] / num_draws``.
+    where the distribution has none (flows) or depends on other latents (a hierarchy, where
+    ``fn.mean`` is the mean given one draw of them), whose variance is ``Var_q[z|x_i] / num_draws``.
     """
     sites = program.sites(data)
     out, noise = [], []
@@ -205,6 +220,8 @@ def latent_means(
             )
             node = trace.nodes[site]
             try:
+                if not sites.guide_is_marginal(site):  # fn is q(z_k | parents, x): average over the parents
+                    raise NotImplementedError
                 mean = node["fn"].mean
                 if mean is None or not bool(torch.isfinite(mean).all()):
                     raise NotImplementedError
@@ -232,7 +249,9 @@ def _mean(site: dict, sites: Sites, plate: str, particles: bool = False) -> torc
     return site_values({**site, "value": mean.expand_as(site["value"])}, sites, plate, particles=particles)
 
 
-def collect_sites(program: Program, sites: Sites, runs: list, *, particles: bool, data_axis: int) -> PredictiveSamples:
+def collect_sites(
+    program: Program, sites: Sites, runs: list, *, particles: bool, data_axis: int, latent: str | None = None
+) -> PredictiveSamples:
     """Concatenate site values of several runs along the data axis (global latents from the first run)."""
     values: dict[str, list] = {}
     means: dict[str, list] = {}
@@ -244,13 +263,15 @@ def collect_sites(program: Program, sites: Sites, runs: list, *, particles: bool
             values.setdefault(name, []).append(site_values(site, sites, program.plate, particles=particles))
             if name in sites.observed:
                 means.setdefault(name, []).append(_mean(site, sites, program.plate, particles=particles))
-    local = set(sites.local) | set(sites.observed)
+    local = set(sites.local) | set(sites.observed) | set(sites.enumerated)
     joined = {k: torch.cat(v, dim=data_axis) if k in local else v[0] for k, v in values.items()}
     joined_means = {k: None if any(m is None for m in v) else torch.cat(v, dim=data_axis) for k, v in means.items()}
-    first_latent = sites.local[0] if sites.local else None
+    if latent is None:
+        latents = sites.local + tuple(n for n in sites.enumerated if n not in sites.local)
+        latent = latents[0] if len(latents) == 1 else None
     first_observed = sites.observed[0]
     return PredictiveSamples(
-        z=joined.get(first_latent) if first_latent is not None else None,
+        latent=latent,
         x=joined[first_observed],
         mean=joined_means[first_observed],
         sites=joined,

@@ -65,7 +65,9 @@ def sample(
             ``label``). A split under dynamic binarisation is encoded with one fixed binarisation.
         label: with ``"subset"``, keep only the rows of the split ``x`` with this label.
         covariates: data-aligned keyword arguments of ``x`` (what the guide sees with it).
-        site: the latent site, when the program has several.
+        site: the latent site the codes of a distribution ``source`` are for, when the program has
+            several; with ``"prior"`` every site is drawn ancestrally and ``site`` names the one
+            ``result.z`` stands for (``result.sites`` holds them all).
         seed: seeds every draw; the global RNG is not touched.
         max_values: refuse, before any work, results of more numbers than this.
         **generate_with: covariates the *model* sees while decoding, one row for every draw or
@@ -84,6 +86,15 @@ def sample(
         num_samples,
         max_values,
     )
+    if isinstance(source, str) and source == "prior":
+        # The prior is sampled ancestrally through the model, whichever site is named: every latent
+        # gets its own draw, and a site with latent parents gets its marginal p(z_k).
+        rows = generation_rows(program, num_samples, None if data is None else data.x, _merge(data, generate_with))
+        with isolated(seed), pyro.validation_enabled(False):
+            sites = program.sites(rows)
+            name = sites.latent(site, tool="sample") if site is not None else None
+            trace = program.generate(rows)
+        return collect_sites(program, sites, [trace], particles=False, data_axis=0, latent=name)
     if isinstance(source, str):
         if source not in SOURCES:
             raise ValueError(
@@ -126,14 +137,15 @@ def decode(
     rows = generation_rows(program, z.shape[0], x, covariates)
     with isolated(seed), pyro.validation_enabled(False):
         sites = program.sites(rows)
-        name = sites.latent(site)
+        name = sites.latent(site, tool="decode")
+        sites.refuse_shared_ancestors(name, "Decoding codes of one site")
         if tuple(z.shape[1:]) != tuple(sites.event_shapes[name]):
             raise ValueError(
                 f"The source draws codes of shape {tuple(z.shape[1:])}; the site {name!r} has event "
                 f"shape {tuple(sites.event_shapes[name])}."
             )
         trace = program.generate(rows, condition={name: shaped_like_site(z, sites, len(rows))})
-    return collect_sites(program, sites, [trace], particles=False, data_axis=0)
+    return collect_sites(program, sites, [trace], particles=False, data_axis=0, latent=name)
 
 
 def _data(program: Program, x: Any, covariates) -> tuple[Data | None, torch.Tensor | None]:

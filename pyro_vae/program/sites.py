@@ -8,11 +8,13 @@ on a couple of rows; :func:`per_point` and :func:`site_values` reduce any traced
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyro
 import torch
 from pyro.poutine.util import site_is_subsample
+
+from .dependencies import ancestors, latent_parents
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,16 @@ class Sites:
         local: the guide's latent sites inside the data plate.
         globals: latent sites outside the data plate (guide and model).
         event_shapes: per site, the event shape of its distribution.
+        discrete: per observed site, whether its distribution is a mass function.
+        model_parents: per local latent and observed site, the latent sites its distribution in
+            the model depends on directly (``p(z1 | z2)`` gives ``{"z1": ("z2",)}``).
+        guide_parents: per local latent, the latent sites its distribution in the guide depends on.
+        enumerated: local latent sites summed out exactly rather than sampled: discrete sites the
+            guide marks for parallel enumeration (``config_enumerate``), and discrete sites of the
+            model marked so that the guide does not sample.
+        discrete_latent: local latent sites with a discrete support (enumerated or not).
+        dependencies_known: ``False`` when provenance tracking could not read the dependencies;
+            every latent is then taken to depend on every other one.
     """
 
     nesting: int
@@ -35,22 +47,74 @@ class Sites:
     globals: tuple[str, ...]
     event_shapes: dict[str, torch.Size]
     discrete: dict[str, bool]
+    model_parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    guide_parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    enumerated: tuple[str, ...] = ()
+    discrete_latent: tuple[str, ...] = ()
+    dependencies_known: bool = True
 
     @property
     def particle_dim(self) -> int:
         return -(self.nesting + 1)
 
-    def latent(self, site: str | None) -> str:
-        """The local latent site a tool works on: ``site`` or the only one."""
+    @property
+    def enum_dim(self) -> int:
+        """The first dimension enumeration may use: left of the particle dimension."""
+        return -(self.nesting + 2)
+
+    def latent(self, site: str | None, *, tool: str | None = None) -> str:
+        """The continuous local latent site a tool works on: ``site`` or the only one.
+
+        A discrete site is refused by name (``tool`` names the tool in the message): the tools
+        that choose a site work on continuous codes.
+        """
+        continuous = [name for name in self.local if name not in self.discrete_latent]
         if site is not None:
-            if site not in self.local:
+            if site not in self.local and site not in self.enumerated:
                 raise ValueError(
                     f"{site!r} is not a local latent site of this program; its local latents are {list(self.local)}."
                 )
+            if site in self.discrete_latent:
+                raise ValueError(
+                    f"The latent site {site!r} is discrete; {tool or 'this tool'} works on continuous latent "
+                    f"sites ({continuous or 'this program has none'})."
+                )
             return site
-        if len(self.local) != 1:
-            raise ValueError(f"This program has local latent sites {list(self.local)}; pass site= to choose one.")
-        return self.local[0]
+        if len(continuous) != 1:
+            raise ValueError(
+                f"This program has continuous local latent sites {continuous}; pass site= to choose one."
+                if continuous
+                else f"This program has no continuous local latent site; {tool or 'this tool'} needs one."
+            )
+        return continuous[0]
+
+    def prior_is_marginal(self, site: str) -> bool:
+        """Whether the model's ``fn`` at ``site`` is its marginal ``p(z_k)`` (no latent parents)."""
+        return not self.model_parents.get(site, ())
+
+    def guide_is_marginal(self, site: str) -> bool:
+        """Whether the guide's ``fn`` at ``site`` is its marginal ``q(z_k | x)`` (no latent parents)."""
+        return not self.guide_parents.get(site, ())
+
+    def refuse_shared_ancestors(self, site: str, tool: str) -> None:
+        """Refuse to condition on ``site`` alone when its ancestors in the model act on other sites.
+
+        Decoding a code of ``site`` draws the rest of the model given it. The latents ``site``
+        depends on are then drawn from their prior, independent of the code: right only when
+        nothing but ``site`` (and its ancestors) depends on them.
+        """
+        above = ancestors(self.model_parents, site)
+        for name, parents in self.model_parents.items():
+            if name == site or name in above:
+                continue
+            shared = sorted(set(parents) & above)
+            if shared:
+                raise ValueError(
+                    f"{tool} conditions on {site!r} alone, but {name!r} depends on {shared}, which {site!r} "
+                    f"depends on too: drawing {shared} from the prior independently of {site!r} would give the "
+                    f"wrong distribution of {name!r}. Use a site none of whose ancestors act elsewhere, or "
+                    "prior_predictive for ancestral draws of every site."
+                )
 
 
 def per_point(site: dict, sites: Sites, plate: str, num_particles: int, batch: int) -> torch.Tensor:
@@ -147,8 +211,19 @@ def discover(program, rows) -> Sites:
         for n, s in {**guide_sites, **model_sites}.items()
         if not in_plate(s, plate) and (not s["is_observed"] or n in guide_sites)
     )
+    # Discrete sites the model marks for enumeration and the guide does not sample are summed out.
+    model_enumerated = tuple(
+        n
+        for n, s in model_sites.items()
+        if not s["is_observed"] and n not in guide_sites and _enumerated(s) and in_plate(s, plate)
+    )
+    guide_enumerated = tuple(n for n in local if _enumerated(guide_sites[n])) if program.optional_guide else ()
     if program.optional_guide is not None:
-        unguided = [n for n, s in model_sites.items() if not s["is_observed"] and n not in guide_sites]
+        unguided = [
+            n
+            for n, s in model_sites.items()
+            if not s["is_observed"] and n not in guide_sites and n not in model_enumerated
+        ]
         if unguided:
             raise ValueError(
                 f"The model's latent site(s) {unguided} are not sampled by the guide; every latent "
@@ -175,6 +250,30 @@ def discover(program, rows) -> Sites:
                 f"{batch} rows: the data plate must run over the rows of x."
             )
     all_sites = {**model_sites, **guide_sites}
+    enumerated = guide_enumerated + model_enumerated
+    for name in enumerated:
+        outside = [f.name for f in all_sites[name]["cond_indep_stack"] if f.vectorized and f.name != plate]
+        if outside:
+            raise ValueError(
+                f"The enumerated site {name!r} lies in the plate(s) {outside} as well as {plate!r}; pyro_vae sums "
+                f"out discrete latents with one value per data point, inside {plate!r} only."
+            )
+    latents = local + model_enumerated + globals_
+    indices, num_data = torch.arange(len(rows)), len(rows)
+    model_parents, known_model = latent_parents(
+        program.model,
+        (rows.x,),
+        program.arguments(program.model, rows, indices, num_data),
+        local + model_enumerated + observed,
+        latents,
+    )
+    guide_parents, known_guide = latent_parents(
+        program.optional_guide,
+        (rows.x,),
+        program.arguments(guide, rows, indices, num_data),
+        local,
+        latents,
+    )
     return Sites(
         nesting=nesting,
         data_dim=data_dim,
@@ -183,4 +282,17 @@ def discover(program, rows) -> Sites:
         globals=globals_,
         event_shapes={n: s["fn"].event_shape for n, s in all_sites.items()},
         discrete={n: bool(getattr(model_sites[n]["fn"].support, "is_discrete", False)) for n in observed},
+        model_parents=model_parents,
+        guide_parents=guide_parents if program.optional_guide is not None else {},
+        enumerated=enumerated,
+        discrete_latent=tuple(n for n in local + model_enumerated if _is_discrete(all_sites[n]["fn"])),
+        dependencies_known=known_model and known_guide,
     )
+
+
+def _is_discrete(fn) -> bool:
+    return bool(getattr(fn.support, "is_discrete", False))
+
+
+def _enumerated(site: dict) -> bool:
+    return site["infer"].get("enumerate") == "parallel" and _is_discrete(site["fn"])

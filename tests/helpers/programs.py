@@ -64,3 +64,64 @@ class ConditionalLinear:
         y = torch.nn.functional.one_hot(torch.randint(K, (n,), generator=g), K).float()
         h = torch.randn(n, L, generator=g)
         return h @ self.W.T + self.mean(y) + SIGMA * torch.randn(n, D, generator=g), y
+
+
+class TwoLayerLinear:
+    """``top ~ N(0, I)``, ``mid | top ~ N(alpha top + a, s1^2 I)``, ``obs | mid ~ N(W mid + b, SIGMA^2 I)``
+    in the plate ``"rows"``, with the exact posterior as guide (``obs -> mid -> top``).
+
+    Everything a tool reports has a closed form: ``p(mid) = N(a, diag(P))`` with
+    ``P = alpha^2 + s1^2``; ``p(mid | obs)`` is Gaussian with diagonal covariance (``W`` has orthogonal
+    columns); ``q(top | obs) = N(c (m - a), c^2 V + s1^2 / P)`` with ``c = alpha / P``.
+    ``direct=True`` makes ``obs`` depend on ``top`` as well (``obs | mid, top``), for the refusals.
+    """
+
+    def __init__(self, seed=0, direct=False):
+        g = torch.Generator().manual_seed(seed)
+        self.W = orthogonal(D, L, [2.0, 1.0, 0.5], seed)
+        self.b = torch.randn(D, generator=g)
+        self.alpha = torch.tensor([1.5, 0.5, 3.0])
+        self.a = torch.tensor([0.5, -1.0, 0.0])
+        self.s1 = torch.tensor([0.6, 0.5, 0.4])
+        self.direct = direct
+
+    @property
+    def prior_var(self):
+        return self.alpha**2 + self.s1**2
+
+    def model(self, x):
+        with pyro.plate("rows", x.shape[0]):
+            top = pyro.sample("top", dist.Normal(torch.zeros(L), 1.0).to_event(1))
+            mid = pyro.sample("mid", dist.Normal(self.alpha * top + self.a, self.s1).to_event(1))
+            mean = mid @ self.W.T + self.b + (top.sum(-1, keepdim=True) if self.direct else 0.0)
+            pyro.sample("obs", dist.Normal(mean, SIGMA).to_event(1), obs=x)
+
+    def posterior_mid(self, x):
+        """Mean ``(N, L)`` and variance ``(L,)`` of ``p(mid | obs)``."""
+        precision = 1 / self.prior_var + (self.W**2).sum(0) / SIGMA**2
+        var = 1 / precision
+        centred = x - self.b - self.a @ self.W.T
+        return self.a + var * (centred @ self.W) / SIGMA**2, var
+
+    def posterior_top(self, x):
+        """Mean ``(N, L)`` and variance ``(L,)`` of the marginal ``q(top | obs)``."""
+        m, v = self.posterior_mid(x)
+        c = self.alpha / self.prior_var
+        return c * (m - self.a), c**2 * v + self.s1**2 / self.prior_var
+
+    def guide(self, x):
+        m, v = self.posterior_mid(x)
+        with pyro.plate("rows", x.shape[0]):
+            mid = pyro.sample("mid", dist.Normal(m, v.sqrt()).to_event(1))
+            c = self.alpha / self.prior_var
+            pyro.sample("top", dist.Normal(c * (mid - self.a), (self.s1**2 / self.prior_var).sqrt()).to_event(1))
+
+    def log_marginal(self, x):
+        cov = self.W @ torch.diag(self.prior_var) @ self.W.T + SIGMA**2 * torch.eye(D)
+        return torch.distributions.MultivariateNormal(self.a @ self.W.T + self.b, cov).log_prob(x).double()
+
+    def simulate(self, n, seed=1):
+        g = torch.Generator().manual_seed(seed)
+        top = torch.randn(n, L, generator=g)
+        mid = self.alpha * top + self.a + self.s1 * torch.randn(n, L, generator=g)
+        return mid @ self.W.T + self.b + SIGMA * torch.randn(n, D, generator=g)
