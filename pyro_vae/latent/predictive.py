@@ -148,7 +148,8 @@ def reconstruct(
     (``global_values`` as for :func:`pyro_vae.log_likelihood`)."""
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
     program, data, sites = bound.program, bound.data, bound.sites
-    name = sites.latent(site)
+    name = sites.latent(site, tool="reconstruct")
+    sites.refuse_shared_ancestors(name, "Reconstructing from the codes of one site")
     loc, _ = latent_means(program, data, name)
     with pyro.validation_enabled(False):
         trace = program.generate(data, condition={name: shaped_like_site(loc, sites, len(data))})

@@ -229,7 +229,7 @@ def _fit(
     # A private parameter store keeps two VAEs in one process from sharing parameters by name;
     # a private RNG keeps the caller's global random state untouched. Data was validated above,
     # so Pyro's per-step distribution checks are switched off for speed.
-    with isolated(seed), pyro.validation_enabled(False):
+    with isolated(seed, start="empty"), pyro.validation_enabled(False):
         if state.rng_state is not None:
             torch.set_rng_state(state.rng_state)
         vae.train()

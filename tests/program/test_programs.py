@@ -464,3 +464,31 @@ def test_sampling_decodes_any_latent_distribution_through_a_hand_written_model(c
         pyro_vae.sample(
             program.model, 2, source=dist.Normal(torch.zeros(L + 1), 1.0).to_event(1), x=x[:1], plate="points", y=y[:1]
         )
+
+
+# ---------------------------------------------------------------------- parameters of the program
+def test_tools_see_the_programs_own_pyro_params():
+    """A program's ``pyro.param`` sites keep the caller's values inside every tool (the tools' private
+    parameter store starts from the caller's), and nothing a tool registers reaches the caller."""
+    from torch.distributions import constraints
+
+    x = torch.randn(40, 3) * 2
+
+    def model(x):
+        scale = pyro.param("noise", torch.tensor(1.0), constraint=constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, scale).to_event(1), obs=x)
+
+    def guide(x):
+        scale = pyro.param("noise", torch.tensor(1.0), constraint=constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            # The exact posterior of z given x: N(x / (1 + s^2), s^2 / (1 + s^2)).
+            pyro.sample("z", dist.Normal(x / (1 + scale**2), scale / (1 + scale**2).sqrt()).to_event(1))
+
+    for value in (0.5, 2.0):
+        pyro.get_param_store()["noise"] = torch.tensor(value)
+        result = pyro_vae.log_likelihood(model, x, guide=guide, num_particles=2, psis=False)
+        exact = dist.Normal(0.0, math.sqrt(1 + value**2)).log_prob(x).sum(-1)
+        assert torch.allclose(result.log_px.float(), exact, atol=1e-4)
+    assert set(pyro.get_param_store().keys()) == {"noise"}
