@@ -51,12 +51,13 @@ def positive_number(value: Any, name: str) -> float:
     return float(value)
 
 
-def as_tensor(value: Any, what: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+def as_tensor(value: Any, what: str, dtype: torch.dtype | None = None, *, keep_bool: bool = False) -> torch.Tensor:
     """``value`` (tensor, numpy array or pandas frame/series) as a tensor, or a ``TypeError``/``ValueError``.
 
     Booleans, integers and floats of any width become ``dtype`` when it is given (the model's
-    floating type), else booleans become the default float type and the rest keep theirs. Complex
-    values, object arrays and other containers are refused.
+    floating type), else booleans become the default float type (unless ``keep_bool``: masks a
+    program passes to ``obs_mask=`` or ``poutine.mask`` stay boolean) and the rest keep theirs.
+    Complex values, object arrays and other containers are refused.
     """
     if hasattr(value, "to_numpy") and type(value).__module__.startswith("pandas"):
         value = value.to_numpy()
@@ -75,6 +76,6 @@ def as_tensor(value: Any, what: str, dtype: torch.dtype | None = None) -> torch.
         raise ValueError(f"{what} has complex values; pass real numbers (e.g. x.real or x.abs()).")
     if dtype is not None and value.dtype != dtype:
         return value.to(dtype)
-    if value.dtype == torch.bool:
+    if value.dtype == torch.bool and not keep_bool:
         return value.to(torch.get_default_dtype())
     return value

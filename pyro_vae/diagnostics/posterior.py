@@ -224,7 +224,7 @@ def elbo_surgery(
             data, draws_per_point, indices=torch.arange(len(data)), num_data=len(data), sites=sites
         )
         z = site_values(guide_trace.nodes[name], sites, program.plate)  # (K, N, L)
-        errors = []
+        errors: list[torch.Tensor] = []
         log_q_cond, log_p = (
             _site_log_density(program, data, sites, name, trace, z, in_guide, marginal_draws, errors)
             for trace, in_guide in ((guide_trace, True), (model_trace, False))

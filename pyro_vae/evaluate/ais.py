@@ -297,6 +297,7 @@ def ais_log_weights(
         raise ValueError(f"ais_start must be one of {STARTS}, got {start!r}.")
     if start == "guide":
         program.guide  # noqa: B018 -- refuse a missing guide before any work
+    refuse_discrete_latents(sites)
     weights, acceptance = [], []
     with isolated(seed), pyro.validation_enabled(False):
         for indices in chunks(program, data, sites, chains, max_memory_mb):
@@ -304,6 +305,15 @@ def ais_log_weights(
             weights.append(log_w.T)
             acceptance.append(accept)
     return torch.cat(weights), torch.cat(acceptance)
+
+
+def refuse_discrete_latents(sites: Sites) -> None:
+    """AIS moves every latent with HMC: refuse discrete local latents (enumerated or not) by name."""
+    if sites.discrete_latent:
+        raise ValueError(
+            f"AIS moves continuous latents with HMC; the latent site(s) {list(sites.discrete_latent)} are discrete. "
+            "Estimate log p(x) with method='importance', which sums enumerated sites exactly."
+        )
 
 
 @dataclass(frozen=True)
@@ -386,6 +396,7 @@ def bdmc(
     like = program.data(rows, covariates) if rows is not None else None
     template = program.template(num_points, like)
     sites = program.sites(template)
+    refuse_discrete_latents(sites)
     if sites.globals:
         raise ValueError(
             f"BDMC simulates from the model, whose global latents {list(sites.globals)} would then "

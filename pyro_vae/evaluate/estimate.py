@@ -157,17 +157,15 @@ def log_likelihood(
                 )
                 for done in range(0, num_particles, particles)
             ]
-            latent = torch.cat([p[0] for p in parts]).T.double().cpu()  # (B, S); statistics on the CPU
-            observed = {k: torch.cat([p[1][k] for p in parts]).T.double().cpu() for k in sites.observed}
-            lw = latent + sum(observed.values())
+            lw = torch.cat([p.joint for p in parts]).T.double().cpu()  # (B, S); statistics on the CPU
             memory.check()
             stats = _weight_statistics(lw)
             log_px.append(stats[0])
-            elbo.append(stats[1])
+            elbo.append(stats[1] if not sites.enumerated else torch.cat([p.elbo for p in parts]).T.double().mean(1))
             mc_se.append(stats[2])
             gains.append(doubling_gain(lw))
             for name in per_site:
-                own = latent + observed[name]
+                own = torch.cat([p.per_site[name] for p in parts]).T.double().cpu()
                 per_site[name].append(_weight_statistics(own)[0])
                 if psis:
                     per_site_k[name].append(pareto_k(own))

@@ -14,6 +14,7 @@ import torch
 from .._util.checks import positive_number
 from .._util.isolation import isolated
 from .._util.memory import HeapGuard
+from ..program.chunks import bytes_per_draw
 from ..program.protocol import Data, Program
 from ..program.sites import Sites, per_point, site_values
 
@@ -96,7 +97,7 @@ def _rows_per_chunk(program, data: Data, sites: Sites, draws: int, max_memory_mb
     whose draws must be shared by every point (refused if that one chunk would not fit)."""
     positive_number(max_memory_mb, "max_memory_mb")
     with torch.random.fork_rng(devices=[]):
-        per_row = 2 * draws * program.bytes_per_draw(data, sites)  # the posterior traces, then the prior's
+        per_row = 2 * draws * bytes_per_draw(program, data, sites)  # the posterior traces, then the prior's
     rows = max(1, int(max_memory_mb * 2**20 // per_row))
     if sites.globals and rows < len(data):
         raise ValueError(

@@ -60,7 +60,9 @@ def site_distribution(
     """
     sites = program.sites(rows)
     fn = program.guide if in_guide else poutine.uncondition(program.model)
-    stopped = poutine.escape(with_particles(fn, num_draws, sites.particle_dim), escape_fn=lambda msg: msg["name"] == site)
+    stopped = poutine.escape(
+        with_particles(fn, num_draws, sites.particle_dim), escape_fn=lambda msg: msg["name"] == site
+    )
     indices = torch.arange(len(rows)) if indices is None else indices
     arguments = program.arguments(program.guide if in_guide else program.model, rows, indices, num_data or len(rows))
     try:

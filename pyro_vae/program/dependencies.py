@@ -36,8 +36,7 @@ def latent_parents(
     except Exception:  # noqa: BLE001 -- any failure of provenance tracking means "unknown"
         return {name: tuple(other for other in latents if other != name) for name in names}, False
     return {
-        name: tuple(parent for parent in graph.get(name, ()) if parent != name and parent in latents)
-        for name in names
+        name: tuple(parent for parent in graph.get(name, ()) if parent != name and parent in latents) for name in names
     }, True
 
 

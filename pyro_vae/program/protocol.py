@@ -36,9 +36,9 @@ from typing import Any
 import pyro
 import torch
 from pyro import poutine
+from pyro.poutine.enum_messenger import EnumMessenger
 
 from .._util.checks import as_tensor
-from .._util.compat import TorchDispatchMode
 from ..data.rows import RowSource, as_row_source, checked_rows
 from .sites import Sites, discover, per_point
 
@@ -176,7 +176,7 @@ class Program:
         for key, value in (covariates or {}).items():
             if key in ("indices", "num_data"):
                 raise ValueError(f"{key!r} is passed by the tools themselves; it cannot be a covariate.")
-            value = as_tensor(value, f"covariate {key!r}")
+            value = as_tensor(value, f"covariate {key!r}", keep_bool=True)  # a program's masks stay boolean
             if value.ndim < 1 or value.shape[0] != x.shape[0]:
                 raise ValueError(
                     f"covariate {key!r} has shape {tuple(value.shape)} but x has {x.shape[0]} rows: "
@@ -209,17 +209,26 @@ class Program:
         guide: Callable | None = None,
         uncondition: bool = False,
         sites: Sites | None = None,
+        enumerate: bool = False,
     ) -> tuple[poutine.Trace, poutine.Trace]:
         """``(guide_trace, model_trace)``: the guide, then the model replayed against it.
 
         With ``num_particles`` both run under ``pyro.plate("particles", S)`` left of every plate.
-        With ``uncondition`` the model's observed sites are sampled rather than scored.
+        With ``uncondition`` the model's observed sites are sampled rather than scored. With
+        ``enumerate`` the sites marked for parallel enumeration take all their values at once, in
+        dimensions left of the particle dimension (the guide's first, then the model's), as in
+        Pyro's ``TraceEnum_ELBO``.
         """
         guide = guide or self.guide
         model = poutine.uncondition(self.model) if uncondition else self.model
         if num_particles is not None:
             dim = (sites or self.sites(data)).particle_dim
             guide, model = with_particles(guide, num_particles, dim), with_particles(model, num_particles, dim)
+        if enumerate:
+            first = (sites or self.sites(data)).enum_dim
+            # The model allocates its enumeration dimensions after the guide's (Pyro's own pattern).
+            guide = _wrapped(EnumMessenger(first_available_dim=first)(guide), guide)
+            model = _wrapped(EnumMessenger()(model), model)
         guide_trace = poutine.trace(guide).get_trace(data.x, **self.arguments(guide, data, indices, num_data))
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
             data.x, **self.arguments(self.model, data, indices, num_data)
@@ -364,28 +373,6 @@ class Program:
                     )
                 draws[name].append(trace.nodes[name]["value"])
 
-    # ------------------------------------------------------------------ memory
-    def bytes_per_draw(self, data: Data, sites: Sites) -> float:
-        """Bytes allocated per (point, particle) by one run of guide and model, measured.
-
-        Two runs with 2 and 6 particles on the same rows are counted tensor by tensor; their
-        difference divided by the extra draws excludes what a run allocates once (weights).
-        """
-        rows = data.rows(slice(0, min(4, len(data))))
-        counts = []
-        for particles in (2, 6):
-            with _AllocationCounter() as counter, torch.no_grad(), pyro.validation_enabled(False):
-                self.traces(
-                    rows,
-                    particles,
-                    indices=torch.arange(len(rows)),
-                    num_data=len(data),
-                    sites=sites,
-                    guide=self._guide or _no_guide,
-                )
-            counts.append(counter.bytes)
-        return max((counts[1] - counts[0]) / (4 * len(rows)), 64.0)
-
 
 def as_program(model: Any, guide: Callable | None = None, *, plate: str | None = None) -> Program:
     """A :class:`Program` from a VAE (or anything with ``as_program()``), a Program, or callables."""
@@ -426,18 +413,3 @@ def _accepts(fn: Callable, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return parameter is not None and parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-
-
-class _AllocationCounter(TorchDispatchMode):
-    """Sum of the bytes of every new tensor storage created inside the block."""
-
-    def __init__(self):
-        super().__init__()
-        self.bytes = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(tensor, torch.Tensor) and not tensor._is_view():
-                self.bytes += tensor.untyped_storage().nbytes()
-        return out

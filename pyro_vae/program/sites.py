@@ -198,7 +198,12 @@ def discover(program, rows) -> Sites:
         return {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
 
     model_sites, guide_sites = samples(model_trace), samples(guide_trace)
-    observed = tuple(n for n, s in model_sites.items() if s["is_observed"] and in_plate(s, plate))
+    # pyro.deterministic sites (and obs_mask's joined value) are recorded as observed; they are not data.
+    observed = tuple(
+        n
+        for n, s in model_sites.items()
+        if s["is_observed"] and in_plate(s, plate) and not s["infer"].get("_deterministic")
+    )
     if not observed:
         raise ValueError(
             f"The model observes no site inside the plate {plate!r}: pass the data as obs= of a sample site there."

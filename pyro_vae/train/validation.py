@@ -27,8 +27,9 @@ def mean_elbo_of(
 ) -> float:
     """``(1/N) sum_i log (1/K) sum_k w_ik`` with ``w_ik = p(x_i, z_ik) / q(z_ik|x_i)``, ``z_ik ~ q(z|x_i)``.
 
-    With ``num_particles`` ``K = 1`` this is a one-draw estimate of the ELBO; with ``K > 1`` it is
-    the K-sample importance-weighted ELBO (Burda et al. 2016) that ``fit(elbo="iwae")`` maximises.
+    With ``num_particles`` ``K = 1`` this is a one-draw estimate of the ELBO (enumerated discrete
+    sites summed exactly, :mod:`pyro_vae.program.weights`); with ``K > 1`` it is the K-sample
+    importance-weighted ELBO (Burda et al. 2016) that ``fit(elbo="iwae")`` maximises.
     Points go in chunks of ``batch_size`` that pass their positions to the program (``positions``
     of the rows of ``data`` in a data set of ``num_data`` points, when ``data`` is part of one);
     seeded, so repeatable.
@@ -39,11 +40,13 @@ def mean_elbo_of(
         for start in range(0, len(data), batch_size):
             rows = torch.arange(start, min(start + batch_size, len(data)))
             indices = rows if positions is None else positions[rows]
-            latent, observed = point_weights(
+            weights = point_weights(
                 program, data.rows(rows), num_particles, sites, indices=indices, num_data=num_data or len(data)
             )
-            log_w = (latent + sum(observed.values())).double()  # (K, points)
-            total += float(log_mean_exp(log_w, dim=0).sum())
+            if num_particles == 1:  # the ELBO, with enumerated sites summed as TraceEnum_ELBO does
+                total += float(weights.elbo.double().sum())
+            else:
+                total += float(log_mean_exp(weights.joint.double(), dim=0).sum())  # (K, points)
     return total / len(data)
 
 

@@ -125,3 +125,62 @@ class TwoLayerLinear:
         top = torch.randn(n, L, generator=g)
         mid = self.alpha * top + self.a + self.s1 * torch.randn(n, L, generator=g)
         return mid @ self.W.T + self.b + SIGMA * torch.randn(n, D, generator=g)
+
+
+class LabelledMixture:
+    """``label ~ Categorical(pi)``, ``code ~ N(0, I)``, ``obs | label, code ~ N(W code + mu_label, SIGMA^2 I)``
+    in the plate ``"items"``: ``p(obs) = sum_y pi_y N(mu_y, W W^T + SIGMA^2 I)`` in closed form.
+
+    The guide is M2's shape, ``q(label | obs) q(code | obs, label)``, with the label enumerated
+    (``config_enumerate``) and the exact ``p(code | obs, label)``; ``label_probs`` sets ``q(label|obs)``
+    (``None``: the exact ``p(label | obs)``). ``semi_supervised`` adds M2's labelled rows: the label
+    is observed where the boolean covariate ``known`` is True (``obs_mask``), summed out elsewhere.
+    """
+
+    def __init__(self, seed=0, classes=K):
+        g = torch.Generator().manual_seed(seed)
+        self.W = orthogonal(D, L, [2.0, 1.0, 0.5], seed)
+        self.mu = 3 * torch.randn(classes, D, generator=g)
+        self.pi = torch.softmax(torch.randn(classes, generator=g), 0)
+        self.classes = classes
+        self.label_probs = None
+
+    def _component(self, label):
+        return self.mu[label]
+
+    def model(self, x, label=None, known=None):
+        with pyro.plate("items", x.shape[0]):
+            y = pyro.sample("label", dist.Categorical(self.pi), obs=label, obs_mask=known)
+            code = pyro.sample("code", dist.Normal(torch.zeros(L), 1.0).to_event(1))
+            pyro.sample("obs", dist.Normal(code @ self.W.T + self.mu[y], SIGMA).to_event(1), obs=x)
+
+    def guide(self, x, label=None, known=None):
+        with pyro.plate("items", x.shape[0]):
+            probs = self.posterior_label(x) if self.label_probs is None else self.label_probs.expand(x.shape[0], -1)
+            name = "label" if known is None else "label_unobserved"
+            q_label = dist.Categorical(probs)
+            if known is not None:
+                q_label = q_label.mask(~known)
+            y = pyro.sample(name, q_label, infer={"enumerate": "parallel"})
+            if known is not None:
+                y = torch.where(known, label, y)
+            loc, sd = gaussian_posterior(self.W, SIGMA, x - self.mu[y])
+            pyro.sample("code", dist.Normal(loc, sd).to_event(1))
+
+    def log_joint_label(self, x):
+        """``log p(obs, label=y)`` for every class, shape ``(N, classes)``."""
+        return torch.stack(
+            [self.pi[y].log() + gaussian_marginal(self.W, SIGMA, self.mu[y], x) for y in range(self.classes)], -1
+        ).double()
+
+    def posterior_label(self, x):
+        return torch.softmax(self.log_joint_label(x), -1).float()
+
+    def log_marginal(self, x):
+        return torch.logsumexp(self.log_joint_label(x), -1)
+
+    def simulate(self, n, seed=1):
+        g = torch.Generator().manual_seed(seed)
+        y = torch.multinomial(self.pi, n, replacement=True, generator=g)
+        code = torch.randn(n, L, generator=g)
+        return code @ self.W.T + self.mu[y] + SIGMA * torch.randn(n, D, generator=g), y

@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
-from helpers.programs import L, TwoLayerLinear
 
 import pyro_vae
+from helpers.programs import L, TwoLayerLinear
 from pyro_vae.diagnostics import active_units, elbo_surgery, holes
 from pyro_vae.program import bind
 
