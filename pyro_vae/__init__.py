@@ -19,6 +19,7 @@ from .evaluate.ranking import compare, plot_comparison  # noqa: E402
 from .evaluate.result import LogLikelihood  # noqa: E402
 from .io.checkpoint import load, save  # noqa: E402
 from .io.export import to_inference_data  # noqa: E402
+from .io.parameters import load_parameters  # noqa: E402
 from .io.runs import load_run  # noqa: E402
 from .latent.aggregate import AggregatePosterior  # noqa: E402
 from .latent.mixture import LatentMixture  # noqa: E402
@@ -74,6 +75,7 @@ __all__ = [
     "get_prior",
     "latent",
     "load",
+    "load_parameters",
     "load_run",
     "log_likelihood",
     "mean_elbo",

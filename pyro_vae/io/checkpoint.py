@@ -87,6 +87,25 @@ def _best_state(payload: dict[str, Any], path) -> dict[str, torch.Tensor]:
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """The raw dictionary of a file written by :func:`save`, read safely and checked."""
+    payload = read_payload(path)
+    config = payload["config_dict"]
+    if config.get("kind") == PROGRAM_KIND:
+        raise ValueError(
+            f"{path} holds the parameters of a hand-written Pyro program, not a VAE: rebuild the program "
+            "and load them with pyro_vae.load_parameters(path), or resume with fit(model, x, guide=guide, "
+            "checkpoint=path, resume=True)."
+        )
+    _check_config_fields(config, path)
+    return {**payload, "config_dict": normalised_config(config)}
+
+
+#: The ``kind`` in the configuration of a file holding a hand-written program's parameters.
+PROGRAM_KIND = "program"
+
+
+def read_payload(path: str | os.PathLike) -> dict[str, Any]:
+    """A file written by :func:`save` or :func:`pyro_vae.io.parameters.save_parameters`, read safely:
+    format, version, the JSON configuration (as ``config_dict``), a mapping of names to tensors."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No checkpoint at {path}.")
@@ -107,8 +126,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: the parameters are not a mapping of names to tensors.")
     if "training" in payload and not isinstance(payload["training"], dict):
         raise ValueError(f"{path}: the training state is damaged.")
-    _check_config_fields(config, path)
-    return {**payload, "config_dict": normalised_config(config)}
+    return {**payload, "config_dict": config}
 
 
 #: Caps on the sizes a configuration read from a file may name.

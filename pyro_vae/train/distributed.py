@@ -69,13 +69,13 @@ class Distributed:
         return (int(seed) * 7_919 + epoch * 104_729 + self.rank * 1_299_709 + 17) % (2**63)
 
     @torch.no_grad()
-    def parameter_difference(self, module: torch.nn.Module) -> float:
+    def parameter_difference(self, parameters) -> float:
         """Largest absolute difference between any parameter here and on rank 0, over all ranks (0.0
         when every rank holds the same model, as data-parallel training must leave them)."""
         if not self.active:
             return 0.0
         largest = torch.zeros((), dtype=torch.float64)
-        for param in module.parameters():
+        for param in parameters.parameters() if isinstance(parameters, torch.nn.Module) else parameters:
             reference = param.detach().clone()
             dist.broadcast(reference, src=0)
             largest = torch.maximum(largest, (param.detach() - reference).abs().max().double().cpu())

@@ -1,4 +1,4 @@
-"""Training: :func:`fit` minimises a Pyro objective of a :class:`~pyro_vae.VAE` with Adam.
+"""Training: :func:`fit` minimises a Pyro objective of a :class:`~pyro_vae.VAE` or any Pyro program with Adam.
 
 Each step is Pyro's documented pattern for PyTorch optimisers: ``loss = elbo.differentiable_loss(
 model, guide, ...)``, ``loss.backward()``, ``torch.optim.Adam.step()``
@@ -24,7 +24,6 @@ uninterrupted run would have.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -43,18 +42,17 @@ from .._util.isolation import isolated
 from .._util.memory import release_freed_memory
 from ..data.loading import Split, binarize
 from ..data.rows import CHUNK_BYTES, RowSource
-from ..io import checkpoint as ckpt
 from ..program.binding import bind
 from ..program.protocol import as_program
-from ..vae.initialization import initialize_from_data
 from ..vae.model import VAE
 from .distributed import Distributed
 from .early_stopping import EarlyStopping
 from .epochs import epoch_order, epoch_values
-from .objective import IMPORTANCE_WEIGHTED, OBJECTIVES, ObjectiveStep, make_objective
+from .objective import ENUMERATING, IMPORTANCE_WEIGHTED, OBJECTIVES, ObjectiveStep, make_objective
 from .progress import Progress
 from .settings import TrainSettings, settings_from
 from .state import History, RunState, resume_state
+from .trainee import ModuleTrainee, ProgramTrainee, Trainee
 from .validation import Validation, mean_elbo_of
 from .warmup import KLWarmup
 
@@ -68,9 +66,11 @@ INIT_SAMPLE_ROWS = 10_000
 
 
 def fit(
-    vae: VAE,
+    model: Any,
     train: Any,
     *,
+    guide: Callable | None = None,
+    plate: str | None = None,
     covariates: Mapping[str, Any] | None = None,
     val: Any = None,
     val_covariates: Mapping[str, Any] | None = None,
@@ -81,33 +81,42 @@ def fit(
     before_training: Callable[[], None] | None = None,
     **options: Any,
 ) -> History:
-    """Train ``vae`` by stochastic variational inference: Pyro's ``differentiable_loss`` of the
-    objective, minimised with ``torch.optim.Adam``.
+    """Train a :class:`~pyro_vae.VAE`, or any Pyro program, by stochastic variational inference:
+    Pyro's ``differentiable_loss`` of the objective, minimised with ``torch.optim.Adam``.
 
     Args:
-        vae: the model to train, in place.
+        model: the model to train, in place: a ``VAE``, or a Pyro program ``model(x, **covariates)``
+            (:mod:`pyro_vae.program`) with ``guide=``. A program's parameters are the ``pyro.param``
+            and ``pyro.module`` sites it registers in Pyro's parameter store, trained there as
+            ``pyro.infer.SVI`` would (see :mod:`pyro_vae.train.trainee` for the scaling of its
+            data plate to ``N`` and the KL weight of warm-up).
         train: training data ``(N, D)`` (tensor or array) or a :class:`~pyro_vae.data.Split`;
             a split with dynamic binarisation is binarised afresh every epoch. Data larger than
             memory stays on disk: pass a numpy memory map or a :class:`~pyro_vae.data.RowSource`
             (:func:`pyro_vae.data.open_rows`), and each minibatch is read as it is needed.
+        guide: a program's guide ``guide(x, **covariates)`` (a VAE brings its own).
+        plate: the name of a program's data plate (``"data"`` by default).
         covariates: data-aligned keyword arguments of the training data (``{"y": Y}`` for a
             conditional VAE), sliced with every minibatch.
         val: optional validation data, evaluated every epoch by its average ELBO per point; with
             ``elbo="iwae"`` or ``"iwae-dreg"``, by the same ``num_particles``-sample
             importance-weighted ELBO that training maximises (so early stopping follows it).
+            Discrete sites marked for enumeration are summed there as in training.
         val_covariates: the covariates of ``val``.
         settings: a :class:`~pyro_vae.train.settings.TrainSettings`; ``options`` change single fields of it.
-        checkpoint: file written atomically after every epoch (model, optimiser, RNG, history).
-        resume: continue from ``checkpoint`` if it exists.
+        checkpoint: file written atomically after every epoch (parameters, optimiser, RNG, history).
+        resume: continue from ``checkpoint`` if it exists. A program is rebuilt first and passed
+            again; the checkpoint's values replace its parameters.
         history_path: ``.csv`` or ``.json`` file, rewritten after every epoch.
         before_training: called once every argument is checked and a resumed state loaded, just
             before the first epoch (the command line writes its run folder's description there,
             so a refused run leaves none behind).
         **options: any field of :class:`~pyro_vae.train.settings.TrainSettings`, each described
             there: ``epochs=10``, ``batch_size=128``, ``lr=1e-3``, ``elbo="trace"``
-            (or ``"meanfield"``, ``"iwae"``, ``"iwae-dreg"``), ``num_particles=1``,
+            (or ``"meanfield"``, ``"iwae"``, ``"iwae-dreg"``, ``"enum"``), ``num_particles=1``,
             ``kl_warmup_epochs=0.0``, ``patience=None``, ``restore_best=True``, ``seed=0``,
-            ``init_from_data=True``, ``jit=False``, ``progress=None``.
+            ``init_from_data=True``, ``jit=False``, ``progress=None``. A program whose sites are
+            marked for enumeration trains on ``TraceEnum_ELBO`` (``"enum"``) when ``"trace"`` is asked.
 
     Returns: the :class:`~pyro_vae.train.state.History`.
     """
@@ -121,7 +130,9 @@ def fit(
         raise ValueError("resume=True needs checkpoint=PATH.")
     if settings.jit and Distributed.current().active:
         raise ValueError("jit=True is not available inside a process group; train with jit=False there.")
-    program = as_program(vae)
+    if isinstance(model, VAE) and (guide is not None or plate is not None):
+        raise ValueError("A VAE brings its own guide and data plate; pass guide= and plate= only with a program.")
+    program = as_program(model, guide, plate=plate)
     x, dynamic, train_covariates = _training_data(program, train, covariates)
     x_val = val_data = None
     if val is not None:
@@ -129,6 +140,22 @@ def fit(
         x_val = val_data.x
     elif val_covariates is not None:
         raise ValueError("val_covariates were given without val data.")
+    trainee: Trainee
+    if isinstance(model, VAE):
+        trainee = ModuleTrainee(model, settings.init_from_data)
+    else:
+        sample = program.data(_first_rows(x, dynamic, seed=settings.seed), _first_rows_of(train_covariates))
+        # Training draws the global latents with the rest; validation and K > 1 run particles at once.
+        vectorised = val is not None or settings.num_particles > 1
+        sites = bind(program, sample.x, covariates=sample.covariates, draw_globals=True, particles=vectorised).sites
+        if sites.globals and val is not None:
+            raise ValueError(
+                f"The program has global latent site(s) {list(sites.globals)}: a per-point validation ELBO "
+                "exists only given their values. Train without val= (and patience), or fix them with "
+                "poutine.condition."
+            )
+        settings = _objective_for(settings, sites)
+        trainee = ProgramTrainee(program, sample, len(x), max_plate_nesting=sites.nesting)
     # Paths that would only fail after training are checked now.
     if checkpoint is not None:
         check_writable(Path(checkpoint).parent, "the checkpoint")
@@ -141,7 +168,8 @@ def fit(
     lock = FileLock(f"{checkpoint}.lock", f"The checkpoint {checkpoint}") if writes else nullcontext()
     with lock:
         return _fit(
-            vae,
+            trainee,
+            program,
             x,
             dynamic,
             train_covariates,
@@ -155,8 +183,25 @@ def fit(
         )
 
 
+def _objective_for(settings: TrainSettings, sites) -> TrainSettings:
+    """The settings for a program: ``TraceEnum_ELBO`` where its sites are marked for enumeration."""
+    if not sites.enumerated:
+        if settings.elbo in ENUMERATING:
+            raise ValueError("elbo='enum' sums sites marked for enumeration, and this program marks none.")
+        return settings
+    if settings.elbo == "trace" and not settings.jit:
+        return settings.replace(elbo="enum")
+    if settings.elbo not in ENUMERATING:
+        raise ValueError(
+            f"The program marks {list(sites.enumerated)} for enumeration; train it with elbo='enum' "
+            f"(TraceEnum_ELBO, without jit), not elbo={settings.elbo!r}."
+        )
+    return settings
+
+
 def _fit(
-    vae,
+    trainee: Trainee,
+    program,
     x,
     dynamic,
     train_covariates,
@@ -179,20 +224,22 @@ def _fit(
     )
     record = settings.resume_record(dynamic_binarization=dynamic, num_data=len(x))
     group = Distributed.current()
-    step = ObjectiveStep(
-        vae, vae.model, vae.guide, make_objective(elbo, num_particles, jit=jit), settings.lr, distributed=group.active
+    owner = trainee.module if isinstance(trainee, ModuleTrainee) else trainee.parameters
+    objective = make_objective(
+        elbo, num_particles, plate=program.plate, max_plate_nesting=trainee.max_plate_nesting, jit=jit
     )
+    step = ObjectiveStep(owner, trainee.model, trainee.guide, objective, settings.lr, distributed=group.active)
     state = RunState(stopping=EarlyStopping(patience))
     if resume and Path(checkpoint).exists():
-        state = resume_state(vae, step, checkpoint, record, patience)
-    elif settings.init_from_data and not vae.trained:
+        state = resume_state(trainee, step, checkpoint, record, patience)
+    elif trainee.needs_start:
         # Data on disk starts the model from a sample of its rows (a bounded read).
         start = (
             x.sample(max(2, min(INIT_SAMPLE_ROWS, CHUNK_BYTES // x.row_bytes)), seed)
             if isinstance(x, RowSource)
             else epoch_values(x, dynamic, seed, 0)
         )
-        initialize_from_data(vae, start, checked=True)
+        trainee.initialize(start)
         if isinstance(x, RowSource):
             del start
             release_freed_memory()
@@ -208,7 +255,7 @@ def _fit(
     val_particles = num_particles if elbo in IMPORTANCE_WEIGHTED else 1
     validation = (
         Validation(
-            as_program(vae),
+            program,
             val_data,
             seed=seed,
             batch_size=max(batch_size, 512 // val_particles),
@@ -224,15 +271,16 @@ def _fit(
     def save():
         state.rng_state = torch.get_rng_state()
         if group.is_main:
-            ckpt.save(vae, checkpoint, training=state.to_payload(step.state_dict(), record))
+            trainee.save(checkpoint, state.to_payload(step.state_dict(), record))
 
-    # A private parameter store keeps two VAEs in one process from sharing parameters by name;
-    # a private RNG keeps the caller's global random state untouched. Data was validated above,
-    # so Pyro's per-step distribution checks are switched off for speed.
-    with isolated(seed, start="empty"), pyro.validation_enabled(False):
+    # A private parameter store (for a VAE, empty: two VAEs in one process never share parameters
+    # by name; for a program, the caller's parameters themselves) and a private RNG keep the
+    # caller's global state untouched. Data was validated above, so Pyro's per-step distribution
+    # checks are switched off for speed.
+    with isolated(seed, start=trainee.store_start), pyro.validation_enabled(False):
         if state.rng_state is not None:
             torch.set_rng_state(state.rng_state)
-        vae.train()
+        trainee.train()
         if jit:  # one trace per minibatch size, before the first step and outside the random stream
             for size in sorted({min(batch_size, num_data - i * batch_size) for i in range(steps_per_epoch)}):
                 rows = torch.arange(size)
@@ -246,7 +294,7 @@ def _fit(
         for epoch in range(state.epoch, epochs if not state.stopped_early else state.epoch):
             started = time.perf_counter()
             # What the model falls back to if this epoch diverges (a copy costs far less than an epoch).
-            last_finite = copy.deepcopy(vae.state_dict())
+            last_finite = trainee.state_dict()
             if group.active:  # this rank's points, and its own stream of latent draws
                 order = group.shard(seed, epoch, num_data)
                 torch.manual_seed(group.seed_for(seed, epoch))
@@ -255,7 +303,7 @@ def _fit(
             x_epoch = epoch_values(x, dynamic, seed, epoch)
 
             def diverged(at_step, what, use_best, last_finite=last_finite, epoch=epoch):
-                _diverged(vae, state, last_finite, epoch, at_step, what, checkpoint, use_best)
+                _diverged(trainee, state, last_finite, epoch, at_step, what, checkpoint, use_best)
 
             total = 0.0
             for i in range(steps_per_epoch):
@@ -274,7 +322,7 @@ def _fit(
                     diverged(
                         steps_per_epoch - 1, f"the training loss became {total}", restore_best and x_val is not None
                     )
-            if not _all_finite(vae):
+            if not trainee.all_finite():
                 diverged(
                     steps_per_epoch - 1,
                     "a parameter became non-finite (a non-finite gradient)",
@@ -289,10 +337,12 @@ def _fit(
             }
             stop = False
             if validation is not None:
+                trainee.eval()
                 row["val_elbo"] = validation()
+                trainee.train()
                 if not math.isfinite(row["val_elbo"]):
                     diverged(steps_per_epoch - 1, f"the validation ELBO became {row['val_elbo']}", restore_best)
-                stop = state.stopping.observe(row["val_elbo"], epoch + 1, vae)
+                stop = state.stopping.observe(row["val_elbo"], epoch + 1, trainee)
             row["seconds"] = time.perf_counter() - started
             state.rows.append(row)
             state.epoch = epoch + 1
@@ -306,9 +356,9 @@ def _fit(
             if stop:
                 break
     history.stopped_early = state.stopped_early
-    vae.trained = True
+    trainee.finish()
     if group.active:
-        history.rank_difference = group.parameter_difference(vae)
+        history.rank_difference = group.parameter_difference(trainee.parameters)
     if not history.stopped_early and history.still_rising and group.is_main:
         warnings.warn(
             history.not_converged("Train for more epochs (resume the checkpoint with a larger epochs) or raise lr."),
@@ -316,9 +366,9 @@ def _fit(
             stacklevel=3,  # the caller of fit
         )
     shown.close()
-    vae.eval()
+    trainee.eval()
     if x_val is not None and restore_best and state.stopping.best_state is not None:
-        vae.load_state_dict(state.stopping.best_state)
+        trainee.load_state_dict(state.stopping.best_state)
     return history
 
 
@@ -358,14 +408,14 @@ def _training_data(program, train: Any, covariates) -> tuple[torch.Tensor | RowS
 
 
 def _diverged(
-    vae, state: RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint, use_best: bool
+    trainee: Trainee, state: RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint, use_best: bool
 ) -> None:
     """Put finite parameters back in the model and raise a ``FloatingPointError`` that says which."""
     if use_best and state.stopping.best_state is not None:
-        vae.load_state_dict(state.stopping.best_state)
+        trainee.load_state_dict(state.stopping.best_state)
         held = f"the parameters of its best validation epoch ({state.stopping.best_epoch})"
     else:
-        vae.load_state_dict(last_finite)
+        trainee.load_state_dict(last_finite)
         held = f"the parameters at the end of epoch {epoch}" if epoch else "its parameters from before the first epoch"
     saved = ""
     if checkpoint is not None:
@@ -381,5 +431,11 @@ def _diverged(
     )
 
 
-def _all_finite(module: torch.nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in module.parameters())
+def _first_rows(x, dynamic: bool, *, seed: int) -> torch.Tensor:
+    """The first two training rows, as the program sees them (binarised under dynamic binarisation)."""
+    rows = x[torch.arange(min(2, len(x)))]
+    return binarize(rows, seed) if dynamic else rows
+
+
+def _first_rows_of(covariates: dict) -> dict:
+    return {k: v[: min(2, len(v))] for k, v in covariates.items()}

@@ -6,12 +6,14 @@ from collections.abc import Callable
 
 import pyro
 import torch
-from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from .objectives import ImportanceWeightedELBO
 
 #: Objective names accepted by :func:`make_objective` (and ``fit(elbo=...)``).
-OBJECTIVES = ("trace", "meanfield", "iwae", "iwae-dreg")
+OBJECTIVES = ("trace", "meanfield", "iwae", "iwae-dreg", "enum")
+#: The objectives that sum discrete sites marked for enumeration (Pyro's ``TraceEnum_ELBO``).
+ENUMERATING = ("enum",)
 #: The objectives that maximise the K-sample importance-weighted ELBO rather than the ELBO.
 IMPORTANCE_WEIGHTED = ("iwae", "iwae-dreg")
 
@@ -19,7 +21,8 @@ IMPORTANCE_WEIGHTED = ("iwae", "iwae-dreg")
 def make_objective(
     name: str, num_particles: int, *, plate: str = "data", max_plate_nesting: int = 1, jit: bool = False
 ):
-    """The Pyro objective called ``name``: ``Trace_ELBO``, ``TraceMeanField_ELBO`` or the per-point
+    """The Pyro objective called ``name``: ``Trace_ELBO``, ``TraceMeanField_ELBO``, ``TraceEnum_ELBO``
+    (``"enum"``, which sums the discrete sites marked for enumeration) or the per-point
     importance-weighted bound (``"iwae"``; ``"iwae-dreg"`` with doubly reparameterised gradients), with
     ``num_particles`` vectorised particles; with ``jit``, Pyro's
     compiled ``JitTrace_ELBO``.
@@ -35,6 +38,10 @@ def make_objective(
     if name in IMPORTANCE_WEIGHTED:
         return ImportanceWeightedELBO(
             num_particles, plate=plate, max_plate_nesting=max_plate_nesting, dreg=name == "iwae-dreg"
+        )
+    if name == "enum":
+        return TraceEnum_ELBO(
+            num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=max_plate_nesting
         )
     kind = JitTrace_ELBO if jit else Trace_ELBO if name == "trace" else TraceMeanField_ELBO
     options = {"ignore_jit_warnings": True} if jit else {}
@@ -92,7 +99,7 @@ class ObjectiveStep:
 
     def __init__(
         self,
-        module: torch.nn.Module,
+        module: torch.nn.Module | list[torch.Tensor],
         model: Callable,
         guide: Callable,
         objective,
@@ -100,19 +107,32 @@ class ObjectiveStep:
         *,
         distributed: bool = False,
     ):
-        self.module, self.model, self.guide, self.objective = module, model, guide, objective
-        self.params = list(module.parameters())
+        self.model, self.guide, self.objective = model, guide, objective
+        # A module owns every parameter (a VAE); a list is a program's parameter-store tensors.
+        self.module = module if isinstance(module, torch.nn.Module) else None
+        self.params = list(self.module.parameters()) if self.module is not None else list(module)
         self.optimizer = adam(self.params, lr)
-        self.loss = _Loss(module, model, guide, objective)
-        if distributed:
+        self.loss = _Loss(self.module, model, guide, objective)
+        self._average = False
+        if distributed and self.module is not None:
             # Broadcasts rank 0's parameters now, and averages gradients in every backward pass.
             self.loss = torch.nn.parallel.DistributedDataParallel(self.loss)
+        elif distributed:  # what DistributedDataParallel does, for tensors no module owns
+            import torch.distributed as dist
+
+            with torch.no_grad():
+                for param in self.params:
+                    dist.broadcast(param, src=0)
+            self._average = True
+        self._known = {name for name, _ in pyro.get_param_store().named_parameters()}
         self._checked = False
 
     def __call__(self, *args, **kwargs) -> float:
         """One step on the minibatch ``model(*args, **kwargs)``; returns the loss (minus the objective)."""
         loss = self.loss(*args, **kwargs)
         loss.backward()
+        if self._average:
+            _average_gradients(self.params)
         if not self._checked:
             self._refuse_strays()
         self.optimizer.step()
@@ -126,14 +146,22 @@ class ObjectiveStep:
                 self.loss(*args, **kwargs)
 
     def _refuse_strays(self) -> None:
-        known = {id(p) for p in self.params}
         store = pyro.get_param_store()
-        stray = [name for name, value in store.named_parameters() if id(value) not in known]
-        if stray:
-            raise ValueError(
-                f"The model or guide uses {len(stray)} parameter(s) outside the VAE module ({stray[:3]}); "
-                "register every network and learned parameter as part of the VAE."
-            )
+        if self.module is not None:
+            known = {id(p) for p in self.params}
+            stray = [name for name, value in store.named_parameters() if id(value) not in known]
+            if stray:
+                raise ValueError(
+                    f"The model or guide uses {len(stray)} parameter(s) outside the VAE module ({stray[:3]}); "
+                    "register every network and learned parameter as part of the VAE."
+                )
+        else:
+            new = sorted({name for name, _ in store.named_parameters()} - self._known)
+            if new:
+                raise ValueError(
+                    f"The program registered parameter(s) {new[:3]} during training that its first run did not; "
+                    "register every pyro.param and pyro.module on every call, so that each is trained."
+                )
         self._checked = True
 
     def state_dict(self) -> dict:
@@ -144,10 +172,21 @@ class ObjectiveStep:
         self.optimizer.load_state_dict(state)
 
 
+def _average_gradients(params: list[torch.Tensor]) -> None:
+    import torch.distributed as dist
+
+    world = dist.get_world_size()
+    for param in params:
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+        param.grad.div_(world)
+
+
 class _Loss(torch.nn.Module):
     """The objective as a module whose parameters are ``module``'s: what ``DistributedDataParallel`` wraps."""
 
-    def __init__(self, module: torch.nn.Module, model: Callable, guide: Callable, objective):
+    def __init__(self, module: torch.nn.Module | None, model: Callable, guide: Callable, objective):
         super().__init__()
         self.owner = module
         self.model, self.guide, self.objective = model, guide, objective

@@ -61,8 +61,9 @@ class TrainSettings:
         "trace",
         "objective: 'trace' (Trace_ELBO, a Monte Carlo KL), 'meanfield' "
         "(TraceMeanField_ELBO, analytic KL where one exists), 'iwae' (the importance-weighted "
-        "bound with --num-particles samples) or 'iwae-dreg' (the same bound with doubly "
-        "reparameterised guide gradients)",
+        "bound with --num-particles samples), 'iwae-dreg' (the same bound with doubly "
+        "reparameterised guide gradients) or 'enum' (TraceEnum_ELBO, summing the discrete sites "
+        "a program marks for enumeration; chosen for such a program when 'trace' is asked)",
         resume=True,
     )
     num_particles: int = _option(

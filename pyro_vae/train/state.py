@@ -15,7 +15,6 @@ import torch
 
 from .._util.files import atomic_write
 from .._util.untrusted import parse_json
-from ..io import checkpoint as ckpt
 from ..io.checkpoint import training_fields
 from .early_stopping import EarlyStopping
 
@@ -104,18 +103,11 @@ class RunState:
         }
 
 
-def resume_state(vae, optimizer, path, settings: dict, patience: int | None = None) -> RunState:
-    """Load the checkpoint ``path`` into ``vae`` and ``optimizer`` (anything with ``load_state_dict``)
-    and return its :class:`RunState`, after checking architecture and settings match."""
-    payload = ckpt.read_checkpoint(path)
-    if "training" not in payload:
-        raise ValueError(f"{path} holds a saved model, not a training checkpoint; it cannot be resumed.")
-    saved_config = payload["config_dict"]
-    if saved_config != vae.config():
-        differing = sorted(k for k in saved_config if saved_config.get(k) != vae.config().get(k))
-        raise ValueError(f"{path} was written for another architecture (differs in {differing}).")
-    ckpt.load_state(vae, payload["state_dict"], path)
-    training = training_fields(payload["training"], path)
+def resume_state(trainee, optimizer, path, settings: dict, patience: int | None = None) -> RunState:
+    """Load the checkpoint ``path`` into ``trainee`` (:mod:`pyro_vae.train.trainee`) and ``optimizer``
+    (anything with ``load_state_dict``) and return its :class:`RunState`, after checking that the
+    architecture (or the program's parameters) and the settings match."""
+    training = training_fields(trainee.resume(path), path)
     saved_settings = parse_json(training["settings"], f"{path}: the training settings")
     if saved_settings != settings:
         differing = sorted(
