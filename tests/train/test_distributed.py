@@ -106,3 +106,16 @@ def test_a_killed_two_process_run_resumes_on_one_process(tmp_path):
     assert len(history) == 1 + done["epoch"] + 2
     final = torch.load(checkpoint, weights_only=True)["training"]
     assert final["rows"][: done["epoch"]] == done["rows"]  # the epochs before the kill are kept as they were
+
+
+def test_a_program_steps_on_two_ranks_as_on_the_union_batch(tmp_path):
+    """A hand-written program's store parameters (no module owns them) get averaged gradients too."""
+    mp.spawn(worker.program_step_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"program{r}.pt", weights_only=True) for r in range(2)]
+    _, x = worker.model_and_data()
+    union = worker.program_step(x, torch.arange(2 * worker.B), distributed=False)
+    assert set(union) == {"decoder$$$weight", "decoder$$$bias", "encoder$$$weight", "encoder$$$bias", "offset"}
+    for name, value in union.items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), name
+        assert torch.allclose(ranks[0][name], value, atol=1e-6, rtol=1e-5), name
+    assert not torch.equal(union["offset"], torch.zeros(worker.L))  # the step moved the store's own parameter
