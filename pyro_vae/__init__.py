@@ -38,6 +38,7 @@ from .train import objectives  # noqa: E402
 from .train.loop import fit, mean_elbo  # noqa: E402
 from .train.state import History  # noqa: E402
 from .vae.guides import GUIDES, GuideFamily, get_guide, register_guide  # noqa: E402
+from .vae.hierarchy import HierarchicalVAE  # noqa: E402
 from .vae.model import VAE  # noqa: E402
 from .vae.networks import FlattenLeading  # noqa: E402
 from .vae.priors import PRIORS, Prior, get_prior, register_prior  # noqa: E402
@@ -49,6 +50,7 @@ __all__ = [
     "FlattenLeading",
     "GUIDES",
     "GuideFamily",
+    "HierarchicalVAE",
     "History",
     "LIKELIHOODS",
     "LatentMixture",

@@ -18,14 +18,17 @@ from torch import nn
 
 from .._util.files import atomic_write
 from .._util.untrusted import bounded_int, parse_json, read_torch_file
-from ..vae.config import normalised_config
+from ..vae.config import class_path, current_class_path, normalised_config
 from ..vae.guides import GUIDES
+from ..vae.hierarchy import HierarchicalVAE
 from ..vae.model import VAE
 from ..vae.networks import mlp_parameter_count
 from ..vae.priors import PRIORS
 
 FORMAT = "pyro_vae"
 VERSION = 1
+#: The VAE classes of pyro_vae itself, which load finds by the class path a file records.
+_BUILT_IN: dict[str, type[VAE]] = {class_path(VAE): VAE, class_path(HierarchicalVAE): HierarchicalVAE}
 
 
 def save(vae: VAE, path: str | os.PathLike, *, training: dict[str, Any] | None = None) -> Path:
@@ -62,6 +65,8 @@ def load(path: str | os.PathLike, *, cls: type[VAE] = VAE, best: bool = False, *
         raise TypeError(f"cls must be pyro_vae.VAE or a subclass of it, got {cls!r}.")
     payload = read_checkpoint(path)
     config = payload["config_dict"]
+    if cls is VAE:  # a built-in subclass (HierarchicalVAE) is found from the file itself
+        cls = _BUILT_IN.get(current_class_path(config["class"]), VAE)
     state = _best_state(payload, path) if best else payload["state_dict"]
     check_budget(config, state, path, custom=set(networks))
     vae = cls.from_config(config, **networks)

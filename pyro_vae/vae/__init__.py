@@ -1,7 +1,8 @@
-"""The built-in model: :class:`VAE` with its networks, registered priors and guide families, and its
+"""The built-in models: :class:`VAE` (and :class:`HierarchicalVAE`, two stochastic layers) with its networks, registered priors and guide families, and its
 data-driven start."""
 
 from .guides import GUIDES, GuideFamily, get_guide, register_guide
+from .hierarchy import HierarchicalVAE
 from .model import VAE
 from .networks import FlattenLeading, GatedDense, MLPDecoder, MLPEncoder
 from .priors import PRIORS, Prior, get_prior, register_prior
@@ -13,6 +14,7 @@ __all__ = [
     "get_prior",
     "GuideFamily",
     "GUIDES",
+    "HierarchicalVAE",
     "MLPDecoder",
     "MLPEncoder",
     "Prior",

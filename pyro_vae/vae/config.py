@@ -35,6 +35,8 @@ def describe(vae: Any) -> dict[str, Any]:
         "input_scale": self.input_scale,
         "custom_networks": self.custom_networks,
         "latent_mixture": _latent_mixture_config(self),
+        # A subclass's own constructor arguments (HierarchicalVAE's bottom_dim).
+        **{name: getattr(self, name) for name in getattr(type(self), "extra_options", ())},
     }
     json.dumps(cfg)  # fail early, not at save time, on a non-serialisable argument
     return cfg
@@ -86,6 +88,7 @@ def rebuild(cls: type, cfg: dict[str, Any], **networks: nn.Module) -> Any:
         input_scale=cfg.get("input_scale"),
         encoder=networks.get("encoder"),
         decoder=networks.get("decoder"),
+        **{name: cfg[name] for name in getattr(cls, "extra_options", ()) if name in cfg},
     )
     if cfg.get("latent_mixture"):
         # Placeholder of the right shape; the saved state fills it.
