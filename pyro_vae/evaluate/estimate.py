@@ -219,7 +219,9 @@ def describe_observed(program: Program, data: Data, sites: Sites) -> str:
     if program.name:
         return program.name
     with torch.no_grad(), torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
-        _, trace = program.traces(data.rows(slice(0, 1)), None, sites=sites)
+        _, trace = program.traces(
+            data.rows(slice(0, 1)), None, indices=torch.arange(1), num_data=len(data), sites=sites
+        )
     return ", ".join(f"{k}: {_distribution_name(trace.nodes[k]['fn'])}" for k in sites.observed)
 
 

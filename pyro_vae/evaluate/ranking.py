@@ -106,9 +106,10 @@ def compare(
     * ``slack``: the estimator's possible shortfall of ``elpd`` in nats
       (:attr:`~pyro_vae.evaluate.LogLikelihood.slack`): both estimators are lower bounds, exact
       only when their weights are of equal size;
-    * ``unresolved``: the difference to the best model is smaller than the two rows' slack
-      together, so the ranking may be an artefact of the estimators. Such rows are also reported
-      with a ``RuntimeWarning`` that says what to do, and listed in ``table.attrs["unresolved"]``.
+    * ``unresolved``: the row's own slack (and the Monte Carlo noise of both rows) could lift it
+      above the best model, so the ranking may be an artefact of its estimator; the best model's
+      slack cannot overturn it (both estimates are lower bounds). Such rows are also reported with
+      a ``RuntimeWarning`` that says what to do, and listed in ``table.attrs["unresolved"]``.
 
     ``table.attrs`` records ``num_points``, ``num_particles`` and, per model, the estimator and any
     global latents it was conditioned on.
@@ -161,10 +162,18 @@ def compare(
 
 
 def _flag_slack(table: pd.DataFrame) -> None:
-    """Mark rows whose difference to the best model is within the estimators' combined slack."""
+    """Mark rows that their own estimator's slack could lift above the best model.
+
+    Both estimates are lower bounds, so the best model's true ``elpd`` is at least its estimate
+    (up to Monte Carlo noise): its own shortfall can only widen the true gap. A ranking is
+    overturned only if the lower-ranked row's true value exceeds the best's, which needs its
+    shortfall to exceed the difference: ``elpd_diff < slack + 2 sqrt(mc_se_best^2 + mc_se^2)``
+    (docs/comparison.md).
+    """
     best = table.index[table["rank"] == 0][0]
     slack = table["slack"]
-    unresolved = (table["elpd_diff"] < slack + slack[best]) & (table.index != best)
+    noise = 2 * np.sqrt(table["mc_se"] ** 2 + table.loc[best, "mc_se"] ** 2)
+    unresolved = (table["elpd_diff"] < slack + noise) & (table.index != best)
     table["unresolved"] = unresolved.astype(bool)
     table.attrs["unresolved"] = list(table.index[unresolved])
 
@@ -175,9 +184,9 @@ def _flag_slack(table: pd.DataFrame) -> None:
     for name in table.attrs["unresolved"]:
         row = table.loc[name]
         warnings.warn(
-            f"{best} ranks above {name} by {row['elpd_diff']:.1f} nats (dse {row['dse']:.1f}), but {best}'s estimate "
-            f"may fall short of the truth by up to {describe_slack(slack[best])}, {share(best)}, and {name}'s by up to "
-            f"{describe_slack(row['slack'])}, {share(name)}: the ranking is not resolved. {SLACK_ADVICE}",
+            f"{best} ranks above {name} by {row['elpd_diff']:.1f} nats (dse {row['dse']:.1f}), but {name}'s estimate "
+            f"may fall short of the truth by up to {describe_slack(row['slack'])}, {share(name)}, enough to overturn "
+            f"it: the ranking is not resolved. {SLACK_ADVICE}",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -6,6 +6,7 @@ annealed importance sampling -- return one, and :func:`pyro_vae.compare` ranks t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ class LogLikelihood:
         acceptance: with AIS, each point's mean HMC acceptance probability, shape ``(N,)``.
         doubling_gain: what the second half of the draws added to each estimate, ``log p-hat(S) -
             log p-hat(S/2)``, shape ``(N,)``; with ``pareto_k`` it gives :attr:`slack_per_point`.
+        bdmc_gap: for AIS, the mean gap per point between BDMC's upper and lower bounds on data
+            simulated from the same model with the same schedule (:meth:`with_bdmc`), or ``None``.
     """
 
     log_px: torch.Tensor
@@ -61,6 +64,7 @@ class LogLikelihood:
     estimator: str = "importance sampling"
     acceptance: torch.Tensor | None = None
     doubling_gain: torch.Tensor | None = None
+    bdmc_gap: float | None = None
 
     @property
     def num_points(self) -> int:
@@ -103,24 +107,49 @@ class LogLikelihood:
         return -self.mean / (self.num_features * math.log(2))
 
     @property
+    def is_annealed(self) -> bool:
+        """Whether ``log_px`` came from annealed importance sampling (``method="ais"``)."""
+        return self.estimator.startswith("annealed")
+
+    @property
     def slack_per_point(self) -> torch.Tensor:
         """How far below ``log p(x_i)`` each estimate may still sit, in nats, shape ``(N,)``.
 
         Both estimators are stochastic lower bounds that rise towards ``log p(x_i)`` as draws are
-        added. Where the weights' tail has Pareto shape ``k``, the shortfall of a log-mean
-        estimate shrinks by a factor ``r = 2^(1 - 1/k)`` per doubling of the draws (``r = 1/2``
-        once the variance is finite, ``k <= 1/2``), so what is left after ``S`` draws is the last
-        doubling's gain times ``r / (1 - r)``. With ``k >= 1`` the estimate does not settle at any
-        number of draws and the slack is infinite. Without ``k`` (fewer than 10 draws, or
-        ``psis=False``) the Jensen gap ``log mean w - mean log w`` stands in.
+        added (the rule that turns these into a verdict is in ``docs/comparison.md``).
+
+        * Importance sampling from the guide: where the weights' tail has Pareto shape ``k``, the
+          shortfall of a log-mean estimate shrinks by a factor ``r = 2^(1 - 1/k)`` per doubling of
+          the draws (``r = 1/2`` once the variance is finite, ``k <= 1/2``), so what is left after
+          ``S`` draws is the last doubling's gain times ``r / (1 - r)``. With ``k >= 1`` the
+          estimate does not settle at any number of draws: its shortfall is bounded only by what
+          the point can reach, ``-log p-hat_i`` for a mass function (a probability is at most 1),
+          and is infinite for a density. Without ``k`` (fewer than 10 draws, or ``psis=False``)
+          the Jensen gap ``log mean w - mean log w`` stands in.
+        * AIS: its weights are unbiased for ``p(x_i)`` whatever the schedule, so the log of their
+          mean falls short by about half their relative variance, ``mc_se_i^2 / 2`` (the delta
+          method), and by the BDMC gap where one was measured (:meth:`with_bdmc`), which bounds
+          the schedule's own shortfall on data simulated from the model.
         """
+        if self.is_annealed:
+            stated = self.mc_se.double().pow(2) / 2
+            return stated + (self.bdmc_gap or 0.0)
         jensen = (self.log_px - self.elbo).clamp(min=0.0)
         if self.pareto_k is None or self.doubling_gain is None:
             return jensen
         k = self.pareto_k.double()
         rate = torch.where(k > 0.5, torch.exp2(1.0 - 1.0 / k.clamp(min=0.5)), torch.full_like(k, 0.5))
         slack = self.doubling_gain.clamp(min=0.0) * rate / (1.0 - rate)
-        return torch.where(k >= 1.0, torch.full_like(k, math.inf), slack)
+        unsettled = (-self.log_px.double()).clamp(min=0.0) if self.is_discrete else torch.full_like(k, math.inf)
+        return torch.where(k >= 1.0, unsettled, slack)
+
+    def with_bdmc(self, bounds: Any) -> LogLikelihood:
+        """This AIS result with the mean BDMC gap of ``bounds`` (:func:`pyro_vae.bdmc`, same model and
+        schedule) added to its stated slack."""
+        if not self.is_annealed:
+            raise ValueError("A BDMC gap states the slack of AIS; this result is importance sampling from the guide.")
+        gap = float((bounds.upper - bounds.lower).clamp(min=0.0).mean())
+        return dataclasses.replace(self, bdmc_gap=gap)
 
     @property
     def slack(self) -> float:
@@ -170,7 +199,7 @@ class LogLikelihood:
 
 def describe_slack(slack: float, unit: str = "nats") -> str:
     """How far an estimate may fall short of the truth, in words: ``"3.2 nats"``, or an unbounded
-    amount where a point's importance weights have Pareto k >= 1 (infinite variance of the weights)."""
+    amount where a density's importance weights have Pareto k >= 1 at some point."""
     if math.isinf(slack):
-        return "an unbounded amount (Pareto k >= 1 at some point)"
+        return "an unbounded amount (Pareto k >= 1 at some point of a density)"
     return f"{slack:.2f} {unit}"

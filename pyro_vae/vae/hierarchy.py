@@ -26,14 +26,14 @@ and ``site=`` chooses the layer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import pyro.distributions as dist
 import torch
 
 from .._util.checks import positive_int
-from .model import VAE, _kl_scale
+from .model import VAE, kl_scale
 from .networks import MLPDecoder, MLPEncoder, flatten_leading
 
 
@@ -53,7 +53,8 @@ class HierarchicalVAE(VAE):
         kwargs.pop("encoder", None), kwargs.pop("decoder", None)
         super().__init__(input_dim, latent_dim, **kwargs)
         self.bottom_dim = positive_int(bottom_dim, "bottom_dim")
-        hidden, activation = self._architecture["hidden_sizes"], self._architecture["activation"]
+        hidden = cast(list, self._architecture["hidden_sizes"])
+        activation = cast(str, self._architecture["activation"])
         self.bottom_encoder = MLPEncoder(self.input_dim + self.latent_dim, self.bottom_dim, hidden, activation)
         self.bottom_prior = MLPEncoder(self.latent_dim, self.bottom_dim, hidden, activation)
         output_dim = self.input_dim * self.likelihood.params_per_feature
@@ -77,7 +78,7 @@ class HierarchicalVAE(VAE):
         self._covariates(y, None)
         size = self._size_factors(x, size_factor)
         with self._data_plate(x, indices, num_data):
-            with _kl_scale(kl_weight):
+            with kl_scale(kl_weight):
                 top = pyro.sample("z2", self.prior())
                 loc, scale = flatten_leading(self.bottom_prior)(top)
                 bottom = pyro.sample("z1", dist.Normal(loc, scale).to_event(1))
@@ -102,7 +103,7 @@ class HierarchicalVAE(VAE):
         self._covariates(y, None)
         with self._data_plate(x, indices, num_data):
             loc, scale = self.encode(x)
-            with _kl_scale(kl_weight):
+            with kl_scale(kl_weight):
                 top = pyro.sample("z2", self.guide_family(loc, scale))
                 inputs = self._encoder_inputs(x).expand(*top.shape[:-1], -1)
                 loc, scale = flatten_leading(self.bottom_encoder)(torch.cat([inputs, top], dim=-1))

@@ -37,7 +37,7 @@ from .networks import MLPDecoder, MLPEncoder, flatten_leading
 from .priors import Prior, get_prior
 
 
-def _kl_scale(kl_weight: float | torch.Tensor):
+def kl_scale(kl_weight: float | torch.Tensor):
     # Scaling both log p(z) and log q(z|x) by beta scales the ELBO's KL term by beta. A tensor weight
     # (a compiled objective's input) always scales, so the compiled graph does not depend on its value.
     if torch.is_tensor(kl_weight):
@@ -188,7 +188,7 @@ class VAE(nn.Module):
         y = self._covariates(y, x.shape[0] if x is not None else num_data)
         size = self._size_factors(x, size_factor)
         with self._data_plate(x, indices, num_data):
-            with _kl_scale(kl_weight):
+            with kl_scale(kl_weight):
                 z = pyro.sample("z", self.prior())
             raw = self.decode(z, y)
             pyro.sample("x", self.observation(raw, size), obs=x)
@@ -216,7 +216,7 @@ class VAE(nn.Module):
         y = self._covariates(y, x.shape[0])
         with self._data_plate(x, indices, num_data):
             loc, scale = self.encode(x, y)
-            with _kl_scale(kl_weight):
+            with kl_scale(kl_weight):
                 pyro.sample("z", self.guide_family(loc, scale))
 
     def as_program(self) -> Program:
