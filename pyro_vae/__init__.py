@@ -22,6 +22,7 @@ from .io.export import to_inference_data  # noqa: E402
 from .io.parameters import load_parameters  # noqa: E402
 from .io.runs import load_run  # noqa: E402
 from .latent.aggregate import AggregatePosterior  # noqa: E402
+from .latent.imputation import Imputation, impute  # noqa: E402
 from .latent.mixture import LatentMixture  # noqa: E402
 from .latent.predictive import PredictiveSamples, posterior_predictive, prior_predictive, reconstruct  # noqa: E402
 from .latent.sampling import sample  # noqa: E402
@@ -35,8 +36,9 @@ from .likelihoods import (  # noqa: E402
 )
 from .program.protocol import Program, as_program  # noqa: E402
 from .train import objectives  # noqa: E402
-from .train.loop import fit, mean_elbo  # noqa: E402
+from .train.loop import fit  # noqa: E402
 from .train.state import History  # noqa: E402
+from .train.validation import mean_elbo  # noqa: E402
 from .vae.guides import GUIDES, GuideFamily, get_guide, register_guide  # noqa: E402
 from .vae.hierarchy import HierarchicalVAE  # noqa: E402
 from .vae.model import VAE  # noqa: E402
@@ -52,6 +54,7 @@ __all__ = [
     "GuideFamily",
     "HierarchicalVAE",
     "History",
+    "Imputation",
     "LIKELIHOODS",
     "LatentMixture",
     "Likelihood",
@@ -75,6 +78,7 @@ __all__ = [
     "get_guide",
     "get_likelihood",
     "get_prior",
+    "impute",
     "latent",
     "load",
     "load_parameters",

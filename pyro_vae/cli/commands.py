@@ -18,8 +18,9 @@ from ..latent.mixture import LatentMixture
 from ..latent.predictive import prior_predictive, reconstruct
 from ..latent.sampling import sample
 from ..train.distributed import Distributed, init_from_environment
-from ..train.loop import fit, mean_elbo
+from ..train.loop import fit
 from ..train.settings import TrainSettings
+from ..train.validation import mean_elbo
 from ..vae.model import VAE
 
 

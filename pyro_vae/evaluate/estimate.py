@@ -57,6 +57,7 @@ def log_likelihood(
     covariates: Mapping[str, Any] | None = None,
     plate: str | None = None,
     global_values: Any = None,
+    mask: Any = None,
     num_particles: int = 1000,
     max_memory_mb: float = 64.0,
     seed: int = 0,
@@ -83,6 +84,8 @@ def log_likelihood(
             exist only conditionally: ``"guide_median"`` or ``{site: value}``. Without it a
             program with global latents is refused. The result's ``conditioned_on`` says what
             was used.
+        mask: boolean, ``x``'s shape, True where a value was observed (``x`` may hold NaN
+            elsewhere): ``log p(x_obs,i)`` of the observed entries (:mod:`pyro_vae.program.missing`).
         num_particles: importance samples ``S`` per point (with ``method="ais"``, chains per point).
         max_memory_mb: rough bound on the memory of one chunk (points x particles), measured
             from the program itself; the default keeps chunks in cache, which is also fastest.
@@ -120,6 +123,7 @@ def log_likelihood(
         covariates=covariates,
         global_values=global_values,
         needs_guide=method == "importance" or ais_start == "guide",
+        mask=mask,
     )
     program, data, sites, conditioned = bound.program, bound.data, bound.sites, bound.globals_used
     if method == "ais":

@@ -8,7 +8,8 @@ Groups and their variables (``S`` draws, ``N`` points); one variable per site of
     log_likelihood         every observed site, log p(x_i | z) per draw: (chain, draw, obs)
     prior                  every latent site of the model, drawn from the model itself
     prior_predictive       every observed site, with latents from the prior
-    observed_data          every observed site: (obs, ...)
+    observed_data          every observed site: (obs, ...); NaN at missing entries (mask=)
+    constant_data          with mask=: <site>_mask, True where the value was observed
 
 The ``log_likelihood`` group holds ``log p(x_i | z_s)`` for posterior draws, the quantity ArviZ
 expects there, read from each observed site's ``fn`` -- the model's own value, whatever its
@@ -51,6 +52,7 @@ def to_inference_data(
     obs_coords: np.ndarray | list | None = None,
     max_values: int = 50_000_000,
     max_memory_mb: float = 512.0,
+    mask: Any = None,
 ):
     """Draws from the amortized posterior and the prior, with their predictive distributions.
 
@@ -66,6 +68,9 @@ def to_inference_data(
             ``chains * draws * N * D`` of them); raise it deliberately for large exports.
         max_memory_mb: rough bound on the memory of the traces behind one chunk of points (their
             decoder outputs included), measured on the program; the points are exported in chunks.
+        mask: True where ``x`` was observed (NaN allowed elsewhere): missing entries are NaN in
+            ``observed_data`` and left out of ``log_likelihood``, and ``constant_data`` holds the
+            mask as ``<site>_mask``.
 
     Returns: an :class:`arviz.InferenceData` with the groups listed in the module docstring; its
     attrs record the inference library (Pyro), pyro_vae's version, the observed sites'
@@ -73,7 +78,7 @@ def to_inference_data(
     """
     for value, name in ((num_samples, "num_samples"), (num_chains, "num_chains")):
         positive_int(value, name)
-    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True)
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
     n = len(data)
     draws = num_samples * num_chains
@@ -127,7 +132,10 @@ class TraceConverter:
             for dim, size in zip(self.dims[name], values.shape[1:]):
                 self.coords.setdefault(dim, np.arange(size))
         self.arrays = {
-            group: {k: self._shaped(v) if group != "observed" else v.detach().cpu().numpy() for k, v in values.items()}
+            group: {
+                k: self._shaped(v) if group not in ("observed", "mask") else v.detach().cpu().numpy()
+                for k, v in values.items()
+            }
             for group, values in drawn.items()
         }
 
@@ -138,6 +146,9 @@ class TraceConverter:
     def _dataset(self, group: str, *, per_point: bool = False, sampled: bool = True) -> Any:
         values = self.arrays[group]
         dims = {k: [self.obs_dim] if per_point else self.dims[k] for k in values}
+        if group == "mask":  # one variable per masked site, named <site>_mask, laid out like its data
+            values = {f"{k}_mask": v for k, v in values.items()}
+            dims = {f"{k}_mask": self.dims[k] for k in self.arrays[group]}
         return write_dataset(values, coords=self.coords, dims=dims, attrs=self.attrs, sampled=sampled)
 
     def posterior_to_xarray(self) -> Any:
@@ -158,17 +169,22 @@ class TraceConverter:
     def observed_data_to_xarray(self) -> Any:
         return self._dataset("observed", sampled=False)
 
+    def constant_data_to_xarray(self) -> Any:
+        """The masks of data with missing entries (True where observed), as ``<site>_mask``."""
+        return self._dataset("mask", sampled=False)
+
     def to_inference_data(self) -> Any:
-        return write_inference_data(
-            {
-                "posterior": self.posterior_to_xarray(),
-                "posterior_predictive": self.posterior_predictive_to_xarray(),
-                "log_likelihood": self.log_likelihood_to_xarray(),
-                "prior": self.prior_to_xarray(),
-                "prior_predictive": self.prior_predictive_to_xarray(),
-                "observed_data": self.observed_data_to_xarray(),
-            }
-        )
+        groups = {
+            "posterior": self.posterior_to_xarray(),
+            "posterior_predictive": self.posterior_predictive_to_xarray(),
+            "log_likelihood": self.log_likelihood_to_xarray(),
+            "prior": self.prior_to_xarray(),
+            "prior_predictive": self.prior_predictive_to_xarray(),
+            "observed_data": self.observed_data_to_xarray(),
+        }
+        if self.arrays.get("mask"):
+            groups["constant_data"] = self.constant_data_to_xarray()
+        return write_inference_data(groups)
 
 
 def _dims(sites: Sites, values: dict[str, torch.Tensor], obs_dim: str) -> dict[str, list[str]]:

@@ -8,6 +8,8 @@ per site: ``(draws, N, ...)`` for local and observed sites, ``(draws, ...)`` for
 
 from __future__ import annotations
 
+import math
+
 import pyro
 import torch
 
@@ -15,11 +17,12 @@ from .._util.checks import positive_number
 from .._util.isolation import isolated
 from .._util.memory import HeapGuard
 from ..program.chunks import bytes_per_draw
+from ..program.missing import mask_features
 from ..program.protocol import Data, Program
 from ..program.sites import Sites, per_point, site_values
 
-#: The groups :func:`draw` fills, in the order of the export.
-GROUPS = ("posterior", "predictive", "log_lik", "prior", "prior_pred", "observed")
+#: The groups :func:`draw` fills, in the order of the export (``mask`` only for data with missing entries).
+GROUPS = ("posterior", "predictive", "log_lik", "prior", "prior_pred", "observed", "mask")
 
 
 def draw(
@@ -54,13 +57,15 @@ def draw(
                 for name in sites.observed:
                     site = model_trace.nodes[name]
                     keep("predictive", name, site_values(site, sites, program.plate), True)
-                    keep("observed", name, _observed_rows(site, sites, program.plate), True)
-                    keep(
-                        "log_lik",
-                        name,
-                        per_point({**site, "value": _observed_value(site)}, sites, program.plate, draws, len(rows)),
-                        True,
-                    )
+                    observed = _observed_rows(site, sites, program.plate)
+                    scored = {**site, "value": _observed_value(site)}
+                    if chunk.mask is not None and _observed_value(site) is chunk.x:
+                        # Missing entries are not data: NaN in observed_data, left out of log p(x_i|z).
+                        observed = torch.where(chunk.mask, observed, torch.full_like(observed, math.nan))
+                        scored["fn"] = mask_features(site["fn"], chunk.mask)
+                        keep("mask", name, chunk.mask, True)
+                    keep("observed", name, observed, True)
+                    keep("log_lik", name, per_point(scored, sites, program.plate, draws, len(rows)), True)
         with isolated(seed + 1):  # latents from the prior, one per observation and draw
             for start in range(0, n, rows_per_chunk):
                 guard.check()
@@ -72,7 +77,10 @@ def draw(
                 for name in sites.observed:
                     keep("prior_pred", name, site_values(prior_trace.nodes[name], sites, program.plate), True)
     return {
-        g: {k: torch.cat(v, dim=0 if g == "observed" else 1) if k in local else v[0] for k, v in values.items()}
+        g: {
+            k: torch.cat(v, dim=0 if g in ("observed", "mask") else 1) if k in local else v[0]
+            for k, v in values.items()
+        }
         for g, values in parts.items()
     }
 

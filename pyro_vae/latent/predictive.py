@@ -111,14 +111,19 @@ def posterior_predictive(
     plate: str | None = None,
     seed: int = 0,
     max_values: int = MAX_VALUES,
+    mask: Any = None,
 ) -> PredictiveSamples:
     """Draw latents from the guide ``q(z|x_i)`` and new observations ``x' ~ p(x|z)`` for every point.
+
+    With ``mask`` (True where ``x`` was observed; NaN allowed elsewhere) the guide sees only the
+    observed entries, and ``x'`` is drawn for every entry: :func:`pyro_vae.impute` weighs the
+    draws by how well they explain the observed entries.
 
     Returns: :class:`PredictiveSamples` with ``z`` of shape ``(num_samples, N, L)`` and ``x``,
     ``mean`` of shape ``(num_samples, N, D)``; global latents have shape ``(num_samples, ...)``.
     """
     positive_int(num_samples, "num_samples")
-    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True)
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
     check_output_size(program, data, num_samples * len(data), max_values)
     step = max(1, _DRAWS_PER_CHUNK // num_samples)

@@ -8,7 +8,8 @@
 
 from .binding import Bound, bind
 from .chunks import chunk_plan
-from .protocol import GLOBAL_POLICIES, PARTICLES, Data, Program, as_program
+from .global_latents import GLOBAL_POLICIES
+from .protocol import PARTICLES, Data, Program, as_program
 from .sites import Sites
 from .weights import log_weights
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .global_latents import condition_on_globals
 from .protocol import Data, Program, as_program
 from .sites import Sites
 
@@ -57,6 +58,7 @@ def bind(
     particles: bool = True,
     draw_globals: bool = False,
     what: str = "x",
+    mask: Any = None,
 ) -> Bound:
     """Check a tool's arguments once, in the order above, and return them bound.
 
@@ -70,14 +72,16 @@ def bind(
         draw_globals: the tool draws global latents with every sample (exports, predictive draws),
             so they stay random and ``global_values`` is not used.
         what: the data's name in error messages.
+        mask: True where ``x`` was observed (:mod:`pyro_vae.program.missing`); ``x`` may hold NaN
+            elsewhere.
     """
     program = as_program(model, guide, plate=plate)
-    data = program.data(x, covariates, what=what)
+    data = program.data(x, covariates, what=what, mask=mask)
     if needs_guide:
         program.guide  # noqa: B018 -- refuses a program without a guide, naming what to pass
     globals_used: dict[str, str] = {}
     if not draw_globals:
-        program, globals_used = program.conditioned_on_globals(data, global_values)
+        program, globals_used = condition_on_globals(program, data, global_values)
     if particles:
         program.check_vectorised(data, program.sites(data))
     # A tool that neither fixes globals nor draws particles (decoding given codes) reads no trace here.

@@ -40,13 +40,10 @@ from pyro.poutine.enum_messenger import EnumMessenger
 
 from .._util.checks import as_tensor
 from ..data.rows import RowSource, as_row_source, checked_rows
+from .missing import MaskObserved, check_mask, fill_missing
 from .sites import Sites, discover, per_point
 
 PARTICLES = "particles"
-
-#: How the value of a global latent was chosen when a tool conditions on it.
-GLOBAL_POLICIES = ("guide_median",)
-_MEDIAN_DRAWS = 201
 
 
 @dataclass(frozen=True)
@@ -55,19 +52,23 @@ class Data:
 
     x: torch.Tensor
     covariates: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: True where ``x`` was observed (:mod:`pyro_vae.program.missing`); ``None``: all observed.
+    mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def rows(self, index) -> Data:
         """The rows ``index`` as tensors (read from disk when ``x`` is a :class:`~pyro_vae.rows.RowSource`)."""
-        return Data(self.x[index], {k: v[index] for k, v in self.covariates.items()})
+        mask = None if self.mask is None else self.mask[index]
+        return Data(self.x[index], {k: v[index] for k, v in self.covariates.items()}, mask)
 
     def subset(self, index) -> Data:
         """The rows ``index``, still on disk when ``x`` is a row source (a lazy view), else as :meth:`rows`."""
         if isinstance(self.x, RowSource):
             positions = self.x._positions(index)
-            return Data(self.x.subset(positions), {k: v[positions] for k, v in self.covariates.items()})
+            mask = None if self.mask is None else self.mask[positions]
+            return Data(self.x.subset(positions), {k: v[positions] for k, v in self.covariates.items()}, mask)
         return self.rows(index)
 
     def cycled(self, n: int) -> Data:
@@ -120,7 +121,7 @@ class Program:
         self._check, self._template = check, template
         self.name = name
         self._sites: Sites | None = None
-        # How the global latents were fixed, once conditioned_on_globals has fixed them (else None).
+        # How the global latents were fixed, once condition_on_globals has fixed them (else None).
         self._fixed_globals: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ construction
@@ -158,24 +159,43 @@ class Program:
 
     # ------------------------------------------------------------------ data
     def data(
-        self, x: Any, covariates: Mapping[str, Any] | None = None, what: str = "x", *, checked: bool = False
+        self,
+        x: Any,
+        covariates: Mapping[str, Any] | None = None,
+        what: str = "x",
+        *,
+        checked: bool = False,
+        mask: Any = None,
     ) -> Data:
         """Validate ``x`` and the data-aligned ``covariates`` and return them as :class:`Data`.
 
         ``checked=True`` says ``x`` was validated already (a tensor of the right kind), so only the
         covariates are checked: large data is not scanned twice. A row source (a numpy memory map,
         :func:`pyro_vae.rows.open_rows`) is checked chunk by chunk and stays on disk
-        (:mod:`pyro_vae.rows`).
+        (:mod:`pyro_vae.rows`). With ``mask`` (True where observed), ``x`` may hold NaN where it is
+        False; those entries are filled with observed values of their feature before the checks
+        (:mod:`pyro_vae.program.missing`).
         """
         source = as_row_source(x)
+        checked_mask = None
+        if mask is not None:
+            if source is not None:
+                raise ValueError("A mask of missing entries needs x in memory, not a row source on disk.")
+            raw = as_tensor(x, what)
+            checked_mask = check_mask(mask, raw, what)
+            x = fill_missing(raw, checked_mask, what)
         if source is not None:
             x = checked_rows(source, self._check or _plain_check, what)
         elif not checked:
             x = _plain_check(self._check(x, what) if self._check is not None else x, what)
+        if checked_mask is not None:
+            checked_mask = checked_mask.reshape(x.shape).to(x.device)  # as x was reshaped (images to rows)
         out = {}
         for key, value in (covariates or {}).items():
-            if key in ("indices", "num_data"):
-                raise ValueError(f"{key!r} is passed by the tools themselves; it cannot be a covariate.")
+            if key in ("indices", "num_data", "mask"):
+                raise ValueError(
+                    f"{key!r} is passed by the tools themselves; it cannot be a covariate (mask: pass mask=)."
+                )
             value = as_tensor(value, f"covariate {key!r}", keep_bool=True)  # a program's masks stay boolean
             if value.ndim < 1 or value.shape[0] != x.shape[0]:
                 raise ValueError(
@@ -185,7 +205,7 @@ class Program:
             if value.is_floating_point() and not bool(torch.isfinite(value).all()):
                 raise ValueError(f"covariate {key!r} contains non-finite values.")
             out[key] = value.to(x.device)
-        return Data(x, out)
+        return Data(x, out, checked_mask)
 
     def template(self, n: int, like: Data | None = None) -> Data:
         """``n`` rows to run the model on when generating: cycled from ``like`` or the program's template."""
@@ -227,13 +247,23 @@ class Program:
         if enumerate:
             first = (sites or self.sites(data)).enum_dim
             # The model allocates its enumeration dimensions after the guide's (Pyro's own pattern).
-            guide = _wrapped(EnumMessenger(first_available_dim=first)(guide), guide)
-            model = _wrapped(EnumMessenger()(model), model)
+            guide = wrapped_program(EnumMessenger(first_available_dim=first)(guide), guide)
+            model = wrapped_program(EnumMessenger()(model), model)
         guide_trace = poutine.trace(guide).get_trace(data.x, **self.arguments(guide, data, indices, num_data))
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+        masking = self.masking(data, uncondition)
+        model_trace = poutine.trace(poutine.replay(masking(model) if masking else model, trace=guide_trace)).get_trace(
             data.x, **self.arguments(self.model, data, indices, num_data)
         )
+        if masking:
+            masking.check_applied()
         return guide_trace, model_trace
+
+    def masking(self, data: Data, uncondition: bool = False) -> MaskObserved | None:
+        """The masking of missing entries the tools apply: none without a mask, for an unconditioned
+        model, or for a model that declares ``mask`` and masks its own likelihood."""
+        if data.mask is None or uncondition or _accepts(getattr(self.model, "__wrapped_program__", self.model), "mask"):
+            return None
+        return MaskObserved(data.x, data.mask)
 
     def generate(
         self,
@@ -264,6 +294,8 @@ class Program:
         # Signatures are read from the user's callables, not from the wrappers around them.
         kwargs = dict(data.covariates)
         target = getattr(fn, "__wrapped_program__", fn)
+        if data.mask is not None and _accepts(target, "mask"):
+            kwargs["mask"] = data.mask
         if indices is not None and _accepts(target, "indices"):
             kwargs["indices"] = indices
         if num_data is not None and _accepts(target, "num_data"):
@@ -303,76 +335,6 @@ class Program:
                 "in pyro_vae.networks.FlattenLeading(net)."
             ) from None
 
-    # ------------------------------------------------------------------ global latents
-    def conditioned_on_globals(self, data: Data, values: Any) -> tuple[Program, dict[str, str]]:
-        """The program with every global latent fixed, and a description of the values used.
-
-        ``values`` is ``None`` (refuse when there are global latents), ``"guide_median"`` or a
-        mapping from site name to value.
-        """
-        if self._fixed_globals is not None:  # fixed already (a program passed on by a tool)
-            if values is not None:
-                raise ValueError("The global latents of this program are fixed already; pass no global_values.")
-            return self, dict(self._fixed_globals)
-        sites = self.sites(data)
-        if not sites.globals:
-            if values not in (None, "guide_median") and values:
-                raise ValueError(f"global_values names {sorted(values)}, but this program has no global latent sites.")
-            return self, {}
-        if values is None:
-            raise ValueError(
-                f"The program has global latent site(s) {list(sites.globals)} outside the plate "
-                f"{self.plate!r}: a per-point log p(x_i) exists only given their values. Pass "
-                "global_values='guide_median' to condition on the guide's median, or "
-                "global_values={'" + sites.globals[0] + "': value} to condition on values of your own."
-            )
-        if isinstance(values, str):
-            if values not in GLOBAL_POLICIES:
-                raise ValueError(
-                    f"global_values must be one of {GLOBAL_POLICIES} or a mapping of site names to values."
-                )
-            chosen = self._guide_median(data, sites)
-            described = {name: f"guide median ({_MEDIAN_DRAWS} draws)" for name in chosen}
-        elif isinstance(values, Mapping):
-            missing = sorted(set(sites.globals) - set(values))
-            unknown = sorted(set(values) - set(sites.globals))
-            if missing or unknown:
-                raise ValueError(
-                    f"global_values must give exactly the global sites {list(sites.globals)}; "
-                    f"missing {missing}, unknown {unknown}."
-                )
-            chosen = {
-                k: torch.as_tensor(v, dtype=data.x.dtype if not torch.is_tensor(v) else None) for k, v in values.items()
-            }
-            described = {name: "given value" for name in chosen}
-        else:
-            raise TypeError("global_values must be None, 'guide_median' or a mapping of site names to values.")
-        program = self.replace(
-            model=_wrapped(poutine.condition(self.model, data=chosen), self.model),
-            guide=_wrapped(poutine.condition(self._guide, data=chosen), self._guide) if self._guide else None,
-        )
-        program._sites, program._fixed_globals = sites, dict(described)
-        return program, described
-
-    @torch.no_grad()
-    def _guide_median(self, data: Data, sites: Sites) -> dict[str, torch.Tensor]:
-        rows = data.rows(slice(0, 1))
-        draws: dict[str, list[torch.Tensor]] = {name: [] for name in sites.globals}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
-            self._draw_globals(rows, sites, draws)
-        return {name: torch.stack(values).median(dim=0).values for name, values in draws.items()}
-
-    def _draw_globals(self, rows: Data, sites: Sites, draws: dict) -> None:
-        for _ in range(_MEDIAN_DRAWS):
-            trace = poutine.trace(self.guide).get_trace(rows.x, **self.arguments(self.guide, rows, None, None))
-            for name in sites.globals:
-                if name not in trace.nodes:
-                    raise ValueError(
-                        f"The global latent {name!r} is not sampled by the guide; pass its value in global_values."
-                    )
-                draws[name].append(trace.nodes[name]["value"])
-
 
 def as_program(model: Any, guide: Callable | None = None, *, plate: str | None = None) -> Program:
     """A :class:`Program` from a VAE (or anything with ``as_program()``), a Program, or callables."""
@@ -395,10 +357,10 @@ def with_particles(fn: Callable, num: int, dim: int) -> Callable:
         with pyro.plate(PARTICLES, num, dim=dim):
             return fn(*args, **kwargs)
 
-    return _wrapped(vectorised, fn)
+    return wrapped_program(vectorised, fn)
 
 
-def _wrapped(wrapper: Callable, original: Callable) -> Callable:
+def wrapped_program(wrapper: Callable, original: Callable) -> Callable:
     setattr(wrapper, "__wrapped_program__", getattr(original, "__wrapped_program__", original))
     return wrapper
 

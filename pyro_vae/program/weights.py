@@ -82,15 +82,19 @@ def point_weights(
     indices=None,
     num_data=None,
     guide: Callable | None = None,
-) -> PointWeights:
-    """The :class:`PointWeights` of ``num_particles`` draws for every row of ``data``."""
+    with_trace: bool = False,
+):
+    """The :class:`PointWeights` of ``num_particles`` draws for every row of ``data`` (and, with
+    ``with_trace``, the model's trace they came from: ``(weights, model_trace)``)."""
     enumerate_ = bool(sites.enumerated)
     guide_trace, model_trace = program.traces(
         data, num_particles, indices=indices, num_data=num_data, guide=guide, sites=sites, enumerate=enumerate_
     )
     if not enumerate_:
-        return _sampled(program, sites, guide_trace, model_trace, num_particles, len(data), data.x)
-    return _enumerated(program, sites, guide_trace, model_trace, num_particles, len(data))
+        weights = _sampled(program, sites, guide_trace, model_trace, num_particles, len(data), data.x)
+    else:
+        weights = _enumerated(program, sites, guide_trace, model_trace, num_particles, len(data))
+    return (weights, model_trace) if with_trace else weights
 
 
 def _sampled(program, sites, guide_trace, model_trace, num_particles, batch, x) -> PointWeights:

@@ -16,12 +16,12 @@ divergence handling, is :func:`pyro_vae.train.loop.fit`.
 
 from .early_stopping import EarlyStopping
 from .epochs import epoch_order, epoch_values
-from .loop import ELBOS, fit, mean_elbo
+from .loop import ELBOS, fit
 from .objective import ObjectiveStep, make_objective
 from .objectives import ImportanceWeightedELBO
 from .progress import Progress
 from .state import History
-from .validation import Validation, mean_elbo_of
+from .validation import Validation, mean_elbo, mean_elbo_of
 from .warmup import KLWarmup
 
 __all__ = [

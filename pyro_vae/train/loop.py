@@ -53,7 +53,7 @@ from .progress import Progress
 from .settings import TrainSettings, settings_from
 from .state import History, RunState, resume_state
 from .trainee import ModuleTrainee, ProgramTrainee, Trainee
-from .validation import Validation, mean_elbo_of
+from .validation import Validation, mean_elbo  # noqa: F401 -- mean_elbo's old home
 from .warmup import KLWarmup
 
 #: Names of the objectives ``fit(elbo=...)`` accepts.
@@ -72,8 +72,10 @@ def fit(
     guide: Callable | None = None,
     plate: str | None = None,
     covariates: Mapping[str, Any] | None = None,
+    mask: Any = None,
     val: Any = None,
     val_covariates: Mapping[str, Any] | None = None,
+    val_mask: Any = None,
     settings: TrainSettings | None = None,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
@@ -98,6 +100,9 @@ def fit(
         plate: the name of a program's data plate (``"data"`` by default).
         covariates: data-aligned keyword arguments of the training data (``{"y": Y}`` for a
             conditional VAE), sliced with every minibatch.
+        mask, val_mask: True where ``train`` (``val``) was observed, same shape, NaN allowed
+            elsewhere: only observed entries are scored (:mod:`pyro_vae.program.missing`; a VAE
+            needs ``missing=True``).
         val: optional validation data, evaluated every epoch by its average ELBO per point; with
             ``elbo="iwae"`` or ``"iwae-dreg"``, by the same ``num_particles``-sample
             importance-weighted ELBO that training maximises (so early stopping follows it).
@@ -133,18 +138,19 @@ def fit(
     if isinstance(model, VAE) and (guide is not None or plate is not None):
         raise ValueError("A VAE brings its own guide and data plate; pass guide= and plate= only with a program.")
     program = as_program(model, guide, plate=plate)
-    x, dynamic, train_covariates = _training_data(program, train, covariates)
+    x, dynamic, train_covariates = _training_data(program, train, covariates, mask)
     x_val = val_data = None
     if val is not None:
-        val_data = program.data(val.x if isinstance(val, Split) else val, val_covariates, what="val")
+        val_data = program.data(val.x if isinstance(val, Split) else val, val_covariates, what="val", mask=val_mask)
         x_val = val_data.x
-    elif val_covariates is not None:
-        raise ValueError("val_covariates were given without val data.")
+    elif val_covariates is not None or val_mask is not None:
+        raise ValueError("val_covariates or val_mask were given without val data.")
     trainee: Trainee
     if isinstance(model, VAE):
         trainee = ModuleTrainee(model, settings.init_from_data)
     else:
-        sample = program.data(_first_rows(x, dynamic, seed=settings.seed), _first_rows_of(train_covariates))
+        first = _first_rows_of(train_covariates)
+        sample = program.data(_first_rows(x, dynamic, seed=settings.seed), first, mask=first.pop("mask", None))
         # Training draws the global latents with the rest; validation and K > 1 run particles at once.
         vectorised = val is not None or settings.num_particles > 1
         sites = bind(program, sample.x, covariates=sample.covariates, draw_globals=True, particles=vectorised).sites
@@ -372,39 +378,23 @@ def _fit(
     return history
 
 
-@torch.no_grad()
-def mean_elbo(
-    model: Any,
-    x: Any,
-    *,
-    guide: Any = None,
-    covariates: Mapping[str, Any] | None = None,
-    plate: str | None = None,
-    global_values: Any = None,
-    seed: int = 0,
-    batch_size: int = 1024,
-) -> float:
-    """Average over points of a one-draw ELBO estimate, ``(1/N) sum_i [log p(x_i, z_i) - log q(z_i|x_i)]``.
-
-    Works on any program (:mod:`pyro_vae.program`); every chunk passes its rows' positions to a
-    model that declares ``indices``. Uses a private generator seeded by ``seed``, so repeated
-    calls on the same model agree.
-    """
-    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
-    return mean_elbo_of(bound.program, bound.data, bound.sites, seed=seed, batch_size=batch_size)
-
-
 # ---------------------------------------------------------------------- helpers
-def _training_data(program, train: Any, covariates) -> tuple[torch.Tensor | RowSource, bool, dict]:
-    """The checked training values, whether they are binarised afresh every epoch, and the covariates."""
+def _training_data(program, train: Any, covariates, mask=None) -> tuple[torch.Tensor | RowSource, bool, dict]:
+    """The checked training values, whether they are binarised afresh every epoch, and the covariates
+    (with the mask of missing entries under ``"mask"``, sliced with them)."""
     if isinstance(train, Split) and train.dynamic_binarization:
+        if mask is not None:
+            raise ValueError(
+                "Pass data with missing entries as a tensor with mask=, not a dynamically binarised split."
+            )
         if not bool(((train.x >= 0) & (train.x <= 1)).all()):
             raise ValueError("Dynamic binarisation needs training values in [0, 1] (Bernoulli probabilities).")
         # Any draw is binary; checking one draw checks shape, finiteness and support.
         program.data(binarize(train.x, 0), what="train (binarised)")
         return train.x, True, program.data(train.x, covariates, checked=True).covariates
-    data = program.data(train.x if isinstance(train, Split) else train, covariates, what="train")
-    return data.x, False, data.covariates
+    data = program.data(train.x if isinstance(train, Split) else train, covariates, what="train", mask=mask)
+    extra = {} if data.mask is None else {"mask": data.mask}
+    return data.x, False, {**data.covariates, **extra}
 
 
 def _diverged(

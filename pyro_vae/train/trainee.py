@@ -230,10 +230,18 @@ def _declared_size(name: str) -> int | None:
 def _training_callable(program: Program, fn: Callable, num_data: int) -> Callable:
     """``fn`` called by the loop as ``fn(x, indices=..., num_data=..., kl_weight=..., **covariates)``."""
 
-    def call(x, *, indices=None, num_data: int = num_data, kl_weight=1.0, **covariates):
-        arguments = program.arguments(fn, Data(x, covariates), indices, num_data)
+    def call(x, *, indices=None, num_data: int = num_data, kl_weight=1.0, mask=None, **covariates):
+        data = Data(x, covariates, mask)
+        arguments = program.arguments(fn, data, indices, num_data)
+        # The model's missing entries are left out of its likelihood (unless it masks them itself).
+        masking = program.masking(data) if fn is program.model else None
         with _TrainingScale(program.plate, num_data, kl_weight):
-            return fn(x, **arguments)
+            if masking is None:
+                return fn(x, **arguments)
+            with masking:
+                out = fn(x, **arguments)
+            masking.check_applied()
+            return out
 
     setattr(call, "__wrapped_program__", getattr(fn, "__wrapped_program__", fn))
     return call

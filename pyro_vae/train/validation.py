@@ -3,11 +3,15 @@ the importance-weighted ELBO when that is what training maximises."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pyro
 import torch
 
 from .._util.isolation import isolated
 from .._util.maths import log_mean_exp
+from ..program.binding import bind
 from ..program.protocol import Data, Program
 from ..program.sites import Sites
 from ..program.weights import point_weights
@@ -92,3 +96,26 @@ class Validation:
         mean = self._mean() if len(self.data) else 0.0
         total, count = self.group.sum(mean * len(self.data), float(len(self.data)))
         return total / count
+
+
+@torch.no_grad()
+def mean_elbo(
+    model: Any,
+    x: Any,
+    *,
+    guide: Any = None,
+    covariates: Mapping[str, Any] | None = None,
+    plate: str | None = None,
+    global_values: Any = None,
+    seed: int = 0,
+    batch_size: int = 1024,
+    mask: Any = None,
+) -> float:
+    """Average over points of a one-draw ELBO estimate, ``(1/N) sum_i [log p(x_i, z_i) - log q(z_i|x_i)]``.
+
+    Works on any program (:mod:`pyro_vae.program`); every chunk passes its rows' positions to a
+    model that declares ``indices``. Uses a private generator seeded by ``seed``, so repeated
+    calls on the same model agree.
+    """
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
+    return mean_elbo_of(bound.program, bound.data, bound.sites, seed=seed, batch_size=batch_size)

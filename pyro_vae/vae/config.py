@@ -33,6 +33,7 @@ def describe(vae: Any) -> dict[str, Any]:
         "standardize": self.standardize,
         "image_shape": list(self.image_shape) if self.image_shape else None,
         "input_scale": self.input_scale,
+        "missing": self.missing,
         "custom_networks": self.custom_networks,
         "latent_mixture": _latent_mixture_config(self),
         # A subclass's own constructor arguments (HierarchicalVAE's bottom_dim).
@@ -86,6 +87,7 @@ def rebuild(cls: type, cfg: dict[str, Any], **networks: nn.Module) -> Any:
         standardize=cfg["standardize"],
         image_shape=cfg["image_shape"],
         input_scale=cfg.get("input_scale"),
+        missing=cfg.get("missing", False),
         encoder=networks.get("encoder"),
         decoder=networks.get("decoder"),
         **{name: cfg[name] for name in getattr(cls, "extra_options", ()) if name in cfg},

@@ -47,7 +47,7 @@ class HierarchicalVAE(VAE):
     extra_options = ("bottom_dim",)
 
     def __init__(self, input_dim: int, latent_dim: int = 40, *, bottom_dim: int = 40, **kwargs: Any):
-        for name in ("covariate_dim", "encoder", "decoder"):
+        for name in ("covariate_dim", "encoder", "decoder", "missing"):
             if kwargs.get(name):
                 raise ValueError(f"HierarchicalVAE does not take {name}=; use a VAE, or write the program by hand.")
         kwargs.pop("encoder", None), kwargs.pop("decoder", None)
@@ -69,8 +69,10 @@ class HierarchicalVAE(VAE):
         indices: torch.Tensor | None = None,
         num_data: int | None = None,
         kl_weight: float = 1.0,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``z2 ~ p(z2)``, ``z1 ~ p(z1|z2)``, ``x ~ p(x|z1, z2)``; arguments as in :meth:`VAE.model`."""
+        _no_mask(mask)
         pyro.module("decoder", self.decoder)
         pyro.module("bottom_prior", self.bottom_prior)
         pyro.module("likelihood", self.likelihood)
@@ -95,8 +97,10 @@ class HierarchicalVAE(VAE):
         indices: torch.Tensor | None = None,
         num_data: int | None = None,
         kl_weight: float = 1.0,
+        mask: torch.Tensor | None = None,
     ) -> None:
         """``z2 ~ q(z2|x)`` of the guide family, then ``z1 ~ q(z1|x, z2)``."""
+        _no_mask(mask)
         pyro.module("encoder", self.encoder)
         pyro.module("bottom_encoder", self.bottom_encoder)
         pyro.module("guide_family", self.guide_family)
@@ -113,3 +117,8 @@ class HierarchicalVAE(VAE):
         if self.standardize:
             return (x - self.data_loc) / self.data_scale
         return x if self.input_scale == 1.0 else x / self.input_scale
+
+
+def _no_mask(mask) -> None:
+    if mask is not None:
+        raise ValueError("HierarchicalVAE does not model missing entries; use VAE(..., missing=True) for mask=.")

@@ -57,6 +57,7 @@ def is_linear_gaussian(vae) -> bool:
         and vae.likelihood.num_levels is None
         and vae.likelihood.scale.spec != "decoder"
         and vae.prior.name == "normal"
+        and not vae.missing  # its encoder also reads the mask: no closed-form start
     )
 
 

@@ -30,6 +30,7 @@ from .._util.checks import as_tensor, nonnegative_int, positive_int, positive_nu
 from ..latent.mixture import LatentMixture
 from ..likelihoods import Likelihood, get_likelihood
 from ..likelihoods.distributions import Standardized
+from ..program.missing import mask_features
 from ..program.protocol import Data, Program
 from .config import describe, rebuild
 from .guides import GuideFamily, get_guide
@@ -76,6 +77,10 @@ class VAE(nn.Module):
         input_scale: the encoder sees ``x / input_scale``. Defaults to the likelihood's largest
             possible value (``total_count`` of a binomial, ``L - 1`` for ``L`` levels) when it has
             one, else 1: an MLP trains badly on raw 8-bit values. Set it for unbounded counts.
+        missing: model data with missing entries: every tool and :func:`pyro_vae.fit` take
+            ``mask=`` (True where observed), the likelihood scores the observed entries only, and
+            the encoder sees ``(x * mask, mask)``, so it knows which entries are missing (MIWAE,
+            Mattei & Frellsen 2019). Without a mask every entry counts as observed.
     """
 
     def __init__(
@@ -97,8 +102,12 @@ class VAE(nn.Module):
         decoder: nn.Module | None = None,
         image_shape: Sequence[int] | None = None,
         input_scale: float | None = None,
+        missing: bool = False,
     ):
         super().__init__()
+        if missing is not False and missing is not True:
+            raise ValueError(f"missing must be True or False, got {missing!r}.")
+        self.missing = missing
         input_dim, latent_dim = positive_int(input_dim, "input_dim"), positive_int(latent_dim, "latent_dim")
         hidden_sizes = [positive_int(h, "each of hidden_sizes") for h in hidden_sizes]
         if image_shape is not None:
@@ -142,7 +151,7 @@ class VAE(nn.Module):
         self.encoder = (
             encoder
             if encoder is not None
-            else MLPEncoder(self.input_dim + k, self.latent_dim, hidden_sizes, activation)
+            else MLPEncoder(self.input_dim * (2 if missing else 1) + k, self.latent_dim, hidden_sizes, activation)
         )
         self.decoder = (
             decoder if decoder is not None else MLPDecoder(self.latent_dim + k, output_dim, hidden_sizes, activation)
@@ -167,6 +176,7 @@ class VAE(nn.Module):
         indices: torch.Tensor | None = None,
         num_data: int | None = None,
         kl_weight: float = 1.0,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Generative model ``z ~ p(z)``, ``x ~ p(x|z)`` (``p(x|z, y)`` for a conditional VAE).
 
@@ -179,6 +189,8 @@ class VAE(nn.Module):
                 defaults to ``0..B-1``.
             num_data: size ``N`` of the full data set; log-densities are scaled by ``N / B``.
             kl_weight: multiplies ``log p(z)`` (and the guide's ``log q(z|x)``), for KL warm-up.
+            mask: with ``missing=True``, True where ``x`` was observed, shape ``(B, D)``: only those
+                entries are scored.
 
         Returns: the raw decoder output of shape ``(..., B, D * params_per_feature)``.
         """
@@ -191,7 +203,8 @@ class VAE(nn.Module):
             with kl_scale(kl_weight):
                 z = pyro.sample("z", self.prior())
             raw = self.decode(z, y)
-            pyro.sample("x", self.observation(raw, size), obs=x)
+            fn = self.observation(raw, size)
+            pyro.sample("x", fn if self._mask(mask) is None else mask_features(fn, mask), obs=x)
         return raw
 
     def observation(self, raw: torch.Tensor, size: torch.Tensor | None = None) -> pyro.distributions.TorchDistribution:
@@ -208,6 +221,7 @@ class VAE(nn.Module):
         indices: torch.Tensor | None = None,
         num_data: int | None = None,
         kl_weight: float = 1.0,
+        mask: torch.Tensor | None = None,
     ) -> None:
         """Amortized posterior ``q(z|x)`` of the chosen family (``q(z|x, y)`` when conditional);
         arguments as in :meth:`model`."""
@@ -215,7 +229,7 @@ class VAE(nn.Module):
         pyro.module("guide_family", self.guide_family)
         y = self._covariates(y, x.shape[0])
         with self._data_plate(x, indices, num_data):
-            loc, scale = self.encode(x, y)
+            loc, scale = self.encode(x, y, mask=self._mask(mask))
             with kl_scale(kl_weight):
                 pyro.sample("z", self.guide_family(loc, scale))
 
@@ -281,6 +295,14 @@ class VAE(nn.Module):
         assert covariates is not None, "only a conditional VAE has covariates"
         return covariates
 
+    def _mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        if mask is not None and not self.missing:
+            raise ValueError(
+                "This VAE was built without missing=True, so its encoder cannot tell missing entries from "
+                "observed ones: build it with VAE(..., missing=True) to train and evaluate with mask=."
+            )
+        return mask
+
     def _data_plate(self, x, indices, num_data):
         if x is None:
             if num_data is None:
@@ -294,13 +316,18 @@ class VAE(nn.Module):
         return pyro.plate("data", num_data if num_data is not None else batch, subsample=indices)
 
     # ------------------------------------------------------------------ deterministic maps
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of the encoder's Gaussian, each of shape ``(..., B, L)``; the encoder sees
-        ``x / input_scale`` (and ``y``)."""
+        ``x / input_scale`` (and ``y``), and with ``missing=True`` ``(x * mask, mask)``."""
         if self.standardize:
             inputs = (x - self.data_loc) / self.data_scale
         else:
             inputs = x if self.input_scale == 1.0 else x / self.input_scale
+        if self.missing:
+            observed = torch.ones_like(inputs) if mask is None else mask.to(inputs.dtype)
+            inputs = torch.cat([inputs * observed, observed], dim=-1)
         if self.covariate_dim:
             inputs = torch.cat([inputs, self._given_covariates(y).expand(*inputs.shape[:-1], -1)], dim=-1)
         return flatten_leading(self.encoder)(inputs)
