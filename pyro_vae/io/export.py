@@ -80,6 +80,7 @@ def to_inference_data(
         positive_int(value, name)
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
+    sites.refuse_model_enumeration("to_inference_data")
     n = len(data)
     draws = num_samples * num_chains
     per_point_values = sum(int(math.prod(sites.event_shapes[k])) for k in sites.observed)

@@ -12,6 +12,7 @@ import math
 
 import pyro
 import torch
+from pyro.distributions.torch_distribution import MaskedDistribution
 
 from .._util.checks import positive_number
 from .._util.isolation import isolated
@@ -64,6 +65,10 @@ def draw(
                         observed = torch.where(chunk.mask, observed, torch.full_like(observed, math.nan))
                         scored["fn"] = mask_features(site["fn"], chunk.mask)
                         keep("mask", name, chunk.mask, True)
+                    elif (own := _own_mask(site, observed)) is not None:
+                        # A site the program masks itself (obs_mask=, fn.mask): its masked rows are no data.
+                        observed = torch.where(own, observed.double(), torch.full(observed.shape, math.nan))
+                        keep("mask", name, own, True)
                     keep("observed", name, observed, True)
                     keep("log_lik", name, per_point(scored, sites, program.plate, draws, len(rows)), True)
         with isolated(seed + 1):  # latents from the prior, one per observation and draw
@@ -83,6 +88,21 @@ def draw(
         }
         for g, values in parts.items()
     }
+
+
+def _own_mask(site: dict, observed: torch.Tensor) -> torch.Tensor | None:
+    """The mask a program put on an observed site itself (``obs_mask=``, ``fn.mask(m)``), laid out like
+    ``observed`` (``(B, ...)``), or ``None`` where every row is data."""
+    fn, mask = site["fn"], site.get("mask")
+    while isinstance(fn, torch.distributions.Independent):
+        fn = fn.base_dist
+    if isinstance(fn, MaskedDistribution):
+        mask = fn._mask if mask is None else mask & fn._mask
+    if mask is None or not isinstance(mask, torch.Tensor) or bool(mask.all()):
+        return None
+    batch = observed.shape[: observed.ndim - len(site["fn"].event_shape)]
+    mask = mask.reshape(mask.shape[mask.ndim - len(batch) :]) if mask.ndim > len(batch) else mask
+    return mask.expand(batch).reshape(*batch, *([1] * len(site["fn"].event_shape))).expand(observed.shape)
 
 
 def _observed_value(site: dict) -> torch.Tensor:

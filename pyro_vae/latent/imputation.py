@@ -90,6 +90,10 @@ def impute(
         raise ValueError("impute needs mask=, True where x was observed.")
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
+    if sites.enumerated:
+        raise ValueError(
+            f"impute does not sum out enumerated sites ({list(sites.enumerated)}); impute with a program that samples them."
+        )
     if len(sites.observed) != 1:
         raise ValueError(f"impute fills the one observed site of a program; this one has {list(sites.observed)}.")
     name = sites.observed[0]

@@ -125,6 +125,7 @@ def posterior_predictive(
     positive_int(num_samples, "num_samples")
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
+    sites.refuse_model_enumeration("posterior_predictive")
     check_output_size(program, data, num_samples * len(data), max_values)
     step = max(1, _DRAWS_PER_CHUNK // num_samples)
     with isolated(seed), pyro.validation_enabled(False):

@@ -88,6 +88,17 @@ class Sites:
             )
         return continuous[0]
 
+    def refuse_model_enumeration(self, tool: str) -> None:
+        """Refuse a tool that draws from the posterior when the model sums out sites the guide does
+        not sample: their posterior ``p(y | z, x)`` is not drawn (the model would draw ``p(y)``)."""
+        summed = [name for name in self.enumerated if name not in self.local]
+        if summed:
+            raise ValueError(
+                f"The model sums out {summed} (marked for enumeration, not sampled by the guide); {tool} draws "
+                "from the posterior, which for those sites is p(site | z, x), not computed here. Sample them in the "
+                "guide instead (config_enumerate on the guide still sums them in training and log_likelihood)."
+            )
+
     def prior_is_marginal(self, site: str) -> bool:
         """Whether the model's ``fn`` at ``site`` is its marginal ``p(z_k)`` (no latent parents)."""
         return not self.model_parents.get(site, ())

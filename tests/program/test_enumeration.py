@@ -102,3 +102,31 @@ def test_tools_that_need_continuous_codes_refuse_the_discrete_site():
 def test_the_ais_refusal_names_the_way_out():
     with pytest.raises(ValueError, match="method='importance'"):
         pyro_vae.log_likelihood(PROGRAM.model, X[:4], method="ais", num_particles=4, ais_steps=5, psis=False, **KW)
+
+
+def test_semi_supervised_data_exports_with_unlabelled_rows_as_missing():
+    covariates = {"label": Y[:40], "known": KNOWN[:40]}
+    idata = pyro_vae.to_inference_data(PROGRAM.model, X[:40], num_samples=4, covariates=covariates, **KW)
+    labels = torch.as_tensor(idata.observed_data["label_observed"].values)
+    assert bool(torch.isnan(labels[~KNOWN[:40]]).all()) and torch.equal(labels[KNOWN[:40]].long(), Y[:40][KNOWN[:40]])
+    assert "label" not in idata.observed_data  # obs_mask's joined value is not data
+    assert torch.equal(torch.as_tensor(idata.constant_data["label_observed_mask"].values), KNOWN[:40])
+
+
+def test_drawing_from_the_posterior_refuses_a_site_only_the_model_sums():
+    def model(x):
+        with pyro.plate("items", x.shape[0]):
+            y = pyro.sample("label", dist.Categorical(PROGRAM.pi), infer={"enumerate": "parallel"})
+            code = pyro.sample("code", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+            pyro.sample("obs", dist.Normal(code @ PROGRAM.W.T + PROGRAM.mu[y], SIGMA).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("items", x.shape[0]):
+            pyro.sample("code", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+
+    for tool in (
+        lambda: pyro_vae.posterior_predictive(model, X[:5], 3, guide=guide, plate="items"),
+        lambda: pyro_vae.to_inference_data(model, X[:5], guide=guide, plate="items", num_samples=3),
+    ):
+        with pytest.raises(ValueError, match=r"sums out \['label'\]"):
+            tool()
