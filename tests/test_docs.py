@@ -17,3 +17,12 @@ def test_the_worked_example_of_docs_programs_runs(capsys):
     assert namespace["ll"].num_points == len(namespace["test_x"])
     assert "true labels" in capsys.readouterr().out
     matplotlib.use("Agg")
+
+
+def test_the_semi_supervised_example_of_docs_programs_runs(capsys):
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
+    (example,) = [block for block in blocks if "obs_mask=known" in block]
+    namespace = {"EPOCHS": 2}
+    exec(compile(example, str(DOC), "exec"), namespace)
+    assert namespace["ll"].num_points == len(namespace["data"].test.x)
+    assert "accuracy of q(y|x)" in capsys.readouterr().out
