@@ -387,12 +387,12 @@ def _gaussian_parts(fn, site: str, batch: int, draws: int = 1):
             "diagonal Gaussian, possibly pushed through transforms shared by every point."
         )
     loc, scale = torch.broadcast_tensors(fn.loc, fn.scale)
-    if draws > 1:  # (M, ..., B, L) with size-1 plates between: the M components of each point together
-        if loc.numel() != draws * batch * loc.shape[-1]:
-            raise ValueError(f"q({site}|x) has parameters of shape {tuple(loc.shape)}; expected (M, B, L).")
-        loc, scale = (t.reshape(draws, batch, -1).transpose(0, 1).reshape(draws * batch, -1) for t in (loc, scale))
-    elif loc.ndim != 2 or loc.shape[0] != batch:
-        raise ValueError(f"q({site}|x) has parameters of shape {tuple(loc.shape)}; expected (B, L) with B={batch}.")
+    # (M, ..., B, L) with size-1 plates between (M = 1 without draws of parents): the M components of
+    # each point end up together.
+    if loc.numel() != draws * batch * loc.shape[-1] or (draws > 1 and loc.shape[0] != draws):
+        expected = "(M, B, L)" if draws > 1 else "(B, L)"
+        raise ValueError(f"q({site}|x) has parameters of shape {tuple(loc.shape)}; expected {expected} with B={batch}.")
+    loc, scale = (t.reshape(draws, batch, -1).transpose(0, 1).reshape(draws * batch, -1) for t in (loc, scale))
     return loc, scale, transforms
 
 

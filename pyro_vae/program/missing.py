@@ -60,8 +60,11 @@ def fill_missing(x: torch.Tensor, mask: torch.Tensor, what: str = "x") -> torch.
 
 
 def mask_features(fn: dist.TorchDistribution, mask: torch.Tensor) -> dist.TorchDistribution:
-    """``fn`` (``Independent`` over features) scoring only the entries where ``mask`` is True."""
+    """``fn`` (``Independent`` over features, or with the features in a plate) scoring only the
+    entries where ``mask`` is True."""
     if not isinstance(fn, torch.distributions.Independent):
+        if tuple(fn.batch_shape[len(fn.batch_shape) - mask.ndim :]) == tuple(mask.shape):
+            return fn.mask(mask)  # features in a plate of their own: the batch is elementwise already
         raise ValueError(
             f"Masking missing entries needs a likelihood that factorises over features (an Independent "
             f"distribution, .to_event(1)); the observed site has a {type(fn).__name__}."

@@ -150,7 +150,10 @@ def fit(
         trainee = ModuleTrainee(model, settings.init_from_data)
     else:
         first = _first_rows_of(train_covariates)
-        sample = program.data(_first_rows(x, dynamic, seed=settings.seed), first, mask=first.pop("mask", None))
+        mask = first.pop("mask", None)  # checked and filled with the training data already
+        sample = dataclasses.replace(
+            program.data(_first_rows(x, dynamic, seed=settings.seed), first, checked=True), mask=mask
+        )
         # Training draws the global latents with the rest; validation and K > 1 run particles at once.
         vectorised = val is not None or settings.num_particles > 1
         sites = bind(program, sample.x, covariates=sample.covariates, draw_globals=True, particles=vectorised).sites
