@@ -36,7 +36,7 @@ from pyro.poutine.runtime import NonlocalExit
 
 from ..program.dependencies import ancestors
 from ..program.protocol import Data, Program, with_particles
-from ..program.sites import Sites, per_point
+from ..program.sites import Sites, per_point, site_values
 
 #: Elements of the ``(chunk, M, ...)`` log-density array one chunk may hold.
 _CHUNK_ELEMENTS = 2**22
@@ -221,8 +221,6 @@ class AncestralPrior(dist.TorchDistribution):
 
     @torch.no_grad()
     def sample(self, sample_shape=torch.Size()):
-        from ..program.sites import site_values
-
         shape = torch.Size(sample_shape)
         count = max(1, int(math.prod(shape)))
         with pyro.validation_enabled(False):

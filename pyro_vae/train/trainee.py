@@ -45,8 +45,6 @@ class Trainee:
 
     #: What the private parameter store of the run starts with (:func:`~pyro_vae._util.isolation.isolated`).
     store_start = "caller"
-    #: How errors name what is trained.
-    description = "the program"
     #: Plate dimensions the program nests (the objective's ``max_plate_nesting``).
     max_plate_nesting = 1
 
@@ -92,7 +90,6 @@ class ModuleTrainee(Trainee):
     """A :class:`~pyro_vae.VAE`: one ``nn.Module`` owning every parameter."""
 
     store_start = "empty"
-    description = "the VAE"
 
     def __init__(self, vae: VAE, init_from_data: bool):
         self.module = vae
@@ -185,9 +182,6 @@ class ProgramTrainee(Trainee):
         check_fits(payload["state_dict"], self.state_dict(), path)
         self.load_state_dict(payload["state_dict"])
         return payload["training"]
-
-    def check_state(self, state: dict, path) -> None:
-        check_fits(state, self.state_dict(), path)
 
     def train(self):
         for module in self.modules:

@@ -66,14 +66,18 @@ def test_semi_supervised_rows_keep_their_boolean_mask_and_are_exact(uniform_labe
     assert torch.allclose(small.log_px, result.log_px, atol=1e-5)
 
 
+def summing_model(x):
+    """The mixture with the class marked for enumeration in the model, which its guides do not sample."""
+    with pyro.plate("items", x.shape[0]):
+        y = pyro.sample("label", dist.Categorical(PROGRAM.pi), infer={"enumerate": "parallel"})
+        code = pyro.sample("code", dist.Normal(torch.zeros(3), 1.0).to_event(1))
+        pyro.sample("obs", dist.Normal(code @ PROGRAM.W.T + PROGRAM.mu[y], SIGMA).to_event(1), obs=x)
+
+
 def test_a_site_the_model_enumerates_and_the_guide_omits_is_summed_too():
     """The guide gives only q(code|obs), a single Gaussian: log p-hat converges to the exact value."""
 
-    def model(x):
-        with pyro.plate("items", x.shape[0]):
-            y = pyro.sample("label", dist.Categorical(PROGRAM.pi), infer={"enumerate": "parallel"})
-            code = pyro.sample("code", dist.Normal(torch.zeros(3), 1.0).to_event(1))
-            pyro.sample("obs", dist.Normal(code @ PROGRAM.W.T + PROGRAM.mu[y], SIGMA).to_event(1), obs=x)
+    model = summing_model
 
     def guide(x):
         probs = PROGRAM.posterior_label(x)
@@ -114,11 +118,7 @@ def test_semi_supervised_data_exports_with_unlabelled_rows_as_missing():
 
 
 def test_drawing_from_the_posterior_refuses_a_site_only_the_model_sums():
-    def model(x):
-        with pyro.plate("items", x.shape[0]):
-            y = pyro.sample("label", dist.Categorical(PROGRAM.pi), infer={"enumerate": "parallel"})
-            code = pyro.sample("code", dist.Normal(torch.zeros(3), 1.0).to_event(1))
-            pyro.sample("obs", dist.Normal(code @ PROGRAM.W.T + PROGRAM.mu[y], SIGMA).to_event(1), obs=x)
+    model = summing_model
 
     def guide(x):
         with pyro.plate("items", x.shape[0]):
