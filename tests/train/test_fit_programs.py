@@ -224,3 +224,27 @@ def test_fit_refuses_what_it_cannot_train():
         pyro_vae.fit(model, x, guide=guide, epochs=1)
     with pytest.raises(ValueError, match="needs the amortized posterior"):
         pyro_vae.fit(model, x, epochs=1)
+
+
+def test_a_diverging_program_gets_its_finite_parameters_back():
+    x = data(60)
+    program = LinearProgram()
+
+    def model(x, indices=None, num_data=None):
+        program.model(x, indices, num_data)
+        scale = pyro.param("goes_negative", torch.tensor(1.0))
+        pyro.factor("breaks", -1e3 * scale.sqrt())  # Adam's first step of 2 takes the scale below 0: NaN
+
+    before = None
+
+    def remember():
+        nonlocal before
+        before = store_values()
+
+    with pytest.raises(FloatingPointError, match="step 2 of epoch 1: the training loss became nan"):
+        pyro_vae.fit(
+            model, x, guide=program.guide, plate="points", epochs=2, batch_size=20, before_training=remember, lr=2.0
+        )
+    after = store_values()
+    for name, value in before.items():
+        assert torch.equal(value, after[name]), name  # the parameters from before the first epoch
