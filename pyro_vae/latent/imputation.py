@@ -73,7 +73,7 @@ def impute(
     """Importance-weighted imputation of the entries of ``x`` where ``mask`` is False.
 
     Args:
-        model: a :class:`~pyro_vae.VAE` (built with ``missing=True``) or a Pyro program with ``guide=``.
+        model: a :class:`~pyro_vae.VAE` (best built with ``missing=True``) or a Pyro program with ``guide=``.
         x: data ``(N, D)``; entries where ``mask`` is False may be NaN.
         mask: boolean, ``x``'s shape, True where observed.
         num_particles: ``S`` draws of ``z`` per point.

@@ -101,8 +101,8 @@ def fit(
         covariates: data-aligned keyword arguments of the training data (``{"y": Y}`` for a
             conditional VAE), sliced with every minibatch.
         mask, val_mask: True where ``train`` (``val``) was observed, same shape, NaN allowed
-            elsewhere: only observed entries are scored (:mod:`pyro_vae.program.missing`; a VAE
-            needs ``missing=True``).
+            elsewhere: only observed entries are scored (:mod:`pyro_vae.program.missing`; a VAE's
+            encoder also sees the mask when built with ``missing=True``).
         val: optional validation data, evaluated every epoch by its average ELBO per point; with
             ``elbo="iwae"`` or ``"iwae-dreg"``, by the same ``num_particles``-sample
             importance-weighted ELBO that training maximises (so early stopping follows it).

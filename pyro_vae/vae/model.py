@@ -77,10 +77,10 @@ class VAE(nn.Module):
         input_scale: the encoder sees ``x / input_scale``. Defaults to the likelihood's largest
             possible value (``total_count`` of a binomial, ``L - 1`` for ``L`` levels) when it has
             one, else 1: an MLP trains badly on raw 8-bit values. Set it for unbounded counts.
-        missing: model data with missing entries: every tool and :func:`pyro_vae.fit` take
-            ``mask=`` (True where observed), the likelihood scores the observed entries only, and
-            the encoder sees ``(x * mask, mask)``, so it knows which entries are missing (MIWAE,
-            Mattei & Frellsen 2019). Without a mask every entry counts as observed.
+        missing: show the encoder which entries are missing: it sees ``(x * mask, mask)`` (MIWAE,
+            Mattei & Frellsen 2019) rather than ``x * mask`` alone. Every VAE takes ``mask=`` (True
+            where observed) in :func:`pyro_vae.fit` and the tools, and its likelihood then scores
+            the observed entries only; without a mask every entry counts as observed.
     """
 
     def __init__(
@@ -189,8 +189,7 @@ class VAE(nn.Module):
                 defaults to ``0..B-1``.
             num_data: size ``N`` of the full data set; log-densities are scaled by ``N / B``.
             kl_weight: multiplies ``log p(z)`` (and the guide's ``log q(z|x)``), for KL warm-up.
-            mask: with ``missing=True``, True where ``x`` was observed, shape ``(B, D)``: only those
-                entries are scored.
+            mask: True where ``x`` was observed, shape ``(B, D)``: only those entries are scored.
 
         Returns: the raw decoder output of shape ``(..., B, D * params_per_feature)``.
         """
@@ -204,7 +203,7 @@ class VAE(nn.Module):
                 z = pyro.sample("z", self.prior())
             raw = self.decode(z, y)
             fn = self.observation(raw, size)
-            pyro.sample("x", fn if self._mask(mask) is None else mask_features(fn, mask), obs=x)
+            pyro.sample("x", fn if mask is None else mask_features(fn, mask), obs=x)
         return raw
 
     def observation(self, raw: torch.Tensor, size: torch.Tensor | None = None) -> pyro.distributions.TorchDistribution:
@@ -229,7 +228,7 @@ class VAE(nn.Module):
         pyro.module("guide_family", self.guide_family)
         y = self._covariates(y, x.shape[0])
         with self._data_plate(x, indices, num_data):
-            loc, scale = self.encode(x, y, mask=self._mask(mask))
+            loc, scale = self.encode(x, y, mask=mask)
             with kl_scale(kl_weight):
                 pyro.sample("z", self.guide_family(loc, scale))
 
@@ -295,14 +294,6 @@ class VAE(nn.Module):
         assert covariates is not None, "only a conditional VAE has covariates"
         return covariates
 
-    def _mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
-        if mask is not None and not self.missing:
-            raise ValueError(
-                "This VAE was built without missing=True, so its encoder cannot tell missing entries from "
-                "observed ones: build it with VAE(..., missing=True) to train and evaluate with mask=."
-            )
-        return mask
-
     def _data_plate(self, x, indices, num_data):
         if x is None:
             if num_data is None:
@@ -325,9 +316,11 @@ class VAE(nn.Module):
             inputs = (x - self.data_loc) / self.data_scale
         else:
             inputs = x if self.input_scale == 1.0 else x / self.input_scale
-        if self.missing:
+        if mask is not None or self.missing:
+            # Missing entries reach the encoder as zeros (the filled values are no data); with
+            # missing=True it also sees the mask itself.
             observed = torch.ones_like(inputs) if mask is None else mask.to(inputs.dtype)
-            inputs = torch.cat([inputs * observed, observed], dim=-1)
+            inputs = torch.cat([inputs * observed, observed], dim=-1) if self.missing else inputs * observed
         if self.covariate_dim:
             inputs = torch.cat([inputs, self._given_covariates(y).expand(*inputs.shape[:-1], -1)], dim=-1)
         return flatten_leading(self.encoder)(inputs)
