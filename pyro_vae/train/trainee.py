@@ -111,8 +111,9 @@ class ModuleTrainee(Trainee):
         if "training" not in payload:
             raise ValueError(f"{path} holds a saved model, not a training checkpoint; it cannot be resumed.")
         saved_config = payload["config_dict"]
-        if saved_config != self.module.config():
-            differing = sorted(k for k in saved_config if saved_config.get(k) != self.module.config().get(k))
+        current = self.module.config()
+        if saved_config != current:
+            differing = sorted(k for k in {*saved_config, *current} if saved_config.get(k) != current.get(k))
             raise ValueError(f"{path} was written for another architecture (differs in {differing}).")
         ckpt.load_state(self.module, payload["state_dict"], path)
         return payload["training"]

@@ -106,6 +106,7 @@ def normalised_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "guide_kwargs": {},
         "covariate_dim": 0,
         "standardize": False,
+        "missing": False,
     }
     return {**defaults, **cfg}
 

@@ -139,3 +139,24 @@ def test_each_prior_and_guide_states_its_own_parameter_count(prior, prior_kwargs
     if prior != "normal":  # the standard normal takes any options and holds none
         with pytest.raises(ValueError, match="prior or guide is invalid"):
             parameter_bound({**vae.config(), "prior_kwargs": {**prior_kwargs, "no_such_option": 1}})
+
+
+def test_a_file_written_before_the_missing_option_loads_and_resumes(tmp_path):
+    """Files from before VAE(missing=...) lack the key: they read as missing=False, for load and resume."""
+    import json
+
+    x = torch.bernoulli(torch.full((40, 6), 0.3), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    vae = pyro_vae.VAE(6, 2, hidden_sizes=(8,))
+    path = tmp_path / "run.pt"
+    pyro_vae.fit(vae, x, epochs=1, checkpoint=path, progress=False)
+    payload = torch.load(path, weights_only=True)
+    config = json.loads(payload["config"])
+    del config["missing"]
+    payload["config"] = json.dumps(config)
+    torch.save(payload, path)
+    assert not pyro_vae.load(path).missing
+    torch.manual_seed(0)
+    again = pyro_vae.VAE(6, 2, hidden_sizes=(8,))
+    history = pyro_vae.fit(again, x, epochs=2, checkpoint=path, resume=True, progress=False)
+    assert len(history.rows) == 2
