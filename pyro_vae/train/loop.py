@@ -120,8 +120,10 @@ def fit(
             there: ``epochs=10``, ``batch_size=128``, ``lr=1e-3``, ``elbo="trace"``
             (or ``"meanfield"``, ``"iwae"``, ``"iwae-dreg"``, ``"enum"``), ``num_particles=1``,
             ``kl_warmup_epochs=0.0``, ``patience=None``, ``restore_best=True``, ``seed=0``,
-            ``init_from_data=True``, ``jit=False``, ``progress=None``. A program whose sites are
-            marked for enumeration trains on ``TraceEnum_ELBO`` (``"enum"``) when ``"trace"`` is asked.
+            ``init_from_data=True``, ``jit=False``, ``progress=None``; ``elbo`` also takes a
+            Pyro ``Trace_ELBO``, ``JitTrace_ELBO``, ``TraceMeanField_ELBO`` or ``TraceEnum_ELBO``.
+            A program whose sites are marked for enumeration trains on ``TraceEnum_ELBO``
+            (``"enum"``) when ``"trace"`` is asked.
 
     Returns: the :class:`~pyro_vae.train.state.History`.
     """

@@ -189,8 +189,33 @@ class TrainSettings:
         return None if flag is None else flag or "--" + f.name.replace("_", "-")
 
 
+def objective_options(elbo: Any) -> dict[str, Any]:
+    """The options that name a Pyro ELBO instance: ``Trace_ELBO(num_particles=4)`` is
+    ``{"elbo": "trace", "num_particles": 4}``; ``JitTrace_ELBO`` adds ``jit=True``."""
+    import pyro.infer as infer
+
+    names = [
+        (infer.JitTrace_ELBO, "trace", True),
+        (infer.TraceMeanField_ELBO, "meanfield", False),
+        (infer.TraceEnum_ELBO, "enum", False),
+        (infer.Trace_ELBO, "trace", False),
+    ]
+    for kind, name, jit in names:
+        if type(elbo) is kind:
+            return {"elbo": name, "num_particles": elbo.num_particles, **({"jit": True} if jit else {})}
+    raise ValueError(
+        f"fit trains Trace_ELBO, JitTrace_ELBO, TraceMeanField_ELBO and TraceEnum_ELBO instances, or the names "
+        f"{sorted(OBJECTIVES)}; got a {type(elbo).__name__}."
+    )
+
+
 def settings_from(settings: TrainSettings | None, options: Mapping[str, Any]) -> TrainSettings:
-    """``settings`` with ``options`` applied, or settings built from the options alone."""
+    """``settings`` with ``options`` applied, or settings built from the options alone. A Pyro ELBO
+    instance as ``elbo`` becomes its name and particles (:func:`objective_options`)."""
+    from pyro.infer import ELBO
+
+    if isinstance(options.get("elbo"), ELBO):
+        options = {**options, **objective_options(options["elbo"])}
     if settings is None:
         return TrainSettings(**options)
     if not isinstance(settings, TrainSettings):

@@ -248,3 +248,22 @@ def test_a_diverging_program_gets_its_finite_parameters_back():
     after = store_values()
     for name, value in before.items():
         assert torch.equal(value, after[name]), name  # the parameters from before the first epoch
+
+
+def test_elbo_takes_pyros_own_objects(tmp_path):
+    x = data(60)
+    program = LinearProgram()
+    checkpoint = tmp_path / "run.pt"
+    pyro_vae.fit(
+        program.model,
+        x,
+        guide=program.guide,
+        plate="points",
+        epochs=1,
+        elbo=pyro.infer.TraceMeanField_ELBO(num_particles=2),
+        checkpoint=checkpoint,
+    )
+    settings = json.loads(read_payload(checkpoint)["training"]["settings"])
+    assert settings["elbo"] == "meanfield" and settings["num_particles"] == 2
+    with pytest.raises(ValueError, match="TraceEnum_ELBO instances"):
+        pyro_vae.fit(program.model, x, guide=program.guide, plate="points", epochs=1, elbo=pyro.infer.RenyiELBO())
