@@ -11,7 +11,19 @@ from typing import Any
 
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["TorchDispatchMode", "arviz", "write_dataset", "write_inference_data"]
+__all__ = ["TorchDispatchMode", "active_plate_size", "arviz", "write_dataset", "write_inference_data"]
+
+
+def active_plate_size(name: str) -> int | None:
+    """The full size of the active ``pyro.plate`` called ``name`` (``N`` for a subsampling plate), read
+    from Pyro's handler stack: a trace frame records only the subsample's size."""
+    from pyro.poutine.plate_messenger import PlateMessenger
+    from pyro.poutine.runtime import _PYRO_STACK
+
+    for messenger in reversed(_PYRO_STACK):
+        if isinstance(messenger, PlateMessenger) and messenger.name == name:
+            return messenger.size
+    return None
 
 
 def arviz() -> ModuleType:

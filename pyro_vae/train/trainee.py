@@ -30,9 +30,8 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.plate_messenger import PlateMessenger
-from pyro.poutine.runtime import _PYRO_STACK
 
+from .._util.compat import active_plate_size
 from ..io import checkpoint as ckpt
 from ..io.parameters import check_fits, read_parameters, save_parameters
 from ..program.protocol import Data, Program
@@ -205,21 +204,13 @@ class _TrainingScale(Messenger):
             return
         factor = 1.0
         if any(frame.name == self.plate for frame in msg["cond_indep_stack"]):
-            declared = _declared_size(self.plate)  # a frame records the subsample's size, not the plate's
+            declared = active_plate_size(self.plate)  # a frame records the subsample's size, not the plate's
             if declared is not None and declared != self.num_data:
                 factor = self.num_data / declared
         if not msg["is_observed"]:
             factor = factor * self.kl_weight
         if not (isinstance(factor, float) and factor == 1.0):
             msg["scale"] = factor * msg["scale"]
-
-
-def _declared_size(name: str) -> int | None:
-    """The full size of the active ``pyro.plate`` called ``name`` (``N`` for a subsampling plate)."""
-    for messenger in reversed(_PYRO_STACK):
-        if isinstance(messenger, PlateMessenger) and messenger.name == name:
-            return messenger.size
-    return None
 
 
 def _training_callable(program: Program, fn: Callable, num_data: int) -> Callable:
