@@ -92,14 +92,16 @@ class AggregatePosterior(dist.TorchDistribution):
         plate: str | None = None,
         batch_size: int = 4096,
         global_values: Any = None,
-        marginal_draws: int = 4,
+        marginal_draws: int | None = None,
         seed: int = 0,
     ) -> AggregatePosterior:
         """Run the guide over the rows of ``x`` and keep every ``q(z|x_i)`` at the latent ``site``
         (``global_values`` as for :func:`pyro_vae.log_likelihood`).
 
         Where the guide's distribution at ``site`` depends on other latents, each point gives
-        ``marginal_draws`` components, one per draw of those latents (seeded by ``seed``).
+        ``marginal_draws`` components, one per draw of those latents (seeded by ``seed``); by
+        default enough for about 8,192 components in all (4 to 256 per point), since the Monte
+        Carlo mixture's accuracy follows its total number of components.
         """
         positive_int(batch_size, "batch_size")
         bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
@@ -116,10 +118,12 @@ class AggregatePosterior(dist.TorchDistribution):
         *,
         site: str | None = None,
         batch_size: int = 4096,
-        marginal_draws: int = 4,
+        marginal_draws: int | None = None,
         seed: int = 0,
     ):
         positive_int(batch_size, "batch_size")
+        if marginal_draws is None:
+            marginal_draws = min(256, max(4, math.ceil(8192 / len(data))))
         positive_int(marginal_draws, "marginal_draws")
         sites = program.sites(data)
         name = sites.latent(site, tool="The aggregate posterior")
