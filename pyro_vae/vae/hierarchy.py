@@ -109,14 +109,9 @@ class HierarchicalVAE(VAE):
             loc, scale = self.encode(x)
             with kl_scale(kl_weight):
                 top = pyro.sample("z2", self.guide_family(loc, scale))
-                inputs = self._encoder_inputs(x).expand(*top.shape[:-1], -1)
+                inputs = self.scaled_inputs(x).expand(*top.shape[:-1], -1)
                 loc, scale = flatten_leading(self.bottom_encoder)(torch.cat([inputs, top], dim=-1))
                 pyro.sample("z1", dist.Normal(loc, scale).to_event(1))
-
-    def _encoder_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        if self.standardize:
-            return (x - self.data_loc) / self.data_scale
-        return x if self.input_scale == 1.0 else x / self.input_scale
 
 
 def _no_mask(mask) -> None:

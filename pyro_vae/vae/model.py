@@ -312,10 +312,7 @@ class VAE(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of the encoder's Gaussian, each of shape ``(..., B, L)``; the encoder sees
         ``x / input_scale`` (and ``y``), and with ``missing=True`` ``(x * mask, mask)``."""
-        if self.standardize:
-            inputs = (x - self.data_loc) / self.data_scale
-        else:
-            inputs = x if self.input_scale == 1.0 else x / self.input_scale
+        inputs = self.scaled_inputs(x)
         if mask is not None or self.missing:
             # Missing entries reach the encoder as zeros (the filled values are no data); with
             # missing=True it also sees the mask itself.
@@ -324,6 +321,12 @@ class VAE(nn.Module):
         if self.covariate_dim:
             inputs = torch.cat([inputs, self._given_covariates(y).expand(*inputs.shape[:-1], -1)], dim=-1)
         return flatten_leading(self.encoder)(inputs)
+
+    def scaled_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as the encoder reads it: standardised, or divided by ``input_scale``."""
+        if self.standardize:
+            return (x - self.data_loc) / self.data_scale
+        return x if self.input_scale == 1.0 else x / self.input_scale
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Raw likelihood parameters for codes ``z`` of shape ``(..., L)`` (and covariates ``y``)."""
