@@ -36,7 +36,7 @@ CASES = {
     "categorical_export": (
         "vae = pyro_vae.VAE(64, 4, hidden_sizes=(16,), likelihood='categorical', likelihood_kwargs={'num_levels': 256})\n"
         "x = torch.randint(0, 256, (100, 64)).float()\n"
-        "pyro_vae._util.compat.arviz()  # imported before the baseline: the call is measured, not the import",
+        "pyro_vae._util.arviz_compat.arviz()  # imported before the baseline: the call is measured, not the import",
         "pyro_vae.to_inference_data(vae, x, num_samples=50, max_memory_mb=16)",
         16,
     ),

@@ -1,5 +1,6 @@
 """Private helpers every layer may use: argument checks, registries, file writing, reading untrusted
-files, memory accounting, the isolated Pyro state, and every private or version-dependent API of
-torch, Pyro and ArviZ (:mod:`pyro_vae._util.compat`). Nothing here imports the rest of the package."""
+files, memory accounting, the isolated Pyro state, every private or version-dependent API of torch
+and Pyro (:mod:`pyro_vae._util.compat`), and both supported lines of ArviZ
+(:mod:`pyro_vae._util.arviz_compat`). Nothing here imports the rest of the package."""
 
 __all__ = []

@@ -33,8 +33,9 @@ import numpy as np
 import pyro
 import torch
 
+from .._util.arviz_compat import arviz_line
+from .._util.arviz_compat import pareto_k as psis_pareto_k
 from .._util.checks import positive_int
-from .._util.compat import arviz
 from .._util.isolation import isolated
 from .._util.maths import log_mean_exp
 from .._util.memory import HeapGuard
@@ -114,6 +115,8 @@ def log_likelihood(
         psis = method == "importance" or num_particles >= 10
     if psis and num_particles < 10:
         raise ValueError("Pareto k needs at least 10 particles per point; raise num_particles or pass psis=False.")
+    if psis:
+        arviz_line()  # the Pareto fit is ArviZ's: an unsupported version is refused before the work
     schedule = Schedule(ais_steps, leapfrog_steps, initial_step_size) if method == "ais" else None
     if method == "ais" and ais_start not in STARTS:
         raise ValueError(f"ais_start must be one of {STARTS}, got {ais_start!r}.")
@@ -236,7 +239,7 @@ def _distribution_name(fn) -> str:
 
 
 def pareto_k(log_weights: torch.Tensor) -> torch.Tensor:
-    """Pareto shape ``k`` of each row's importance weights, via ArviZ's PSIS (``az.psislw``).
+    """Pareto shape ``k`` of each row's importance weights, via ArviZ's PSIS (``psislw``).
 
     ``log_weights`` has shape ``(N, S)``; returns shape ``(N,)``. Vehtari et al. (2024, JMLR
     25:72) read ``k < 0.5`` as reliable, ``0.5 <= k <= 0.7`` as usable with slow convergence, and
@@ -245,8 +248,7 @@ def pareto_k(log_weights: torch.Tensor) -> torch.Tensor:
     if log_weights.ndim != 2 or log_weights.shape[1] < 10:
         raise ValueError(f"log_weights must have shape (N, S) with S >= 10, got {tuple(log_weights.shape)}.")
     values = log_weights.detach().double().numpy()
-    _, k = arviz().psislw(values.copy(), reff=1.0)
-    k = torch.as_tensor(np.asarray(k, dtype=np.float64))
+    k = torch.as_tensor(psis_pareto_k(values))
     # Weights equal up to rounding (an exact guide) are bounded, the best case; a Pareto fit to
     # rounding noise would be meaningless. Rounding of float32 log weights is ~1e-7 relative.
     spread = values.max(axis=1) - values.min(axis=1)

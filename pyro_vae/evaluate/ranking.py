@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._util.compat import arviz
+from .._util.arviz_compat import ElpdEstimate, arviz_line, compare_elpd
 from ..program.protocol import Program, as_program
 from .baselines import closed_form_baselines, losing_to
 from .estimate import describe_observed, log_likelihood
@@ -125,6 +125,7 @@ def compare(
     """
     if not isinstance(models, Mapping) or len(models) < 2:
         raise ValueError("compare needs a mapping of at least two model names to models.")
+    arviz_line()  # the ranking is ArviZ's: an unsupported version is refused before any evaluation
     entries = {name: _entry(name, model, program_kwargs.get("plate")) for name, model in models.items()}
     if any(isinstance(e, Program) for e in entries.values()) and x is None:
         raise ValueError("Pass the held-out data x: at least one model has not been evaluated yet.")
@@ -299,44 +300,22 @@ def _refuse_mixed_units(units: Mapping[str, tuple[bool, str, int | None]]) -> No
 
 
 def _table(results: Mapping[str, LogLikelihood], method: str) -> pd.DataFrame:
-    az = arviz()
     log_px = np.stack([r.log_px.numpy() for r in results.values()])  # (M, N)
-    # arviz.compare exponentiates the per-point values to fit stacking weights; a per-point
-    # shift common to all models changes no weight and no difference, and keeps exp() finite.
+    # Stacking exponentiates the per-point values; a per-point shift common to all models changes
+    # no weight and no difference, and keeps exp() finite.
     shifted = log_px - log_px.max(axis=0, keepdims=True)
-    elpds = {}
-    for (name, result), values in zip(results.items(), shifted):
-        elpds[name] = az.ELPDData(
-            data=[
-                result.total,
-                result.se,
-                np.nan,
-                result.num_particles,
-                result.num_points,
-                _warning(result),
-                _pointwise(values),
-                "log",
-            ],
-            index=["elpd_loo", "se", "p_loo", "n_samples", "n_data_points", "warning", "loo_i", "scale"],
-        )
-    with warnings.catch_warnings():
-        # arviz.compare sorts with pandas' deprecated inplace=True; nothing for our users to act on.
-        warnings.filterwarnings("ignore", message=".*inplace keyword.*")
-        ranked = az.compare(elpds, ic="loo", method=method, scale="log")
-    table = pd.DataFrame(index=ranked.index)
-    table["rank"] = ranked["rank"].astype(int)
-    table["elpd"] = ranked["elpd_loo"].astype(float)
-    table["se"] = ranked["se"].astype(float)
-    table["elpd_diff"] = ranked["elpd_diff"].astype(float)
-    table["dse"] = ranked["dse"].astype(float)
-    table["weight"] = ranked["weight"].astype(float)
+    estimates = {
+        name: ElpdEstimate(result.total, result.se, values, result.num_particles, _warning(result))
+        for (name, result), values in zip(results.items(), shifted)
+    }
+    table = compare_elpd(estimates, method=method)
     table["nll"] = [-results[n].mean for n in table.index]
     table["bits_per_dim"] = [results[n].bits_per_dim if results[n].num_features else np.nan for n in table.index]
     table["mc_se"] = [results[n].total_mc_se for n in table.index]
     table["share_k_above_0.7"] = [
         results[n].share_k_above(0.7) if results[n].pareto_k is not None else np.nan for n in table.index
     ]
-    table["warning"] = ranked["warning"].astype(bool)
+    table["warning"] = [_warning(results[n]) for n in table.index]
     table["estimator"] = [results[n].estimator for n in table.index]
     table["slack"] = [results[n].slack for n in table.index]
     table.attrs.update(
@@ -351,9 +330,3 @@ def _table(results: Mapping[str, LogLikelihood], method: str) -> pd.DataFrame:
 
 def _warning(result: LogLikelihood) -> bool:
     return bool(result.pareto_k is not None and (result.pareto_k > 0.7).any())
-
-
-def _pointwise(values: np.ndarray):
-    import xarray as xr
-
-    return xr.DataArray(values, dims=["obs"], name="loo_i")

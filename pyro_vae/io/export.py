@@ -1,4 +1,5 @@
-"""Export a trained program and data to ArviZ's :class:`arviz.InferenceData`, from traces.
+"""Export a trained program and data to ArviZ, from traces: an :class:`arviz.InferenceData` under
+ArviZ 0.x, an :class:`xarray.DataTree` under ArviZ 1.x, with the same groups, names and values.
 
 Groups and their variables (``S`` draws, ``N`` points); one variable per site of the program::
 
@@ -16,6 +17,14 @@ expects there, read from each observed site's ``fn`` -- the model's own value, w
 latents. It is *not* ``log p(x_i)``: each ``z`` is a local latent of its own point, so for
 held-out ``log p(x)`` use :func:`pyro_vae.log_likelihood` and :func:`pyro_vae.compare`.
 
+Draws: by default they are laid out as ``(chain, draw)``, the sample dimensions every ArviZ function
+assumes unless told otherwise (``az.summary``, ``az.loo``, ``az.compare`` and the plots on both lines).
+The draws are independent, so chains only shape them. ArviZ 1.x's own converter of variational fits
+(``from_numpyro_svi``) uses one dimension ``sample`` instead; ``sample_dims=("sample",)`` gives that
+layout, for which ArviZ 1.x functions take ``sample_dims=["sample"]`` (``az.summary`` also
+``kind="stats"``: chain diagnostics need chains); ``az.loo`` of ArviZ 1.3 reads ``chain`` and
+``draw`` by name and needs the default layout.
+
 Dimension names: the data points are ``obs`` (``obs_index`` when a site is itself named ``obs``);
 a site's event dimensions are ``latent`` (``feature``) when the program has one latent (observed)
 site with a one-dimensional event, else ``<site>_dim_<i>``.
@@ -31,8 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._util.arviz_compat import arviz_line, write_dataset, write_inference_data
 from .._util.checks import positive_int
-from .._util.compat import write_dataset, write_inference_data
 from .._version import __version__
 from ..program.binding import bind
 from ..program.sites import Sites
@@ -53,6 +62,7 @@ def to_inference_data(
     max_values: int = 50_000_000,
     max_memory_mb: float = 512.0,
     mask: Any = None,
+    sample_dims: tuple[str, ...] | list[str] = ("chain", "draw"),
 ):
     """Draws from the amortized posterior and the prior, with their predictive distributions.
 
@@ -71,13 +81,17 @@ def to_inference_data(
         mask: True where ``x`` was observed (NaN allowed elsewhere): missing entries are NaN in
             ``observed_data`` and left out of ``log_likelihood``, and ``constant_data`` holds the
             mask as ``<site>_mask``.
+        sample_dims: ``("chain", "draw")`` (default) or ``("sample",)`` (one dimension of
+            ``num_samples`` draws, ``num_chains`` must be 1), as described in the module docstring.
 
-    Returns: an :class:`arviz.InferenceData` with the groups listed in the module docstring; its
-    attrs record the inference library (Pyro), pyro_vae's version, the observed sites'
+    Returns: an :class:`arviz.InferenceData` (ArviZ 0.x) or :class:`xarray.DataTree` (ArviZ 1.x)
+    with the groups listed in the module docstring; its attrs record the inference library (Pyro), pyro_vae's version, the observed sites'
     distributions and, for a VAE, its configuration as JSON.
     """
     for value, name in ((num_samples, "num_samples"), (num_chains, "num_chains")):
         positive_int(value, name)
+    sample_dims = _checked_sample_dims(sample_dims, num_chains)
+    arviz_line()  # an unsupported ArviZ is refused before any work
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
     sites.refuse_model_enumeration("to_inference_data")
@@ -104,13 +118,22 @@ def to_inference_data(
         attrs["model_config"] = json.dumps(model.config())
     drawn = draw(program, data, sites, draws, seed=seed, max_memory_mb=max_memory_mb)
     return TraceConverter(drawn, sites, num_chains=num_chains, num_samples=num_samples, obs_coords=obs_coords,
-                          attrs=attrs).to_inference_data()  # fmt: skip
+                          attrs=attrs, sample_dims=sample_dims).to_inference_data()  # fmt: skip
+
+
+def _checked_sample_dims(sample_dims: Any, num_chains: int) -> tuple[str, ...]:
+    layout = tuple(sample_dims) if isinstance(sample_dims, (tuple, list)) else sample_dims
+    if layout not in (("chain", "draw"), ("sample",)):
+        raise ValueError(f"sample_dims must be ('chain', 'draw') or ('sample',), got {sample_dims!r}.")
+    if layout == ("sample",) and num_chains != 1:
+        raise ValueError(f"sample_dims=('sample',) has no chains; got num_chains={num_chains}. Pass num_chains=1.")
+    return layout
 
 
 class TraceConverter:
     """ArviZ's converter shape over draws taken once (:func:`~pyro_vae.io.export_draws.draw`): the
     draws become NumPy arrays with their dimension names and coordinates here, and one small method
-    per group hands them to the writer (:mod:`pyro_vae._util.compat`), the only part that depends on
+    per group hands them to the writer (:mod:`pyro_vae._util.arviz_compat`), the only part that depends on
     the ArviZ version installed. The groups are those of the module docstring.
     """
 
@@ -123,8 +146,10 @@ class TraceConverter:
         num_samples: int,
         obs_coords: Any,
         attrs: dict[str, str],
+        sample_dims: tuple[str, ...] = ("chain", "draw"),
     ):
         self.num_chains, self.num_samples, self.attrs = num_chains, num_samples, attrs
+        self.sample_dims = sample_dims
         # A site named like the observation dimension would collide with it (xarray makes it a coordinate).
         self.obs_dim = "obs" if "obs" not in sites.event_shapes else "obs_index"
         self.dims = _dims(sites, {**drawn["posterior"], **drawn["predictive"]}, self.obs_dim)
@@ -141,8 +166,9 @@ class TraceConverter:
         }
 
     def _shaped(self, tensor: torch.Tensor) -> np.ndarray:
-        """``(chains * draws, ...)`` -> ``(chain, draw, ...)``."""
-        return tensor.reshape(self.num_chains, self.num_samples, *tensor.shape[1:]).detach().cpu().numpy()
+        """``(chains * draws, ...)`` -> ``(chain, draw, ...)``, or kept as ``(sample, ...)``."""
+        lead = (self.num_chains, self.num_samples) if len(self.sample_dims) == 2 else (self.num_samples,)
+        return tensor.reshape(*lead, *tensor.shape[1:]).detach().cpu().numpy()
 
     def _dataset(self, group: str, *, per_point: bool = False, sampled: bool = True) -> Any:
         values = self.arrays[group]
@@ -150,7 +176,9 @@ class TraceConverter:
         if group == "mask":  # one variable per masked site, named <site>_mask, laid out like its data
             values = {f"{k}_mask": v for k, v in values.items()}
             dims = {f"{k}_mask": self.dims[k] for k in self.arrays[group]}
-        return write_dataset(values, coords=self.coords, dims=dims, attrs=self.attrs, sampled=sampled)
+        return write_dataset(
+            values, coords=self.coords, dims=dims, attrs=self.attrs, sample_dims=self.sample_dims if sampled else ()
+        )
 
     def posterior_to_xarray(self) -> Any:
         return self._dataset("posterior")
@@ -189,7 +217,7 @@ class TraceConverter:
 
 
 def _dims(sites: Sites, values: dict[str, torch.Tensor], obs_dim: str) -> dict[str, list[str]]:
-    """Dimension names after (chain, draw) for every site, as described in the module docstring."""
+    """Dimension names after the sample dimensions for every site, as described in the module docstring."""
     out = {}
     for names, single in ((sites.local + sites.globals, "latent"), (sites.observed, "feature")):
         one = len(names) == 1

@@ -125,7 +125,8 @@ def test_files_that_cannot_be_streamed_are_refused_with_the_way_out(tmp_path):
 def _write_idx(path, array, gz=False):
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
     payload = header + array.astype(np.uint8).tobytes()
-    (gzip.open if gz else open)(path, "wb").write(payload)
+    with (gzip.open if gz else open)(path, "wb") as handle:  # closed here: Python 3.12's gzip buffers writes
+        handle.write(payload)
 
 
 @pytest.mark.parametrize("gz", [False, True])

@@ -13,7 +13,7 @@ from torch import nn
 import pyro_vae
 from helpers.programs import SIGMA, ConditionalLinear, D, L, gaussian_marginal, gaussian_posterior, orthogonal
 from pyro_vae import diagnostics
-from pyro_vae._util.compat import arviz
+from pyro_vae._util.arviz_compat import arviz
 
 az = arviz()
 
