@@ -3,7 +3,8 @@
 * :func:`read_torch_file` -- a ``torch.save`` zip archive read with ``weights_only=True`` (no
   arbitrary unpickling), after checking that every member is stored uncompressed and that the
   members add up to no more than the file itself: a small file can then never expand into a large
-  allocation. Anything else raises ``ValueError`` naming the file.
+  allocation. Every member's CRC-32 is verified, so a flipped bit in a stored tensor is refused
+  rather than loaded as changed weights. Anything else raises ``ValueError`` naming the file.
 * :func:`parse_json` -- JSON text of bounded length and depth, as a ``ValueError`` when malformed.
 * :func:`bounded_int` -- a whole number within a cap, for sizes read from files.
 """
@@ -44,6 +45,12 @@ def read_torch_file(path: Path, what: str) -> Any:
     declared = sum(m.file_size for m in members)
     if declared > path.stat().st_size:
         raise ValueError(f"{corrupt}: its members declare {declared:,} bytes in a file of {path.stat().st_size:,}.")
+    damaged = _first_damaged_member(path)
+    if damaged is not None:
+        raise ValueError(
+            f"{path} is damaged: the stored data of {damaged!r} does not match the checksum written with it "
+            "(a changed bit, or a partial copy). Restore the file from a copy."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for damaged or foreign archives
@@ -53,6 +60,16 @@ def read_torch_file(path: Path, what: str) -> Any:
             else type(error).__name__
         )
         raise ValueError(f"{corrupt}: {kind}.") from None
+
+
+def _first_damaged_member(path: Path) -> str | None:
+    """The first member whose bytes fail the CRC-32 the archive stores for it (``torch.save``
+    writes one per member, tensors included), or ``None``; reads the file once."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        return f"<archive: {type(error).__name__}>"
 
 
 def parse_json(text: Any, where: str) -> Any:

@@ -129,6 +129,12 @@ def read_payload(path: str | os.PathLike) -> dict[str, Any]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ValueError(f"{path}: the parameters are not a mapping of names to tensors.")
+    not_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not_finite:
+        raise ValueError(
+            f"{path} holds parameters that are not finite numbers ({not_finite[:3]}): every result of such a "
+            "model would be NaN. Load an earlier checkpoint, or retrain."
+        )
     if "training" in payload and not isinstance(payload["training"], dict):
         raise ValueError(f"{path}: the training state is damaged.")
     return {**payload, "config_dict": config}

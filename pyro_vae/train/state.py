@@ -17,6 +17,7 @@ from .._util.files import atomic_write
 from .._util.untrusted import parse_json
 from ..io.checkpoint import training_fields
 from .early_stopping import EarlyStopping
+from .resume_checks import check_training_state
 
 HISTORY_COLUMNS = ("epoch", "kl_weight", "train_elbo", "val_elbo", "seconds")
 
@@ -106,17 +107,30 @@ class RunState:
 def resume_state(trainee, optimizer, path, settings: dict, patience: int | None = None) -> RunState:
     """Load the checkpoint ``path`` into ``trainee`` (:mod:`pyro_vae.train.trainee`) and ``optimizer``
     (anything with ``load_state_dict``) and return its :class:`RunState`, after checking that the
-    architecture (or the program's parameters) and the settings match."""
-    training = training_fields(trainee.resume(path), path)
-    saved_settings = parse_json(training["settings"], f"{path}: the training settings")
-    if saved_settings != settings:
-        differing = sorted(
-            k for k in settings if not isinstance(saved_settings, dict) or saved_settings.get(k) != settings[k]
+    architecture (or the program's parameters), the settings and every training field fit
+    (:mod:`pyro_vae.train.resume_checks`); nothing is loaded from a file that fails a check."""
+
+    def check(raw: dict) -> dict:
+        training = training_fields(raw, path)
+        saved_settings = parse_json(training["settings"], f"{path}: the training settings")
+        if saved_settings != settings:
+            differing = sorted(
+                k for k in settings if not isinstance(saved_settings, dict) or saved_settings.get(k) != settings[k]
+            )
+            raise ValueError(
+                f"Cannot resume {path}: the training settings differ ({differing}); resume with the "
+                "settings of the original run, changing only epochs."
+            )
+        check_training_state(
+            training,
+            path,
+            history_columns=HISTORY_COLUMNS,
+            model_state=trainee.state_dict(),
+            optimizer=getattr(optimizer, "optimizer", None),
         )
-        raise ValueError(
-            f"Cannot resume {path}: the training settings differ ({differing}); resume with the "
-            "settings of the original run, changing only epochs."
-        )
+        return training
+
+    training = trainee.resume(path, check)
     try:
         optimizer.load_state_dict(training["optimizer"])
     except (ValueError, KeyError, TypeError, RuntimeError) as error:

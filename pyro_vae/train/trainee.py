@@ -60,8 +60,9 @@ class Trainee:
     def save(self, path, training: dict) -> None:
         raise NotImplementedError
 
-    def resume(self, path) -> dict:
-        """Load the parameters of the checkpoint ``path`` and return its (unchecked) training dict."""
+    def resume(self, path, check: Callable[[dict], dict]) -> dict:
+        """Read the checkpoint ``path``, pass its training dict through ``check`` (which raises on a
+        damaged one), and only then load its parameters; returns what ``check`` returned."""
         raise NotImplementedError
 
     def initialize(self, values: torch.Tensor) -> None:
@@ -105,7 +106,7 @@ class ModuleTrainee(Trainee):
     def save(self, path, training: dict) -> None:
         ckpt.save(self.module, path, training=training)
 
-    def resume(self, path) -> dict:
+    def resume(self, path, check):
         payload = ckpt.read_checkpoint(path)
         if "training" not in payload:
             raise ValueError(f"{path} holds a saved model, not a training checkpoint; it cannot be resumed.")
@@ -114,8 +115,9 @@ class ModuleTrainee(Trainee):
         if saved_config != current:
             differing = sorted(k for k in {*saved_config, *current} if saved_config.get(k) != current.get(k))
             raise ValueError(f"{path} was written for another architecture (differs in {differing}).")
+        training = check(payload["training"])
         ckpt.load_state(self.module, payload["state_dict"], path)
-        return payload["training"]
+        return training
 
     @property
     def needs_start(self) -> bool:
@@ -175,13 +177,14 @@ class ProgramTrainee(Trainee):
     def save(self, path, training: dict) -> None:
         save_parameters(self.state_dict(), path, training=training)
 
-    def resume(self, path) -> dict:
+    def resume(self, path, check):
         payload = read_parameters(path)
         if "training" not in payload:
             raise ValueError(f"{path} holds saved parameters, not a training checkpoint; it cannot be resumed.")
         check_fits(payload["state_dict"], self.state_dict(), path)
+        training = check(payload["training"])
         self.load_state_dict(payload["state_dict"])
-        return payload["training"]
+        return training
 
     def train(self):
         for module in self.modules:
