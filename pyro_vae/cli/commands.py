@@ -115,15 +115,16 @@ def train_and_report(
         dataset, vae, binarize=binarize, values=values, seed=settings.seed, training=settings.config()
     )
     group = Distributed.current()  # under torchrun: rank 0 writes the run folder, every rank trains
-    if group.is_main:
-        runs.prepare(out, config, resume=resume, overwrite=overwrite, training_defaults=TrainSettings().config())
-        print(
-            f"Training on {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} validation / "
-            f"{len(dataset.test)} test points, latent dimension {vae.latent_dim}"
-            + (f", on {group.world_size} processes." if group.active else ".")
-        )
-    group.barrier()
+    # The lock comes first: nothing in the folder is checked or removed while another training runs there.
     with runs.lock(out) if group.is_main else nullcontext():
+        if group.is_main:
+            runs.prepare(out, config, resume=resume, overwrite=overwrite, training_defaults=TrainSettings().config())
+            print(
+                f"Training on {dataset.name}: {len(dataset.train)} train / {len(dataset.val)} validation / "
+                f"{len(dataset.test)} test points, latent dimension {vae.latent_dim}"
+                + (f", on {group.world_size} processes." if group.active else ".")
+            )
+        group.barrier()
         history = fit(
             vae,
             dataset.train,
@@ -185,6 +186,7 @@ def train_and_report(
         if group.active:
             summary.update(processes=group.world_size, parameter_difference_across_ranks=history.rank_difference)
         write_json(out / "summary.json", summary)
+        runs.record_outputs(out, [*files.values(), out / "summary.json"])
     print(
         f"Test ELBO: {test_elbo:.2f} nats per point (best validation epoch {history.best_epoch} "
         f"of {len(history.rows)})."
@@ -227,6 +229,7 @@ def run_sample(args) -> Path:
     image_grid(
         drawn.mean, vae.image_shape, path, title=f"likelihood means, z from the {what}", value_max=vae.input_scale
     )
+    runs.record_outputs(run, [path])
     print(f"wrote {path}")
     return path
 

@@ -32,6 +32,7 @@ def run_evaluate(args) -> dict:
     check_writable(out.parent, "the evaluation")
     metrics = evaluate_run(run, args)
     write_json(out, metrics)
+    runs.record_outputs(run, [out])
     print_evaluation(metrics)
     print(f"wrote {out}")
     return metrics

@@ -94,6 +94,7 @@ def run_report(args) -> dict:
     )
     report["files"]["latent map"] = str(path)
     write_json(out / "report.json", report)
+    runs.record_outputs(run, [out / "report.json", *report["files"].values()])
     print(
         f"  NLL {result.summary()['nll']:.2f} ± {result.summary()['nll_se']:.2f} nats per point; "
         f"KL(q(z)||p(z)) {surgery.marginal_kl:.3f}; hole share {gaps.hole_share:.3f}; active units {units.count} "

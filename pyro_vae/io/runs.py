@@ -11,8 +11,12 @@ A run folder holds::
     summary.json     test ELBO, best epoch and the files written
     *.png            figures
 
+``config.json`` also lists, under ``outputs``, every file a command wrote into the folder (train,
+evaluate, sample, report; :func:`record_outputs`), so that ``--overwrite`` removes exactly the
+previous run's files and nothing else.
+
 While a training writes to the folder, ``.lock`` holds its process id: a second training into the
-same folder is refused. :func:`load_run` rebuilds the model and the data set and refuses a pairing
+same folder is refused, and the lock is taken before anything in the folder is checked or removed. :func:`load_run` rebuilds the model and the data set and refuses a pairing
 that does not match (another data set, a changed file, another number of features).
 """
 
@@ -55,15 +59,26 @@ def describe(dataset, vae: VAE, *, binarize: str, values: str, seed: int, traini
     }
 
 
+#: What ``pyro-vae train``, ``evaluate`` and ``report`` wrote into a run folder before config.json
+#: listed its outputs: removed by ``--overwrite`` in folders without that list.
+_EARLIER_OUTPUTS = (
+    "training_curve.png", "prior_samples.png", "aggregate_samples.png", "reconstructions.png",
+    "latent_map.png", "evaluation.json", "report/report.json",
+)  # fmt: skip
+
+
 def prepare(
     out: Path, config: dict[str, Any], *, resume: bool, overwrite: bool, training_defaults: dict[str, Any] | None = None
 ) -> None:
     """Refuse a training into ``out`` that would mix two runs; with ``overwrite``, clear the old one.
 
-    A resumed run must repeat every training setting but ``epochs``; a setting that the saved
-    ``config.json`` lacks (written before the setting existed) counts as its ``training_defaults`` value.
+    Call it holding :func:`lock`. A resumed run must repeat every training setting but ``epochs``
+    (a setting that the saved ``config.json`` lacks, written before the setting existed, counts as
+    its ``training_defaults`` value) and needs the run's ``checkpoint.pt``. ``overwrite`` removes
+    the files the previous run lists as its outputs (and the run files themselves), and refuses a
+    folder whose ``config.json`` is not a pyro_vae run's.
 
-    Nothing is written here: config.json is written once training has checked its settings.
+    Nothing else is written here: config.json is written once training has checked its settings.
     """
     if resume and overwrite:
         raise ValueError("--resume continues a run and --overwrite replaces it; pass one of them.")
@@ -73,7 +88,15 @@ def prepare(
             f"{out} already holds a run ({', '.join(existing)}); pass --overwrite to replace it "
             "(or, with pyro-vae train, --resume to continue it), or choose another --out."
         )
-    if resume and (out / "config.json").exists():
+    if resume and not (out / "checkpoint.pt").is_file():
+        raise ValueError(
+            f"Nothing to resume in {out}: it has no checkpoint.pt"
+            + (" (the run stopped before its first epoch ended)" if (out / "config.json").exists() else "")
+            + ". Start the run again with --overwrite, or drop --resume to train into a new --out."
+        )
+    if overwrite and existing:
+        _remove_previous_run(out)
+    if resume:
         saved = read_config(out)
         differing = [k for k in _RESUME_KEYS if saved.get(k) != config.get(k)]
         before = {**(training_defaults or {}), **saved.get("training", {})}
@@ -88,13 +111,62 @@ def prepare(
                 f"{sorted(differing) + sorted(training)}; repeat the original options, changing only "
                 "--epochs."
             )
-    if overwrite:
-        for name in RUN_FILES:
-            (out / name).unlink(missing_ok=True)
+
+
+def _remove_previous_run(out: Path) -> None:
+    """Delete the previous run's outputs (listed in its config.json) and run files, nothing else."""
+    try:
+        saved = read_config(out)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(
+            f"--overwrite refuses {out}: it is not a pyro_vae run folder ({error}), so pyro_vae cannot tell "
+            "its own files from yours. Choose another --out, or empty the folder yourself."
+        ) from None
+    listed = saved.get("outputs")
+    names = listed if isinstance(listed, list) else list(_EARLIER_OUTPUTS)
+    for name in [*names, *RUN_FILES]:
+        path = _inside(out, name)
+        if path is not None and path.is_file():
+            path.unlink()
+    for folder in sorted({p.parent for n in names if (p := _inside(out, n)) is not None}, reverse=True):
+        if folder != out.resolve() and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _inside(out: Path, name: Any) -> Path | None:
+    """``out / name`` if ``name`` is a relative path that stays inside ``out``, else ``None``."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute():
+        return None
+    path = (out / name).resolve()
+    root = out.resolve()
+    return path if root in path.parents else None
+
+
+def record_outputs(run: Path, paths: Any) -> None:
+    """Add the files among ``paths`` that lie inside the run folder ``run`` to its config.json's
+    ``outputs`` (what ``--overwrite`` removes); paths elsewhere are the user's and are not listed."""
+    config_path = run / "config.json"
+    if not config_path.is_file():
+        return
+    config = read_config(run)
+    outputs = list(config.get("outputs") or [])
+    root = run.resolve()
+    for path in paths:
+        resolved = Path(path).resolve()
+        if root in resolved.parents:
+            name = resolved.relative_to(root).as_posix()
+            if name not in outputs:
+                outputs.append(name)
+    if outputs != config.get("outputs"):
+        write_json(config_path, {**config, "outputs": outputs})
 
 
 def write_config(out: Path, config: dict[str, Any]) -> None:
-    write_json(out / "config.json", config)
+    """Write config.json, keeping the ``outputs`` a resumed run's config.json already lists."""
+    outputs = None
+    if (out / "config.json").is_file():
+        outputs = read_config(out).get("outputs")
+    write_json(out / "config.json", {**config, "outputs": outputs} if isinstance(outputs, list) else config)
 
 
 def read_config(run: Path) -> dict[str, Any]:

@@ -1,0 +1,75 @@
+"""Run folders never lose work: the lock is taken before anything is removed, --overwrite removes
+exactly the previous run's files and refuses folders that are not runs, --resume needs a checkpoint."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pyro_vae.cli import main
+
+TRAIN = ["train", "--data", "digits", "--binarize", "fixed", "--epochs", "1", "--hidden", "8", "--latent-dim", "2"]
+
+
+@pytest.fixture
+def run(tmp_path):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+def snapshot(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_overwrite_while_another_training_holds_the_folder_deletes_nothing(run, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(str(holder.pid))
+        before = snapshot(run)
+        assert main([*TRAIN, "--out", str(run), "--overwrite"]) == 2
+        assert "in use by another training" in capsys.readouterr().err
+        assert snapshot(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_overwrite_removes_exactly_the_previous_runs_outputs(run):
+    assert main(["evaluate", str(run), "--num-particles", "10", "--max-points", "20"]) == 0
+    assert main(["sample", str(run), "--source", "prior", "--num", "4"]) == 0
+    (run / "notes.txt").write_text("mine")
+    listed = json.loads((run / "config.json").read_text())["outputs"]
+    assert {"evaluation.json", "samples-prior.png", "latent_map.png", "summary.json"} <= set(listed)
+    # A new run with fewer figures: nothing of the old one may stay beside it.
+    assert main([*TRAIN, "--out", str(run), "--overwrite"]) == 0
+    assert (run / "notes.txt").read_text() == "mine"
+    assert not (run / "evaluation.json").exists() and not (run / "samples-prior.png").exists()
+    assert (run / "model.pt").exists()
+    assert "evaluation.json" not in json.loads((run / "config.json").read_text()).get("outputs", [])
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, capsys):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"name": "someone else's settings"}))
+    before = snapshot(folder)
+    assert main([*TRAIN, "--out", str(folder), "--overwrite"]) == 2
+    assert "not a pyro_vae run folder" in capsys.readouterr().err
+    assert snapshot(folder) == before
+
+
+def test_resume_without_a_checkpoint_is_refused_and_keeps_the_model(run, capsys):
+    (run / "checkpoint.pt").unlink()
+    model = (run / "model.pt").read_bytes()
+    assert main([*TRAIN, "--out", str(run), "--resume"]) == 2
+    assert "Nothing to resume" in capsys.readouterr().err
+    assert (run / "model.pt").read_bytes() == model
+
+
+def test_a_resumed_run_keeps_its_list_of_outputs(run):
+    assert main(["evaluate", str(run), "--num-particles", "10", "--max-points", "20"]) == 0
+    resumed = [a if a != "1" else "2" for a in TRAIN]  # --epochs 2
+    assert main([*resumed, "--out", str(run), "--resume"]) == 0
+    assert "evaluation.json" in json.loads((run / "config.json").read_text())["outputs"]
