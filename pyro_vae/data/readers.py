@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .csv_tables import read_csv
+
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
@@ -103,7 +105,8 @@ TABLE_SUFFIXES = (".npy", ".csv")
 
 
 def load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """A ``.npy`` array (read without unpickling) or a numeric ``.csv`` (an optional header row)."""
+    """A ``.npy`` array (read without unpickling) or a numeric ``.csv`` (an optional header row; see
+    :mod:`pyro_vae.data.csv_tables` for what is accepted)."""
     if not path.is_file():
         raise FileNotFoundError(f"No table at {path}.")
     try:
@@ -111,11 +114,14 @@ def load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             check_npy_header(path)
             array = np.load(path, allow_pickle=False)
         else:
-            try:
-                array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
-            except ValueError:
-                array = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2, skiprows=1)
-    except (ValueError, OSError, EOFError, MemoryError) as error:
+            array, _ = read_csv(path)
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a text table (it is not UTF-8).") from None
+    except ValueError as error:
+        if str(error).startswith(str(path)):
+            raise
+        raise ValueError(f"{path} is not a numeric table ({type(error).__name__}: {str(error)[:400]}).") from None
+    except (OSError, EOFError, MemoryError) as error:
         raise ValueError(f"{path} is not a numeric table ({type(error).__name__}: {str(error)[:400]}).") from None
     if array.ndim != 2 or array.shape[0] < 3 or array.shape[1] < 1:
         raise ValueError(f"{path} must hold a table of shape (N, D) with N >= 3 rows, got shape {array.shape}.")
