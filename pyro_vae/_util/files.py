@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -14,16 +15,28 @@ from typing import Any
 STALE_SECONDS = 600
 
 
+class WriteError(OSError):
+    """A file could not be written (a full disk, a read-only folder); its message is one line that
+    names the file and says that nothing was changed."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over ``path``.
 
     A crash at any moment leaves either the old file or the new one. The new file gets the old
     one's permissions (or the usual ones for a new file, from the umask). Temporary files left by a
-    write that was killed long ago are removed.
+    write that was killed long ago are removed. A write that fails for lack of space or permission
+    (torch's writer reports it as a ``RuntimeError``) is a :class:`WriteError`, the old file intact.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise _write_error(path, error) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -31,10 +44,40 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) or (isinstance(error, RuntimeError) and "write" in str(error).lower()):
+            raise _write_error(path, error) from None
         raise
     _remove_stale_temporaries(path)
+
+
+def _write_error(path: Path, error: BaseException) -> WriteError:
+    reason = getattr(error, "strerror", None) or " ".join(str(error).split())[:200]
+    try:
+        free = shutil.disk_usage(path.parent if path.parent.exists() else Path.cwd()).free
+        space = f"; {free / 2**20:,.1f} MB free on its disk"
+    except OSError:
+        space = ""
+    kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+    return WriteError(getattr(error, "errno", None) or 0, f"Could not write {path} ({reason}{space}): {kept}.")
+
+
+def check_free_space(folder: str | os.PathLike, needed_bytes: int, what: str) -> None:
+    """Raise ``ValueError`` unless the disk holding ``folder`` has ``needed_bytes`` free: checked
+    before long work whose files would not fit."""
+    existing = Path(folder)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:
+        return
+    if free < needed_bytes:
+        raise ValueError(
+            f"{what} needs about {needed_bytes / 2**20:,.1f} MB free in {folder}, but its disk has "
+            f"{free / 2**20:,.1f} MB; free some space or write elsewhere."
+        )
 
 
 def write_json(path: str | os.PathLike, value: Any) -> Path:

@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from .._util.files import WriteError
 from ..data import loading as data_module
 from ..io.runs import load_run
 from ..likelihoods import LIKELIHOODS
@@ -63,7 +64,7 @@ def _one_line(error: BaseException) -> str:
     """The error's message on one line; an error the library did not expect names its type and asks
     for ``--debug``."""
     text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, (ValueError, FileNotFoundError, TypeError, FloatingPointError, PermissionError)):
+    if isinstance(error, (ValueError, FileNotFoundError, TypeError, FloatingPointError, PermissionError, WriteError)):
         return text
     return f"{type(error).__name__}: {text} (rerun with --debug for the traceback)"
 

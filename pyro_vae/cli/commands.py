@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import nullcontext
 from dataclasses import replace
@@ -26,6 +27,7 @@ from ..vae.model import VAE
 
 def run_demo(out: Path, *, epochs: int = 400, seed: int = 0, overwrite: bool = False) -> dict:
     """The embedded-digits demo: a 2-D latent space, Bernoulli likelihood, dynamic binarisation."""
+    check_out(str(out))
     torch.set_num_threads(min(2, torch.get_num_threads()))
     dataset = data_module.load("digits", binarize="dynamic", seed=seed)
     torch.manual_seed(seed)
@@ -66,6 +68,7 @@ def run_train(args) -> dict:
 
 
 def _train(args, device) -> dict:
+    check_out(args.out)
     settings = TrainSettings.from_arguments(args)  # refused here, before any data is read
     dataset = data_module.load(args.data, binarize=args.binarize, values=args.values, seed=args.seed)
     torch.manual_seed(args.seed)
@@ -236,14 +239,35 @@ def run_sample(args) -> Path:
 
 # ---------------------------------------------------------------------- helpers
 def parse_device(name: str) -> torch.device:
-    """``--device``: a torch device that exists here, or ``ValueError`` saying which do."""
+    """``--device``: ``cpu`` or a CUDA device that exists here, or ``ValueError`` saying which do."""
     try:
         device = torch.device(name)
-    except RuntimeError:
+    except (RuntimeError, TypeError):
         raise ValueError(f"--device {name!r} is not a device name; use cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available here; use --device cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name}: pyro_vae runs on cpu or cuda devices only; use --device cpu.")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: no CUDA device is available here; use --device cpu.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s).")
     return device
+
+
+def check_out(out: str) -> Path:
+    """``--out`` of a command that writes a folder: not empty, not an existing file, and creatable or
+    writable, checked before any work (and without creating anything)."""
+    if not str(out).strip():
+        raise ValueError("--out is empty; name the folder to write, e.g. --out runs/first.")
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder; choose another --out.")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {out}: cannot write in {existing} (read-only or not permitted); choose another --out.")
+    return path
 
 
 def on_device(dataset, device: torch.device):

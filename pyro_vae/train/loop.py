@@ -37,7 +37,7 @@ from typing import Any
 import pyro
 import torch
 
-from .._util.files import FileLock, check_writable
+from .._util.files import FileLock, check_free_space, check_writable
 from .._util.isolation import isolated
 from .._util.memory import release_freed_memory
 from ..data.loading import Split, binarize
@@ -170,6 +170,9 @@ def fit(
     # Paths that would only fail after training are checked now.
     if checkpoint is not None:
         check_writable(Path(checkpoint).parent, "the checkpoint")
+        # Parameters, Adam's two moments and the best state, written beside the previous checkpoint.
+        size = sum(p.numel() * p.element_size() for p in trainee.parameters)
+        check_free_space(Path(checkpoint).parent, 2 * 4 * size + 2**20, "Training with a checkpoint")
     if history_path is not None:
         if Path(history_path).suffix not in (".csv", ".json"):
             raise ValueError(f"History files end in .csv or .json, got {Path(history_path).name!r}.")
