@@ -1,8 +1,16 @@
-"""Run Pyro code without touching the caller's global state."""
+"""Run Pyro code without touching the caller's global state, one thread at a time.
+
+Pyro's handler stack, its parameter store and torch's default generator are process-wide, not
+per thread: two threads running Pyro programs at once interleave their traces (Pyro then reports
+errors such as duplicate sample sites) and swap each other's parameter stores. Every pyro_vae tool
+runs inside :func:`isolated`, which admits one thread at a time and refuses a second with a clear
+message; for parallel work, use processes (``multiprocessing``, or ``torchrun`` for training).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import pyro
 import torch
@@ -11,6 +19,31 @@ from .checks import seed_value
 
 #: What the private parameter store of :func:`isolated` starts with.
 STARTS = ("caller", "empty")
+
+
+_GUARD = threading.Lock()
+_OWNER: dict[str, int | None] = {"thread": None, "depth": 0}
+
+
+@contextlib.contextmanager
+def _one_thread():
+    me = threading.get_ident()
+    with _GUARD:
+        if _OWNER["thread"] not in (None, me):
+            raise RuntimeError(
+                "Another thread is running a pyro_vae tool. Pyro's state (its handler stack and parameter "
+                "store) is shared by every thread of a process, so pyro_vae runs one call at a time: wait for "
+                "the other call, or run the work in separate processes (multiprocessing, or torchrun to train)."
+            )
+        _OWNER["thread"] = me
+        _OWNER["depth"] = (_OWNER["depth"] or 0) + 1
+    try:
+        yield
+    finally:
+        with _GUARD:
+            _OWNER["depth"] = (_OWNER["depth"] or 1) - 1
+            if not _OWNER["depth"]:
+                _OWNER["thread"] = None
 
 
 @contextlib.contextmanager
@@ -26,13 +59,15 @@ def isolated(seed: int | None, *, start: str = "caller"):
     while names registered inside stay inside. ``start="empty"`` begins with nothing: training a
     :class:`~pyro_vae.VAE`, whose parameters all belong to the module, so two models in one
     process never share parameters by name.
+
+    A second thread entering while another is inside gets a ``RuntimeError`` (module docstring).
     """
     if start not in STARTS:
         raise ValueError(f"start must be one of {STARTS}, got {start!r}.")
     seed = seed_value(seed)
     store = pyro.get_param_store()
     state = store.get_state() if start == "caller" else None
-    with store.scope(state), torch.random.fork_rng(devices=[]):
+    with _one_thread(), store.scope(state), torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
         yield
