@@ -96,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--binarize",
-        default="none",
-        choices=data_module.BINARIZE_MODES,
-        help="binarise images once ('fixed') or afresh each epoch ('dynamic')",
+        default="auto",
+        choices=("auto", *data_module.BINARIZE_MODES),
+        help="binarise images once ('fixed') or afresh each epoch ('dynamic'); 'auto' binarises dynamically "
+        "where a Bernoulli likelihood meets values in [0, 1] that are not 0/1, and says so",
     )
     train.add_argument(
         "--values",

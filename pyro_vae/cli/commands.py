@@ -70,7 +70,12 @@ def run_train(args) -> dict:
 def _train(args, device) -> dict:
     check_out(args.out)
     settings = TrainSettings.from_arguments(args)  # refused here, before any data is read
-    dataset = data_module.load(args.data, binarize=args.binarize, values=args.values, seed=args.seed)
+    binarize = "none" if args.binarize == "auto" else args.binarize
+    dataset = data_module.load(args.data, binarize=binarize, values=args.values, seed=args.seed)
+    if args.binarize == "auto":
+        binarize = auto_binarize(dataset, args.likelihood)
+        if binarize != "none":
+            dataset = data_module.load(args.data, binarize=binarize, values=args.values, seed=args.seed)
     torch.manual_seed(args.seed)
     vae = VAE(
         dataset.input_dim,
@@ -93,10 +98,26 @@ def _train(args, device) -> dict:
         settings,
         resume=args.resume,
         title=dataset.name,
-        binarize=args.binarize,
+        binarize=binarize,
         values=args.values,
         overwrite=args.overwrite,
     )
+
+
+def auto_binarize(dataset, likelihood: str) -> str:
+    """``--binarize auto``: ``"dynamic"`` where a Bernoulli likelihood meets values in [0, 1] that are
+    not all 0 or 1 (grey images), else ``"none"``; the choice is printed and recorded in config.json."""
+    x = dataset.train.x
+    binary = bool(((x == 0) | (x == 1)).all())
+    in_unit = bool(((x >= 0) & (x <= 1)).all())
+    if likelihood != "bernoulli" or binary or not in_unit:
+        return "none"
+    print(
+        "--binarize auto: the Bernoulli likelihood needs values 0 or 1 and these lie in [0, 1], so each "
+        "epoch binarises them afresh (dynamic). Pass --binarize fixed or none, or another --likelihood "
+        "(e.g. continuous_bernoulli), to choose otherwise."
+    )
+    return "dynamic"
 
 
 def train_and_report(

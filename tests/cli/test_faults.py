@@ -82,3 +82,16 @@ def test_a_full_disk_during_training_is_one_line_from_the_command_line(tmp_path,
     assert main([*TRAIN, "--out", str(tmp_path / "run")]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress lines
     assert last.startswith("pyro-vae train: error: Could not write") and "No space left on device" in last
+
+
+def test_the_first_command_works_with_every_default(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "first"
+    assert main(["train", "--out", str(out), "--epochs", "1"]) == 0
+    assert "--binarize auto" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["binarize"] == "dynamic"
+    # Another likelihood leaves grey values as they are.
+    other = tmp_path / "other"
+    assert main(["train", "--out", str(other), "--epochs", "1", "--likelihood", "continuous_bernoulli"]) == 0
+    assert json.loads((other / "config.json").read_text())["binarize"] == "none"
