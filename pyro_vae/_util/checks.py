@@ -75,7 +75,29 @@ def as_tensor(value: Any, what: str, dtype: torch.dtype | None = None, *, keep_b
     if value.is_complex():
         raise ValueError(f"{what} has complex values; pass real numbers (e.g. x.real or x.abs()).")
     if dtype is not None and value.dtype != dtype:
+        refuse_inexact_counts(value, dtype, what)
         return value.to(dtype)
     if value.dtype == torch.bool and not keep_bool:
         return value.to(torch.get_default_dtype())
     return value
+
+
+def refuse_inexact_counts(values: Any, dtype: torch.dtype, what: str) -> None:
+    """``ValueError`` when whole numbers (an integer tensor or array) are too large for ``dtype`` to
+    hold exactly: above 2**24 for float32 (2**11 for float16), where counts would silently round."""
+    exact = _EXACT_INTEGERS.get(dtype)
+    if exact is None or not isinstance(values, (torch.Tensor, np.ndarray)):
+        return
+    tensor = torch.as_tensor(values)
+    if tensor.is_floating_point() or tensor.dtype == torch.bool or tensor.numel() == 0:
+        return
+    largest = int(tensor.abs().max())
+    if largest > exact:
+        raise ValueError(
+            f"{what} holds whole numbers up to {largest:,}, beyond {exact:,}, the largest {dtype} holds exactly: "
+            "counts would be rounded. Rescale them (e.g. divide by a size factor) or use float64."
+        )
+
+
+#: Largest whole number each floating type holds exactly (with all the smaller ones).
+_EXACT_INTEGERS = {torch.float16: 2**11, torch.bfloat16: 2**8, torch.float32: 2**24}

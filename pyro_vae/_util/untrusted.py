@@ -72,6 +72,16 @@ def _first_damaged_member(path: Path) -> str | None:
         return f"<archive: {type(error).__name__}>"
 
 
+def read_text_at_most(path: Path, limit: int, what: str) -> str:
+    """The text of ``path`` if it has at most ``limit`` characters, read without reading more than
+    that (a huge or sparse file costs nothing), else ``ValueError`` naming ``what``."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        text = handle.read(limit + 1)
+    if len(text) > limit:
+        raise ValueError(f"{path} is longer than {limit:,} characters, more than {what} can be.")
+    return text
+
+
 def parse_json(text: Any, where: str) -> Any:
     """``json.loads(text)`` for a string of bounded length, as ``ValueError`` naming ``where`` if malformed."""
     if not isinstance(text, str):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .._util.files import check_writable, write_json
+from .._util.untrusted import read_text_at_most
 from ..evaluate.result import describe_slack
 from ..io import runs
 from .commands import parse_device
@@ -131,7 +132,9 @@ def _training_warnings(run: Path) -> list[str]:
     from ..train.state import History
 
     try:
-        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(path.read_text().splitlines())]
+        # At most a million epochs of five short columns.
+        text = read_text_at_most(path, 100 * 10**6, "a training history")
+        rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(text.splitlines())]
     except (ValueError, TypeError):
         return [f"{path} is unreadable; its training could not be checked."]
     history = History(rows=rows)

@@ -1,9 +1,11 @@
 """Data: the embedded digits, IDX image folders, tables, and rows read from disk as they are needed.
 
-* :mod:`~pyro_vae.data.loading` -- :func:`load`, :class:`Split`, binarisation, one-hot labels;
+* :mod:`~pyro_vae.data.loading` -- :func:`load`, :class:`Split`, binarisation;
+* :mod:`~pyro_vae.data.labels` -- one-hot labels (:func:`one_hot`);
 * :mod:`~pyro_vae.data.rows` -- row sources for data larger than memory (:func:`open_rows`);
 * :mod:`~pyro_vae.data.readers` -- the bounded readers of IDX files, ``.npy`` headers and tables."""
 
+from .labels import one_hot
 from .loading import (
     BINARIZE_MODES,
     DATA_ENV_VAR,
@@ -17,7 +19,6 @@ from .loading import (
     binarize,
     idx_to_npy,
     load,
-    one_hot,
 )
 from .readers import read_idx
 from .rows import CHUNK_BYTES, IndexedRows, MappedArray, RowSource, open_rows

@@ -34,9 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._util.checks import positive_int
 from .._util.files import atomic_write, check_writable
-from .readers import TABLE_SUFFIXES, check_labels, idx_header, load_table, read_idx
+from .readers import TABLE_SUFFIXES, check_labels, idx_header, load_table, read_idx, verify_idx_checksums
 
 BINARIZE_MODES = ("none", "fixed", "dynamic")
 VALUE_MODES = ("unit", "levels")
@@ -314,6 +313,7 @@ def _find_idx_directory(name_or_path: str, *, download: bool) -> Path:
     candidates = _candidate_directories(name_or_path)
     for directory in candidates:
         if _has_idx_files(directory):
+            verify_idx_checksums(directory, name_or_path, IDX_FILES, KNOWN_IDX[name_or_path]["sha256"])
             return directory
     info = KNOWN_IDX[name_or_path]
     target = candidates[-2]  # the user cache
@@ -434,15 +434,3 @@ def _copy_idx(path: Path, handle, role: str, block_bytes: int) -> None:
                 raise ValueError(f"{path} holds more data than its header {shape} announces.")
     except (OSError, EOFError, zlib.error) as error:
         raise ValueError(f"{path} is unreadable or a damaged gzip file ({type(error).__name__}: {error}).") from None
-
-
-def one_hot(labels, num_classes: int) -> torch.Tensor:
-    """Labels ``(N,)`` (or one label) as one-hot rows ``(N, num_classes)`` of the default float type,
-    the covariates of a class-conditional VAE: ``covariates={"y": one_hot(split.labels, 10)}``."""
-    labels = torch.as_tensor(labels).long().reshape(-1)
-    num_classes = positive_int(num_classes, "num_classes")
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"labels must lie in 0..{num_classes - 1}, got values from {int(labels.min())} to {int(labels.max())}."
-        )
-    return torch.nn.functional.one_hot(labels, num_classes).to(torch.get_default_dtype())

@@ -8,6 +8,7 @@ unpickling. Every malformed file raises ``ValueError`` naming it.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import math
 import os
 import zlib
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._util.checks import refuse_inexact_counts
 from .csv_tables import read_csv
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -127,6 +129,11 @@ def load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{path} must hold a table of shape (N, D) with N >= 3 rows, got shape {array.shape}.")
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{path} holds {array.dtype} values; a table must be numeric.")
+    whole = array if array.dtype.kind in "biu" else None
+    if whole is None and array.size and bool(np.all(array == np.round(array))):
+        whole = array.astype(np.int64) if np.abs(array).max() < 2**62 else array
+    if whole is not None and whole.dtype.kind in "iu":
+        refuse_inexact_counts(whole, torch.float32, str(path))
     x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
     return x, torch.zeros(len(x), dtype=torch.int64)
 
@@ -151,3 +158,27 @@ def check_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:
             f"{path.stat().st_size - header_end:,} data bytes."
         )
     return shape, dtype, fortran, header_end
+
+
+def verify_idx_checksums(directory: Path, name: str, files: dict[str, str], sha256: dict[str, str]) -> None:
+    """Refuse a folder found for the known data set ``name`` whose files (``role -> file name``, each
+    maybe ``.gz``) are not that data set: the SHA-256 of each decompressed file must be ``sha256[role]``.
+    Streams each file once, in blocks."""
+    for role, expected in sha256.items():
+        path = next((p for p in (directory / files[role], directory / (files[role] + ".gz")) if p.is_file()), None)
+        if path is None:
+            continue
+        digest = hashlib.sha256()
+        with open(path, "rb") as probe:
+            compressed = probe.read(2) == b"\x1f\x8b"
+        try:
+            with gzip.open(path, "rb") if compressed else open(path, "rb") as stream:
+                while block := stream.read(2**22):
+                    digest.update(block)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ValueError(f"{path} is unreadable or a damaged gzip file ({type(error).__name__}).") from None
+        if digest.hexdigest() != expected:
+            raise ValueError(
+                f"{path} is not the {name!r} data set's {files[role]} (its checksum differs). Restore the "
+                f"data set, or pass the folder's path to pyro_vae.data.load(path) to read it as your own IDX data."
+            )

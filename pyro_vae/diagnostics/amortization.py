@@ -133,6 +133,7 @@ def amortization_gap(
 
     Returns: an :class:`AmortizationGap`.
     """
+    positive_number(max_memory_mb, "max_memory_mb")
     for value, name in ((num_steps, "num_steps"), (train_particles, "train_particles"), (batch_size, "batch_size")):
         positive_int(value, name)
     positive_number(lr, "lr")

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .._util.checks import positive_int
+from .._util.checks import positive_int, positive_number
 
 #: Quantiles reported for the nearest-training-neighbour distances.
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95)
@@ -104,6 +104,7 @@ def data_copying(
     """
     positive_int(num_cells, "num_cells")
     positive_int(min_count, "min_count")
+    positive_number(max_memory_mb, "max_memory_mb")
     sets = {"train": train, "test": test, "generated": generated}
     feats = {}
     for name, values in sets.items():

@@ -22,7 +22,7 @@ import pyro
 import torch
 from torch.distributions import kl_divergence
 
-from .._util.checks import positive_int
+from .._util.checks import positive_int, positive_number
 from .._util.isolation import isolated
 from ..evaluate.estimate import log_likelihood
 from ..evaluate.result import LogLikelihood
@@ -212,6 +212,7 @@ def elbo_surgery(
     integrate over the other latents, by ``marginal_draws`` Monte Carlo draws of the site's
     parents where it has any (:mod:`pyro_vae.latent.marginals`); their error is in the result.
     """
+    positive_number(max_memory_mb, "max_memory_mb")
     positive_int(draws_per_point, "draws_per_point")
     positive_int(marginal_draws, "marginal_draws")
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
@@ -306,6 +307,7 @@ def holes(
     mixture and ``q(z_k|x_i)`` a mixture over draws of its guide parents
     (:meth:`AggregatePosterior.from_program`).
     """
+    positive_number(max_memory_mb, "max_memory_mb")
     if positive_int(num_samples, "num_samples") < 2:
         raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}.")
     if not 0 < quantile < 1:

@@ -43,7 +43,7 @@ import torch
 from pyro import poutine
 from torch.distributions import biject_to
 
-from .._util.checks import positive_int
+from .._util.checks import positive_int, positive_number
 from .._util.isolation import isolated
 from .._util.maths import log_mean_exp
 from ..program.chunks import plan_chunks
@@ -387,6 +387,7 @@ def bdmc(
     simulated point can be. On data from the model, the gap of real data is not certified, but
     a small gap means the schedule is long enough for points like these.
     """
+    positive_number(max_memory_mb, "max_memory_mb")
     program = as_program(model, guide, plate=plate)
     positive_int(num_points, "num_points")
     positive_int(num_chains, "num_chains")

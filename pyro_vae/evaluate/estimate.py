@@ -35,7 +35,7 @@ import torch
 
 from .._util.arviz_compat import arviz_line
 from .._util.arviz_compat import pareto_k as psis_pareto_k
-from .._util.checks import positive_int
+from .._util.checks import positive_int, positive_number
 from .._util.isolation import isolated
 from .._util.maths import log_mean_exp
 from .._util.memory import HeapGuard
@@ -107,8 +107,7 @@ def log_likelihood(
     """
     program = as_program(model, guide, plate=plate)
     positive_int(num_particles, "num_particles")
-    if not (isinstance(max_memory_mb, (int, float)) and max_memory_mb > 0):
-        raise ValueError(f"max_memory_mb must be a positive number, got {max_memory_mb!r}.")
+    positive_number(max_memory_mb, "max_memory_mb")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
     if psis is None:

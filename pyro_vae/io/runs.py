@@ -30,7 +30,7 @@ from typing import Any
 from torch import nn
 
 from .._util.files import FileLock, write_json
-from .._util.untrusted import parse_json
+from .._util.untrusted import MAX_JSON_CHARS, parse_json, read_text_at_most
 from ..data import loading as data_module
 from ..vae.model import VAE
 from .checkpoint import load
@@ -173,7 +173,7 @@ def read_config(run: Path) -> dict[str, Any]:
     path = run / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run} is not a run folder: it has no config.json (write one with pyro-vae train).")
-    config = parse_json(path.read_text(errors="replace"), str(path))
+    config = parse_json(read_text_at_most(path, MAX_JSON_CHARS, "a run's configuration"), str(path))
     if not isinstance(config, dict) or not {"data", "binarize", "seed", "model"} <= set(config):
         raise ValueError(f"{path} is not the description of a run (keys missing).")
     return config

@@ -25,7 +25,7 @@ import torch
 from pyro import poutine
 from torch.distributions import constraints
 
-from .._util.checks import positive_int
+from .._util.checks import positive_int, positive_number
 from .._util.memory import HeapGuard as _HeapGuard
 from ..distributions.mixtures import component_log_densities, quadratic_terms
 from ..program.binding import bind
@@ -34,6 +34,10 @@ from .marginals import AncestralPrior, site_distribution
 
 #: Float64 temporaries of N numbers per row of z that a chunk of log_prob holds at once.
 _LOG_PROB_COPIES = 3
+
+
+#: Most numbers (draws x latent dimensions) one call of :meth:`AggregatePosterior.sample` returns (1 GiB of float32).
+MAX_SAMPLE_VALUES = 2**28
 
 
 class AggregatePosterior(dist.TorchDistribution):
@@ -70,6 +74,7 @@ class AggregatePosterior(dist.TorchDistribution):
             )
         if not bool((scale > 0).all()):
             raise ValueError("Every component scale must be positive.")
+        positive_number(max_memory_mb, "max_memory_mb")
         if loc.shape[0] % draws_per_point:
             raise ValueError(f"{loc.shape[0]} components do not split into points of {draws_per_point} draws each.")
         self.loc, self.scale = loc.detach(), scale.detach()
@@ -184,6 +189,11 @@ class AggregatePosterior(dist.TorchDistribution):
                 return self.sample_with_components(sample_shape)
         shape = torch.Size(sample_shape)
         count = int(math.prod(shape))
+        if count * self.latent_dim > MAX_SAMPLE_VALUES:
+            raise ValueError(
+                f"{count:,} draws of {self.latent_dim} dimensions are {count * self.latent_dim:,} numbers, more than "
+                f"one call draws ({MAX_SAMPLE_VALUES:,}); draw in parts (each call with its own seed)."
+            )
         which = torch.randint(self.num_components, (count,), device=self.loc.device)
         noise = torch.randn(count, self.latent_dim, dtype=self.loc.dtype, device=self.loc.device)
         z = self.loc[which] + self.scale[which] * noise
@@ -218,7 +228,8 @@ class AggregatePosterior(dist.TorchDistribution):
                 log_det = log_det + _event_sum(transform.log_abs_det_jacobian(previous, u), u.shape[0])
                 u = previous
         left_out = leave_out.reshape(-1).to(u.device) if leave_out is not None else None
-        log_q = self._mixture_log_prob(u, max_memory_mb or self.max_memory_mb, left_out) - log_det
+        budget = self.max_memory_mb if max_memory_mb is None else positive_number(max_memory_mb, "max_memory_mb")
+        log_q = self._mixture_log_prob(u, budget, left_out) - log_det
         return log_q.reshape(batch).to(z.dtype)
 
     def _mixture_log_prob(

@@ -9,6 +9,7 @@ from typing import Any
 import pyro
 import torch
 
+from .._util.checks import positive_number
 from .._util.compat import TorchDispatchMode
 from .protocol import Data, Program, as_program
 from .sites import Sites
@@ -36,6 +37,7 @@ def chunk_plan(
 def plan_chunks(
     program: Program, data: Data, sites: Sites, num_particles: int, max_memory_mb: float
 ) -> tuple[int, int]:
+    positive_number(max_memory_mb, "max_memory_mb")
     with torch.random.fork_rng(devices=[]):
         per_draw = bytes_per_draw(program, data, sites)
     draws = max(1, int(max_memory_mb * 2**20 // per_draw))

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._util.checks import positive_int, positive_number
+from .._util.checks import positive_int, positive_number, seed_value
 from .objective import IMPORTANCE_WEIGHTED, OBJECTIVES
 
 PROGRESS_MODES = (None, True, False, "lines")
@@ -111,6 +111,8 @@ class TrainSettings:
         positive_int(self.batch_size, "batch_size")
         positive_int(self.num_particles, "num_particles")
         positive_number(self.lr, "lr")
+        # A seed is checked here, before anything it seeds runs (the data-driven start changes the model).
+        object.__setattr__(self, "seed", seed_value(self.seed))
         if not isinstance(self.elbo, str):
             raise TypeError(f"elbo must be a string, one of {sorted(OBJECTIVES)}; got {type(self.elbo).__name__}.")
         if self.elbo not in OBJECTIVES:

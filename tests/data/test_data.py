@@ -93,8 +93,18 @@ def test_missing_named_data_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_named_data_is_found_through_the_environment_variable(tmp_path, monkeypatch):
-    make_idx_dir(tmp_path / "fashion-mnist", gz=True)
+    folder = make_idx_dir(tmp_path / "fashion-mnist", gz=True)
     monkeypatch.setenv(data.DATA_ENV_VAR, str(tmp_path))
+    monkeypatch.setattr(data.loading, "DEBIAN_DATASETS", tmp_path / "debian")
+    # Other data in a folder found under a known name is refused by the known checksums ...
+    with pytest.raises(ValueError, match="not the 'fashion-mnist' data set's .*checksum differs"):
+        data.load("fashion-mnist")
+    # ... and accepted when its checksums are the known ones.
+    digests = {
+        role: hashlib.sha256(gzip.decompress((folder / (stem + ".gz")).read_bytes())).hexdigest()
+        for role, stem in data.IDX_FILES.items()
+    }
+    monkeypatch.setitem(data.KNOWN_IDX, "fashion-mnist", {**data.KNOWN_IDX["fashion-mnist"], "sha256": digests})
     assert len(data.load("fashion-mnist").test) == 20
 
 
