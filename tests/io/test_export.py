@@ -73,6 +73,10 @@ def test_arviz_functions_work_on_it(idata, tmp_path):
     vae, x, _ = idata
     loo = az.loo(pyro_vae.to_inference_data(vae, x, num_samples=50, num_chains=2, seed=2))
     assert (loo.n_data_points if arviz_line() == 1 else int(loo["n_data_points"])) == 7
+    other = pyro_vae.to_inference_data(pyro_vae.VAE(6, 2, hidden_sizes=(8,)), x, num_samples=50, num_chains=2, seed=3)
+    exported = pyro_vae.to_inference_data(vae, x, num_samples=50, num_chains=2, seed=2)
+    ranked = az.compare({"trained": exported, "other": other})
+    assert sorted(ranked.index) == ["other", "trained"]
     path = tmp_path / "export.nc"
     data.to_netcdf(str(path))
     back = az.from_netcdf(str(path))
