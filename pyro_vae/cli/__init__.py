@@ -69,6 +69,13 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text} (rerun with --debug for the traceback)"
 
 
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names or positions, got {text!r}")
+    return names
+
+
 def build_parser() -> argparse.ArgumentParser:
     def command(name: str, text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(
@@ -100,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", *data_module.BINARIZE_MODES),
         help="binarise images once ('fixed') or afresh each epoch ('dynamic'); 'auto' binarises dynamically "
         "where a Bernoulli likelihood meets values in [0, 1] that are not 0/1, and says so",
+    )
+    train.add_argument(
+        "--columns",
+        type=_names,
+        default=None,
+        help="a table's feature columns, comma-separated header names or 0-based positions (default: every "
+        "column but the label, leaving out a row index)",
+    )
+    train.add_argument(
+        "--label-column",
+        default=None,
+        help="a table's column of class labels (name or position): whole numbers, or values read as classes",
     )
     train.add_argument(
         "--values",

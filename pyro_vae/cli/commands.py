@@ -71,11 +71,21 @@ def _train(args, device) -> dict:
     check_out(args.out)
     settings = TrainSettings.from_arguments(args)  # refused here, before any data is read
     binarize = "none" if args.binarize == "auto" else args.binarize
-    dataset = data_module.load(args.data, binarize=binarize, values=args.values, seed=args.seed)
+    chosen = {"columns": args.columns, "label": args.label_column}
+    dataset = data_module.load(args.data, binarize=binarize, values=args.values, seed=args.seed, **chosen)
     if args.binarize == "auto":
         binarize = auto_binarize(dataset, args.likelihood)
         if binarize != "none":
-            dataset = data_module.load(args.data, binarize=binarize, values=args.values, seed=args.seed)
+            dataset = data_module.load(args.data, binarize=binarize, values=args.values, seed=args.seed, **chosen)
+    if dataset.columns is not None:
+        dropped = dataset.columns["dropped_index"]
+        print(
+            f"Table columns: features {dataset.columns['columns'][:10]}"
+            + ("..." if len(dataset.columns["columns"]) > 10 else "")
+            + (f", label {dataset.columns['label']!r}" if dataset.columns["label"] is not None else "")
+            + (f"; left out the row index (column {dropped!r} holding 0..N-1)" if dropped is not None else "")
+            + "."
+        )
     torch.manual_seed(args.seed)
     vae = VAE(
         dataset.input_dim,

@@ -20,11 +20,12 @@ Each failure is a ``ValueError`` naming the file, the line and what to do.
 from __future__ import annotations
 
 import csv
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAX_LINE_CHARS", "read_csv"]
+__all__ = ["MAX_LINE_CHARS", "read_csv", "read_header"]
 
 #: Longest line read (characters): a million features of 15 characters each.
 MAX_LINE_CHARS = 16 * 2**20
@@ -32,9 +33,26 @@ MAX_LINE_CHARS = 16 * 2**20
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
-def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
-    """``(values, header)``: the table's values as float64 ``(N, D)`` (each a float32 value) and its
-    column names, or ``None`` without a header row; ``ValueError`` as the module docstring says."""
+def read_header(path: Path) -> tuple[list[str] | None, int]:
+    """``(names, width)``: the column names of ``path`` (its first non-blank row, when no cell of it is
+    a number, else ``None``) and the number of cells of that row (0 for an empty file)."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        while line := handle.readline(MAX_LINE_CHARS + 1):
+            if line.strip():
+                try:
+                    cells = next(csv.reader([line]))
+                except csv.Error:
+                    return None, 0
+                return (None if any(_is_number(c) for c in cells) else [c.strip() for c in cells]), len(cells)
+    return None, 0
+
+
+def read_csv(path: Path, text_columns: Collection[int] = ()) -> tuple[np.ndarray, list[str] | None, dict]:
+    """``(values, header, texts)``: the table's values as float64 ``(N, D)`` (each a float32 value),
+    its column names (``None`` without a header row), and the cells of ``text_columns`` (0-based)
+    as strings, ``{column: [N strings]}``, whose places in ``values`` hold NaN; ``ValueError`` as
+    the module docstring says for every other column."""
+    texts: dict[int, list[str]] = {c: [] for c in text_columns}
     rows: list[np.ndarray] = []
     header: list[str] | None = None
     width: int | None = None
@@ -66,10 +84,13 @@ def read_csv(path: Path) -> tuple[np.ndarray, list[str] | None]:
                     f"{path}, line {line_number}: {len(cells)} values where the first row has {width}; every row "
                     "needs one value per column."
                 )
-            rows.append(_numbers(cells, path, line_number, header))
+            for column, kept in texts.items():
+                kept.append(cells[column].strip())
+                cells[column] = "nan"
+            rows.append(_numbers(cells, path, line_number, header, set(texts)))
     if not rows:
         raise ValueError(f"{path} holds no data rows.")
-    return np.stack(rows), header
+    return np.stack(rows), header, texts
 
 
 def _is_number(cell: str) -> bool:
@@ -80,7 +101,7 @@ def _is_number(cell: str) -> bool:
     return True
 
 
-def _numbers(cells: list[str], path: Path, line_number: int, header: list[str] | None) -> np.ndarray:
+def _numbers(cells: list[str], path: Path, line_number: int, header: list[str] | None, text_at: set) -> np.ndarray:
     try:
         values = np.array([float(c) for c in cells], dtype=np.float64)
     except ValueError:
@@ -88,7 +109,7 @@ def _numbers(cells: list[str], path: Path, line_number: int, header: list[str] |
     bad = (
         next(i for i, c in enumerate(cells) if not _is_number(c))
         if values is None
-        else next((i for i, v in enumerate(values) if not abs(v) <= _FLOAT32_MAX), None)
+        else next((i for i, v in enumerate(values) if i not in text_at and not abs(v) <= _FLOAT32_MAX), None)
     )
     if bad is None:
         return values
@@ -97,6 +118,9 @@ def _numbers(cells: list[str], path: Path, line_number: int, header: list[str] |
     if values is None:
         what = "an empty cell" if not text else f"{text[:40]!r}, which is not a number"
         advice = "fill or drop missing values first (or give the model a mask of the observed entries)"
+        if text and header:
+            advice = "leave a text column out of the features with columns=[...] (--columns), or read it as the label"
+            advice += " with label=... (--label-column)"
     else:
         what = f"{text[:40]!r}, beyond the float32 range (about 3.4e38) or not finite"
         advice = "rescale the column"

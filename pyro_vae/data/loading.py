@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .._util.files import atomic_write, check_writable
-from .readers import TABLE_SUFFIXES, check_labels, idx_header, load_table, read_idx, verify_idx_checksums
+from .readers import TABLE_SUFFIXES, check_labels, idx_header, read_idx, read_table, verify_idx_checksums
 
 BINARIZE_MODES = ("none", "fixed", "dynamic")
 VALUE_MODES = ("unit", "levels")
@@ -112,6 +112,8 @@ class Dataset:
     val: Split
     test: Split
     source: str = ""
+    #: For a table: which columns are features and which the label (:mod:`pyro_vae.data.table_columns`).
+    columns: dict[str, Any] | None = None
 
     def fingerprint(self) -> str:
         """A short SHA-256 of every split's values and labels: two loads with the same settings agree,
@@ -156,6 +158,8 @@ def load(
     test_fraction: float = 0.2,
     seed: int = 0,
     download: bool = True,
+    columns: Any = None,
+    label: Any = None,
 ) -> Dataset:
     """Load a data set with deterministic train/validation/test splits.
 
@@ -174,6 +178,10 @@ def load(
         seed: seeds the split and the fixed binarisation.
         download: for a known IDX data set whose files are found nowhere, try its mirrors
             (checksums verified) before failing.
+        columns, label: for a table, the feature columns (header names or 0-based positions;
+            default every column but the label and a row index) and the column of class labels
+            (whole numbers, or any values read as sorted classes); see
+            :mod:`pyro_vae.data.table_columns`. The choice is in the result's ``columns``.
 
     IDX files of a named data set are searched for in this order: ``$PYRO_VAE_DATA/<name>``, the
     user cache ``~/.cache/pyro_vae/<name>`` (or under ``$XDG_CACHE_HOME``), then Debian's
@@ -187,12 +195,14 @@ def load(
         raise ValueError(f"values must be one of {VALUE_MODES}, got {values!r}.")
     if values == "levels" and binarize != "none":
         raise ValueError("Binarised data has two levels already; use values='unit' with binarize.")
-    for label, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+    for option, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 < fraction < 1.0:
-            raise ValueError(f"{label} must lie strictly between 0 and 1, got {fraction!r}.")
+            raise ValueError(f"{option} must lie strictly between 0 and 1, got {fraction!r}.")
 
     key = str(name_or_path)
-    source = key
+    source, chosen = key, None
+    if (columns is not None or label is not None) and Path(key).suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"columns= and label= choose the columns of a table (.csv or .npy); {key} is not one.")
     if key == "digits":
         x, labels, image_shape = _load_digits()
         test_x, test_labels = None, None
@@ -200,7 +210,7 @@ def load(
     elif Path(key).suffix.lower() in TABLE_SUFFIXES:
         if values == "levels":
             raise ValueError(f"{key}: values='levels' applies to 8-bit images; a table is read as it is.")
-        x, labels = load_table(Path(key))
+        x, labels, chosen = read_table(Path(key), columns=columns, label=label)
         source, key = str(Path(key).resolve()), Path(key).name
         test_x, test_labels, image_shape, num_levels = None, None, None, None
     else:
@@ -241,7 +251,7 @@ def load(
             splits["train"] = replace(splits["train"], x=splits["train"].binarized(seed + 999))
         else:
             splits["train"] = replace(splits["train"], dynamic_binarization=True)
-    return Dataset(key, splits["train"], splits["val"], splits["test"], source=source)
+    return Dataset(key, splits["train"], splits["val"], splits["test"], source=source, columns=chosen)
 
 
 # ---------------------------------------------------------------------- embedded digits

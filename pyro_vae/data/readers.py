@@ -12,13 +12,16 @@ import hashlib
 import math
 import os
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from .._util.checks import refuse_inexact_counts
-from .csv_tables import read_csv
+from .csv_tables import read_csv, read_header
+from .table_columns import choose_columns, column_positions
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -108,15 +111,36 @@ TABLE_SUFFIXES = (".npy", ".csv")
 
 def load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """A ``.npy`` array (read without unpickling) or a numeric ``.csv`` (an optional header row; see
-    :mod:`pyro_vae.data.csv_tables` for what is accepted)."""
+    :mod:`pyro_vae.data.csv_tables` for what is accepted) as ``(x, labels)``: :func:`read_table`
+    with its defaults."""
+    x, labels, _ = read_table(path)
+    return x, labels
+
+
+def read_table(
+    path: Path, *, columns: Sequence[Any] | None = None, label: Any = None
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """``(x (N, D) float32, labels (N,) long, record)`` of a table, with the feature columns and the
+    label column chosen as :mod:`pyro_vae.data.table_columns` says (``record`` says what was chosen)."""
     if not path.is_file():
         raise FileNotFoundError(f"No table at {path}.")
+    header: list[str] | None = None
+    texts: dict[int, list[str]] = {}
     try:
         if path.suffix.lower() == ".npy":
-            check_npy_header(path)
+            shape = check_npy_header(path)[0]
+            positions, label_at = column_positions(
+                None, shape[1] if len(shape) == 2 else 0, path, columns=columns, label=label
+            )
             array = np.load(path, allow_pickle=False)
         else:
-            array, _ = read_csv(path)
+            header, width = read_header(path)
+            positions, label_at = column_positions(header, width, path, columns=columns, label=label)
+            chosen = set(range(width)) if positions is None else {*positions}
+            text_columns = {c for c in range(width) if c not in chosen} if positions is not None else set()
+            if label_at is not None:
+                text_columns.add(label_at)
+            array, header, texts = read_csv(path, text_columns)
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text table (it is not UTF-8).") from None
     except ValueError as error:
@@ -129,13 +153,14 @@ def load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{path} must hold a table of shape (N, D) with N >= 3 rows, got shape {array.shape}.")
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{path} holds {array.dtype} values; a table must be numeric.")
+    array, labels, record = choose_columns(array, header, texts, path, columns=positions, label=label_at)
     whole = array if array.dtype.kind in "biu" else None
     if whole is None and array.size and bool(np.all(array == np.round(array))):
         whole = array.astype(np.int64) if np.abs(array).max() < 2**62 else array
     if whole is not None and whole.dtype.kind in "iu":
         refuse_inexact_counts(whole, torch.float32, str(path))
     x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    return x, torch.zeros(len(x), dtype=torch.int64)
+    return x, torch.from_numpy(labels), record
 
 
 def check_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:

@@ -38,7 +38,7 @@ from .checkpoint import load
 #: Files that make a folder a run folder; training into one needs --resume or --overwrite.
 RUN_FILES = ("config.json", "model.pt", "checkpoint.pt", "history.csv", "summary.json")
 #: The keys of config.json that a resumed run must share with the original (everything but epochs).
-_RESUME_KEYS = ("data", "data_source", "data_fingerprint", "binarize", "values", "seed", "model")
+_RESUME_KEYS = ("data", "data_source", "data_fingerprint", "data_columns", "binarize", "values", "seed", "model")
 
 
 def lock(out: Path) -> FileLock:
@@ -51,6 +51,7 @@ def describe(dataset, vae: VAE, *, binarize: str, values: str, seed: int, traini
         "data": dataset.name,
         "data_source": dataset.source,
         "data_fingerprint": dataset.fingerprint(),
+        "data_columns": dataset.columns,
         "binarize": binarize,
         "values": values,
         "seed": seed,
@@ -196,8 +197,14 @@ def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, d
     config = read_config(run)
     vae = load(run / "model.pt", **networks)
     source = config.get("data_source") or config["data"]
+    chosen = config.get("data_columns") or {}
     dataset = data_module.load(
-        source, binarize=config["binarize"], values=config.get("values", "unit"), seed=config["seed"]
+        source,
+        binarize=config["binarize"],
+        values=config.get("values", "unit"),
+        seed=config["seed"],
+        columns=chosen.get("features"),
+        label=chosen.get("label"),
     )
     if dataset.input_dim != vae.input_dim:
         raise ValueError(

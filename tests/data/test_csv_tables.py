@@ -41,7 +41,7 @@ def test_a_row_that_does_not_parse_is_refused_with_its_line(tmp_path, text, wher
 def test_blank_lines_are_not_rows_and_headers_are_names_only(tmp_path):
     x, _ = load_table(write(tmp_path, "a,b\n\n1,2\n   \n3,4\n5,6\n\n\n"))
     assert x.tolist() == [[1, 2], [3, 4], [5, 6]]
-    values, header = csv_tables.read_csv(write(tmp_path, ',a,"b, quoted"\n0,1,2\n1,3,4\n'))
+    values, header, _ = csv_tables.read_csv(write(tmp_path, ',a,"b, quoted"\n0,1,2\n1,3,4\n'))
     assert header == ["", "a", "b, quoted"] and values.tolist() == [[0, 1, 2], [1, 3, 4]]
 
 

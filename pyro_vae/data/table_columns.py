@@ -1,0 +1,102 @@
+"""Which columns of a table are features, which is the label: chosen by the user, or found.
+
+* ``columns=`` names the feature columns (header names, or 0-based positions); by default every
+  column but the label is a feature.
+* ``label=`` names one column read as the class labels: whole numbers ``>= 0`` as they are, any
+  other values (text such as ``"setosa"``) as classes ``0..K-1`` in sorted order, the names kept.
+* A row index is never taken for a feature: a first column with an empty or pandas' ``Unnamed: 0``
+  header that holds exactly ``0, 1, ..., N-1`` (what ``DataFrame.to_csv`` writes by default) is
+  left out unless ``columns=`` asks for it.
+
+:func:`choose_columns` returns the features, the labels and a record of the choice (what a run
+folder stores, and what reading the table again needs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["INDEX_NAMES", "choose_columns", "column_positions"]
+
+#: Header names of a row-index column as pandas writes them.
+INDEX_NAMES = ("", "Unnamed: 0")
+
+
+def _position(name: Any, header: list[str] | None, width: int, path: Any, what: str) -> int:
+    if isinstance(name, bool) or not isinstance(name, (int, str)):
+        raise TypeError(f"{path}: {what} must name columns by header name or 0-based position, got {name!r}.")
+    if isinstance(name, int) or (isinstance(name, str) and name.isdigit() and (header is None or name not in header)):
+        position = int(name)
+        if not 0 <= position < width:
+            raise ValueError(f"{path}: {what} {name!r} is not a column position (the table has {width} columns).")
+        return position
+    if header is None:
+        raise ValueError(f"{path} has no header row, so {what} {name!r} must be a 0-based position.")
+    if name not in header:
+        raise ValueError(f"{path}: {what} {name!r} is not a column; the columns are {header[:20]}.")
+    return header.index(name)
+
+
+def column_positions(
+    header: list[str] | None, width: int, path: Any, *, columns: Sequence[Any] | None, label: Any
+) -> tuple[list[int] | None, int | None]:
+    """The 0-based positions of the chosen feature columns (``None``: not chosen) and of the label."""
+    label_at = None if label is None else _position(label, header, width, path, "label")
+    if columns is None:
+        return None, label_at
+    if isinstance(columns, str) or not isinstance(columns, Sequence) or not columns:
+        raise ValueError(f"{path}: columns must be a non-empty list of column names or positions, got {columns!r}.")
+    positions = [_position(c, header, width, path, "column") for c in columns]
+    if len(set(positions)) != len(positions) or label_at in positions:
+        raise ValueError(f"{path}: the feature columns {list(columns)} name a column twice (or the label).")
+    return positions, label_at
+
+
+def choose_columns(
+    values: np.ndarray, header: list[str] | None, texts: dict[int, list[str]], path: Any, *,
+    columns: list[int] | None, label: int | None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:  # fmt: skip
+    """``(x (N, D), labels (N,), record)`` from the table ``values`` (text columns hold NaN there and
+    their cells in ``texts``), as the module docstring says."""
+    width = values.shape[1]
+    record: dict[str, Any] = {"features": None, "label": None, "dropped_index": None}
+    if columns is None:
+        columns = [c for c in range(width) if c != label]
+        first = header[0] if header else None
+        if first in INDEX_NAMES and 0 not in texts and label != 0 and len(columns) > 1:
+            if np.array_equal(values[:, 0], np.arange(len(values))):
+                columns = columns[1:]
+                record["dropped_index"] = first
+    else:
+        record["features"] = [header[c] if header else c for c in columns]
+    text_features = [c for c in columns if c in texts]
+    if text_features:
+        names = [header[c] if header else c for c in text_features]
+        raise ValueError(f"{path}: the feature column(s) {names} hold text; leave them out with columns=[...].")
+    x = values[:, columns]
+    labels = np.zeros(len(values), dtype=np.int64)
+    if label is not None:
+        record["label"] = header[label] if header else label
+        raw = texts.get(label)
+        numbers = values[:, label] if raw is None else _as_numbers(raw)
+        if numbers is not None and np.all(numbers >= 0) and np.all(numbers == np.round(numbers)):
+            labels = numbers.astype(np.int64)
+        else:
+            cells = raw if raw is not None else [repr(float(v)) for v in values[:, label]]
+            classes = sorted(set(cells))
+            lookup = {name: i for i, name in enumerate(classes)}
+            labels = np.array([lookup[c] for c in cells], dtype=np.int64)
+            record["label_classes"] = classes
+    record["columns"] = [header[c] if header else c for c in columns]
+    return x, labels, record
+
+
+def _as_numbers(cells: list[str]) -> np.ndarray | None:
+    try:
+        numbers = np.array([float(c) for c in cells], dtype=np.float64)
+    except ValueError:
+        return None
+    return numbers if bool(np.isfinite(numbers).all()) else None
