@@ -196,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--num", type=int, default=64, help="number of images")
     sample.add_argument("--seed", type=int, default=0, help="seeds every draw")
     sample.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
-    sample.add_argument("--out", default=None, help="PNG path (default RUN/samples-SOURCE.png)")
+    sample.add_argument(
+        "--out",
+        default=None,
+        help="figure path (default RUN/samples-SOURCE.png for images, .csv for tables); the means are also written as .npy beside it",
+    )
 
     evaluate = command("evaluate", "held-out log-likelihood and posterior diagnostics of a run")
     evaluate.add_argument("run", help="a run folder written by train or demo")

@@ -8,9 +8,10 @@ from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from .._util.files import write_json
+from .._util.files import atomic_write, write_json
 from ..data import loading as data_module
 from ..io import runs
 from ..io.checkpoint import save
@@ -237,8 +238,6 @@ def run_sample(args) -> Path:
     vae, dataset, _ = runs.load_run(run)
     device = parse_device(args.device)
     vae = vae.to(device)
-    if not dataset.is_image:
-        raise ValueError("This run's data are not images, so its samples cannot be drawn as pictures.")
     if args.label is not None and args.source != "subset":
         raise ValueError("--label selects a subset; pass --source subset.")
     if args.source == "mixture" and vae.latent_mixture is None:
@@ -258,13 +257,23 @@ def run_sample(args) -> Path:
         label=args.label,
         seed=args.seed,
     )
-    path = Path(args.out) if args.out else run / f"samples-{args.source}{'' if args.label is None else args.label}.png"
+    stem = f"samples-{args.source}{'' if args.label is None else args.label}"
+    figure = ".png" if dataset.is_image else ".csv"
+    path = Path(args.out) if args.out else run / f"{stem}{figure}"
     what = args.source + ("" if args.label is None else f" of label {args.label}")
-    image_grid(
-        drawn.mean, vae.image_shape, path, title=f"likelihood means, z from the {what}", value_max=vae.input_scale
-    )
-    runs.record_outputs(run, [path])
-    print(f"wrote {path}")
+    if drawn.mean is None:
+        raise ValueError("This model's likelihood has no mean to write; draw samples with pyro_vae.sample instead.")
+    means = drawn.mean.detach().cpu()
+    if dataset.is_image:
+        image_grid(
+            means, vae.image_shape, path, title=f"likelihood means, z from the {what}", value_max=vae.input_scale
+        )
+    else:  # a table: one row per draw, the likelihood means E[x|z]
+        atomic_write(path, lambda handle: np.savetxt(handle, means.numpy(), delimiter=",", fmt="%.8g"))
+    arrays = path.with_suffix(".npy")  # for scripts, images and tables alike: (num, D) float32
+    atomic_write(arrays, lambda handle: np.save(handle, means.numpy(), allow_pickle=False))
+    runs.record_outputs(run, [path, arrays])
+    print(f"wrote {path} and {arrays}")
     return path
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .._util.files import check_writable, write_json
+from .._util.files import atomic_write, check_writable, write_json
 from .._util.untrusted import read_text_at_most
 from ..evaluate.result import describe_slack
 from ..io import runs
@@ -32,11 +32,23 @@ def run_evaluate(args) -> dict:
     out = Path(args.out) if args.out else run / "evaluation.json"
     check_writable(out.parent, "the evaluation")
     metrics = evaluate_run(run, args)
+    points = metrics.pop("per_point", None)
     write_json(out, metrics)
-    runs.record_outputs(run, [out])
+    written = [out]
+    if points is not None:  # per-point values beside the JSON, for scripts: log p(x_i), ELBO_i, Pareto k_i
+        table = out.with_name(out.stem + "-points.csv")
+        atomic_write(table, lambda handle: handle.write(_points_csv(points).encode()))
+        written.append(table)
+    runs.record_outputs(run, written)
     print_evaluation(metrics)
-    print(f"wrote {out}")
+    print(f"wrote {out}" + (f" and {written[1]}" if len(written) > 1 else ""))
     return metrics
+
+
+def _points_csv(points: dict) -> str:
+    names = list(points)
+    rows = zip(*(points[n] for n in names))
+    return ",".join(names) + "\n" + "".join(",".join(repr(float(v)) for v in row) + "\n" for row in rows)
 
 
 def evaluate_run(run: Path, args) -> dict:
@@ -79,6 +91,11 @@ def evaluate_run(run: Path, args) -> dict:
         "latent_dim": vae.latent_dim,
         "pareto_k": pareto.summary() if pareto is not None else None,
         "warnings": _training_warnings(run),
+        "per_point": {
+            "log_px": result.log_px.tolist(),
+            "elbo": result.elbo.tolist(),
+            **({"pareto_k": result.pareto_k.tolist()} if result.pareto_k is not None else {}),
+        },
     }
     if result.pareto_k is not None and result.share_k_above(0.7) > 0.1:
         amount = describe_slack(result.slack / len(x), "nats per point")

@@ -73,3 +73,24 @@ def test_a_resumed_run_keeps_its_list_of_outputs(run):
     resumed = [a if a != "1" else "2" for a in TRAIN]  # --epochs 2
     assert main([*resumed, "--out", str(run), "--resume"]) == 0
     assert "evaluation.json" in json.loads((run / "config.json").read_text())["outputs"]
+
+
+def test_sample_and_evaluate_write_arrays_for_tables_and_images(tmp_path, run):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    table = tmp_path / "t.csv"
+    np.savetxt(table, rng.normal(size=(60, 4)), delimiter=",", header="a,b,c,d", comments="")
+    out = tmp_path / "table-run"
+    assert main(["train", "--data", str(table), "--likelihood", "normal", "--epochs", "1", "--out", str(out)]) == 0
+    assert main(["sample", str(out), "--source", "prior", "--num", "5"]) == 0
+    assert np.load(out / "samples-prior.npy").shape == (5, 4)
+    assert np.loadtxt(out / "samples-prior.csv", delimiter=",").shape == (5, 4)
+    assert main(["evaluate", str(out), "--num-particles", "10"]) == 0
+    points = np.genfromtxt(out / "evaluation-points.csv", delimiter=",", names=True)
+    assert set(points.dtype.names) == {"log_px", "elbo", "pareto_k"} and len(points) == 12
+    assert bool((points["elbo"] <= points["log_px"] + 1e-4).all())
+    # Images get the array beside the figure.
+    assert main(["sample", str(run), "--source", "prior", "--num", "4"]) == 0
+    assert np.load(run / "samples-prior.npy").shape == (4, 64)
+    assert {"samples-prior.npy", "samples-prior.png"} <= set(json.loads((run / "config.json").read_text())["outputs"])
