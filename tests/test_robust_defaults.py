@@ -126,6 +126,12 @@ def test_baselines_are_exact_and_a_model_that_loses_to_them_is_flagged():
     assert {"baseline: diagonal Gaussian", "baseline: PPCA (L=2)"} <= set(table.index)
     assert table.index[0].startswith("baseline")
     assert "a" in table.attrs["warnings"]
+    # One model is enough against the baselines; without them a ranking needs two.
+    with pytest.warns(RuntimeWarning, match="below the diagonal Gaussian"):
+        alone = pyro_vae.compare({"a": untrained}, test, baselines_from=train, num_particles=20)
+    assert set(alone.index) == {"a", "baseline: diagonal Gaussian", "baseline: PPCA (L=2)"}
+    with pytest.raises(ValueError, match="at least two"):
+        pyro_vae.compare({"a": untrained}, test, num_particles=20)
     with pytest.raises(ValueError, match="mass functions"):
         pyro_vae.compare(
             {"a": pyro_vae.VAE(6, 2), "b": pyro_vae.VAE(6, 2)},

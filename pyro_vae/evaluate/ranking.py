@@ -115,7 +115,7 @@ def compare(
     global latents it was conditioned on.
 
     Raises:
-        ValueError: when fewer than two models are given, when the data sets differ in size, or
+        ValueError: when fewer than two models are given (one with ``baselines_from``), when the data sets differ in size, or
         when a model whose likelihood is a probability mass function is ranked against one whose
         likelihood is a density: their ``log p(x)`` are in different units (log-probabilities
         against log-densities) and their difference says nothing about which model is better.
@@ -123,8 +123,11 @@ def compare(
         and compares with the others; see ``docs/likelihoods.md``. Results over different
         numbers of values per point are refused too.
     """
-    if not isinstance(models, Mapping) or len(models) < 2:
-        raise ValueError("compare needs a mapping of at least two model names to models.")
+    if not isinstance(models, Mapping) or len(models) < (1 if baselines_from is not None else 2):
+        raise ValueError(
+            "compare needs a mapping of at least two model names to models (one is enough with baselines_from=, "
+            "which adds the closed-form baselines to rank against)."
+        )
     arviz_line()  # the ranking is ArviZ's: an unsupported version is refused before any evaluation
     entries = {name: _entry(name, model, program_kwargs.get("plate")) for name, model in models.items()}
     if any(isinstance(e, Program) for e in entries.values()) and x is None:
