@@ -129,7 +129,12 @@ def test_baselines_are_exact_and_a_model_that_loses_to_them_is_flagged():
     # One model is enough against the baselines; without them a ranking needs two.
     with pytest.warns(RuntimeWarning, match="below the diagonal Gaussian"):
         alone = pyro_vae.compare({"a": untrained}, test, baselines_from=train, num_particles=20)
-    assert set(alone.index) == {"a", "baseline: diagonal Gaussian", "baseline: PPCA (L=2)"}
+    assert set(alone.index) == {
+        "a",
+        "baseline: diagonal Gaussian",
+        "baseline: PPCA (L=2)",
+        "baseline: factor analysis (L=2)",
+    }
     with pytest.raises(ValueError, match="at least two"):
         pyro_vae.compare({"a": untrained}, test, num_particles=20)
     with pytest.raises(ValueError, match="mass functions"):
@@ -139,6 +144,21 @@ def test_baselines_are_exact_and_a_model_that_loses_to_them_is_flagged():
             baselines_from=train,
             num_particles=20,
         )
+
+
+def test_factor_analysis_is_exact_and_beats_ppca_when_noise_differs_per_feature():
+    from sklearn.decomposition import FactorAnalysis
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 2, generator=g, dtype=torch.float64)
+    noise = torch.linspace(0.1, 3.0, 8, dtype=torch.float64)  # heteroscedastic, as raw-unit tables are
+    x = torch.randn(1200, 2, generator=g, dtype=torch.float64) @ w.T + noise * torch.randn(1200, 8, generator=g)
+    train, test = x[:900], x[900:]
+    fa = baselines.factor_analysis(train, test, 2)
+    fitted = FactorAnalysis(n_components=2, random_state=0).fit(train.numpy())
+    assert torch.allclose(fa.log_px, torch.as_tensor(fitted.score_samples(test.numpy())), atol=1e-8)
+    ppca = baselines.ppca(train, test, 2)
+    assert fa.mean - ppca.mean > 5 * float(baselines.mean_se((fa.log_px - ppca.log_px).double()))
 
 
 def test_a_still_rising_elbo_is_reported():
