@@ -24,7 +24,13 @@ from .io.runs import load_run  # noqa: E402
 from .latent.aggregate import AggregatePosterior  # noqa: E402
 from .latent.imputation import Imputation, impute  # noqa: E402
 from .latent.mixture import LatentMixture  # noqa: E402
-from .latent.predictive import PredictiveSamples, posterior_predictive, prior_predictive, reconstruct  # noqa: E402
+from .latent.predictive import (  # noqa: E402
+    PredictiveSamples,
+    get_latent,
+    posterior_predictive,
+    prior_predictive,
+    reconstruct,
+)
 from .latent.sampling import sample  # noqa: E402
 from .likelihoods import (  # noqa: E402
     LIKELIHOODS,
@@ -76,6 +82,7 @@ __all__ = [
     "evaluate",
     "fit",
     "get_guide",
+    "get_latent",
     "get_likelihood",
     "get_prior",
     "impute",

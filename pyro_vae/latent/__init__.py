@@ -8,12 +8,20 @@
 
 from .aggregate import SOURCES, AggregatePosterior, RowDistribution, prior_of
 from .mixture import LatentMixture
-from .predictive import PredictiveSamples, latent_means, posterior_predictive, prior_predictive, reconstruct
+from .predictive import (
+    PredictiveSamples,
+    get_latent,
+    latent_means,
+    posterior_predictive,
+    prior_predictive,
+    reconstruct,
+)
 from .sampling import decode, sample
 
 __all__ = [
     "AggregatePosterior",
     "decode",
+    "get_latent",
     "latent_means",
     "LatentMixture",
     "posterior_predictive",

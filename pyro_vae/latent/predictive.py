@@ -162,6 +162,33 @@ def reconstruct(
     return _mean(trace.nodes[sites.observed[0]], sites, program.plate)
 
 
+@torch.no_grad()
+def get_latent(
+    model: Any,
+    x: Any,
+    *,
+    guide: Callable | None = None,
+    covariates: Mapping[str, Any] | None = None,
+    site: str | None = None,
+    plate: str | None = None,
+    global_values: Any = None,
+    mask: Any = None,
+) -> torch.Tensor:
+    """The latent representation of every row: the posterior means ``E_q[z | x_i]``, shape ``(N, L)``
+    (``(N, *event)`` for a site with another event shape), what scvi-tools'
+    ``get_latent_representation`` returns, for plots, clustering or ``obsm`` of an AnnData.
+
+    ``site`` names the latent site of a program with several (a hierarchy); the mean is the guide's
+    own where it has one in closed form, else a 256-draw average (flows, a site with parents in the
+    guide). ``mask`` as for :func:`pyro_vae.log_likelihood`: the encoder sees the observed entries.
+    """
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
+    program, data, sites = bound.program, bound.data, bound.sites
+    name = sites.latent(site, tool="get_latent")
+    means, _ = latent_means(program, data, name)
+    return means
+
+
 # ---------------------------------------------------------------------- shared with sampling
 def generation_rows(program: Program, n: int, x: Any, covariates: Mapping[str, Any] | None) -> Data:
     """``n`` rows to generate on: from ``x`` and its covariates, or the template with given covariates."""
