@@ -31,3 +31,14 @@ def test_a_discrete_site_is_refused_by_name():
     x, _ = mixture.simulate(20)
     with pytest.raises(ValueError, match="label"):
         pyro_vae.get_latent(mixture.model, x, guide=mixture.guide, plate="items", site="label")
+
+
+def test_counterfactual_decoding_under_another_covariate_value():
+    from helpers.programs import K, ConditionalLinear
+
+    program = ConditionalLinear()
+    x, y = program.simulate(30)
+    codes = pyro_vae.get_latent(program.model, x, guide=program.guide, covariates={"y": y}, plate="points")
+    other = torch.nn.functional.one_hot((y.argmax(-1) + 1) % K, K).float()  # every point in another batch
+    decoded = pyro_vae.latent.decode(program.model, codes, x=x, covariates={"y": other}, plate="points")
+    assert torch.allclose(decoded.mean, codes @ program.W.T + program.mean(other), atol=1e-5)
