@@ -136,8 +136,8 @@ def read_table(
         else:
             header, width = read_header(path)
             positions, label_at = column_positions(header, width, path, columns=columns, label=label)
-            chosen = set(range(width)) if positions is None else {*positions}
-            text_columns = {c for c in range(width) if c not in chosen} if positions is not None else set()
+            # Columns that are not features are read as text: a label may be, a left-out column anything.
+            text_columns = set() if positions is None else set(range(width)) - set(positions)
             if label_at is not None:
                 text_columns.add(label_at)
             array, header, texts = read_csv(path, text_columns)
