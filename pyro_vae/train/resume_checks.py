@@ -12,8 +12,8 @@ it checks, in order:
   numbers, epochs ``1, 2, ...``;
 * the RNG state: a ``uint8`` tensor of the size ``torch.get_rng_state()`` has;
 * the best state: the model's own names, shapes and dtypes, finite values;
-* the optimiser state: its groups' settings of the live optimiser's types, each parameter index
-  once, and per parameter a scalar ``step`` (a whole number, at most ``epoch`` times the steps a
+* the optimiser state: its groups' settings of the live optimiser's types (settings only one
+  torch release knows are left to the optimiser), each parameter index once, and per parameter a scalar ``step`` (a whole number, at most ``epoch`` times the steps a
   run could take) and moments of the parameter's shape and dtype, finite (second moments ``>= 0``).
 """
 
@@ -125,10 +125,12 @@ def _check_optimizer(saved: Mapping[str, Any], optimizer: torch.optim.Optimizer,
         raise _damaged(path, "optimizer", f"{len(groups)} parameter groups, this model has {len(live['param_groups'])}")
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for i, (group, want) in enumerate(zip(groups, live["param_groups"])):
-        if not isinstance(group, dict) or set(group) != set(want):
-            raise _damaged(path, f"optimizer group {i}", "settings of another optimiser")
+        # Another torch release may add or drop a setting (Adam fills in missing ones); a setting
+        # both know must have this optimiser's kind.
+        if not isinstance(group, dict) or "params" not in group:
+            raise _damaged(path, f"optimizer group {i}", "not a parameter group")
         for key, value in group.items():
-            if key != "params" and not _same_kind(value, want[key]):
+            if key != "params" and key in want and not _same_kind(value, want[key]):
                 raise _damaged(
                     path, f"optimizer group {i} {key!r}", f"{value!r} where this optimiser has {want[key]!r}"
                 )

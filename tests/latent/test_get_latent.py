@@ -34,7 +34,7 @@ def test_a_discrete_site_is_refused_by_name():
 
 
 def test_counterfactual_decoding_under_another_covariate_value():
-    from helpers.programs import K, ConditionalLinear
+    from helpers.programs import ConditionalLinear, K
 
     program = ConditionalLinear()
     x, y = program.simulate(30)

@@ -141,3 +141,14 @@ def test_a_model_file_with_nan_weights_is_refused(tmp_path):
     torch.save(payload, path)
     with pytest.raises(ValueError, match=f"not finite numbers.*{name}"):
         pyro_vae.load(path)
+
+
+def test_a_setting_another_torch_release_adds_or_drops_still_resumes(checkpoint, tmp_path):
+    payload = torch.load(checkpoint, weights_only=True)
+    group = payload["training"]["optimizer"]["param_groups"][0]
+    group.pop("decoupled_weight_decay", None)  # as an older torch wrote it
+    group["a_future_setting"] = False
+    path = tmp_path / "other-release.pt"
+    torch.save(payload, path)
+    history = pyro_vae.fit(new_vae(), X, val=VAL, epochs=3, batch_size=16, checkpoint=path, resume=True, seed=0)
+    assert len(history.rows) == 3
