@@ -73,3 +73,10 @@ def test_a_huge_sparse_config_is_refused_without_reading_it(tmp_path):
         read_config(run)
     (run / "config.json").write_text(json.dumps({"data": "digits", "binarize": "none", "seed": 0, "model": {}}))
     assert read_config(run)["seed"] == 0
+
+
+def test_each_method_has_defaults_of_its_own():
+    vae = pyro_vae.VAE(6, 2, hidden_sizes=(4,))
+    assert pyro_vae.log_likelihood(vae, X[:4]).num_particles == 1000  # importance samples
+    ais = pyro_vae.log_likelihood(vae, X[:4], method="ais", ais_steps=10)
+    assert ais.num_particles == 16 and ais.is_annealed  # chains, not importance sampling's 1,000

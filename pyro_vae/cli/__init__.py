@@ -233,8 +233,9 @@ def _evaluation_options(parser) -> None:
     parser.add_argument(
         "--num-particles",
         type=int,
-        default=1000,
-        help="importance samples per data point (AIS chains with --method ais)",
+        default=None,
+        help="importance samples per data point (default 1000); with --method ais, AIS chains per point "
+        "(default 16, each --ais-steps x 11 gradient evaluations)",
     )
     parser.add_argument(
         "--method",

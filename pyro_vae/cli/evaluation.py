@@ -54,14 +54,15 @@ def _points_csv(points: dict) -> str:
 def evaluate_run(run: Path, args) -> dict:
     """The metrics of ``pyro-vae evaluate`` for the run folder ``run``: a JSON-ready dict."""
     from ..diagnostics.posterior import active_units, elbo_surgery, pareto_k_report
-    from ..evaluate.estimate import log_likelihood
+    from ..evaluate.estimate import DEFAULT_DRAWS, log_likelihood
 
     vae, x, config, dataset = held_out(run, args.split, args.max_points)
     device = parse_device(args.device)
     vae, x = vae.to(device), x.to(device)
     print(
         f"Evaluating {run} on {len(x)} {args.split} points of {config['data']} "
-        f"with {args.num_particles} {'AIS chains' if args.method == 'ais' else 'particles'} per point."
+        f"with {args.num_particles or DEFAULT_DRAWS[args.method]} "
+        f"{'AIS chains' if args.method == 'ais' else 'particles'} per point."
     )
     result = log_likelihood(
         vae,

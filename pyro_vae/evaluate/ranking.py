@@ -65,7 +65,7 @@ def compare(
     x: Any = None,
     *,
     covariates: Mapping[str, Any] | None = None,
-    num_particles: int = 1000,
+    num_particles: int | None = None,
     max_memory_mb: float = 64.0,
     seed: int = 0,
     method: str = "stacking",
