@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from .._util.checks import positive_int
 from .._util.maths import inverse_softplus
 from .._util.registry import registrar
+from .._util.value_checks import all_finite, in_support
 from .distributions import Dequantized, level_mean
 
 LIKELIHOODS: dict[str, type[Likelihood]] = {}
@@ -35,8 +36,6 @@ register_likelihood = registrar(LIKELIHOODS, "likelihood")
 
 #: Where a positive parameter's value comes from, besides a fixed number.
 POSITIVE_MODES = ("global", "feature", "decoder")
-#: Bytes of data checked at a time by :meth:`Likelihood.check_values`.
-CHECK_BLOCK_BYTES = 256 * 1024
 
 
 def get_likelihood(spec: str | Likelihood, **kwargs: Any) -> Likelihood:
@@ -288,16 +287,14 @@ class Likelihood(nn.Module):
         """Raise ``ValueError`` unless every value of ``x`` (``(N, D)``) is finite and valid for this
         likelihood (:meth:`validate`), saying how many values are wrong and how to fix them.
 
-        The common case, valid data, is checked in blocks that stay in cache (about twice as fast on
-        large data as whole-tensor masks); a failing block leads to the whole-tensor check, which
-        counts what is wrong. A subclass with its own :meth:`validate` gets the whole data.
+        The common case, valid data, is checked in one pass (its minimum and maximum, plus an
+        integrality check for whole-number supports: :mod:`pyro_vae._util.value_checks`, about 30
+        times faster on large data than elementwise masks); a failing check leads to the
+        elementwise one, which counts what is wrong. A subclass with its own :meth:`validate` gets
+        the whole data.
         """
         support = self.support if type(self).validate is Likelihood.validate else None
-        rows = max(1, CHECK_BLOCK_BYTES // max(1, x.shape[-1] * x.element_size()))
-        for block in x.split(rows):
-            if not bool(torch.isfinite(block).all()) or (support is not None and not bool(support.check(block).all())):
-                break
-        else:
+        if all_finite(x) and (support is None or in_support(x, support)):
             if support is None:
                 self.validate(x, what)
             return
@@ -328,6 +325,8 @@ class Likelihood(nn.Module):
 
 class _OpenUnitInterval(constraints.Constraint):
     """Values strictly between 0 and 1 (the Beta density is infinite or zero at the ends)."""
+
+    open_interval = (0.0, 1.0)  # read by the one-pass support check (pyro_vae._util.value_checks)
 
     def check(self, value):
         return (value > 0) & (value < 1)

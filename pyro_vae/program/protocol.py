@@ -39,6 +39,7 @@ from pyro import poutine
 from pyro.poutine.enum_messenger import EnumMessenger
 
 from .._util.checks import as_tensor
+from .._util.value_checks import all_finite
 from ..data.rows import RowSource, as_row_source, checked_rows
 from .missing import MaskObserved, check_mask, fill_missing
 from .sites import Sites, discover, per_point
@@ -83,7 +84,7 @@ def _plain_check(x: Any, what: str) -> torch.Tensor:
         raise ValueError(
             f"{what} must have the data points along its first dimension, N >= 1; got shape {tuple(x.shape)}."
         )
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    if not all_finite(x):
         raise ValueError(f"{what} contains non-finite values; remove or impute them.")
     return x
 

@@ -48,7 +48,7 @@ from ..vae.model import VAE
 from .distributed import Distributed
 from .early_stopping import EarlyStopping
 from .epochs import epoch_order, epoch_values
-from .objective import ENUMERATING, IMPORTANCE_WEIGHTED, OBJECTIVES, ObjectiveStep, make_objective
+from .objective import ENUMERATING, IMPORTANCE_WEIGHTED, OBJECTIVES, ObjectiveStep, training_objective
 from .progress import Progress
 from .settings import TrainSettings, settings_from
 from .state import History, RunState, resume_state
@@ -239,8 +239,11 @@ def _fit(
     record = settings.resume_record(dynamic_binarization=dynamic, num_data=len(x))
     group = Distributed.current()
     owner = trainee.module if isinstance(trainee, ModuleTrainee) else trainee.parameters
-    objective = make_objective(
-        elbo, num_particles, plate=program.plate, max_plate_nesting=trainee.max_plate_nesting, jit=jit
+    objective = training_objective(
+        settings,
+        vae=trainee.module if isinstance(trainee, ModuleTrainee) else None,
+        plate=program.plate,
+        max_plate_nesting=trainee.max_plate_nesting,
     )
     step = ObjectiveStep(owner, trainee.model, trainee.guide, objective, settings.lr, distributed=group.active)
     state = RunState(stopping=EarlyStopping(patience))

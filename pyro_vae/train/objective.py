@@ -53,6 +53,82 @@ def make_objective(
     )
 
 
+class DirectTraceELBO:
+    r"""``Trace_ELBO`` for a :class:`~pyro_vae.VAE`'s own model and guide, computed from the VAE's parts.
+
+    Pyro's ``Trace_ELBO`` runs the guide and the model under effect handlers (a trace, a replay, the
+    data plate's scaling) and sums the sites' log-densities. For a VAE that structure is known:
+    :meth:`~pyro_vae.VAE.elbo_terms` makes the same draw of ``z`` and the same three log-densities in
+    plain PyTorch, and this sums them the way ``Trace_ELBO`` does:
+
+    .. math::
+
+        \text{loss} = -\frac{1}{K} \sum_{k, b} \Big[ s \log p(x_b \mid z_{kb})
+        + s \beta \big(\log p(z_{kb}) - \log q(z_{kb} \mid x_b)\big) \Big], \qquad s = N / B,
+
+    the minibatch of ``B`` of ``N`` points scaled to the whole data set, ``beta`` the KL weight.
+    On one random stream the loss and its gradients equal ``Trace_ELBO``'s to rounding (tested for
+    every prior, guide family and likelihood in ``tests/train/test_direct_elbo.py``); the step costs
+    what a hand-written PyTorch loop costs (docs/benchmarks.md). :func:`pyro_vae.fit` uses it for the
+    ``"trace"`` objective of a VAE with :attr:`~pyro_vae.VAE.computes_own_elbo`, unless
+    ``direct=False``.
+    """
+
+    def __init__(self, vae, num_particles: int = 1):
+        if not vae.computes_own_elbo:
+            raise ValueError(
+                f"{type(vae).__name__} rewrites its model or guide (or has a guide family of its own): "
+                "its ELBO is computed by Pyro's Trace_ELBO, not from its parts."
+            )
+        self.vae, self.num_particles = vae, num_particles
+
+    def differentiable_loss(
+        self,
+        model: Callable,
+        guide: Callable,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        size_factor: torch.Tensor | None = None,
+        *,
+        indices: torch.Tensor | None = None,
+        num_data: int | None = None,
+        kl_weight: float | torch.Tensor = 1.0,
+        mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Minus the ELBO estimate of the minibatch ``x`` (``(B, D)``), as ``Trace_ELBO(model, guide, ...)``."""
+        if model != self.vae.model or guide != self.vae.guide:
+            raise ValueError("DirectTraceELBO computes the ELBO of its own VAE's model and guide only.")
+        log_lik, log_prior, log_guide = self.vae.elbo_terms(
+            x, y, size_factor, mask=mask, num_particles=self.num_particles
+        )
+        batch = x.shape[0]
+        if indices is not None and len(indices) != batch:
+            raise ValueError(f"indices holds {len(indices)} positions for a minibatch of {batch} points.")
+        scale = (num_data if num_data is not None else batch) / batch  # what the data plate scales by
+        latent = scale * kl_weight
+        # The order of Trace_ELBO's sum: the model's sites (z, x), then the guide's (z).
+        elbo = (log_prior * latent).sum() + (log_lik * scale).sum() - (log_guide * latent).sum()
+        return -elbo / self.num_particles
+
+
+def training_objective(settings, *, vae=None, plate: str = "data", max_plate_nesting: int = 1):
+    """The objective ``fit`` trains with ``settings`` (a :class:`~pyro_vae.train.settings.TrainSettings`):
+    :class:`DirectTraceELBO` for the ``"trace"`` objective of a ``vae`` that computes its own ELBO
+    (unless ``settings.direct`` is False or ``jit`` asks for Pyro's compiled one), else
+    :func:`make_objective`'s Pyro ELBO. ``vae`` is None for a hand-written program."""
+    if (
+        settings.direct
+        and settings.elbo == "trace"
+        and not settings.jit
+        and vae is not None
+        and vae.computes_own_elbo
+    ):
+        return DirectTraceELBO(vae, settings.num_particles)
+    return make_objective(
+        settings.elbo, settings.num_particles, plate=plate, max_plate_nesting=max_plate_nesting, jit=settings.jit
+    )
+
+
 def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Adam:
     """``torch.optim.Adam`` over ``params``, with PyTorch's fused kernel where the parameters allow it.
 

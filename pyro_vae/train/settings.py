@@ -98,6 +98,12 @@ class TrainSettings:
         "compile the 'trace' objective (JitTrace_ELBO): traced once per minibatch size, "
         "then run as one graph; not inside a process group",
     )
+    direct: bool = _option(
+        True,
+        "compute a VAE's 'trace' objective from its parts (VAE.elbo_terms: Trace_ELBO's estimate on the "
+        "same draws, without Pyro's effect handlers, at the pace of a plain PyTorch loop); --no-direct "
+        "runs it through Pyro's Trace_ELBO",
+    )
     progress: bool | str | None = _option(
         None,
         "True: a progress bar; 'lines': one line per epoch on standard "
@@ -129,7 +135,7 @@ class TrainSettings:
             raise ValueError(f"kl_warmup_epochs must be a finite number >= 0, got {warmup!r}.")
         if self.patience is not None:
             positive_int(self.patience, "patience")
-        for name in ("restore_best", "init_from_data", "jit"):
+        for name in ("restore_best", "init_from_data", "jit", "direct"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
         if not (self.progress is None or isinstance(self.progress, bool) or self.progress == "lines"):

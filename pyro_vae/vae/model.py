@@ -232,6 +232,47 @@ class VAE(nn.Module):
             with kl_scale(kl_weight):
                 pyro.sample("z", self.guide_family(loc, scale))
 
+    # ------------------------------------------------------------------ the ELBO from the parts
+    @property
+    def computes_own_elbo(self) -> bool:
+        """Whether :meth:`elbo_terms` is this VAE's ELBO: true unless :meth:`model` or :meth:`guide` is
+        another function than the one defined here (a subclass's, as in
+        :class:`~pyro_vae.HierarchicalVAE`, or one set on the instance), or the guide family is not one
+        of the registered, reparameterised ones."""
+        from .guides import GUIDES
+
+        # The bound methods' functions, so a subclass, an instance attribute or a patched class all count.
+        own = getattr(self.model, "__func__", None) is _MODEL and getattr(self.guide, "__func__", None) is _GUIDE
+        return own and type(self.guide_family) in GUIDES.values()
+
+    def elbo_terms(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        size_factor: torch.Tensor | None = None,
+        *,
+        mask: torch.Tensor | None = None,
+        num_particles: int = 1,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One reparameterised draw ``z ~ q(z|x)`` per point (and particle) and the log-densities that
+        Pyro's traces of :meth:`guide` and :meth:`model` record at it, computed without effect handlers.
+
+        Returns ``(log p(x|z), log p(z), log q(z|x))``, each of shape ``(B,)``, or ``(K, B)`` with
+        ``num_particles=K > 1``. The steps are the programs' own, in their order (the guide's encoder
+        and draw, then the prior and the decoder), so on the same random stream the draws are the
+        ones ``Trace_ELBO`` makes and
+        ``-(N / B) sum[log p(x|z) + beta (log p(z) - log q(z|x))] / K`` is its loss.
+        """
+        y = self._covariates(y, x.shape[0])
+        posterior = self.guide_family(*self.encode(x, y, mask=mask))
+        z = posterior.rsample() if num_particles == 1 else posterior.rsample((num_particles,))
+        log_guide = posterior.log_prob(z)
+        size = self._size_factors(x, size_factor)
+        log_prior = self.prior().log_prob(z)
+        fn = self.observation(self.decode(z, y), size)
+        log_lik = (fn if mask is None else mask_features(fn, mask)).log_prob(x)
+        return log_lik, log_prior, log_guide
+
     def as_program(self) -> Program:
         """This VAE under the protocol every tool uses (:mod:`pyro_vae.program`)."""
         return Program(
@@ -400,3 +441,7 @@ class VAE(nn.Module):
         ``pyro_vae.load(path, cls=MyVAE)``); its constructor must take the VAE's arguments.
         """
         return rebuild(cls, cfg, **networks)
+
+
+# The programs computes_own_elbo recognises, as defined above (not as later patched or overridden).
+_MODEL, _GUIDE = VAE.model, VAE.guide
