@@ -7,6 +7,9 @@ from typing import overload
 
 import torch
 
+#: ``log(2 pi) / 2``, the constant of a standard normal's log-density per dimension.
+HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
+
 
 @overload
 def inverse_softplus(value: float) -> float: ...

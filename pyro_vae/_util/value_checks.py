@@ -67,22 +67,21 @@ def in_support(x: torch.Tensor, support: constraints.Constraint) -> bool:
     if isinstance(support, constraints._IndependentConstraint):
         return in_support(x, support.base_constraint)
     low, high = extremes(x)
-    checks = {
-        constraints._Boolean: lambda: low >= 0 and high <= 1 and all_whole(x),
-        constraints._Interval: lambda: _number(support.lower_bound) <= low and high <= _number(support.upper_bound),
-        constraints._HalfOpenInterval: lambda: _number(support.lower_bound) <= low
-        and high < _number(support.upper_bound),
-        constraints._GreaterThan: lambda: low > _number(support.lower_bound),
-        constraints._GreaterThanEq: lambda: low >= _number(support.lower_bound),
-        constraints._LessThan: lambda: high < _number(support.upper_bound),
-        constraints._IntegerInterval: lambda: _number(support.lower_bound) <= low
-        and high <= _number(support.upper_bound)
-        and all_whole(x),
-        constraints._IntegerGreaterThan: lambda: low >= _number(support.lower_bound) and all_whole(x),
-    }
-    bounds = [getattr(support, name, 0) for name in ("lower_bound", "upper_bound")]
-    if kind in checks and all(_number(b) is not None for b in bounds):
-        return bool(checks[kind]())
+    lower, upper = (_number(getattr(support, name, 0.0)) for name in ("lower_bound", "upper_bound"))
+    if lower is not None and upper is not None:
+        below, above = lower, upper  # plain floats from here on
+        checks = {
+            constraints._Boolean: lambda: low >= 0 and high <= 1 and all_whole(x),
+            constraints._Interval: lambda: below <= low and high <= above,
+            constraints._HalfOpenInterval: lambda: below <= low and high < above,
+            constraints._GreaterThan: lambda: low > below,
+            constraints._GreaterThanEq: lambda: low >= below,
+            constraints._LessThan: lambda: high < above,
+            constraints._IntegerInterval: lambda: below <= low and high <= above and all_whole(x),
+            constraints._IntegerGreaterThan: lambda: low >= below and all_whole(x),
+        }
+        if kind in checks:
+            return bool(checks[kind]())
     if getattr(support, "open_interval", None) is not None:  # a constraint that states its open interval
         lower, upper = support.open_interval
         return lower < low and high < upper

@@ -100,6 +100,11 @@ class Program:
             ``check_data``); otherwise arrays become tensors and non-finite values are refused.
         template: optional ``template(n) -> Data`` of ``n`` rows for generation without data.
         name: a short description used in results (a likelihood's name, say).
+        direct_weights: optional ``direct_weights(data, S) -> (S, B)``, the log importance weights
+            ``log p(x, z_s) - log q(z_s|x)`` of ``S`` draws from the guide for every row of
+            ``data``, computed without traces on the random stream the traced programs use (a
+            VAE's :meth:`~pyro_vae.VAE.elbo_terms`). Importance sampling uses it in place of
+            tracing; a program whose model or guide is replaced loses it.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class Program:
         check: Callable[..., torch.Tensor] | None = None,
         template: Callable[[int], Data] | None = None,
         name: str | None = None,
+        direct_weights: Callable[[Data, int], torch.Tensor] | None = None,
     ):
         if not callable(model):
             raise TypeError(f"model must be a callable Pyro program or a VAE, got {type(model).__name__}.")
@@ -120,7 +126,7 @@ class Program:
             raise ValueError(f"plate must be the name of the data plate, got {plate!r}.")
         self.model, self._guide, self.plate = model, guide, plate
         self._check, self._template = check, template
-        self.name = name
+        self.name, self.direct_weights = name, direct_weights
         self._sites: Sites | None = None
         # How the global latents were fixed, once condition_on_globals has fixed them (else None).
         self._fixed_globals: dict[str, str] | None = None
@@ -135,6 +141,8 @@ class Program:
             template=self._template,
             name=self.name,
         )
+        if "model" not in changes and "guide" not in changes:  # the weights are the two programs'
+            fields["direct_weights"] = self.direct_weights
         fields.update(changes)
         program = Program(**fields)
         if "model" not in changes and self._fixed_globals is not None:

@@ -87,6 +87,9 @@ def point_weights(
     """The :class:`PointWeights` of ``num_particles`` draws for every row of ``data`` (and, with
     ``with_trace``, the model's trace they came from: ``(weights, model_trace)``)."""
     enumerate_ = bool(sites.enumerated)
+    if program.direct_weights is not None and not (enumerate_ or with_trace or guide is not None):
+        joint = program.direct_weights(data, num_particles)
+        return PointWeights(joint=joint, per_site={name: joint for name in sites.observed}, elbo=joint)
     guide_trace, model_trace = program.traces(
         data, num_particles, indices=indices, num_data=num_data, guide=guide, sites=sites, enumerate=enumerate_
     )

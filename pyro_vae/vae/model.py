@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from ..program.protocol import Data, Program
 from .config import describe, rebuild
 from .guides import GuideFamily, get_guide
 from .networks import MLPDecoder, MLPEncoder, flatten_leading
+from .own_elbo import elbo_terms, importance_log_weights
 from .priors import Prior, get_prior
 
 
@@ -253,25 +255,12 @@ class VAE(nn.Module):
         *,
         mask: torch.Tensor | None = None,
         num_particles: int = 1,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One reparameterised draw ``z ~ q(z|x)`` per point (and particle) and the log-densities that
-        Pyro's traces of :meth:`guide` and :meth:`model` record at it, computed without effect handlers.
-
-        Returns ``(log p(x|z), log p(z), log q(z|x))``, each of shape ``(B,)``, or ``(K, B)`` with
-        ``num_particles=K > 1``. The steps are the programs' own, in their order (the guide's encoder
-        and draw, then the prior and the decoder), so on the same random stream the draws are the
-        ones ``Trace_ELBO`` makes and
-        ``-(N / B) sum[log p(x|z) + beta (log p(z) - log q(z|x))] / K`` is its loss.
-        """
-        y = self._covariates(y, x.shape[0])
-        posterior = self.guide_family(*self.encode(x, y, mask=mask))
-        z = posterior.rsample() if num_particles == 1 else posterior.rsample((num_particles,))
-        log_guide = posterior.log_prob(z)
-        size = self._size_factors(x, size_factor)
-        log_prior = self.prior().log_prob(z)
-        fn = self.observation(self.decode(z, y), size)
-        log_lik = (fn if mask is None else mask_features(fn, mask)).log_prob(x)
-        return log_lik, log_prior, log_guide
+        analytic_kl: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One reparameterised draw ``z ~ q(z|x)`` per point (and particle) and the ELBO's two terms
+        at it, ``(log p(x|z), log p(z) - log q(z|x))``, or with ``analytic_kl`` the closed-form
+        ``-KL`` as second term, computed without effect handlers (:func:`.own_elbo.elbo_terms`)."""
+        return elbo_terms(self, x, y, size_factor, mask=mask, num_particles=num_particles, analytic_kl=analytic_kl)
 
     def as_program(self) -> Program:
         """This VAE under the protocol every tool uses (:mod:`pyro_vae.program`)."""
@@ -282,6 +271,7 @@ class VAE(nn.Module):
             check=self.check_data,
             template=self._template,
             name=self.likelihood.name,
+            direct_weights=partial(importance_log_weights, self) if self.computes_own_elbo else None,
         )
 
     def _template(self, n: int) -> Data:

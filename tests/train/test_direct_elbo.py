@@ -1,7 +1,8 @@
-"""A VAE's "trace" objective computed from its parts equals Pyro's Trace_ELBO, draw for draw.
+"""A VAE's "trace" and "meanfield" objectives computed from its parts equal Pyro's Trace_ELBO and
+TraceMeanField_ELBO, draw for draw.
 
 ``fit`` trains a VAE with :class:`~pyro_vae.train.objective.DirectTraceELBO` (no effect
-handlers); these tests hold it to ``Trace_ELBO`` run through Pyro on the same random stream, for
+handlers); these tests hold it to Pyro's objectives run on the same random stream, for
 every registered likelihood, prior and guide family, with covariates, masks, size factors,
 several particles and KL warm-up, and check that ``fit`` picks it only where it is the ELBO.
 """
@@ -29,9 +30,10 @@ def _loss_and_grads(objective, vae, x, seed, **kwargs):
     return loss.detach(), grads
 
 
-def _assert_same(vae, x, *, num_particles=1, **kwargs):
-    pyro_loss, pyro_grads = _loss_and_grads(make_objective("trace", num_particles), vae, x, 11, **kwargs)
-    direct_loss, direct_grads = _loss_and_grads(DirectTraceELBO(vae, num_particles), vae, x, 11, **kwargs)
+def _assert_same(vae, x, *, num_particles=1, elbo="trace", **kwargs):
+    pyro_loss, pyro_grads = _loss_and_grads(make_objective(elbo, num_particles), vae, x, 11, **kwargs)
+    direct = DirectTraceELBO(vae, num_particles, analytic_kl=elbo == "meanfield")
+    direct_loss, direct_grads = _loss_and_grads(direct, vae, x, 11, **kwargs)
     assert torch.isfinite(pyro_loss)
     assert torch.allclose(direct_loss, pyro_loss, rtol=1e-5, atol=1e-4), (direct_loss, pyro_loss)
     compared = 0
@@ -52,22 +54,25 @@ def _data_for(vae, rows=B, seed=0, y=None):
         return vae.likelihood(raw, size).sample()
 
 
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
 @pytest.mark.parametrize("name", sorted(n for n in pyro_vae.LIKELIHOODS if not n.startswith("test_")))
-def test_every_likelihood_matches_trace_elbo(name):
+def test_every_likelihood_matches_pyro(name, elbo):
     torch.manual_seed(0)
     vae = pyro_vae.VAE(D, L, hidden_sizes=(8,), likelihood=name, likelihood_kwargs=LIKELIHOOD_KWARGS.get(name))
     x = _data_for(vae)
-    _assert_same(vae, x, indices=torch.arange(B), num_data=N, kl_weight=0.4)
+    _assert_same(vae, x, elbo=elbo, indices=torch.arange(B), num_data=N, kl_weight=0.4)
 
 
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
 @pytest.mark.parametrize("prior", ["normal", "learned_normal", "mixture", "vamp", "flow"])
 @pytest.mark.parametrize("guide", ["normal", "iaf"])
-def test_every_prior_and_guide_family_match_trace_elbo(prior, guide):
+def test_every_prior_and_guide_family_match_pyro(prior, guide, elbo):
+    """Closed-form KLs (a Gaussian guide under a Gaussian prior) and drawn ones (the rest) alike."""
     torch.manual_seed(1)
     prior_kwargs = {"num_components": 4} if prior in ("vamp", "mixture") else None
     vae = pyro_vae.VAE(D, L, hidden_sizes=(8,), prior=prior, prior_kwargs=prior_kwargs, guide=guide)
     x = _data_for(vae)
-    _assert_same(vae, x, indices=torch.arange(10, 10 + B), num_data=N)
+    _assert_same(vae, x, elbo=elbo, indices=torch.arange(10, 10 + B), num_data=N)
 
 
 def test_covariates_masks_particles_and_a_tensor_kl_weight_match_trace_elbo():
@@ -77,16 +82,26 @@ def test_covariates_masks_particles_and_a_tensor_kl_weight_match_trace_elbo():
     x = _data_for(vae, y=y)
     mask = torch.rand(B, D) < 0.7
     for particles in (1, 3):
-        _assert_same(
-            vae, x, num_particles=particles, y=y, mask=mask, indices=torch.arange(B), num_data=N,
-            kl_weight=torch.tensor(0.25),
-        )
+        for elbo in ("trace", "meanfield"):
+            _assert_same(
+                vae,
+                x,
+                num_particles=particles,
+                elbo=elbo,
+                y=y,
+                mask=mask,
+                indices=torch.arange(B),
+                num_data=N,
+                kl_weight=torch.tensor(0.25),
+            )
     _assert_same(vae, x, y=y)  # no plate scaling: the minibatch is the data
 
 
 def test_size_factors_and_standardised_data_match_trace_elbo():
     torch.manual_seed(3)
-    counts = pyro_vae.VAE(D, L, hidden_sizes=(8,), likelihood="negative_binomial", likelihood_kwargs={"size_factors": True})
+    counts = pyro_vae.VAE(
+        D, L, hidden_sizes=(8,), likelihood="negative_binomial", likelihood_kwargs={"size_factors": True}
+    )
     x = _data_for(counts)
     _assert_same(counts, x, size_factor=torch.linspace(5.0, 30.0, B), indices=torch.arange(B), num_data=N)
     _assert_same(counts, x, indices=torch.arange(B), num_data=N)  # size factors from the rows' totals
@@ -95,14 +110,17 @@ def test_size_factors_and_standardised_data_match_trace_elbo():
     _assert_same(standard, torch.randn(B, D) * 40 + 7, indices=torch.arange(B), num_data=N)
 
 
-def test_fit_trains_the_same_model_through_either_path():
+@pytest.mark.parametrize("elbo", ["trace", "meanfield"])
+def test_fit_trains_the_same_model_through_either_path(elbo):
     torch.manual_seed(4)
     x = (torch.rand(64, D) < 0.4).float()
     trained = []
     for direct in (True, False):
         torch.manual_seed(5)
         vae = pyro_vae.VAE(D, L, hidden_sizes=(8,))
-        history = pyro_vae.fit(vae, x, epochs=3, batch_size=16, kl_warmup_epochs=2, direct=direct, progress=False)
+        history = pyro_vae.fit(
+            vae, x, epochs=3, batch_size=16, kl_warmup_epochs=2, elbo=elbo, direct=direct, progress=False
+        )
         trained.append((vae.state_dict(), history.column("train_elbo")))
     (a, elbo_a), (b, elbo_b) = trained
     for key in a:
@@ -119,11 +137,12 @@ def test_the_objective_is_pyros_where_the_parts_are_not_the_program():
     settings = TrainSettings()
     vae = pyro_vae.VAE(D, L, hidden_sizes=(8,))
     assert isinstance(training_objective(settings, vae=vae), DirectTraceELBO)
+    assert training_objective(settings.replace(elbo="meanfield"), vae=vae).analytic_kl
     for other in (
         settings.replace(direct=False),
         settings.replace(jit=True),
-        settings.replace(elbo="meanfield"),
         settings.replace(elbo="iwae", num_particles=2),
+        settings.replace(elbo="enum"),
     ):
         assert not isinstance(training_objective(other, vae=vae), DirectTraceELBO)
     assert not isinstance(training_objective(settings, vae=None), DirectTraceELBO)  # a hand-written program
