@@ -104,6 +104,15 @@ def arviz() -> ModuleType:
     return az
 
 
+def load_pareto() -> None:
+    """Import what :func:`pareto_k` fits with (ArviZ 0.x, or arviz-stats for 1.x) now, after the
+    version check: a tool that fits many chunks loads it before it measures its own memory."""
+    if arviz_line() == 0:
+        arviz()
+    else:
+        import arviz_stats.base  # noqa: F401
+
+
 def pareto_k(log_weights: np.ndarray) -> np.ndarray:
     """Pareto shape ``k`` of the PSIS fit to each row of ``(N, S)`` log importance weights, shape ``(N,)``
     (Vehtari et al. 2024, JMLR 25:72), with relative efficiency 1 (independent draws)."""
