@@ -100,9 +100,9 @@ class TrainSettings:
     )
     direct: bool = _option(
         True,
-        "compute a VAE's 'trace' objective from its parts (VAE.elbo_terms: Trace_ELBO's estimate on the "
-        "same draws, without Pyro's effect handlers, at the pace of a plain PyTorch loop); --no-direct "
-        "runs it through Pyro's Trace_ELBO",
+        "compute a VAE's 'trace' and 'meanfield' objectives from its parts (VAE.elbo_terms: the estimate "
+        "of Trace_ELBO or TraceMeanField_ELBO on the same draws, without Pyro's effect handlers, at the "
+        "pace of a plain PyTorch loop); --no-direct runs them through Pyro",
     )
     progress: bool | str | None = _option(
         None,
