@@ -5,6 +5,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 import pyro_vae
 from helpers.ppca import ExactEncoder, decoder_params, log_marginal, max_log_likelihood
@@ -33,6 +34,41 @@ def test_linear_gaussian_data_reach_the_ppca_maximum_with_default_settings(n, d,
     assert target - 0.25 <= achieved <= target + 1e-3
     estimate = pyro_vae.log_likelihood(vae, x[:200], num_particles=200)
     assert abs(estimate.mean - log_marginal(W, b, sigma, x[:200]).mean().item()) < 0.05
+
+
+@pytest.mark.parametrize("n, d, latent, offset, scale", [(1000, 10, 2, 5.0, 1.5), (300, 8, 2, 0.0, 40.0)])
+def test_a_users_linear_decoder_reaches_the_ppca_maximum_with_default_settings(n, d, latent, offset, scale):
+    """``VAE(..., decoder=nn.Linear(L, D))`` with the default MLP encoder: the decoder starts at the
+    maximum-likelihood solution, as the built-in linear decoder does (it ended 5 to 43 nats short)."""
+    x = linear_gaussian(n, d, latent, offset, scale)
+    target = max_log_likelihood(x, latent).item()
+    torch.manual_seed(0)
+    vae = pyro_vae.VAE(d, latent, likelihood="normal", decoder=nn.Linear(latent, d))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        pyro_vae.fit(vae, x, epochs=20, progress=False)
+    layer = vae.decoder
+    achieved = log_marginal(layer.weight.detach(), layer.bias.detach(), float(vae.likelihood.scale.value()), x)
+    assert target - 0.05 <= achieved.mean().item() <= target + 1e-3
+
+
+def test_user_decoders_ending_in_a_linear_layer_start_from_the_data():
+    x = linear_gaussian(400, 6, 2, 50.0, 2.0)
+    sequential = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 6))
+    vae = pyro_vae.VAE(6, 2, likelihood="normal", decoder=sequential)
+    vae.initialize_from_data(x)
+    assert torch.allclose(sequential[-1].bias, x.mean(0), atol=1e-4)
+    wrapped = nn.Sequential(nn.Linear(2, 6))
+    vae = pyro_vae.VAE(6, 2, likelihood="normal", decoder=pyro_vae.networks.FlattenLeading(wrapped))
+    vae.initialize_from_data(x)
+    assert torch.allclose(wrapped[0].bias, x.mean(0), atol=1e-4)  # a linear decoder: the PPCA start
+    start = log_marginal(wrapped[0].weight, wrapped[0].bias, float(vae.likelihood.scale.value()), x).mean()
+    assert abs(start.item() - max_log_likelihood(x, 2).item()) < 1e-3
+    # No output layer of the likelihood's raw size: the user's start is kept.
+    for decoder in (nn.Sequential(nn.Linear(2, 6), nn.Tanh()), nn.Linear(2, 6, bias=False)):
+        before = [p.clone() for p in decoder.parameters()]
+        pyro_vae.VAE(6, 2, likelihood="normal", decoder=decoder).initialize_from_data(x)
+        assert all(torch.equal(a, b) for a, b in zip(before, decoder.parameters()))
 
 
 def test_likelihoods_start_at_the_datas_means_and_spreads():

@@ -1,10 +1,12 @@
 """Starting values from the data, before training (see :meth:`pyro_vae.VAE.initialize_from_data`).
 
 * every likelihood: the decoder's output bias at each feature's mean through the link, learned
-  scales and concentrations at the data's spread (``Likelihood.initial_values``);
-* a linear decoder with a Gaussian likelihood and a standard normal prior -- probabilistic PCA --
-  at the data's maximum-likelihood solution (Tipping & Bishop 1999), with a linear encoder at its
-  exact posterior.
+  scales and concentrations at the data's spread (``Likelihood.initial_values``); the output
+  layer is the built-in MLP's last, or a user decoder's where it is an ``nn.Linear`` or an
+  ``nn.Sequential`` ending in one (:func:`output_layer`);
+* a linear decoder (built-in or a user's ``nn.Linear``) with a Gaussian likelihood and a standard
+  normal prior -- probabilistic PCA -- at the data's maximum-likelihood solution (Tipping & Bishop
+  1999), with a built-in linear encoder at its exact posterior.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from torch import nn
 
 from .._util.maths import inverse_softplus
 from ..distributions.linear_gaussian import ppca_solution
-from .networks import MLPDecoder, MLPEncoder
+from .networks import FlattenLeading, MLPDecoder, MLPEncoder
 
 
 @torch.no_grad()
@@ -38,11 +40,29 @@ def initialize_from_data(vae, x: Any, *, checked: bool = False) -> None:
 
 
 def output_layer(vae) -> nn.Linear | None:
-    """The last linear layer of the VAE's own MLP decoder, or ``None`` for a user decoder."""
-    if vae.custom_networks["decoder"] or not isinstance(vae.decoder, MLPDecoder):
+    """The linear layer that makes the decoder's raw outputs, where there is one: the last layer of
+    the built-in MLP, a user's ``nn.Linear``, or the last module of a user's ``nn.Sequential`` (also
+    inside :class:`~pyro_vae.networks.FlattenLeading`), with a bias of the likelihood's raw size
+    ``D * params_per_feature``. ``None`` for any other decoder: its start is its own."""
+    decoder = vae.decoder
+    decoder = decoder.net if isinstance(decoder, FlattenLeading) else decoder
+    if isinstance(decoder, MLPDecoder):
+        decoder = decoder.net
+    last = decoder[-1] if isinstance(decoder, nn.Sequential) and len(decoder) else decoder
+    outputs = vae.input_dim * vae.likelihood.params_per_feature
+    if not isinstance(last, nn.Linear) or last.bias is None or last.out_features != outputs:
         return None
-    last = vae.decoder.net[-1]
-    return last if isinstance(last, nn.Linear) else None
+    return last
+
+
+def linear_decoder(vae) -> nn.Linear | None:
+    """The decoder itself where it is one linear map of ``z`` (:func:`output_layer` with nothing before it)."""
+    layer = output_layer(vae)
+    decoder = vae.decoder
+    decoder = decoder.net if isinstance(decoder, FlattenLeading) else decoder
+    decoder = decoder.net if isinstance(decoder, MLPDecoder) else decoder
+    alone = decoder is layer or (isinstance(decoder, nn.Sequential) and len(decoder) == 1)
+    return layer if alone and layer is not None and layer.in_features == vae.latent_dim else None
 
 
 def is_linear_gaussian(vae) -> bool:
@@ -50,8 +70,7 @@ def is_linear_gaussian(vae) -> bool:
     from ..likelihoods.continuous import NormalLikelihood
 
     return (
-        output_layer(vae) is not None
-        and len(vae.decoder.net) == 1
+        linear_decoder(vae) is not None
         and not vae.covariate_dim
         and type(vae.likelihood) is NormalLikelihood
         and vae.likelihood.num_levels is None
@@ -69,7 +88,8 @@ def start_at_ppca(vae, x: torch.Tensor) -> None:
     scale = vae.likelihood.scale
     fixed = float(scale.spec) ** 2 if scale.is_fixed else None
     mean, weights, noise = ppca_solution(x.double(), vae.latent_dim, noise=fixed, min_noise=(2 * scale.floor) ** 2)
-    decoder = vae.decoder.net[0]
+    decoder = linear_decoder(vae)
+    assert decoder is not None, "only a linear decoder starts at the PPCA solution"
     decoder.weight.copy_(weights.to(decoder.weight.dtype))
     decoder.bias.copy_(mean.to(decoder.bias.dtype))
     scale.set_from(torch.full((d,), noise**0.5, dtype=x.dtype))

@@ -391,7 +391,9 @@ class VAE(nn.Module):
           linear encoder at its exact posterior, so training starts at the optimum.
 
         :func:`pyro_vae.fit` calls this once for a model it has not trained (``init_from_data``).
-        User decoders keep their initialisation; only the likelihood's own parameters move.
+        A user decoder that ends in an ``nn.Linear`` of the likelihood's raw size (an ``nn.Linear``
+        itself, or an ``nn.Sequential`` ending in one) gets the same start of that layer; any other
+        keeps its initialisation, and only the likelihood's own parameters move.
         """
         from .initialization import initialize_from_data
 
