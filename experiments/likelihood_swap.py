@@ -90,6 +90,7 @@ def _make_vae(data_name: str, name: str, input_dim: int, settings: dict, image_s
         likelihood_kwargs=kwargs,
         image_shape=image_shape,
         input_scale=scale,
+        input_transform="none",  # the same encoder input for every likelihood, counts included
     )
 
 

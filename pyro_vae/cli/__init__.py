@@ -22,6 +22,7 @@ from ..io.runs import load_run
 from ..likelihoods import LIKELIHOODS
 from ..train.settings import TrainSettings
 from ..vae.guides import GUIDES
+from ..vae.model import INPUT_TRANSFORMS
 from ..vae.priors import PRIORS
 from .commands import SOURCE_NAMES, run_demo, run_sample, run_train
 from .evaluation import run_compare, run_evaluate
@@ -159,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="model (x - mean) / std per feature, with log-densities kept in the data's units "
         "(real-valued likelihoods: normal, laplace, student_t)",
+    )
+    train.add_argument(
+        "--input-transform",
+        default="auto",
+        choices=("auto", *INPUT_TRANSFORMS),
+        help="what the encoder reads of x: 'log1p' (log(1 + x)), 'none', or 'auto': log1p for the unbounded "
+        "count likelihoods (poisson, negative_binomial, zero_inflated_negative_binomial), else none",
     )
     train.add_argument("--latent-dim", type=int, default=2, help="dimension L of z")
     train.add_argument(

@@ -101,6 +101,7 @@ def _train(args, device) -> dict:
         guide_kwargs=args.guide_kwargs,
         standardize=args.standardize,
         image_shape=dataset.image_shape,
+        input_transform=None if args.input_transform == "auto" else args.input_transform,
     ).to(device)
     return train_and_report(
         vae,

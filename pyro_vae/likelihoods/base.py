@@ -266,6 +266,9 @@ class Likelihood(nn.Module):
 
     #: Largest value the data can take when it is bounded (used to scale the encoder's input).
     max_level: float | None = None
+    #: What the encoder reads of ``x`` by default (:data:`pyro_vae.vae.model.INPUT_TRANSFORMS`):
+    #: ``"log1p"`` for unbounded counts, whose raw values span orders of magnitude.
+    encoder_transform: str = "none"
 
     @property
     def measure(self) -> str:

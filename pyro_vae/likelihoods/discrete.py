@@ -42,6 +42,8 @@ class _CountMeans:
 
     size_factors: bool = False
     name: str
+    #: The encoder reads log(1 + x), as scVI's does (Lopez et al. 2018).
+    encoder_transform = "log1p"
 
     def _count_mean(self, raw_mean: torch.Tensor, size: torch.Tensor | None) -> torch.Tensor:
         if not self.size_factors:

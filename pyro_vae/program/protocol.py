@@ -103,7 +103,7 @@ class Program:
         direct_weights: optional ``direct_weights(data, S) -> (S, B)``, the log importance weights
             ``log p(x, z_s) - log q(z_s|x)`` of ``S`` draws from the guide for every row of
             ``data``, computed without traces on the random stream the traced programs use (a
-            VAE's :meth:`~pyro_vae.VAE.elbo_terms`). Importance sampling uses it in place of
+            VAE's :func:`~pyro_vae.vae.own_elbo.importance_log_weights`). Importance sampling uses it in place of
             tracing; a program whose model or guide is replaced loses it.
     """
 

@@ -8,6 +8,7 @@ import pyro
 import torch
 from pyro.infer import JitTrace_ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
+from ..vae.own_elbo import elbo_terms
 from .objectives import ImportanceWeightedELBO
 
 #: Objective names accepted by :func:`make_objective` (and ``fit(elbo=...)``).
@@ -59,7 +60,7 @@ class DirectTraceELBO:
 
     Pyro's objectives run the guide and the model under effect handlers (a trace, a replay, the
     data plate's scaling) and sum the sites' log-densities. For a VAE that structure is known:
-    :meth:`~pyro_vae.VAE.elbo_terms` makes the same draw of ``z`` and the same terms in plain
+    :func:`~pyro_vae.vae.own_elbo.elbo_terms` makes the same draw of ``z`` and the same terms in plain
     PyTorch, and this sums them:
 
     .. math::
@@ -104,8 +105,8 @@ class DirectTraceELBO:
         batch = x.shape[0]
         if indices is not None and len(indices) != batch:
             raise ValueError(f"indices holds {len(indices)} positions for a minibatch of {batch} points.")
-        log_lik, log_ratio = self.vae.elbo_terms(
-            x, y, size_factor, mask=mask, num_particles=self.num_particles, analytic_kl=self.analytic_kl
+        log_lik, log_ratio = elbo_terms(
+            self.vae, x, y, size_factor, mask=mask, num_particles=self.num_particles, analytic_kl=self.analytic_kl
         )
         scale = (num_data if num_data is not None else batch) / batch  # what the data plate scales by
         if not (isinstance(kl_weight, float) and kl_weight == 1.0):

@@ -100,7 +100,7 @@ class TrainSettings:
     )
     direct: bool = _option(
         True,
-        "compute a VAE's 'trace' and 'meanfield' objectives from its parts (VAE.elbo_terms: the estimate "
+        "compute a VAE's 'trace' and 'meanfield' objectives from its parts (pyro_vae.vae.own_elbo: the estimate "
         "of Trace_ELBO or TraceMeanField_ELBO on the same draws, without Pyro's effect handlers, at the "
         "pace of a plain PyTorch loop); --no-direct runs them through Pyro",
     )

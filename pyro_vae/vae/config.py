@@ -33,6 +33,7 @@ def describe(vae: Any) -> dict[str, Any]:
         "standardize": self.standardize,
         "image_shape": list(self.image_shape) if self.image_shape else None,
         "input_scale": self.input_scale,
+        "input_transform": self.input_transform,
         "missing": self.missing,
         "custom_networks": self.custom_networks,
         "latent_mixture": _latent_mixture_config(self),
@@ -88,6 +89,7 @@ def rebuild(cls: type, cfg: dict[str, Any], **networks: nn.Module) -> Any:
         image_shape=cfg["image_shape"],
         input_scale=cfg.get("input_scale"),
         missing=cfg.get("missing", False),
+        input_transform=cfg["input_transform"],
         encoder=networks.get("encoder"),
         decoder=networks.get("decoder"),
         **{name: cfg[name] for name in getattr(cls, "extra_options", ()) if name in cfg},
@@ -107,6 +109,7 @@ def normalised_config(cfg: dict[str, Any]) -> dict[str, Any]:
         "covariate_dim": 0,
         "standardize": False,
         "missing": False,
+        "input_transform": "none",  # models saved before the option read x itself
     }
     return {**defaults, **cfg}
 

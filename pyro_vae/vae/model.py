@@ -36,8 +36,12 @@ from ..program.protocol import Data, Program
 from .config import describe, rebuild
 from .guides import GuideFamily, get_guide
 from .networks import MLPDecoder, MLPEncoder, flatten_leading
-from .own_elbo import elbo_terms, importance_log_weights
+from .own_elbo import importance_log_weights
 from .priors import Prior, get_prior
+
+#: What the encoder can read of ``x`` (``VAE(input_transform=...)``): the values themselves, or
+#: ``log(1 + x)`` (the default for unbounded count likelihoods, as in scVI).
+INPUT_TRANSFORMS = ("none", "log1p")
 
 
 def kl_scale(kl_weight: float | torch.Tensor):
@@ -76,9 +80,14 @@ class VAE(nn.Module):
             Networks only ever see two-dimensional inputs: the VAE flattens the particle
             dimensions the tools add in front.
         image_shape: optional ``(height, width)`` used by plots.
-        input_scale: the encoder sees ``x / input_scale``. Defaults to the likelihood's largest
+        input_scale: the encoder sees ``t(x) / input_scale``. Defaults to the likelihood's largest
             possible value (``total_count`` of a binomial, ``L - 1`` for ``L`` levels) when it has
-            one, else 1: an MLP trains badly on raw 8-bit values. Set it for unbounded counts.
+            one, else 1: an MLP trains badly on raw 8-bit values.
+        input_transform: ``t``, what the encoder reads of ``x``: ``"log1p"`` (``log(1 + x)``,
+            the default for the unbounded count likelihoods ``poisson``, ``negative_binomial``
+            and ``zero_inflated_negative_binomial``, as scVI's encoder does) or ``"none"`` (the
+            default otherwise). Only the encoder's input changes; the likelihood scores ``x``
+            itself. Saved with the model.
         missing: show the encoder which entries are missing: it sees ``(x * mask, mask)`` (MIWAE,
             Mattei & Frellsen 2019) rather than ``x * mask`` alone. Every VAE takes ``mask=`` (True
             where observed) in :func:`pyro_vae.fit` and the tools, and its likelihood then scores
@@ -105,6 +114,7 @@ class VAE(nn.Module):
         image_shape: Sequence[int] | None = None,
         input_scale: float | None = None,
         missing: bool = False,
+        input_transform: str | None = None,
     ):
         super().__init__()
         if missing is not False and missing is not True:
@@ -127,6 +137,13 @@ class VAE(nn.Module):
         if input_scale is None:
             input_scale = self.likelihood.max_level or 1.0
         self.input_scale = positive_number(input_scale, "input_scale")
+        if input_transform is None:
+            input_transform = self.likelihood.encoder_transform
+        if input_transform not in INPUT_TRANSFORMS:
+            raise ValueError(f"input_transform must be one of {INPUT_TRANSFORMS}, got {input_transform!r}.")
+        if input_transform != "none" and standardize:
+            raise ValueError("standardize=True and an input_transform cannot be combined; choose one.")
+        self.input_transform = input_transform
         if standardize is not False and standardize is not True:
             raise ValueError(f"standardize must be True or False, got {standardize!r}.")
         self.standardize = standardize
@@ -159,7 +176,7 @@ class VAE(nn.Module):
             decoder if decoder is not None else MLPDecoder(self.latent_dim + k, output_dim, hidden_sizes, activation)
         )
         self.custom_networks = {"encoder": encoder is not None, "decoder": decoder is not None}
-        self.prior.attach(flatten_leading(self.encoder), self.input_dim, input_scale=self.input_scale)
+        self.prior.attach(flatten_leading(self.encoder), self.input_dim, to_inputs=self.scaled_inputs)
         #: Optional :class:`~pyro_vae.latent_mixture.LatentMixture` fitted to the codes after
         #: training; saved and loaded with the model.
         self.latent_mixture: LatentMixture | None = None
@@ -237,7 +254,7 @@ class VAE(nn.Module):
     # ------------------------------------------------------------------ the ELBO from the parts
     @property
     def computes_own_elbo(self) -> bool:
-        """Whether :meth:`elbo_terms` is this VAE's ELBO: true unless :meth:`model` or :meth:`guide` is
+        """Whether :func:`.own_elbo.elbo_terms` is this VAE's ELBO: true unless :meth:`model` or :meth:`guide` is
         another function than the one defined here (a subclass's, as in
         :class:`~pyro_vae.HierarchicalVAE`, or one set on the instance), or the guide family is not one
         of the registered, reparameterised ones."""
@@ -246,21 +263,6 @@ class VAE(nn.Module):
         # The bound methods' functions, so a subclass, an instance attribute or a patched class all count.
         own = getattr(self.model, "__func__", None) is _MODEL and getattr(self.guide, "__func__", None) is _GUIDE
         return own and type(self.guide_family) in GUIDES.values()
-
-    def elbo_terms(
-        self,
-        x: torch.Tensor,
-        y: torch.Tensor | None = None,
-        size_factor: torch.Tensor | None = None,
-        *,
-        mask: torch.Tensor | None = None,
-        num_particles: int = 1,
-        analytic_kl: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One reparameterised draw ``z ~ q(z|x)`` per point (and particle) and the ELBO's two terms
-        at it, ``(log p(x|z), log p(z) - log q(z|x))``, or with ``analytic_kl`` the closed-form
-        ``-KL`` as second term, computed without effect handlers (:func:`.own_elbo.elbo_terms`)."""
-        return elbo_terms(self, x, y, size_factor, mask=mask, num_particles=num_particles, analytic_kl=analytic_kl)
 
     def as_program(self) -> Program:
         """This VAE under the protocol every tool uses (:mod:`pyro_vae.program`)."""
@@ -354,9 +356,12 @@ class VAE(nn.Module):
         return flatten_leading(self.encoder)(inputs)
 
     def scaled_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` as the encoder reads it: standardised, or divided by ``input_scale``."""
+        """``x`` as the encoder reads it: standardised, or ``t(x) / input_scale`` with ``t`` the
+        ``input_transform`` (``log(1 + x)`` or the identity)."""
         if self.standardize:
             return (x - self.data_loc) / self.data_scale
+        if self.input_transform == "log1p":
+            x = torch.log1p(x)
         return x if self.input_scale == 1.0 else x / self.input_scale
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -418,6 +423,8 @@ class VAE(nn.Module):
                 f"{what} has {x.shape[1]} features per point but this VAE expects input_dim={self.input_dim}."
             )
         self.likelihood.check_values(x, what)
+        if self.input_transform == "log1p" and float(x.min()) <= -1.0:
+            raise ValueError(f"{what} has values <= -1, where log(1 + x) (input_transform='log1p') is undefined.")
         return x
 
     # ------------------------------------------------------------------ configuration

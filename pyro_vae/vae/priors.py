@@ -80,9 +80,11 @@ class Prior(nn.Module):
         with_defaults(cls, config)  # refuses an option the constructor does not take
         return 2 * latent_dim
 
-    def attach(self, encoder, input_dim: int, *, input_scale: float = 1.0) -> None:
-        """Called once by the VAE with its encoder function ``(K, D) -> (loc, scale)`` and data size;
-        priors built on the encoder (the VampPrior) keep them, the others ignore them."""
+    def attach(self, encoder, input_dim: int, *, to_inputs=None) -> None:
+        """Called once by the VAE with its encoder function ``(K, D) -> (loc, scale)``, the data size
+        and ``to_inputs``, which maps data to what the encoder reads (the VAE's
+        :meth:`~pyro_vae.VAE.scaled_inputs`); priors built on the encoder (the VampPrior) keep them,
+        the others ignore them."""
 
     def forward(self) -> dist.TorchDistribution:
         return self.distribution()
@@ -158,7 +160,7 @@ class VampPrior(Prior):
     """VampPrior (Tomczak & Welling 2018): ``p(z) = (1/K) sum_k q(z | u_k)``.
 
     The ``K = num_components`` pseudo-inputs ``u_k`` are learned parameters in the encoder's input
-    space (data divided by the VAE's ``input_scale``), mapped
+    space (data as the VAE's :meth:`~pyro_vae.VAE.scaled_inputs` gives it to the encoder), mapped
     through the VAE's own encoder, so the prior is a mixture of the posteriors of ``K`` imagined
     data points. They start as uniform draws in ``[0, 1]`` (seeded by ``init_seed``); call
     :meth:`initialize_from` to start them at real data points instead.
@@ -174,14 +176,14 @@ class VampPrior(Prior):
         self.num_components = num_components
         self.init_seed = init_seed
         self.pseudo_inputs: nn.Parameter | None = None
-        self._encoder: list = []  # the encoder function, held outside the module tree: the VAE owns the network
-        self._input_scale = 1.0
+        # The encoder function and the map from data to its inputs, held outside the module tree:
+        # the VAE owns the network.
+        self._encoder: list = []
 
-    def attach(self, encoder, input_dim: int, *, input_scale: float = 1.0) -> None:
+    def attach(self, encoder, input_dim: int, *, to_inputs=None) -> None:
         generator = torch.Generator().manual_seed(self.init_seed)
         self.pseudo_inputs = nn.Parameter(torch.rand(self.num_components, input_dim, generator=generator))
-        self._encoder[:] = [encoder]
-        self._input_scale = input_scale
+        self._encoder[:] = [encoder, to_inputs if to_inputs is not None else (lambda x: x)]
 
     @torch.no_grad()
     def initialize_from(self, x: torch.Tensor, *, seed: int = 0) -> None:
@@ -194,8 +196,8 @@ class VampPrior(Prior):
                 f"got {tuple(x.shape)}."
             )
         rows = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))[: self.num_components]
-        # Pseudo-inputs live where the encoder works: x / input_scale.
-        self.pseudo_inputs.copy_(x[rows] / self._input_scale)
+        # Pseudo-inputs live where the encoder works: t(x) / input_scale.
+        self.pseudo_inputs.copy_(self._encoder[1](x[rows]))
 
     def distribution(self):
         self._check_attached()
