@@ -57,6 +57,13 @@ def test_counts_beyond_float32_are_refused_not_rounded(tmp_path):
     with pytest.raises(ValueError, match="16,777,217, beyond 16,777,216"):
         as_tensor(torch.tensor([[1, 2**24 + 1]]), "x", torch.float32)
     assert as_tensor(torch.tensor([[1, 2**24]]), "x", torch.float32).tolist() == [[1.0, 2.0**24]]
+    # Counts held as float64 are counts too; real values of that size round as real values do.
+    with pytest.raises(ValueError, match="33,554,433, beyond 16,777,216"):
+        as_tensor(torch.tensor([[1.0, 2.0**25 + 1]], dtype=torch.float64), "x", torch.float32)
+    assert as_tensor(torch.tensor([[0.5, 2.0**25 + 1]], dtype=torch.float64), "x", torch.float32).dtype == torch.float32
+    assert as_tensor(torch.tensor([[1.0, 2.0**24]], dtype=torch.float64), "x", torch.float32).tolist() == [
+        [1.0, 2.0**24]
+    ]
     path = tmp_path / "counts.csv"
     path.write_text("a,b\n1,2\n3,33554433\n4,5\n")
     with pytest.raises(ValueError, match="counts would be rounded"):

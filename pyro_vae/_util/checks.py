@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .value_checks import all_whole, extremes
+
 
 def positive_int(value: Any, name: str) -> int:
     """Return ``value`` as an ``int`` if it is a whole number >= 1.
@@ -83,14 +85,21 @@ def as_tensor(value: Any, what: str, dtype: torch.dtype | None = None, *, keep_b
 
 
 def refuse_inexact_counts(values: Any, dtype: torch.dtype, what: str) -> None:
-    """``ValueError`` when whole numbers (an integer tensor or array) are too large for ``dtype`` to
-    hold exactly: above 2**24 for float32 (2**11 for float16), where counts would silently round."""
+    """``ValueError`` when whole numbers (an integer tensor or array, or a wider floating one whose
+    values are all whole) are too large for ``dtype`` to hold exactly: above 2**24 for float32
+    (2**11 for float16), where counts would silently round."""
     exact = _EXACT_INTEGERS.get(dtype)
     if exact is None or not isinstance(values, (torch.Tensor, np.ndarray)):
         return
     tensor = torch.as_tensor(values)
-    if tensor.is_floating_point() or tensor.dtype == torch.bool or tensor.numel() == 0:
+    if tensor.dtype == torch.bool or tensor.numel() == 0:
         return
+    if tensor.is_floating_point():
+        if torch.finfo(tensor.dtype).bits <= torch.finfo(dtype).bits or not bool(torch.isfinite(tensor).all()):
+            return  # no narrowing, or values the data checks refuse anyway
+        low, high = extremes(tensor)
+        if max(abs(low), abs(high)) <= exact or not all_whole(tensor):
+            return  # real values round as real values do; only whole numbers are counts
     largest = int(tensor.abs().max())
     if largest > exact:
         raise ValueError(
