@@ -13,7 +13,10 @@ with library sizes from a log-normal (uneven sequencing depth) and a per-gene sh
 between two batches. Seven models are trained with the library's defaults (the encoder reads
 ``log(1 + x)``, size factors are the cells' total counts) and ``fit``'s early stopping, then
 ranked by :func:`pyro_vae.compare` on held-out cells (1,000 importance samples per cell), with
-the share of cells whose importance weights have Pareto k > 0.7:
+the share of cells whose importance weights have Pareto k > 0.7; the Poisson and the negative
+binomial model with size factors and batch are criticised by posterior-predictive checks
+(:func:`pyro_vae.posterior_predictive_check`: zeros, means, variances, library sizes,
+correlations):
 
     poisson                       Poisson, no size factors, no batch
     poisson+size                  Poisson with size factors
@@ -25,11 +28,11 @@ the share of cells whose importance weights have Pareto k > 0.7:
 
     python experiments/count_families.py        # about 10 minutes on 2 cores
 
-Writes docs/results/count_families.json.
+Writes docs/results/count_families.json and docs/figures/count_checks_*.png.
 
 Smoke run (tests/test_experiments.py runs it; runs/smoke is a one-epoch run of pyro-vae train):
 
-    python experiments/count_families.py --cells 300 --genes 20 --epochs 2 --particles 20 --out /tmp/pyro_vae_smoke/counts.json   # smoke run
+    python experiments/count_families.py --cells 300 --genes 20 --epochs 2 --particles 20 --draws 10 --out /tmp/pyro_vae_smoke/counts.json --figure /tmp/pyro_vae_smoke/counts.png   # smoke run
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ FAMILIES = {  # name -> (likelihood, size factors, batch as covariate)
     "zinb+size+batch": ("zero_inflated_negative_binomial", True, True),
 }
 TRUE_FAMILY = "nb+size+batch"
+CHECKED = ("poisson+size+batch", TRUE_FAMILY)  # posterior-predictive checks of these two
 
 
 def simulate(cells: int, genes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,7 +77,10 @@ def simulate(cells: int, genes: int, seed: int) -> tuple[torch.Tensor, torch.Ten
     rho = torch.softmax(z @ weights.T + batch_shift[batch] + baseline, dim=-1)
     mean = library[:, None] * rho
     # NB(mean m, concentration theta) as a gamma-Poisson mixture: rate ~ Gamma(theta, theta / m).
-    rate = torch.distributions.Gamma(concentration, concentration / mean).sample()
+    # Gamma draws take no generator: the global one, seeded here and restored after.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        rate = torch.distributions.Gamma(concentration, concentration / mean).sample()
     counts = torch.poisson(rate, generator=g)
     return counts, batch
 
@@ -100,7 +107,9 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--draws", type=int, default=200, help="replicated data sets of the predictive checks")
     parser.add_argument("--out", default="docs/results/count_families.json")
+    parser.add_argument("--figure", default="docs/figures/count_checks.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -119,7 +128,7 @@ def main() -> None:
         f"library sizes {float(counts.sum(-1).min()):.0f} to {float(counts.sum(-1).max()):.0f}"
     )
 
-    scores, rows = {}, {}
+    scores, rows, checks = {}, {}, {}
     for name, (_, _, uses_batch) in FAMILIES.items():
         torch.manual_seed(args.seed)
         vae = build(name, args.genes, args.latent_dim, args.hidden)
@@ -156,6 +165,18 @@ def main() -> None:
             f"{rows[name]['share_pareto_k_above_0.7']:.1%}, {len(history.rows)} epochs, {seconds:.0f} s"
         )
 
+        if name in CHECKED:  # does the model reproduce the zeros, the variances, the library sizes?
+            check = pyro_vae.posterior_predictive_check(
+                vae, x["test"], covariates=covariates("test"), num_draws=args.draws, seed=args.seed
+            )
+            rows[name]["posterior_predictive_check"] = check.summary()
+            checks[name] = check
+            print(
+                "    checks: "
+                + ", ".join(f"{k} {v.share_extreme:.0%} extreme" for k, v in check.statistics.items())
+                + f"; coverage of 95% intervals {check.coverage:.1%}"
+            )
+
     table = pyro_vae.compare(scores)
     print(table[["rank", "elpd", "se", "elpd_diff", "dse", "nll", "share_k_above_0.7"]].to_string())
     ranking = list(table.index)
@@ -177,6 +198,15 @@ def main() -> None:
         "verdict": verdict,
         "models": rows,
     }
+    from pyro_vae.diagnostics.plots import predictive_check_figure
+
+    for name, check in checks.items():
+        figure = Path(args.figure)
+        predictive_check_figure(
+            check,
+            figure.with_name(f"{figure.stem}_{name.replace('+', '_')}{figure.suffix}"),
+            title=f"{name}: {check.num_draws} replicates of the test cells; coverage {check.coverage:.1%}",
+        )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
 

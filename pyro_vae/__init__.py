@@ -12,6 +12,7 @@ from . import data, diagnostics, evaluate, latent, program  # noqa: E402
 from ._version import __version__  # noqa: E402
 from .data import rows  # noqa: E402
 from .diagnostics import quality  # noqa: E402
+from .diagnostics.criticism import PredictiveCheck, posterior_predictive_check  # noqa: E402
 from .evaluate import ais, baselines  # noqa: E402
 from .evaluate.ais import BDMC, bdmc  # noqa: E402
 from .evaluate.estimate import log_likelihood  # noqa: E402
@@ -95,6 +96,8 @@ __all__ = [
     "objectives",
     "plot_comparison",
     "posterior_predictive",
+    "posterior_predictive_check",
+    "PredictiveCheck",
     "prior_predictive",
     "program",
     "quality",

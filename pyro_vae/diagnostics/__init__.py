@@ -6,6 +6,8 @@
 * :func:`active_units` -- latent dimensions whose posterior mean varies with the data;
 * :func:`pareto_k_report` -- Pareto ``k`` of each point's importance weights (PSIS), in words;
 * :func:`amortization_gap` -- how much ELBO the encoder leaves on the table, per point;
+* :func:`posterior_predictive_check` -- statistics of replicated data against the data's, with
+  posterior-predictive p-values and the coverage of predictive intervals (:mod:`.criticism`);
 * :mod:`~pyro_vae.diagnostics.quality` -- sample quality (FID-like distance, precision and recall,
   data copying); :mod:`~pyro_vae.diagnostics.plots` -- figures.
 
@@ -15,6 +17,7 @@ returns a small result object with the numbers, their Monte Carlo or sampling er
 ``summary()`` dict ready for JSON."""
 
 from .amortization import AmortizationGap, amortization_gap
+from .criticism import STATISTICS, PredictiveCheck, StatisticCheck, posterior_predictive_check
 from .posterior import ActiveUnits, ElboSurgery, Holes, ParetoReport, active_units, elbo_surgery, holes, pareto_k_report
 
 __all__ = [
@@ -27,5 +30,9 @@ __all__ = [
     "Holes",
     "holes",
     "pareto_k_report",
+    "posterior_predictive_check",
+    "PredictiveCheck",
+    "STATISTICS",
+    "StatisticCheck",
     "ParetoReport",
 ]

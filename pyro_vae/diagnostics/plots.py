@@ -104,6 +104,34 @@ def latent_map(vae, x: torch.Tensor, labels: torch.Tensor, path: str | os.PathLi
     return _save(fig, path)
 
 
+def predictive_check_figure(check, path: str | os.PathLike, *, title: str = "") -> Path:
+    """One panel per statistic of a :class:`~pyro_vae.diagnostics.criticism.PredictiveCheck`: for a
+    scalar, the replicates' histogram and the observed value; for a vector, each entry's observed
+    value against its replicates' median and central interval (the diagonal is a perfect fit)."""
+    names = list(check.statistics)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
+    tail = (1 - check.level) / 2
+    for ax, name in zip(axes[0], names):
+        stat = check.statistics[name]
+        reps, obs = stat.replicated.numpy(), stat.observed.numpy()
+        if obs.size == 1:
+            ax.hist(reps[:, 0], bins=30, color="0.7")
+            ax.axvline(obs[0], color="C3", label="observed")
+            ax.set_xlabel(name)
+            ax.legend(fontsize=8)
+            ax.set_title(f"{name}: p = {float(stat.p_values[0]):.3f}", fontsize=9)
+        else:
+            low, mid, high = np.quantile(reps, [tail, 0.5, 1 - tail], axis=0)
+            ax.errorbar(obs, mid, yerr=[mid - low, high - mid], fmt="o", ms=2, lw=0.5, color="C0", alpha=0.6)
+            span = [min(obs.min(), low.min()), max(obs.max(), high.max())]
+            ax.plot(span, span, color="0.4", lw=0.8)
+            ax.set_xlabel(f"observed {name}")
+            ax.set_ylabel("replicated")
+            ax.set_title(f"{name}: {stat.share_extreme:.0%} of {obs.size} extreme", fontsize=9)
+    fig.suptitle(title or f"Posterior-predictive checks ({check.num_draws} replicates; coverage {check.coverage:.1%})")
+    return _save(fig, path)
+
+
 def _save(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
