@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a table's column of class labels (name or position): whole numbers, or values read as classes",
     )
     train.add_argument(
+        "--covariate-columns",
+        type=_names,
+        default=None,
+        help="a table's categorical covariate columns (a batch, a donor), comma-separated names or positions: "
+        "one-hot, given to encoder and decoder as y, never features",
+    )
+    train.add_argument(
         "--values",
         default="unit",
         choices=data_module.VALUE_MODES,

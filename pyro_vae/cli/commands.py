@@ -72,7 +72,7 @@ def _train(args, device) -> dict:
     check_out(args.out)
     settings = TrainSettings.from_arguments(args)  # refused here, before any data is read
     binarize = "none" if args.binarize == "auto" else args.binarize
-    chosen = {"columns": args.columns, "label": args.label_column}
+    chosen = {"columns": args.columns, "label": args.label_column, "covariates": args.covariate_columns}
     dataset = data_module.load(args.data, binarize=binarize, values=args.values, seed=args.seed, **chosen)
     if args.binarize == "auto":
         binarize = auto_binarize(dataset, args.likelihood)
@@ -102,6 +102,7 @@ def _train(args, device) -> dict:
         standardize=args.standardize,
         image_shape=dataset.image_shape,
         input_transform=None if args.input_transform == "auto" else args.input_transform,
+        covariate_dim=0 if dataset.train.covariates is None else dataset.train.covariates.shape[1],
     ).to(device)
     return train_and_report(
         vae,
@@ -174,7 +175,7 @@ def train_and_report(
         if not group.is_main:
             return {}
         save(vae, out / "model.pt")
-        test_elbo = mean_elbo(vae, dataset.test.x, seed=settings.seed)
+        test_elbo = mean_elbo(vae, dataset.test.x, covariates=dataset.test.covariates_for(), seed=settings.seed)
         files = {
             "model": out / "model.pt",
             "checkpoint": out / "checkpoint.pt",
@@ -237,6 +238,7 @@ def run_sample(args) -> Path:
 
     run = Path(args.run)
     vae, dataset, _ = runs.load_run(run)
+    runs.refuse_covariates(dataset, run, "pyro-vae sample")
     device = parse_device(args.device)
     vae = vae.to(device)
     if args.label is not None and args.source != "subset":

@@ -16,14 +16,15 @@ from .commands import parse_device
 
 
 def held_out(run: Path, split: str, max_points: int | None):
-    """The run's model, the held-out split it was trained against (binarised as in training), and its config."""
+    """The run's model, the held-out split it was trained against (binarised as in training), its
+    config, the data set and the split's covariates (``None`` without covariate columns)."""
     vae, dataset, config = runs.load_run(run)
-    x = getattr(dataset, split).x
+    held = getattr(dataset, split)
     if max_points is not None:
         if max_points < 1:
             raise ValueError(f"--max-points must be positive, got {max_points}.")
-        x = x[:max_points]
-    return vae, x, config, dataset
+        held = held[:max_points]
+    return vae, held.x, config, dataset, held.covariates_for()
 
 
 def run_evaluate(args) -> dict:
@@ -56,9 +57,10 @@ def evaluate_run(run: Path, args) -> dict:
     from ..diagnostics.posterior import active_units, elbo_surgery, pareto_k_report
     from ..evaluate.estimate import DEFAULT_DRAWS, log_likelihood
 
-    vae, x, config, dataset = held_out(run, args.split, args.max_points)
+    vae, x, config, dataset, covariates = held_out(run, args.split, args.max_points)
     device = parse_device(args.device)
     vae, x = vae.to(device), x.to(device)
+    covariates = None if covariates is None else {k: v.to(device) for k, v in covariates.items()}
     print(
         f"Evaluating {run} on {len(x)} {args.split} points of {config['data']} "
         f"with {args.num_particles or DEFAULT_DRAWS[args.method]} "
@@ -67,13 +69,14 @@ def evaluate_run(run: Path, args) -> dict:
     result = log_likelihood(
         vae,
         x,
+        covariates=covariates,
         num_particles=args.num_particles,
         seed=args.seed,
         max_memory_mb=args.max_memory_mb,
         **estimator_options(args),
     )
-    surgery = elbo_surgery(vae, x, seed=args.seed)
-    units = active_units(vae, x)
+    surgery = elbo_surgery(vae, x, covariates=covariates, seed=args.seed)
+    units = active_units(vae, x, covariates=covariates)
     pareto = pareto_k_report(result) if result.pareto_k is not None else None
     metrics = {
         "run": str(run),
@@ -173,7 +176,8 @@ def run_compare(args):
     device = parse_device(args.device)
     results, data_keys = {}, {}
     for name, run in zip(names, run_paths):
-        vae, x, config, dataset = held_out(run, args.split, args.max_points)
+        vae, x, config, dataset, _ = held_out(run, args.split, args.max_points)
+        runs.refuse_covariates(dataset, run, "pyro-vae compare")
         data_keys[name] = (
             config.get("data_source") or config["data"],
             config.get("data_fingerprint"),

@@ -34,7 +34,8 @@ def run_report(args) -> dict:
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "report"
     device = parse_device(args.device)
-    vae, x, config, dataset = held_out(run, "test", args.max_points)
+    vae, x, config, dataset, _ = held_out(run, "test", args.max_points)
+    runs.refuse_covariates(dataset, run, "pyro-vae report")
     vae, x = vae.to(device), x.to(device)
     codes_input = runs.training_codes_input(dataset).to(device)
     print(f"Report on {run}: {len(x)} test points, {args.num_particles} particles, K={args.components} mixture.")

@@ -27,7 +27,7 @@ import math
 import os
 import urllib.request
 import zlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,9 @@ import torch
 
 from .._util.files import atomic_write, check_writable
 from .readers import TABLE_SUFFIXES, check_labels, idx_header, read_idx, read_table, verify_idx_checksums
+from .splits import Dataset, Split, binarize
+
+__all__ = ["BINARIZE_MODES", "Dataset", "Split", "VALUE_MODES", "binarize", "load"]
 
 BINARIZE_MODES = ("none", "fixed", "dynamic")
 VALUE_MODES = ("unit", "levels")
@@ -67,88 +70,6 @@ KNOWN_IDX: dict[str, dict[str, Any]] = {
 }
 
 
-@dataclass(frozen=True)
-class Split:
-    """One split of a data set.
-
-    Attributes:
-        x: float tensor ``(N, D)`` in ``[0, 1]``; under dynamic binarisation, the grey levels
-            that act as Bernoulli probabilities.
-        labels: long tensor ``(N,)``.
-        image_shape: ``(height, width)``, or ``None`` for a table.
-        dynamic_binarization: ``True`` when :func:`pyro_vae.fit` should binarise ``x`` afresh
-            each epoch.
-        num_levels: grey levels of the source images (``None`` if unknown).
-    """
-
-    x: torch.Tensor
-    labels: torch.Tensor
-    image_shape: tuple[int, int] | None
-    dynamic_binarization: bool = False
-    num_levels: int | None = None
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    def __getitem__(self, index) -> Split:
-        """A sub-split: ``split[:100]``, ``split[split.labels == 3]``."""
-        return replace(self, x=self.x[index], labels=self.labels[index])
-
-    def binarized(self, seed: int) -> torch.Tensor:
-        """One Bernoulli draw per pixel of ``x``, reproducible from ``seed``."""
-        return binarize(self.x, seed)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A named data set with ``train``, ``val`` and ``test`` splits.
-
-    ``source`` says where it came from: ``"digits"``, a known name, or the absolute path of the
-    IDX folder or table that was read (what :func:`load` needs to read it again).
-    """
-
-    name: str
-    train: Split
-    val: Split
-    test: Split
-    source: str = ""
-    #: For a table: which columns are features and which the label (:mod:`pyro_vae.data.table_columns`).
-    columns: dict[str, Any] | None = None
-
-    def fingerprint(self) -> str:
-        """A short SHA-256 of every split's values and labels: two loads with the same settings agree,
-        and a changed file does not."""
-        digest = hashlib.sha256()
-        for split in (self.train, self.val, self.test):
-            for tensor in (split.x, split.labels):
-                digest.update(str(tuple(tensor.shape)).encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
-
-    @property
-    def is_image(self) -> bool:
-        return self.train.image_shape is not None
-
-    @property
-    def image_shape(self) -> tuple[int, int] | None:
-        return self.train.image_shape
-
-    @property
-    def input_dim(self) -> int:
-        return self.train.x.shape[1]
-
-    @property
-    def num_levels(self) -> int | None:
-        return self.train.num_levels
-
-
-def binarize(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """``Bernoulli(x)`` drawn with a private generator seeded by ``seed``; same shape as ``x``."""
-    generator = torch.Generator().manual_seed(int(seed))
-    # Drawn on the CPU whatever the device of x, so a seed gives the same pixels everywhere.
-    return torch.bernoulli(x.cpu(), generator=generator).to(x.device)
-
-
 def load(
     name_or_path: str | os.PathLike = "digits",
     *,
@@ -160,6 +81,7 @@ def load(
     download: bool = True,
     columns: Any = None,
     label: Any = None,
+    covariates: Any = None,
 ) -> Dataset:
     """Load a data set with deterministic train/validation/test splits.
 
@@ -182,6 +104,9 @@ def load(
             default every column but the label and a row index) and the column of class labels
             (whole numbers, or any values read as sorted classes); see
             :mod:`pyro_vae.data.table_columns`. The choice is in the result's ``columns``.
+        covariates: for a table, columns read as categorical covariates (a batch): one-hot blocks
+            in each split's ``covariates``, ``(N, K)``, never features; pass
+            ``split.covariates_for()`` to the tools and ``covariate_dim=K`` to the VAE.
 
     IDX files of a named data set are searched for in this order: ``$PYRO_VAE_DATA/<name>``, the
     user cache ``~/.cache/pyro_vae/<name>`` (or under ``$XDG_CACHE_HOME``), then Debian's
@@ -201,8 +126,12 @@ def load(
 
     key = str(name_or_path)
     source, chosen = key, None
-    if (columns is not None or label is not None) and Path(key).suffix.lower() not in TABLE_SUFFIXES:
-        raise ValueError(f"columns= and label= choose the columns of a table (.csv or .npy); {key} is not one.")
+    chosen_any = columns is not None or label is not None or covariates is not None
+    if chosen_any and Path(key).suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(
+            f"columns=, label= and covariates= choose the columns of a table (.csv or .npy); {key} is not one."
+        )
+    y = None
     if key == "digits":
         x, labels, image_shape = _load_digits()
         test_x, test_labels = None, None
@@ -210,7 +139,7 @@ def load(
     elif Path(key).suffix.lower() in TABLE_SUFFIXES:
         if values == "levels":
             raise ValueError(f"{key}: values='levels' applies to 8-bit images; a table is read as it is.")
-        x, labels, chosen = read_table(Path(key), columns=columns, label=label)
+        x, labels, chosen, y = read_table(Path(key), columns=columns, label=label, covariates=covariates)
         source, key = str(Path(key).resolve()), Path(key).name
         test_x, test_labels, image_shape, num_levels = None, None, None, None
     else:
@@ -227,6 +156,7 @@ def load(
     x = _flatten_scale(x, scale)
 
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    test_idx = None  # an IDX data set brings its own test split (and no covariates)
     if test_x is None:
         if test_fraction + val_fraction >= 1.0:
             raise ValueError("val_fraction + test_fraction must be below 1.")
@@ -238,10 +168,13 @@ def load(
     n_val = max(1, round(val_fraction * len(x)))
     val_idx, train_idx = order[:n_val], order[n_val:]
 
+    def rows(index):  # the covariates of these rows
+        return None if y is None or index is None else y[index]
+
     splits = {
-        "train": Split(x[train_idx], labels[train_idx], image_shape, num_levels=num_levels),
-        "val": Split(x[val_idx], labels[val_idx], image_shape, num_levels=num_levels),
-        "test": Split(test_x, test_labels, image_shape, num_levels=num_levels),
+        "train": Split(x[train_idx], labels[train_idx], image_shape, num_levels=num_levels, covariates=rows(train_idx)),
+        "val": Split(x[val_idx], labels[val_idx], image_shape, num_levels=num_levels, covariates=rows(val_idx)),
+        "test": Split(test_x, test_labels, image_shape, num_levels=num_levels, covariates=rows(test_idx)),
     }
     if binarize != "none":
         # Distinct fixed seeds per split, so validation and test noise are independent.

@@ -21,7 +21,7 @@ import torch
 
 from .._util.checks import refuse_inexact_counts
 from .csv_tables import read_csv, read_header
-from .table_columns import choose_columns, column_positions
+from .table_columns import choose_columns, column_positions, covariate_positions, one_hot_columns
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -113,15 +113,16 @@ def load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """A ``.npy`` array (read without unpickling) or a numeric ``.csv`` (an optional header row; see
     :mod:`pyro_vae.data.csv_tables` for what is accepted) as ``(x, labels)``: :func:`read_table`
     with its defaults."""
-    x, labels, _ = read_table(path)
+    x, labels, _, _ = read_table(path)
     return x, labels
 
 
 def read_table(
-    path: Path, *, columns: Sequence[Any] | None = None, label: Any = None
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """``(x (N, D) float32, labels (N,) long, record)`` of a table, with the feature columns and the
-    label column chosen as :mod:`pyro_vae.data.table_columns` says (``record`` says what was chosen)."""
+    path: Path, *, columns: Sequence[Any] | None = None, label: Any = None, covariates: Sequence[Any] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], torch.Tensor | None]:
+    """``(x (N, D) float32, labels (N,) long, record, y)`` of a table, with the feature columns, the
+    label column and the covariate columns (``y``, one-hot blocks ``(N, K)``, or ``None``) chosen as
+    :mod:`pyro_vae.data.table_columns` says (``record`` says what was chosen)."""
     if not path.is_file():
         raise FileNotFoundError(f"No table at {path}.")
     header: list[str] | None = None
@@ -129,17 +130,18 @@ def read_table(
     try:
         if path.suffix.lower() == ".npy":
             shape = check_npy_header(path)[0]
-            positions, label_at = column_positions(
-                None, shape[1] if len(shape) == 2 else 0, path, columns=columns, label=label
-            )
+            width = shape[1] if len(shape) == 2 else 0
+            positions, label_at = column_positions(None, width, path, columns=columns, label=label)
+            covariate_at = covariate_positions(None, width, path, covariates, _taken(positions, label_at))
             array = np.load(path, allow_pickle=False)
         else:
             header, width = read_header(path)
             positions, label_at = column_positions(header, width, path, columns=columns, label=label)
-            # Columns that are not features are read as text: a label may be, a left-out column anything.
+            covariate_at = covariate_positions(header, width, path, covariates, _taken(positions, label_at))
+            # Columns that are not features are read as text: a label or a covariate may be, a
+            # left-out column anything.
             text_columns = set() if positions is None else set(range(width)) - set(positions)
-            if label_at is not None:
-                text_columns.add(label_at)
+            text_columns |= set(covariate_at) | (set() if label_at is None else {label_at})
             array, header, texts = read_csv(path, text_columns)
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text table (it is not UTF-8).") from None
@@ -153,14 +155,26 @@ def read_table(
         raise ValueError(f"{path} must hold a table of shape (N, D) with N >= 3 rows, got shape {array.shape}.")
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{path} holds {array.dtype} values; a table must be numeric.")
-    array, labels, record = choose_columns(array, header, texts, path, columns=positions, label=label_at)
+    y = None
+    if covariate_at:
+        y_values, record_covariates = one_hot_columns(array, header, texts, covariate_at)
+        y = torch.from_numpy(y_values)
+    array, labels, record = choose_columns(
+        array, header, texts, path, columns=positions, label=label_at, exclude=covariate_at
+    )
+    if y is not None:
+        record["covariates"] = record_covariates
     whole = array if array.dtype.kind in "biu" else None
     if whole is None and array.size and bool(np.all(array == np.round(array))):
         whole = array.astype(np.int64) if np.abs(array).max() < 2**62 else array
     if whole is not None and whole.dtype.kind in "iu":
         refuse_inexact_counts(whole, torch.float32, str(path))
     x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    return x, torch.from_numpy(labels), record
+    return x, torch.from_numpy(labels), record, y
+
+
+def _taken(positions: list[int] | None, label_at: int | None) -> list[int]:
+    return [*(positions or []), *([] if label_at is None else [label_at])]
 
 
 def check_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, bool, int]:

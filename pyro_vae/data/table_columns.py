@@ -4,6 +4,8 @@
   column but the label is a feature.
 * ``label=`` names one column read as the class labels: whole numbers ``>= 0`` as they are, any
   other values (text such as ``"setosa"``) as classes ``0..K-1`` in sorted order, the names kept.
+* ``covariates=`` names columns read as categorical covariates (a batch, a donor): each becomes a
+  one-hot block of its values in sorted order (:func:`one_hot_columns`), never a feature.
 * A row index is never taken for a feature: a first column with an empty or pandas' ``Unnamed: 0``
   header that holds exactly ``0, 1, ..., N-1`` (what ``DataFrame.to_csv`` writes by default) is
   left out unless ``columns=`` asks for it.
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INDEX_NAMES", "choose_columns", "column_positions"]
+__all__ = ["INDEX_NAMES", "choose_columns", "column_positions", "covariate_positions", "one_hot_columns"]
 
 #: Header names of a row-index column as pandas writes them.
 INDEX_NAMES = ("", "Unnamed: 0")
@@ -47,26 +49,70 @@ def column_positions(
     label_at = None if label is None else _position(label, header, width, path, "label")
     if columns is None:
         return None, label_at
-    if isinstance(columns, str) or not isinstance(columns, Sequence) or not columns:
-        raise ValueError(f"{path}: columns must be a non-empty list of column names or positions, got {columns!r}.")
-    positions = [_position(c, header, width, path, "column") for c in columns]
-    if len(set(positions)) != len(positions) or label_at in positions:
-        raise ValueError(f"{path}: the feature columns {list(columns)} name a column twice (or the label).")
+    positions = _positions(columns, header, width, path, "columns")
+    if label_at in positions:
+        raise ValueError(f"{path}: the feature columns {list(columns)} name the label column too.")
     return positions, label_at
+
+
+def covariate_positions(
+    header: list[str] | None, width: int, path: Any, covariates: Sequence[Any] | None, taken: Sequence[int]
+) -> list[int]:
+    """The 0-based positions of the covariate columns; none of them a feature or the label (``taken``)."""
+    if covariates is None:
+        return []
+    positions = _positions(covariates, header, width, path, "covariates")
+    if set(positions) & set(taken):
+        raise ValueError(f"{path}: the covariate columns {list(covariates)} are features or the label as well.")
+    return positions
+
+
+def _positions(names: Any, header: list[str] | None, width: int, path: Any, what: str) -> list[int]:
+    if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+        raise ValueError(f"{path}: {what} must be a non-empty list of column names or positions, got {names!r}.")
+    positions = [_position(c, header, width, path, "column") for c in names]
+    if len(set(positions)) != len(positions):
+        raise ValueError(f"{path}: {what} {list(names)} name a column twice.")
+    return positions
+
+
+def one_hot_columns(
+    values: np.ndarray, header: list[str] | None, texts: dict[int, list[str]], positions: Sequence[int]
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Covariate columns as one-hot blocks, ``(N, K_1 + ... + K_c)`` float32, each column's values read
+    as classes in sorted order (numbers by value, text by name), with a record of the classes."""
+    blocks, record = [], []
+    for position in positions:
+        cells = texts.get(position)
+        numbers = values[:, position] if cells is None else _as_numbers(cells)
+        if numbers is not None:
+            classes: list[Any] = sorted({float(v) for v in numbers})
+            index = {c: i for i, c in enumerate(classes)}
+            codes = np.array([index[float(v)] for v in numbers], dtype=np.int64)
+            classes = [int(c) if c == int(c) else c for c in classes]
+        else:
+            assert cells is not None
+            classes = sorted(set(cells))
+            index = {c: i for i, c in enumerate(classes)}
+            codes = np.array([index[c] for c in cells], dtype=np.int64)
+        blocks.append(np.eye(len(classes), dtype=np.float32)[codes])
+        record.append({"column": header[position] if header else position, "classes": classes})
+    return np.concatenate(blocks, axis=1), record
 
 
 def choose_columns(
     values: np.ndarray, header: list[str] | None, texts: dict[int, list[str]], path: Any, *,
-    columns: list[int] | None, label: int | None,
+    columns: list[int] | None, label: int | None, exclude: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:  # fmt: skip
     """``(x (N, D), labels (N,), record)`` from the table ``values`` (text columns hold NaN there and
-    their cells in ``texts``), as the module docstring says."""
+    their cells in ``texts``), as the module docstring says; ``exclude`` are never default features
+    (the covariate columns)."""
     width = values.shape[1]
     record: dict[str, Any] = {"features": None, "label": None, "dropped_index": None}
     if columns is None:
-        columns = [c for c in range(width) if c != label]
+        columns = [c for c in range(width) if c != label and c not in exclude]
         first = header[0] if header else None
-        if first in INDEX_NAMES and 0 not in texts and label != 0 and len(columns) > 1:
+        if first in INDEX_NAMES and 0 not in texts and columns[:1] == [0] and len(columns) > 1:
             if np.array_equal(values[:, 0], np.arange(len(values))):
                 columns = columns[1:]
                 record["dropped_index"] = first

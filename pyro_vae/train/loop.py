@@ -93,7 +93,8 @@ def fit(
             ``pyro.infer.SVI`` would (see :mod:`pyro_vae.train.trainee` for the scaling of its
             data plate to ``N`` and the KL weight of warm-up).
         train: training data ``(N, D)`` (tensor or array) or a :class:`~pyro_vae.data.Split`;
-            a split with dynamic binarisation is binarised afresh every epoch. Data larger than
+            a split with dynamic binarisation is binarised afresh every epoch, and one with
+            ``covariates`` passes them as ``y`` (``covariates=`` overrides). Data larger than
             memory stays on disk: pass a numpy memory map or a :class:`~pyro_vae.data.RowSource`
             (:func:`pyro_vae.data.open_rows`), and each minibatch is read as it is needed.
         guide: a program's guide ``guide(x, **covariates)`` (a VAE brings its own).
@@ -140,6 +141,9 @@ def fit(
     if isinstance(model, VAE) and (guide is not None or plate is not None):
         raise ValueError("A VAE brings its own guide and data plate; pass guide= and plate= only with a program.")
     program = as_program(model, guide, plate=plate)
+    # A split of a table read with covariate columns brings them (as y) unless others are given.
+    covariates = train.covariates_for() if covariates is None and isinstance(train, Split) else covariates
+    val_covariates = val.covariates_for() if val_covariates is None and isinstance(val, Split) else val_covariates
     x, dynamic, train_covariates = _training_data(program, train, covariates, mask)
     x_val = val_data = None
     if val is not None:

@@ -1,0 +1,100 @@
+"""A data set and its splits: points, labels, covariates, and the binarisation of images."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of a data set.
+
+    Attributes:
+        x: float tensor ``(N, D)`` in ``[0, 1]``; under dynamic binarisation, the grey levels
+            that act as Bernoulli probabilities.
+        labels: long tensor ``(N,)``.
+        image_shape: ``(height, width)``, or ``None`` for a table.
+        dynamic_binarization: ``True`` when :func:`pyro_vae.fit` should binarise ``x`` afresh
+            each epoch.
+        num_levels: grey levels of the source images (``None`` if unknown).
+        covariates: float tensor ``(N, K)`` of a table's covariate columns (one-hot blocks), or
+            ``None``; :meth:`covariates_for` passes them on as a VAE's ``y``.
+    """
+
+    x: torch.Tensor
+    labels: torch.Tensor
+    image_shape: tuple[int, int] | None
+    dynamic_binarization: bool = False
+    num_levels: int | None = None
+    covariates: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, index) -> Split:
+        """A sub-split: ``split[:100]``, ``split[split.labels == 3]``."""
+        covariates = None if self.covariates is None else self.covariates[index]
+        return replace(self, x=self.x[index], labels=self.labels[index], covariates=covariates)
+
+    def covariates_for(self) -> dict[str, torch.Tensor] | None:
+        """The tools' ``covariates=`` argument for a conditional VAE: ``{"y": covariates}``, or ``None``."""
+        return None if self.covariates is None else {"y": self.covariates}
+
+    def binarized(self, seed: int) -> torch.Tensor:
+        """One Bernoulli draw per pixel of ``x``, reproducible from ``seed``."""
+        return binarize(self.x, seed)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named data set with ``train``, ``val`` and ``test`` splits.
+
+    ``source`` says where it came from: ``"digits"``, a known name, or the absolute path of the
+    IDX folder or table that was read (what :func:`load` needs to read it again).
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    source: str = ""
+    #: For a table: which columns are features and which the label (:mod:`pyro_vae.data.table_columns`).
+    columns: dict[str, Any] | None = None
+
+    def fingerprint(self) -> str:
+        """A short SHA-256 of every split's values and labels: two loads with the same settings agree,
+        and a changed file does not."""
+        digest = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            extra = [] if split.covariates is None else [split.covariates]  # data without them hash as before
+            for tensor in (split.x, split.labels, *extra):
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    @property
+    def is_image(self) -> bool:
+        return self.train.image_shape is not None
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        return self.train.image_shape
+
+    @property
+    def input_dim(self) -> int:
+        return self.train.x.shape[1]
+
+    @property
+    def num_levels(self) -> int | None:
+        return self.train.num_levels
+
+
+def binarize(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """``Bernoulli(x)`` drawn with a private generator seeded by ``seed``; same shape as ``x``."""
+    generator = torch.Generator().manual_seed(int(seed))
+    # Drawn on the CPU whatever the device of x, so a seed gives the same pixels everywhere.
+    return torch.bernoulli(x.cpu(), generator=generator).to(x.device)
