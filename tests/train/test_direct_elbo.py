@@ -14,11 +14,11 @@ import pytest
 import torch
 
 import pyro_vae
+from helpers.vae_data import LIKELIHOOD_KWARGS, LIKELIHOOD_NAMES, rows_in_support
 from pyro_vae.train.objective import DirectTraceELBO, make_objective, training_objective
 from pyro_vae.train.settings import TrainSettings
 
 D, L, B, N = 6, 3, 5, 40
-LIKELIHOOD_KWARGS = {"binomial": {"total_count": 4}}
 
 
 def _loss_and_grads(objective, vae, x, seed, **kwargs):
@@ -46,16 +46,11 @@ def _assert_same(vae, x, *, num_particles=1, elbo="trace", **kwargs):
 
 
 def _data_for(vae, rows=B, seed=0, y=None):
-    """Rows in the likelihood's support: draws from it at a random decoder output."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        raw = vae.decode(torch.randn(rows, vae.latent_dim), y)
-        size = torch.full((rows,), 20.0) if vae.likelihood.uses_size_factors else None
-        return vae.likelihood(raw, size).sample()
+    return rows_in_support(vae, rows, seed, y)
 
 
 @pytest.mark.parametrize("elbo", ["trace", "meanfield"])
-@pytest.mark.parametrize("name", sorted(n for n in pyro_vae.LIKELIHOODS if not n.startswith("test_")))
+@pytest.mark.parametrize("name", LIKELIHOOD_NAMES)
 def test_every_likelihood_matches_pyro(name, elbo):
     torch.manual_seed(0)
     vae = pyro_vae.VAE(D, L, hidden_sizes=(8,), likelihood=name, likelihood_kwargs=LIKELIHOOD_KWARGS.get(name))
