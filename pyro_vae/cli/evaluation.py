@@ -176,38 +176,38 @@ def run_compare(args):
     device = parse_device(args.device)
     results, data_keys = {}, {}
     for name, run in zip(names, run_paths):
-        vae, x, config, dataset, _ = held_out(run, args.split, args.max_points)
-        runs.refuse_covariates(dataset, run, "pyro-vae compare")
+        vae, x, config, dataset, covariates = held_out(run, args.split, args.max_points)
         data_keys[name] = (
             config.get("data_source") or config["data"],
-            config.get("data_fingerprint"),
+            dataset.fingerprint(with_covariates=False),  # the same points, whichever covariates a run used
             config["binarize"],
             config.get("values", "unit"),
             config["seed"],
         )
-        results[name] = (vae.to(device), x.to(device))
+        moved = None if covariates is None else {k: v.to(device) for k, v in covariates.items()}
+        results[name] = (vae.to(device), x.to(device), moved)
     if len(set(data_keys.values())) != 1:
         raise ValueError(
             f"The runs were trained on different data (source, fingerprint, binarize, values, seed): "
             f"{data_keys}; held-out log p(x) is comparable only on the same points."
         )
     x = next(iter(results.values()))[1]
-    densities = not any(vae.likelihood.is_discrete for vae, _ in results.values())
+    densities = not any(vae.likelihood.is_discrete for vae, _, _ in results.values())
     from ..evaluate.estimate import log_likelihood
 
-    models = {name: vae for name, (vae, _) in results.items()}
-    if args.method == "ais":  # compare ranks results computed here with the chosen estimator
-        models = {
-            name: log_likelihood(
-                vae,
-                x,
-                num_particles=args.num_particles,
-                seed=args.seed,
-                max_memory_mb=args.max_memory_mb,
-                **estimator_options(args),
-            )
-            for name, vae in models.items()
-        }
+    # Each run is scored here with its own covariates (and the chosen estimator); compare ranks them.
+    models = {
+        name: log_likelihood(
+            vae,
+            x,
+            covariates=covariates,
+            num_particles=args.num_particles,
+            seed=args.seed,
+            max_memory_mb=args.max_memory_mb,
+            **estimator_options(args),
+        )
+        for name, (vae, _, covariates) in results.items()
+    }
     table = compare(
         models,
         x,

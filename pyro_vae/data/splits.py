@@ -65,12 +65,13 @@ class Dataset:
     #: For a table: which columns are features and which the label (:mod:`pyro_vae.data.table_columns`).
     columns: dict[str, Any] | None = None
 
-    def fingerprint(self) -> str:
-        """A short SHA-256 of every split's values and labels: two loads with the same settings agree,
-        and a changed file does not."""
+    def fingerprint(self, *, with_covariates: bool = True) -> str:
+        """A short SHA-256 of every split's values and labels (and covariates, unless
+        ``with_covariates=False``): two loads with the same settings agree, and a changed file does not."""
         digest = hashlib.sha256()
         for split in (self.train, self.val, self.test):
-            extra = [] if split.covariates is None else [split.covariates]  # data without them hash as before
+            # Data without covariates hash as before they existed.
+            extra = [] if split.covariates is None or not with_covariates else [split.covariates]
             for tensor in (split.x, split.labels, *extra):
                 digest.update(str(tuple(tensor.shape)).encode())
                 digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -132,3 +132,10 @@ def test_the_command_line_trains_and_evaluates_with_covariate_columns(tmp_path, 
     assert abs(metrics["nll"] - (-expected.mean)) < 1e-4  # the same seed and draws: the test rows with their y
     assert main(["sample", str(out)]) == 2
     assert "does not pass covariates yet" in capsys.readouterr().err
+    # A run without the covariates on the same file is compared on the same points, each with its own y.
+    plain = tmp_path / "plain"
+    main(["train", "--data", str(path), "--likelihood", "normal", "--columns", "a,b,c", "--epochs", "1", "--hidden", "8",
+          "--out", str(plain)])  # fmt: skip
+    assert main(["compare", str(out), str(plain), "--num-particles", "20", "--csv", str(tmp_path / "c.csv")]) == 0
+    table = pd.read_csv(tmp_path / "c.csv", index_col=0)
+    assert table.loc["run", "nll"] == pytest.approx(metrics["nll"], abs=1e-4)
