@@ -238,7 +238,6 @@ def run_sample(args) -> Path:
 
     run = Path(args.run)
     vae, dataset, _ = runs.load_run(run)
-    runs.refuse_covariates(dataset, run, "pyro-vae sample")
     device = parse_device(args.device)
     vae = vae.to(device)
     if args.label is not None and args.source != "subset":
@@ -252,13 +251,19 @@ def run_sample(args) -> Path:
             vae, runs.training_codes_input(dataset).to(device), args.components, seed=args.seed
         )
     train = replace(dataset.train, x=runs.training_codes_input(dataset), dynamic_binarization=False)
+    from_data = args.source in ("aggregate", "subset")
+    # With covariate columns, the training rows' covariates go with their codes (aggregate, subset),
+    # and codes from the prior or a mixture are decoded under them in turn.
+    covariates = train.covariates_for() or {}
     drawn = sample(
         vae,
         args.num,
         source=args.source,
-        x=train if args.source in ("aggregate", "subset") else None,
+        x=train if from_data else None,
+        covariates=covariates if from_data else None,
         label=args.label,
         seed=args.seed,
+        **({} if from_data else {k: v.to(device) for k, v in covariates.items()}),
     )
     stem = f"samples-{args.source}{'' if args.label is None else args.label}"
     figure = ".png" if dataset.is_image else ".csv"

@@ -130,7 +130,10 @@ def test_the_command_line_trains_and_evaluates_with_covariate_columns(tmp_path, 
     _, dataset, _ = pyro_vae.load_run(out)
     expected = pyro_vae.log_likelihood(vae, dataset.test.x, covariates=dataset.test.covariates_for(), num_particles=20)
     assert abs(metrics["nll"] - (-expected.mean)) < 1e-4  # the same seed and draws: the test rows with their y
-    assert main(["sample", str(out)]) == 2
+    for source in ("prior", "aggregate"):  # decoded under the training rows' covariates
+        assert main(["sample", str(out), "--source", source, "--num", "10"]) == 0
+        assert np.load(out / f"samples-{source}.npy").shape == (10, 3)
+    assert main(["report", str(out)]) == 2
     assert "does not pass covariates yet" in capsys.readouterr().err
     # A run without the covariates on the same file is compared on the same points, each with its own y.
     plain = tmp_path / "plain"
