@@ -18,6 +18,7 @@ from .evaluate.ais import BDMC, bdmc  # noqa: E402
 from .evaluate.estimate import log_likelihood  # noqa: E402
 from .evaluate.ranking import compare, plot_comparison  # noqa: E402
 from .evaluate.result import LogLikelihood  # noqa: E402
+from .io.anndata_latent import add_latent  # noqa: E402
 from .io.checkpoint import load, save  # noqa: E402
 from .io.export import to_inference_data  # noqa: E402
 from .io.parameters import load_parameters  # noqa: E402
@@ -73,6 +74,7 @@ __all__ = [
     "Prior",
     "VAE",
     "__version__",
+    "add_latent",
     "ais",
     "as_program",
     "baselines",

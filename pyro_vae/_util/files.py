@@ -31,17 +31,27 @@ def atomic_write(path: str | os.PathLike, write) -> None:
     write that was killed long ago are removed. A write that fails for lack of space or permission
     (torch's writer reports it as a ``RuntimeError``) is a :class:`WriteError`, the old file intact.
     """
+
+    def write_to(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    atomic_write_path(path, write_to)
+
+
+def atomic_write_path(path: str | os.PathLike, write_to) -> None:
+    """:func:`atomic_write` for writers that take a file name (``write_to(tmp_path)``, e.g. HDF5's)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
     except OSError as error:
         raise _write_error(path, error) from None
     try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_to(Path(tmp))
         os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException as error:

@@ -3,6 +3,7 @@
 pyro-vae demo                          # train on the embedded digits, write figures to runs/demo
 pyro-vae train --data fashion-mnist --binarize dynamic --latent-dim 50 --out runs/fmnist
 pyro-vae train --data table.csv --likelihood normal --out runs/table     # a table of N rows
+pyro-vae train --data cells.h5ad --layer counts --covariate-columns batch --likelihood negative_binomial --out runs/cells
 pyro-vae sample runs/fmnist --source subset --label 7 --num 64
 pyro-vae evaluate runs/fmnist          # NLL, ELBO surgery, active units, Pareto k -> JSON
 pyro-vae compare runs/a runs/b --plot comparison.png
@@ -100,7 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--data",
         default="digits",
-        help="'digits', 'fashion-mnist', 'mnist', a folder of IDX files, or a .npy/.csv table (N, D)",
+        help="'digits', 'fashion-mnist', 'mnist', a folder of IDX files, a .npy/.csv table (N, D), or an AnnData "
+        ".h5ad file (cells by genes; label and covariate columns are obs columns)",
+    )
+    train.add_argument(
+        "--layer",
+        default=None,
+        help="the layer of an .h5ad file to train on (e.g. counts; default: its X)",
     )
     train.add_argument(
         "--binarize",

@@ -72,7 +72,12 @@ def _train(args, device) -> dict:
     check_out(args.out)
     settings = TrainSettings.from_arguments(args)  # refused here, before any data is read
     binarize = "none" if args.binarize == "auto" else args.binarize
-    chosen = {"columns": args.columns, "label": args.label_column, "covariates": args.covariate_columns}
+    chosen = {
+        "columns": args.columns,
+        "label": args.label_column,
+        "covariates": args.covariate_columns,
+        "layer": args.layer,
+    }
     dataset = data_module.load(args.data, binarize=binarize, values=args.values, seed=args.seed, **chosen)
     if args.binarize == "auto":
         binarize = auto_binarize(dataset, args.likelihood)
@@ -210,6 +215,7 @@ def train_and_report(
             dataset.test.labels.cpu(),
             out / "latent_map.png",
             title=f"{title}: encoded test points over the prior density",
+            y=dataset.test.covariates,
         )
         summary = {
             "test_elbo_per_point": test_elbo,

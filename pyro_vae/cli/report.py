@@ -34,17 +34,22 @@ def run_report(args) -> dict:
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "report"
     device = parse_device(args.device)
-    vae, x, config, dataset, _ = held_out(run, "test", args.max_points)
-    runs.refuse_covariates(dataset, run, "pyro-vae report")
+    vae, x, config, dataset, covariates = held_out(run, "test", args.max_points)
     vae, x = vae.to(device), x.to(device)
     codes_input = runs.training_codes_input(dataset).to(device)
+    # With covariate columns every tool gets each row's own covariates, and codes drawn from the prior
+    # or a mixture are decoded under the training rows' covariates in turn (as pyro-vae sample does).
+    covariates = _on(covariates, device)
+    train_covariates = _on(dataset.train.covariates_for(), device)
     print(f"Report on {run}: {len(x)} test points, {args.num_particles} particles, K={args.components} mixture.")
 
-    result = log_likelihood(vae, x, num_particles=args.num_particles, seed=args.seed)
-    surgery = elbo_surgery(vae, x, seed=args.seed)
-    units = active_units(vae, x)
-    gaps = holes(vae, codes_input, num_samples=args.num_samples, seed=args.seed)
-    mixture = vae.latent_mixture or LatentMixture.fit(vae, codes_input, args.components, seed=args.seed)
+    result = log_likelihood(vae, x, covariates=covariates, num_particles=args.num_particles, seed=args.seed)
+    surgery = elbo_surgery(vae, x, covariates=covariates, seed=args.seed)
+    units = active_units(vae, x, covariates=covariates)
+    gaps = holes(vae, codes_input, covariates=train_covariates, num_samples=args.num_samples, seed=args.seed)
+    mixture = vae.latent_mixture or LatentMixture.fit(
+        vae, codes_input, args.components, covariates=train_covariates, seed=args.seed
+    )
     report = {
         "run": str(run),
         "data": config["data"],
@@ -60,11 +65,11 @@ def run_report(args) -> dict:
     if dataset.is_image:
         sources = {
             "prior": "prior",
-            "aggregate": AggregatePosterior.from_data(vae, codes_input),
+            "aggregate": AggregatePosterior.from_data(vae, codes_input, covariates=train_covariates),
             "mixture": mixture.distribution(),
         }
         for name, source in sources.items():
-            drawn = sample(vae, args.num, source=source, seed=args.seed)
+            drawn = sample(vae, args.num, source=source, seed=args.seed, **(train_covariates or {}))
             path = image_grid(
                 drawn.mean,
                 vae.image_shape,
@@ -76,7 +81,10 @@ def run_report(args) -> dict:
         labels = sorted(set(dataset.train.labels.tolist()))[:10]
         if len(labels) > 1:
             train = replace(dataset.train, x=codes_input, dynamic_binarization=False)
-            rows = [sample(vae, 10, source="subset", x=train, label=label, seed=args.seed).mean for label in labels]
+            rows = [
+                sample(vae, 10, source="subset", x=train, covariates=train_covariates, label=label, seed=args.seed).mean
+                for label in labels
+            ]
             path = image_grid(
                 torch.cat(rows),
                 vae.image_shape,
@@ -92,6 +100,7 @@ def run_report(args) -> dict:
         dataset.test.labels[: len(x)].cpu(),
         out / "latent-map.png",
         title="Encoded test points over the prior density",
+        y=None if covariates is None else covariates["y"],
     )
     report["files"]["latent map"] = str(path)
     write_json(out / "report.json", report)
@@ -103,3 +112,7 @@ def run_report(args) -> dict:
     )
     print(f"wrote {out / 'report.json'} and {len(report['files'])} figure(s) in {out}")
     return report
+
+
+def _on(covariates, device):
+    return None if covariates is None else {k: v.to(device) for k, v in covariates.items()}

@@ -3,8 +3,10 @@
 * :mod:`~pyro_vae.data.loading` -- :func:`load`, :class:`Split`, binarisation;
 * :mod:`~pyro_vae.data.labels` -- one-hot labels (:func:`one_hot`);
 * :mod:`~pyro_vae.data.rows` -- row sources for data larger than memory (:func:`open_rows`);
-* :mod:`~pyro_vae.data.readers` -- the bounded readers of IDX files, ``.npy`` headers and tables."""
+* :mod:`~pyro_vae.data.readers` -- the bounded readers of IDX files, ``.npy`` headers and tables;
+* :mod:`~pyro_vae.data.anndata_files` -- AnnData ``.h5ad`` files (:func:`read_h5ad`), with ``anndata``."""
 
+from .anndata_files import read_h5ad
 from .labels import one_hot
 from .loading import (
     BINARIZE_MODES,
@@ -39,6 +41,7 @@ __all__ = [
     "MappedArray",
     "one_hot",
     "open_rows",
+    "read_h5ad",
     "read_idx",
     "RowSource",
     "Split",

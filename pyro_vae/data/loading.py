@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .._util.files import atomic_write, check_writable
+from .anndata_files import H5AD_SUFFIX, read_h5ad
 from .readers import TABLE_SUFFIXES, check_labels, idx_header, read_idx, read_table, verify_idx_checksums
 from .splits import Dataset, Split, binarize
 
@@ -82,6 +83,7 @@ def load(
     columns: Any = None,
     label: Any = None,
     covariates: Any = None,
+    layer: str | None = None,
 ) -> Dataset:
     """Load a data set with deterministic train/validation/test splits.
 
@@ -90,7 +92,9 @@ def load(
             default), ``"fashion-mnist"`` or ``"mnist"`` (IDX files found as described below), the
             path of a directory holding MNIST-format IDX files (gzipped or not), or a table: a
             ``.npy`` file (read without unpickling) or a numeric ``.csv`` of shape ``(N, D)``,
-            split like the digits, with every label 0.
+            split like the digits, with every label 0; or an AnnData ``.h5ad`` file (cells by
+            genes; needs ``pip install 'pyro_vae[anndata]'``), read as a table whose columns are
+            ``var_names`` and whose label and covariates are ``obs`` columns.
         binarize: ``"none"``, ``"fixed"`` or ``"dynamic"`` (see the module docstring).
         values: ``"unit"`` (scaled to ``[0, 1]``) or ``"levels"`` (integer grey levels); see the
             module docstring. Binarisation needs ``"unit"``.
@@ -107,6 +111,8 @@ def load(
         covariates: for a table, columns read as categorical covariates (a batch): one-hot blocks
             in each split's ``covariates``, ``(N, K)``, never features; pass
             ``split.covariates_for()`` to the tools and ``covariate_dim=K`` to the VAE.
+        layer: for an ``.h5ad`` file, the layer read as the points (e.g. ``"counts"``); ``None``
+            reads ``X`` (:func:`pyro_vae.data.anndata_files.read_h5ad`).
 
     IDX files of a named data set are searched for in this order: ``$PYRO_VAE_DATA/<name>``, the
     user cache ``~/.cache/pyro_vae/<name>`` (or under ``$XDG_CACHE_HOME``), then Debian's
@@ -126,20 +132,28 @@ def load(
 
     key = str(name_or_path)
     source, chosen = key, None
+    suffix = Path(key).suffix.lower()
     chosen_any = columns is not None or label is not None or covariates is not None
-    if chosen_any and Path(key).suffix.lower() not in TABLE_SUFFIXES:
+    if chosen_any and suffix not in (*TABLE_SUFFIXES, H5AD_SUFFIX):
         raise ValueError(
-            f"columns=, label= and covariates= choose the columns of a table (.csv or .npy); {key} is not one."
+            f"columns=, label= and covariates= choose the columns of a table (.csv, .npy or .h5ad); {key} is not one."
         )
+    if layer is not None and suffix != H5AD_SUFFIX:
+        raise ValueError(f"layer= names a layer of an AnnData file (.h5ad); {key} is not one.")
     y = None
     if key == "digits":
         x, labels, image_shape = _load_digits()
         test_x, test_labels = None, None
         num_levels = DIGITS_LEVELS
-    elif Path(key).suffix.lower() in TABLE_SUFFIXES:
+    elif suffix in (*TABLE_SUFFIXES, H5AD_SUFFIX):
         if values == "levels":
             raise ValueError(f"{key}: values='levels' applies to 8-bit images; a table is read as it is.")
-        x, labels, chosen, y = read_table(Path(key), columns=columns, label=label, covariates=covariates)
+        if suffix == H5AD_SUFFIX:
+            x, labels, chosen, y = read_h5ad(
+                Path(key), layer=layer, columns=columns, label=label, covariates=covariates
+            )
+        else:
+            x, labels, chosen, y = read_table(Path(key), columns=columns, label=label, covariates=covariates)
         source, key = str(Path(key).resolve()), Path(key).name
         test_x, test_labels, image_shape, num_levels = None, None, None, None
     else:

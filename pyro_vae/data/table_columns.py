@@ -21,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INDEX_NAMES", "choose_columns", "column_positions", "covariate_positions", "one_hot_columns"]
+__all__ = [
+    "INDEX_NAMES",
+    "choose_columns",
+    "column_positions",
+    "covariate_positions",
+    "label_codes",
+    "one_hot_columns",
+    "one_hot_recorded",
+]
 
 #: Header names of a row-index column as pandas writes them.
 INDEX_NAMES = ("", "Unnamed: 0")
@@ -126,18 +134,49 @@ def choose_columns(
     labels = np.zeros(len(values), dtype=np.int64)
     if label is not None:
         record["label"] = header[label] if header else label
-        raw = texts.get(label)
-        numbers = values[:, label] if raw is None else _as_numbers(raw)
-        if numbers is not None and np.all(numbers >= 0) and np.all(numbers == np.round(numbers)):
-            labels = numbers.astype(np.int64)
-        else:
-            cells = raw if raw is not None else [repr(float(v)) for v in values[:, label]]
-            classes = sorted(set(cells))
-            lookup = {name: i for i, name in enumerate(classes)}
-            labels = np.array([lookup[c] for c in cells], dtype=np.int64)
+        labels, classes = label_codes(values[:, label], texts.get(label))
+        if classes is not None:
             record["label_classes"] = classes
     record["columns"] = [header[c] if header else c for c in columns]
     return x, labels, record
+
+
+def label_codes(numbers: np.ndarray | None, cells: list[str] | None) -> tuple[np.ndarray, list[str] | None]:
+    """Class labels ``(N,)`` of one column and the class names (``None`` where the column holds whole
+    numbers ``>= 0``, taken as they are; otherwise its values as text, classes in sorted order).
+    ``cells`` is the column as text where it was read as text, else ``None`` and ``numbers`` holds it."""
+    if cells is not None:
+        numbers = _as_numbers(cells)
+    if numbers is not None and np.all(numbers >= 0) and np.all(numbers == np.round(numbers)):
+        return numbers.astype(np.int64), None
+    if cells is None:
+        assert numbers is not None
+        cells = [repr(float(v)) for v in numbers]
+    classes = sorted(set(cells))
+    lookup = {name: i for i, name in enumerate(classes)}
+    return np.array([lookup[c] for c in cells], dtype=np.int64), classes
+
+
+def one_hot_recorded(cells: Sequence[Any], classes: Sequence[Any], what: str) -> np.ndarray:
+    """One column's values as a one-hot block ``(N, len(classes))`` over classes recorded at training
+    (what :func:`one_hot_columns` wrote), so that new data are encoded as the model was trained; a
+    value that is not one of the classes is refused."""
+    numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in classes)
+    keys = [float(c) for c in classes] if numeric else [str(c) for c in classes]
+    index = {k: i for i, k in enumerate(keys)}
+    codes = np.empty(len(cells), dtype=np.int64)
+    for row, cell in enumerate(cells):
+        try:
+            code = index.get(float(cell) if numeric else str(cell))
+        except (TypeError, ValueError):
+            code = None
+        if code is None:
+            raise ValueError(
+                f"{what}: the value {cell!r} (row {row}) is none of the classes {list(classes)[:20]} "
+                "the model was trained with."
+            )
+        codes[row] = code
+    return np.eye(len(classes), dtype=np.float32)[codes]
 
 
 def _as_numbers(cells: list[str]) -> np.ndarray | None:

@@ -74,13 +74,22 @@ def image_grid(
 
 
 @torch.no_grad()
-def latent_map(vae, x: torch.Tensor, labels: torch.Tensor, path: str | os.PathLike, *, title: str = "") -> Path:
-    """Encoder means of ``x`` coloured by label, over the prior density (2-D latents).
+def latent_map(
+    vae,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    path: str | os.PathLike,
+    *,
+    title: str = "",
+    y: torch.Tensor | None = None,
+) -> Path:
+    """Encoder means of ``x`` (with covariates ``y`` for a conditional VAE) coloured by label, over the
+    prior density (2-D latents).
 
     For more than two latent dimensions the means are projected on their first two principal
     axes and the prior density is not drawn.
     """
-    loc, _ = vae.encode(x)
+    loc, _ = vae.encode(x, y)
     loc = loc.detach()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     if vae.latent_dim == 2:

@@ -180,15 +180,6 @@ def read_config(run: Path) -> dict[str, Any]:
     return config
 
 
-def refuse_covariates(dataset, run: Any, command: str) -> None:
-    """``ValueError`` for a run trained with covariate columns in a command that cannot pass them yet."""
-    if dataset.train.covariates is not None:
-        raise ValueError(
-            f"{run} was trained with covariate columns; {command} does not pass covariates yet. Load it with "
-            "pyro_vae.load_run and call the tools with covariates=split.covariates_for()."
-        )
-
-
 def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, dict[str, Any]]:
     """``(vae, dataset, config)`` of a run folder written by ``pyro-vae train`` or ``pyro-vae demo``.
 
@@ -215,6 +206,7 @@ def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, d
         columns=chosen.get("features"),
         label=chosen.get("label"),
         covariates=[c["column"] for c in chosen["covariates"]] if chosen.get("covariates") else None,
+        layer=chosen.get("layer"),
     )
     if dataset.input_dim != vae.input_dim:
         raise ValueError(
