@@ -163,10 +163,27 @@ class NegativeBinomialLikelihood(_CountMeans, Likelihood):
         return self._count_mean(self.split(raw)[0], size)
 
     def initial_values(self, x):
-        # Method of moments per feature: variance m + m^2 / r gives r = m^2 / (v - m).
-        mean, variance = x.mean(0), x.var(0, correction=0)
-        concentration = (mean.pow(2) / (variance - mean).clamp(min=1e-6)).clamp(1e-2, 1e3)
-        return [self._initial_mean_raw(x)] + [None] * (self.base_params - 1), {"concentration": concentration}
+        return [self._initial_mean_raw(x)] + [None] * (self.base_params - 1), {"concentration": self._moments(x)}
+
+    def _moments(self, x: torch.Tensor) -> torch.Tensor:
+        """Method-of-moments concentrations, one per feature, in ``[1e-2, 1e3]``.
+
+        Without size factors, variance ``m + m^2 / r`` gives ``r = m^2 / (v - m)``. With them the
+        counts per unit of size ``u_i = x_i / l_i`` (``l_i`` the row total, the default size factor)
+        have mean ``p`` and variance ``p E[1/l] + p^2 / r``: the spread of library sizes is not read
+        as over-dispersion, which would start ``r`` far too low.
+        """
+        if self.size_factors:
+            size = x.sum(-1, keepdim=True).clamp(min=1.0)
+            units = x / size
+            mean, variance = units.mean(0), units.var(0, correction=0)
+            poisson = mean * size.reciprocal().mean()
+        else:
+            mean, variance = x.mean(0), x.var(0, correction=0)
+            poisson = mean
+        excess = variance - poisson
+        concentration = torch.where(excess > 0, mean.pow(2) / excess.clamp(min=1e-30), torch.full_like(mean, 1e3))
+        return concentration.clamp(1e-2, 1e3)
 
 
 @register_likelihood("zero_inflated_negative_binomial")

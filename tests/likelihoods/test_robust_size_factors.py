@@ -74,3 +74,25 @@ def test_size_factors_are_refused_where_they_do_not_apply():
         )
     with pytest.raises(ValueError, match="takes no options"):
         pyro_vae.VAE(D, 2, likelihood="bernoulli", likelihood_kwargs={"size_factors": True})
+
+
+@pytest.mark.parametrize("size_factors", [False, True])
+def test_the_negative_binomial_starts_at_the_method_of_moments_concentration(size_factors):
+    # Counts of a constant composition over many genes (so that a cell's total stands for its size):
+    # the moment estimate recovers each gene's concentration, and with size factors the spread of
+    # library sizes is not taken for over-dispersion.
+    g = torch.Generator().manual_seed(0)
+    cells, truth = 20000, torch.tensor([0.5, 2.0, 8.0] * 20)
+    composition = torch.full((60,), 1 / 60)
+    size = torch.exp(5.0 + 0.6 * torch.randn(cells, 1, generator=g)) if size_factors else torch.full((cells, 1), 150.0)
+    mean = size * composition
+    torch.manual_seed(0)
+    counts = torch.poisson(torch.distributions.Gamma(truth, truth / mean).sample(), generator=g)
+    likelihood = pyro_vae.get_likelihood("negative_binomial", size_factors=size_factors)
+    _, start = likelihood.initial_values(counts)
+    # Per value of the truth, the median over its 20 genes (each gene's estimate has its sampling noise).
+    medians = start["concentration"].reshape(20, 3).median(0).values
+    assert torch.allclose(medians, truth[:3], rtol=0.1)
+    if size_factors:  # read without the size factors, the library sizes look like strong over-dispersion
+        plain = pyro_vae.get_likelihood("negative_binomial").initial_values(counts)[1]["concentration"]
+        assert (plain < 0.7 * truth).all() and plain[2::3].median() < 0.25 * 8.0
