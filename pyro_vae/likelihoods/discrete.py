@@ -205,6 +205,32 @@ class ZeroInflatedNegativeBinomialLikelihood(NegativeBinomialLikelihood):
         mean_raw, gate_logits, _ = self.split(raw)
         return torch.sigmoid(-gate_logits) * self._count_mean(mean_raw, size)
 
+    def initial_values(self, x):
+        """The negative binomial's start, with the gate at the zeros it leaves unexplained.
+
+        ``g_d = (z_d - p0_d) / (1 - p0_d)`` in ``[0.01, 0.5]``, where ``z_d`` is the observed share of
+        zeros and ``p0_d`` the zero mass of the moment-matched negative binomial, averaged over the
+        points' size factors; the count mean is divided by ``1 - g_d``, so that the mixture's mean
+        starts at the data's (with size factors, whose compositions sum to one, in proportion to it). Counts without extra zeros start near the plain negative binomial
+        rather than at a gate of one half.
+        """
+        (mean_raw, _), positives = super().initial_values(x)
+        concentration = positives["concentration"]
+        mean = x.mean(0)
+        if self.size_factors:
+            size = x.sum(-1, keepdim=True)
+            point_means = size * mean / mean.sum().clamp(min=1e-12)
+        else:
+            point_means = mean.expand_as(x)
+        nb_zeros = (concentration / (concentration + point_means)).pow(concentration).mean(0)
+        observed_zeros = (x == 0).float().mean(0)
+        gate = ((observed_zeros - nb_zeros) / (1 - nb_zeros).clamp(min=1e-6)).clamp(0.01, 0.5)
+        if self.size_factors:
+            mean_raw = mean_raw - torch.log1p(-gate)
+        else:
+            mean_raw = _inverse_rate(mean / (1 - gate))
+        return [mean_raw, torch.logit(gate)], positives
+
 
 def _flag(value, name: str) -> bool:
     if value is not True and value is not False:

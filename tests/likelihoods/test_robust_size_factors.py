@@ -96,3 +96,27 @@ def test_the_negative_binomial_starts_at_the_method_of_moments_concentration(siz
     if size_factors:  # read without the size factors, the library sizes look like strong over-dispersion
         plain = pyro_vae.get_likelihood("negative_binomial").initial_values(counts)[1]["concentration"]
         assert (plain < 0.7 * truth).all() and plain[2::3].median() < 0.25 * 8.0
+
+
+@pytest.mark.parametrize("size_factors", [False, True])
+def test_the_zero_inflated_model_starts_its_gate_at_the_zeros_the_negative_binomial_leaves(size_factors):
+    # Plain negative-binomial counts start with the gate at its floor (1%), not at one half; with 30%
+    # of the counts set to zero the gate starts well above it. Either way the mixture's mean starts
+    # at each gene's mean count; with size factors, whose compositions sum to one, in proportion to it.
+    g = torch.Generator().manual_seed(1)
+    cells = 20000
+    composition = torch.softmax(torch.randn(30, generator=g), -1)
+    size = torch.exp(6.0 + 0.5 * torch.randn(cells, 1, generator=g)) if size_factors else torch.full((cells, 1), 400.0)
+    torch.manual_seed(1)
+    counts = torch.poisson(torch.distributions.Gamma(3.0, 3.0 / (size * composition)).sample(), generator=g)
+    inflated = torch.where(torch.rand(counts.shape, generator=g) < 0.3, torch.zeros_like(counts), counts)
+    likelihood = pyro_vae.get_likelihood("zero_inflated_negative_binomial", size_factors=size_factors)
+    likelihood.build(30)
+    for x, gate_range in ((counts, (0.01, 0.03)), (inflated, (0.1, 0.5))):
+        (mean_raw, gate_logits), start = likelihood.initial_values(x)
+        gate = torch.sigmoid(gate_logits)
+        assert gate_range[0] - 1e-6 <= gate.median() <= gate_range[1]
+        raw = torch.cat([mean_raw, gate_logits]).expand(cells, -1)
+        mixture_mean = likelihood.mean(raw, x.sum(-1) if size_factors else None).mean(0)
+        ratio = mixture_mean / x.mean(0)
+        assert torch.allclose(ratio, ratio.mean() if size_factors else torch.ones(30), rtol=0.05)
