@@ -3,7 +3,7 @@
 pyro-vae demo                          # train on the embedded digits, write figures to runs/demo
 pyro-vae train --data fashion-mnist --binarize dynamic --latent-dim 50 --out runs/fmnist
 pyro-vae train --data table.csv --likelihood normal --out runs/table     # a table of N rows
-pyro-vae train --data cells.h5ad --layer counts --covariate-columns batch --likelihood negative_binomial --out runs/cells
+pyro-vae train --data cells.h5ad --layer counts --covariate-columns batch --likelihood negative_binomial --size-factors --out runs/cells
 pyro-vae sample runs/fmnist --source subset --label 7 --num 64
 pyro-vae evaluate runs/fmnist          # NLL, ELBO surgery, active units, Pareto k -> JSON
 pyro-vae compare runs/a runs/b --plot comparison.png
@@ -149,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_json_object,
         default={},
         help="likelihood options as a JSON object, e.g. '{\"num_levels\": 256}'",
+    )
+    train.add_argument(
+        "--size-factors",
+        action="store_true",
+        help="count likelihoods (poisson, negative_binomial, zero_inflated_negative_binomial): each row's "
+        "total count as its library size, mean l_i * softmax(raw_i) as in scVI; the same as "
+        "--likelihood-kwargs '{\"size_factors\": true}'",
     )
     train.add_argument("--prior", default="normal", choices=sorted(PRIORS), help="prior p(z)")
     train.add_argument(

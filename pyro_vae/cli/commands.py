@@ -19,6 +19,7 @@ from ..latent.aggregate import SOURCES, AggregatePosterior
 from ..latent.mixture import LatentMixture
 from ..latent.predictive import prior_predictive, reconstruct
 from ..latent.sampling import sample
+from ..likelihoods.base import get_likelihood
 from ..train.distributed import Distributed, init_from_environment
 from ..train.loop import fit
 from ..train.settings import TrainSettings
@@ -71,6 +72,8 @@ def run_train(args) -> dict:
 def _train(args, device) -> dict:
     check_out(args.out)
     settings = TrainSettings.from_arguments(args)  # refused here, before any data is read
+    likelihood_kwargs = {**args.likelihood_kwargs, **({"size_factors": True} if args.size_factors else {})}
+    get_likelihood(args.likelihood, **likelihood_kwargs)  # options that do not fit refused here too
     binarize = "none" if args.binarize == "auto" else args.binarize
     chosen = {
         "columns": args.columns,
@@ -99,7 +102,7 @@ def _train(args, device) -> dict:
         hidden_sizes=args.hidden,
         activation=args.activation,
         likelihood=args.likelihood,
-        likelihood_kwargs=args.likelihood_kwargs,
+        likelihood_kwargs=likelihood_kwargs,
         prior=args.prior,
         prior_kwargs=args.prior_kwargs,
         guide=args.guide,

@@ -221,3 +221,15 @@ def test_every_error_ends_in_one_line_and_debug_shows_the_traceback(two_runs, mo
         main(["evaluate", str(two_runs / "small"), "--debug"])
     with pytest.raises(RuntimeError, match="something"):
         main(["--debug", "evaluate", str(two_runs / "small")])
+
+
+def test_size_factors_flag_builds_a_count_model_with_library_sizes_and_refuses_other_likelihoods(tmp_path, capsys):
+    run = tmp_path / "counts"
+    arguments = ["train", "--data", "digits", "--values", "levels", "--epochs", "1", "--hidden", "8"]
+    assert main([*arguments, "--likelihood", "negative_binomial", "--size-factors", "--out", str(run)]) == 0
+    vae, _, _ = pyro_vae.load_run(run)
+    assert vae.likelihood.size_factors and vae.likelihood.name == "negative_binomial"
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    assert main([*arguments, "--likelihood", "binomial", "--size-factors", "--out", str(refused)]) == 2
+    assert "'binomial' likelihood" in capsys.readouterr().err and not refused.exists()
