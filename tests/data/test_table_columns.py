@@ -140,6 +140,7 @@ def test_the_command_line_trains_and_evaluates_with_covariate_columns(tmp_path, 
     plain = tmp_path / "plain"
     assert main(["train", "--data", str(path), "--likelihood", "normal", "--columns", "a,b,c", "--epochs", "1",
                  "--hidden", "8", "--out", str(plain)]) == 0  # fmt: skip
-    assert main(["compare", str(out), str(plain), "--num-particles", "20", "--csv", str(tmp_path / "c.csv")]) == 0
-    table = pd.read_csv(tmp_path / "c.csv", index_col=0)
+    csv, plot = str(tmp_path / "c.csv"), str(tmp_path / "c.png")
+    assert main(["compare", str(out), str(plain), "--num-particles", "20", "--csv", csv, "--plot", plot]) == 0
+    table = pd.read_csv(csv, index_col=0)
     assert table.loc["run", "nll"] == pytest.approx(metrics["nll"], abs=1e-4)
