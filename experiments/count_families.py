@@ -11,7 +11,8 @@ with a batch ``b_i`` and a library size ``l_i``,
 
 with library sizes from a log-normal (uneven sequencing depth) and a per-gene shift ``beta_b``
 between two batches. Seven models are trained with the library's defaults (the encoder reads
-``log(1 + x)``, size factors are the cells' total counts) and ``fit``'s early stopping, then
+``log(1 + x)``, one hidden layer of 256, size factors are the cells' total counts) and ``fit``'s
+early stopping (``--patience``, 50 epochs without a better validation ELBO), then
 ranked by :func:`pyro_vae.compare` on held-out cells (1,000 importance samples per cell), with
 the share of cells whose importance weights have Pareto k > 0.7; the Poisson and the negative
 binomial model with size factors and batch are criticised by posterior-predictive checks
@@ -26,7 +27,7 @@ correlations):
     nb+size+batch                 ... and the batch: the generating family
     zinb+size+batch               zero-inflated negative binomial with both
 
-    python experiments/count_families.py        # about 5 minutes on 2 cores (at most 1,000 epochs each)
+    python experiments/count_families.py        # about 8 minutes on 2 cores (at most 1,000 epochs each)
 
 Writes docs/results/count_families.json and docs/figures/count_checks_*.png. ``--ais-cells N``
 re-estimates the two best models by annealed importance sampling on the first N test cells, where
@@ -45,6 +46,8 @@ import argparse
 import json
 import math
 import platform
+import shlex
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -89,12 +92,13 @@ def simulate(cells: int, genes: int, seed: int) -> tuple[torch.Tensor, torch.Ten
     return counts, batch
 
 
-def build(name: str, genes: int, latent_dim: int, hidden: int) -> pyro_vae.VAE:
+def build(name: str, genes: int, latent_dim: int, hidden: int | None) -> pyro_vae.VAE:
+    """The family's VAE; ``hidden=None`` keeps the library's default hidden width."""
     likelihood, size_factors, batch = FAMILIES[name]
     return pyro_vae.VAE(
         genes,
         latent_dim,
-        hidden_sizes=(hidden,),
+        **({"hidden_sizes": (hidden,)} if hidden is not None else {}),
         likelihood=likelihood,
         likelihood_kwargs={"size_factors": True} if size_factors else None,
         covariate_dim=2 if batch else 0,
@@ -143,8 +147,11 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=4000, help="cells in all (60% train, 20% val, 20% test)")
     parser.add_argument("--genes", type=int, default=200)
     parser.add_argument("--latent-dim", type=int, default=10)
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=1000, help="most epochs; early stopping after 20 without gain")
+    parser.add_argument(
+        "--hidden", type=int, default=None, help="one hidden layer's width (default: the library's, 400; scVI uses 128)"
+    )
+    parser.add_argument("--epochs", type=int, default=1000, help="most epochs")
+    parser.add_argument("--patience", type=int, default=50, help="early stopping after this many epochs without gain")
     parser.add_argument("--particles", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -204,7 +211,7 @@ def main() -> None:
                 val=x["val"],
                 val_covariates=covariates("val"),
                 epochs=args.epochs,
-                patience=20,
+                patience=args.patience,
                 progress=False,
                 seed=args.seed,
             )
@@ -253,7 +260,7 @@ def main() -> None:
     print(verdict)
     annealed = annealed_ranking(trained, ranking[:2], scores, x["test"], y["test"], args) if args.ais_cells else None
     out = {
-        "command": "python experiments/count_families.py",
+        "command": shlex.join(["python", "experiments/count_families.py", *sys.argv[1:]]),
         "settings": vars(args),
         "machine": f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}",
         "date": time.strftime("%Y-%m-%d"),

@@ -191,7 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--latent-dim", type=int, default=2, help="dimension L of z")
     train.add_argument(
-        "--hidden", type=int, nargs="*", default=[400], help="hidden layer widths of encoder and decoder"
+        "--hidden",
+        type=int,
+        nargs="*",
+        default=None,
+        help="hidden layer widths of encoder and decoder (default: one layer of 400, of 256 for the count likelihoods)",
     )
     train.add_argument(
         "--activation",

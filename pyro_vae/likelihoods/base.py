@@ -269,6 +269,8 @@ class Likelihood(nn.Module):
     #: What the encoder reads of ``x`` by default (:data:`pyro_vae.vae.model.INPUT_TRANSFORMS`):
     #: ``"log1p"`` for unbounded counts, whose raw values span orders of magnitude.
     encoder_transform: str = "none"
+    #: Hidden layer widths of a VAE's default networks when ``hidden_sizes`` is not given.
+    default_hidden_sizes: tuple[int, ...] = (400,)
 
     @property
     def measure(self) -> str:

@@ -58,7 +58,8 @@ class VAE(nn.Module):
     Args:
         input_dim: number of features ``D`` per data point (pixels of a flattened image).
         latent_dim: dimension ``L`` of ``z``.
-        hidden_sizes: hidden layer widths of the default MLP encoder and decoder.
+        hidden_sizes: hidden layer widths of the default MLP encoder and decoder; by default the
+            likelihood's ``default_hidden_sizes``: ``(400,)``, ``(256,)`` for unbounded counts.
         activation: activation of the default MLPs (``"softplus"``, ``"relu"``, ...), or ``"gated"``
             for gated dense hidden layers (:class:`~pyro_vae.networks.GatedDense`, the MLP of
             Tomczak & Welling 2018 and of the Exemplar VAE's density-estimation table).
@@ -99,7 +100,7 @@ class VAE(nn.Module):
         input_dim: int,
         latent_dim: int = 2,
         *,
-        hidden_sizes: Sequence[int] = (400,),
+        hidden_sizes: Sequence[int] | None = None,
         activation: str = "softplus",
         likelihood: str | Likelihood = "bernoulli",
         likelihood_kwargs: dict[str, Any] | None = None,
@@ -121,7 +122,8 @@ class VAE(nn.Module):
             raise ValueError(f"missing must be True or False, got {missing!r}.")
         self.missing = missing
         input_dim, latent_dim = positive_int(input_dim, "input_dim"), positive_int(latent_dim, "latent_dim")
-        hidden_sizes = [positive_int(h, "each of hidden_sizes") for h in hidden_sizes]
+        if hidden_sizes is not None:
+            hidden_sizes = [positive_int(h, "each of hidden_sizes") for h in hidden_sizes]
         if image_shape is not None:
             image_shape = tuple(positive_int(s, "each of image_shape") for s in image_shape)
         if image_shape is not None and int(np.prod(image_shape)) != input_dim:
@@ -134,6 +136,8 @@ class VAE(nn.Module):
 
         self.likelihood = get_likelihood(likelihood, **(likelihood_kwargs or {}))
         self.likelihood.build(self.input_dim)
+        if hidden_sizes is None:
+            hidden_sizes = list(self.likelihood.default_hidden_sizes)
         if input_scale is None:
             input_scale = self.likelihood.max_level or 1.0
         self.input_scale = positive_number(input_scale, "input_scale")
