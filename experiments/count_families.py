@@ -148,7 +148,10 @@ def main() -> None:
     parser.add_argument("--genes", type=int, default=200)
     parser.add_argument("--latent-dim", type=int, default=10)
     parser.add_argument(
-        "--hidden", type=int, default=None, help="one hidden layer's width (default: the library's, 400; scVI uses 128)"
+        "--hidden",
+        type=int,
+        default=None,
+        help="one hidden layer's width (default: the library's for counts, 256; scVI uses 128)",
     )
     parser.add_argument("--epochs", type=int, default=1000, help="most epochs")
     parser.add_argument("--patience", type=int, default=50, help="early stopping after this many epochs without gain")
