@@ -82,7 +82,7 @@ class ImportanceWeightedELBO(ELBO):
                 if sign < 0 and self.dreg:
                     site = {**site, "log_prob": _path_only(site)}
                     latents.append((name, site))
-                term, site_scale = self._per_point(name, site)
+                term, site_scale = self._per_point(name, site, kwargs.get("num_data"))
                 scale = site_scale if scale is None else scale
                 log_w = log_w + sign * term
         if scale is None:
@@ -116,8 +116,12 @@ class ImportanceWeightedELBO(ELBO):
             per_value = weights.reshape(*batch, *([1] * site["fn"].event_dim))
             value.register_hook(lambda grad, w=per_value: grad * w)
 
-    def _per_point(self, name, site) -> tuple[torch.Tensor, float]:
-        """``(K, B)`` log-density of ``site`` (its extra scale included) and the plate's ``N / B``."""
+    def _per_point(self, name, site, num_data: int | None = None) -> tuple[torch.Tensor, float]:
+        """``(K, B)`` log-density of ``site`` (its extra scale included) and the plate's ``N / B``.
+
+        ``N`` is ``num_data`` where the caller passes it (``fit`` does, and scales the program's plate
+        to it), else the plate's declared size; a plate without a size runs over the batch.
+        """
         frames = {f.name: f for f in site["cond_indep_stack"]}
         frame = frames.get(self.plate)
         if frame is None:
@@ -128,7 +132,8 @@ class ImportanceWeightedELBO(ELBO):
             )
         log_prob = site["log_prob"]
         batch = log_prob.shape[frame.dim]
-        plate_scale = frame.size / batch
+        declared = frame.size if frame.size is not None and frame.size > 0 else batch  # Pyro records -1 for no size
+        plate_scale = (num_data if num_data is not None else declared) / batch
         # Pyro's particle plate (absent for one particle) sits left of every plate of the program.
         particles = frames.get("num_particles_vectorized")
         if particles is None:

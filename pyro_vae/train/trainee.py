@@ -15,7 +15,8 @@ and how it is saved. There are two:
 A program's training model and guide take the loop's keyword arguments: ``indices`` and
 ``num_data`` (passed on where the program declares them), the KL weight of warm-up, and the
 covariates. Sites inside the data plate are scaled by ``N / size`` of the plate as the program
-declares it: a plate of the minibatch's size ``B`` gets ``N / B``; one declared as
+declares it: a plate of the minibatch's size ``B`` gets ``N / B``, and so does a plate declared
+without a size (``pyro.plate("data")``, which Pyro lets broadcast over the rows); one declared as
 ``pyro.plate("data", num_data, subsample=indices)`` scales itself. Warm-up multiplies every latent
 site's log-density (model and guide) by the KL weight ``beta``, so the objective is
 ``E_q[log p(x|z)] - beta KL``.
@@ -198,17 +199,19 @@ class ProgramTrainee(Trainee):
 class _TrainingScale(Messenger):
     """Scales sites inside the data plate to the whole data set and latent sites by the KL weight."""
 
-    def __init__(self, plate: str, num_data: int, kl_weight):
+    def __init__(self, plate: str, num_data: int, batch: int, kl_weight):
         super().__init__()
-        self.plate, self.num_data, self.kl_weight = plate, num_data, kl_weight
+        self.plate, self.num_data, self.batch, self.kl_weight = plate, num_data, batch, kl_weight
 
     def _process_message(self, msg):
         if msg["type"] != "sample":
             return
         factor = 1.0
         if any(frame.name == self.plate for frame in msg["cond_indep_stack"]):
-            declared = active_plate_size(self.plate)  # a frame records the subsample's size, not the plate's
-            if declared is not None and declared != self.num_data:
+            # A frame records the subsample's size, not the plate's; a plate without a size runs over
+            # the rows passed to the program (the minibatch).
+            declared = active_plate_size(self.plate) or self.batch
+            if declared != self.num_data:
                 factor = self.num_data / declared
         if not msg["is_observed"]:
             factor = factor * self.kl_weight
@@ -224,7 +227,7 @@ def _training_callable(program: Program, fn: Callable, num_data: int) -> Callabl
         arguments = program.arguments(fn, data, indices, num_data)
         # The model's missing entries are left out of its likelihood (unless it masks them itself).
         masking = program.masking(data) if fn is program.model else None
-        with _TrainingScale(program.plate, num_data, kl_weight):
+        with _TrainingScale(program.plate, num_data, x.shape[0], kl_weight):
             if masking is None:
                 return fn(x, **arguments)
             with masking:
