@@ -408,7 +408,7 @@ def bdmc(
     with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
         # One particle: every latent keeps the particle dimension in front, as the chains need.
         trace = program.generate(template, num_particles=1, sites=sites)
-        x = site_values(trace.nodes[sites.observed[0]], sites, program.plate)[0].detach()
+        x = site_values(trace.nodes[sites.x_site], sites, program.plate)[0].detach()
         z_star = {name: _full_rank(trace.nodes[name]["value"].detach(), name, sites) for name in sites.local}
     data = Data(x, dict(template.covariates))
     lower, upper, acc_f, acc_r = [], [], [], []

@@ -106,8 +106,9 @@ def _own_mask(site: dict, observed: torch.Tensor) -> torch.Tensor | None:
 
 
 def _observed_value(site: dict) -> torch.Tensor:
-    """An observed site's data, kept by ``poutine.uncondition`` in ``infer["obs"]``."""
-    value = site["infer"].get("obs")
+    """An observed site's data: kept by ``poutine.uncondition`` in ``infer["obs"]`` for a generated
+    site, its value for one that stays observed (read from a covariate)."""
+    value = site["value"] if site["is_observed"] else site["infer"].get("obs")
     if value is None:
         raise ValueError(f"The observed site {site['name']!r} kept no observed value.")
     return value

@@ -96,7 +96,7 @@ def impute(
         )
     if len(sites.observed) != 1:
         raise ValueError(f"impute fills the one observed site of a program; this one has {list(sites.observed)}.")
-    name = sites.observed[0]
+    name = sites.x_site
     step = max(1, _DRAWS_PER_CHUNK // num_particles)
     means, draws, sizes = [], [], []
     with isolated(seed), pyro.validation_enabled(False):

@@ -35,7 +35,8 @@ class PredictiveSamples:
     """Draws from a predictive distribution.
 
     Attributes:
-        x: draws of the (first) observed site, shape ``(*sample_shape, D)``.
+        x: draws of the site the tools call ``x`` (:attr:`~pyro_vae.program.sites.Sites.x_site`: the
+            observed site read from the data ``x``), shape ``(*sample_shape, D)``.
         mean: its likelihood means ``E[x|z]``, same shape as ``x`` (``None`` where the
             distribution has no mean).
         sites: every latent and observed site's draws, by name: ``result.sites["z1"]``.
@@ -159,7 +160,7 @@ def reconstruct(
     loc, _ = latent_means(program, data, name)
     with pyro.validation_enabled(False):
         trace = program.generate(data, condition={name: shaped_like_site(loc, sites, len(data))})
-    return _mean(trace.nodes[sites.observed[0]], sites, program.plate)
+    return _mean(trace.nodes[sites.x_site], sites, program.plate)
 
 
 @torch.no_grad()
@@ -280,7 +281,8 @@ def _mean(site: dict, sites: Sites, plate: str, particles: bool = False) -> torc
         mean = site["fn"].mean
     except NotImplementedError:
         return None
-    return site_values({**site, "value": mean.expand_as(site["value"])}, sites, plate, particles=particles)
+    shape = torch.broadcast_shapes(mean.shape, site["value"].shape)
+    return site_values({**site, "value": mean.expand(shape)}, sites, plate, particles=particles)
 
 
 def collect_sites(
@@ -303,7 +305,7 @@ def collect_sites(
     if latent is None:
         latents = sites.local + tuple(n for n in sites.enumerated if n not in sites.local)
         latent = latents[0] if len(latents) == 1 else None
-    first_observed = sites.observed[0]
+    first_observed = sites.x_site
     return PredictiveSamples(
         latent=latent,
         x=joined[first_observed],

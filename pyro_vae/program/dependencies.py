@@ -19,7 +19,9 @@ from collections.abc import Callable, Iterable
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.infer.inspect import get_dependencies
+from pyro.ops.provenance import get_provenance, track_provenance
 
 
 def latent_parents(
@@ -50,3 +52,22 @@ def ancestors(parents: dict[str, tuple[str, ...]], site: str) -> set[str]:
             seen.add(name)
             todo.extend(parents.get(name, ()))
     return seen
+
+
+def observed_sources(fn: Callable, x: torch.Tensor, kwargs: dict, names: Iterable[str]) -> dict[str, frozenset[str]] | None:
+    """For each observed site in ``names``, the arguments of ``fn(x, **kwargs)`` its data are read
+    from: ``"x"`` and/or the names of keyword arguments (``{"y": frozenset({"ys"})}`` for
+    ``pyro.sample("y", ..., obs=ys)``). ``None`` where provenance tracking cannot follow the program.
+
+    This is how the tools tell the site they call ``x`` (read from the data passed as ``x``, however
+    reshaped) from observed sites whose values the caller gives as covariates (an observed label).
+    """
+    names = tuple(names)
+    tracked = {k: track_provenance(v, frozenset({k})) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+    # "x" is a keyword name no program can take alongside its positional data, so the two never collide.
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
+            trace = poutine.trace(fn).get_trace(track_provenance(x, frozenset({"x"})), **tracked)
+        return {name: frozenset(get_provenance(trace.nodes[name]["value"])) for name in names}
+    except Exception:  # noqa: BLE001 -- any failure of provenance tracking means "unknown"
+        return None

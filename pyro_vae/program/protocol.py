@@ -19,8 +19,9 @@ The protocol (see ``docs/programs.md``)::
   the program uses, so networks must accept extra leading dimensions, ``(..., B, L)``, as
   ``nn.Linear`` does. :class:`pyro_vae.networks.FlattenLeading` adapts a network that takes only
   ``(B, L)`` (a convolutional decoder, say); the check runs before any work.
-* Generation runs the model on a batch of rows with its observed sites unconditioned
-  (``poutine.uncondition``): the values of ``x`` passed there are never scored.
+* Generation runs the model on a batch of rows with the sites read from ``x`` unconditioned
+  (:attr:`~pyro_vae.program.sites.Sites.generated`): the values of ``x`` passed there are never
+  scored, and an observed site read from a covariate (``obs=ys``) keeps the value passed.
 
 A :class:`~pyro_vae.VAE` is one user of this protocol: its ``as_program()`` supplies the two
 methods, its data checks and a template batch for generation; no tool knows more about it.
@@ -37,6 +38,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.poutine.enum_messenger import EnumMessenger
+from pyro.poutine.uncondition_messenger import UnconditionMessenger
 
 from .._util.checks import as_tensor
 from .._util.value_checks import all_finite
@@ -243,13 +245,16 @@ class Program:
         """``(guide_trace, model_trace)``: the guide, then the model replayed against it.
 
         With ``num_particles`` both run under ``pyro.plate("particles", S)`` left of every plate.
-        With ``uncondition`` the model's observed sites are sampled rather than scored. With
+        With ``uncondition`` the model's generated sites (:attr:`Sites.generated`) are sampled
+        rather than scored. With
         ``enumerate`` the sites marked for parallel enumeration take all their values at once, in
         dimensions left of the particle dimension (the guide's first, then the model's), as in
         Pyro's ``TraceEnum_ELBO``.
         """
         guide = guide or self.guide
-        model = poutine.uncondition(self.model) if uncondition else self.model
+        model = self.model
+        if uncondition:
+            model = UnconditionSites((sites or self.sites(data)).generated)(model)
         if num_particles is not None:
             dim = (sites or self.sites(data)).particle_dim
             guide, model = with_particles(guide, num_particles, dim), with_particles(model, num_particles, dim)
@@ -282,11 +287,12 @@ class Program:
         num_particles: int | None = None,
         sites: Sites | None = None,
     ) -> poutine.Trace:
-        """Trace of the model on ``rows`` with observed sites sampled, latents from the prior or ``condition``.
+        """Trace of the model on ``rows`` with its generated sites sampled (:attr:`Sites.generated`),
+        latents from the prior or ``condition``.
 
         With ``num_particles`` the model runs under the particle plate (one draw per row and particle).
         """
-        model = poutine.uncondition(self.model)
+        model = UnconditionSites((sites or self.sites(rows)).generated)(self.model)
         if condition:
             model = poutine.condition(model, data=dict(condition))
         if num_particles is not None:
@@ -372,6 +378,18 @@ def with_particles(fn: Callable, num: int, dim: int) -> Callable:
 def wrapped_program(wrapper: Callable, original: Callable) -> Callable:
     setattr(wrapper, "__wrapped_program__", getattr(original, "__wrapped_program__", original))
     return wrapper
+
+
+class UnconditionSites(UnconditionMessenger):
+    """Pyro's ``poutine.uncondition`` for the observed sites ``names`` only; the others stay observed."""
+
+    def __init__(self, names: tuple[str, ...]):
+        super().__init__()
+        self.names = frozenset(names)
+
+    def _pyro_sample(self, msg) -> None:
+        if msg["name"] in self.names:
+            super()._pyro_sample(msg)
 
 
 def _no_guide(*args, **kwargs) -> None:

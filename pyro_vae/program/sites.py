@@ -14,7 +14,7 @@ import pyro
 import torch
 from pyro.poutine.util import site_is_subsample
 
-from .dependencies import ancestors, latent_parents
+from .dependencies import ancestors, latent_parents, observed_sources
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ class Sites:
         discrete_latent: local latent sites with a discrete support (enumerated or not).
         dependencies_known: ``False`` when provenance tracking could not read the dependencies;
             every latent is then taken to depend on every other one.
+        sources: per observed site, the arguments its data are read from (``"x"``, covariate
+            names); empty when provenance tracking could not follow the program.
     """
 
     nesting: int
@@ -52,6 +54,23 @@ class Sites:
     enumerated: tuple[str, ...] = ()
     discrete_latent: tuple[str, ...] = ()
     dependencies_known: bool = True
+    sources: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    @property
+    def generated(self) -> tuple[str, ...]:
+        """The observed sites generation draws: those read from ``x``; where no site is (a CVAE
+        observing ``y`` given ``x``), or their sources are unknown, every observed site.
+
+        An observed site read only from covariates (Pyro's ``pyro.sample("y", ..., obs=ys)`` beside
+        the image) keeps the value the caller passes: generating with ``ys=one_hot(7, 10)`` draws sevens.
+        """
+        from_x = tuple(name for name in self.observed if "x" in self.sources.get(name, ()))
+        return from_x or self.observed
+
+    @property
+    def x_site(self) -> str:
+        """The observed site the tools call ``x`` (``PredictiveSamples.x``): the first of :attr:`generated`."""
+        return self.generated[0]
 
     @property
     def particle_dim(self) -> int:
@@ -162,8 +181,10 @@ def site_values(site: dict, sites: Sites, plate: str, *, particles: bool = True)
 
     Other plate dimensions of size 1 are dropped; event dimensions follow.
     """
-    value = site["value"]
-    event = len(site["fn"].event_shape)
+    fn = site["fn"]
+    # An observed value may be smaller than its distribution's batch (labels given once for every particle).
+    value = site["value"].expand(torch.broadcast_shapes(site["value"].shape, fn.batch_shape + fn.event_shape))
+    event = len(fn.event_shape)
     batch = value.shape[: value.ndim - event]
     rank = sites.nesting + (1 if particles else 0)
     batch = (1,) * (rank - len(batch)) + tuple(batch)
@@ -290,7 +311,11 @@ def discover(program, rows) -> Sites:
         local,
         latents,
     )
+    sources = observed_sources(
+        program.model, rows.x, program.arguments(program.model, rows, indices, num_data), observed
+    )
     return Sites(
+        sources=sources or {},
         nesting=nesting,
         data_dim=data_dim,
         observed=observed,
