@@ -28,7 +28,7 @@ from ..evaluate.estimate import log_likelihood
 from ..evaluate.result import LogLikelihood
 from ..evaluate.statistics import monte_carlo_se as _mc_se
 from ..evaluate.statistics import proportion_se
-from ..latent.aggregate import AggregatePosterior, prior_of
+from ..latent.aggregate import AggregatePosterior, conditional_prior, prior_of
 from ..latent.marginals import AncestralPrior, marginal_log_density
 from ..latent.predictive import latent_means
 from ..program.binding import bind
@@ -47,6 +47,12 @@ class ElboSurgery:
     ``marginal_draws``-draw Monte Carlo marginal (:mod:`pyro_vae.latent.marginals`);
     ``marginal_density_se`` is the root mean square of those estimates' own standard errors
     (0 where every density is exact), and ``average_kl_exact`` is ``None``.
+
+    Where the prior depends on the row (a CVAE's ``p(z|x_i)``), ``marginal_kl`` is the divergence
+    from the marginal prior ``p(z) = (1/N) sum_i p(z|x_i)`` (so it is a KL, never negative), and
+    the identity gains a third term, ``prior_conditioning = E[log p(z) - log p(z|x_i)]``:
+    ``average_kl = mutual_information + marginal_kl + prior_conditioning``. It is 0, and
+    ``conditional_prior`` False, for a prior shared by every row.
     """
 
     site: str
@@ -62,9 +68,20 @@ class ElboSurgery:
     num_draws: int
     marginal_draws: int = 0
     marginal_density_se: float = 0.0
+    conditional_prior: bool = False
+    prior_conditioning: float = 0.0
+    prior_conditioning_se: float = 0.0
 
     def summary(self) -> dict[str, float | int | str | None]:
         return dict(self.__dict__)
+
+    def __repr__(self) -> str:
+        third = f" + prior conditioning {self.prior_conditioning:.3f}" if self.conditional_prior else ""
+        return (
+            f"ElboSurgery({self.site!r}, {self.num_points} points: average KL {self.average_kl:.3f} "
+            f"± {self.average_kl_se:.3f} = I(x;z) {self.mutual_information:.3f} (max {self.max_mutual_information:.2f}) "
+            f"+ KL(q(z)||p(z)) {self.marginal_kl:.3f} ± {self.marginal_kl_se:.3f}{third})"
+        )
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,8 @@ class Holes:
         site: the latent site measured.
         prior_density_se: for a site with latent parents, the root mean square standard error of
             the Monte Carlo ``log p(z_k)`` (0 where the prior's density is exact).
+        conditional_prior: the prior depends on the row (a CVAE's ``p(z|x)``), so ``p(z)`` is its
+            marginal over the rows, ``(1/N) sum_i p(z|x_i)`` (:func:`~pyro_vae.latent.prior_of`).
     """
 
     site: str
@@ -95,9 +114,18 @@ class Holes:
     quantile: float
     num_samples: int
     prior_density_se: float = 0.0
+    conditional_prior: bool = False
 
     def summary(self) -> dict[str, float | int | str]:
         return dict(self.__dict__)
+
+    def __repr__(self) -> str:
+        prior = "(1/N) sum_i p(z|x_i)" if self.conditional_prior else "p(z)"
+        return (
+            f"Holes({self.site!r} against {prior}: {100 * self.hole_share:.1f}% ± {100 * self.hole_share_se:.1f}% "
+            f"of prior draws in holes (expected {100 * self.quantile:.0f}% without), KL(q||p) {self.kl_q_p:.3f} "
+            f"± {self.kl_q_p_se:.3f}, KL(p||q) {self.kl_p_q:.3f} ± {self.kl_p_q_se:.3f})"
+        )
 
 
 @dataclass(frozen=True)
@@ -231,6 +259,12 @@ def elbo_surgery(
             for trace, in_guide in ((guide_trace, True), (model_trace, False))
         )
         log_q_marg = aggregate.log_prob(z.reshape(-1, z.shape[-1]), max_memory_mb=max_memory_mb).double()
+        marginal_prior = conditional_prior(program, data, name)
+        log_p_marg = (
+            log_p
+            if marginal_prior is None
+            else marginal_prior.log_prob(z.reshape(-1, z.shape[-1]), max_memory_mb=max_memory_mb).double()
+        )
         exact = None
         if exact_densities:
             try:
@@ -238,7 +272,8 @@ def elbo_surgery(
             except NotImplementedError:
                 pass
     mi_terms = log_q_cond - log_q_marg
-    marginal_terms = log_q_marg - log_p
+    marginal_terms = log_q_marg - log_p_marg
+    conditioning_terms = log_p_marg - log_p
     total_terms = log_q_cond - log_p
     return ElboSurgery(
         average_kl=float(total_terms.mean()),
@@ -254,6 +289,9 @@ def elbo_surgery(
         site=name,
         marginal_draws=0 if exact_densities else marginal_draws,
         marginal_density_se=float(torch.cat(errors).pow(2).mean().sqrt()) if errors else 0.0,
+        conditional_prior=marginal_prior is not None,
+        prior_conditioning=float(conditioning_terms.mean()),
+        prior_conditioning_se=_mc_se(conditioning_terms) if marginal_prior is not None else 0.0,
     )
 
 
@@ -286,7 +324,9 @@ def holes(
     """Measure how well the aggregate posterior of ``x`` covers the prior.
 
     ``q(z)`` is the exact ``N``-component mixture of the rows' ``q(z|x_i)``; ``p(z)`` is the
-    model's prior of the latent ``site`` (at the first row's covariates). ``num_samples`` draws
+    model's prior of the latent ``site`` (at the first row's covariates), or, where the prior
+    depends on the row (a CVAE's ``p(z|x)``), its marginal ``(1/N) sum_i p(z|x_i)``, exactly
+    (``conditional_prior`` says which). ``num_samples`` draws
     from ``q(z)`` and as many from ``p(z)`` give
 
     .. math::
@@ -345,6 +385,7 @@ def holes(
         num_samples=num_samples,
         site=name,
         prior_density_se=float(torch.cat([se_q, se_p]).pow(2).mean().sqrt()),
+        conditional_prior=isinstance(prior, AggregatePosterior),
     )
 
 

@@ -6,7 +6,7 @@
 * :mod:`~pyro_vae.latent.predictive` -- prior and posterior predictive draws, reconstructions;
 * :mod:`~pyro_vae.latent.sampling` -- :func:`sample` from any source, :func:`decode`."""
 
-from .aggregate import SOURCES, AggregatePosterior, RowDistribution, prior_of
+from .aggregate import SOURCES, AggregatePosterior, RowDistribution, conditional_prior, prior_of
 from .mixture import LatentMixture
 from .predictive import (
     PredictiveSamples,
@@ -20,6 +20,7 @@ from .sampling import decode, sample
 
 __all__ = [
     "AggregatePosterior",
+    "conditional_prior",
     "decode",
     "get_latent",
     "latent_means",

@@ -1,6 +1,7 @@
 """Distributions over the latent code ``z``: every source of new samples is one of them.
 
-* :func:`prior_of` -- the model's own ``p(z)`` (at one row's covariates), read from a trace;
+* :func:`prior_of` -- the model's own ``p(z)`` (at one row's covariates), read from a trace, or
+  the marginal ``(1/N) sum_i p(z|x_i)`` of a prior that depends on the row (:func:`conditional_prior`);
 * :class:`AggregatePosterior` -- the exact ``q(z) = (1/N) sum_i q(z|x_i)`` of any guide whose
   ``q(z|x_i)`` is a diagonal Gaussian, or a diagonal Gaussian pushed through transforms shared by
   every point (an inverse autoregressive flow on top of the Gaussian, say);
@@ -322,21 +323,81 @@ class RowDistribution(dist.TorchDistribution):
 def prior_of(
     program: Program, rows: Data, *, site: str | None = None, marginal_draws: int = 1000
 ) -> dist.TorchDistribution:
-    """The model's marginal distribution of the latent ``site`` for the first of ``rows``: ``p(z)``,
-    or ``p(z|y)``.
+    """The model's marginal distribution of the latent ``site`` over ``rows``: ``p(z)``, ``p(z|y)``
+    at the first row's covariates, or the marginal of a prior that depends on the row.
 
     A site whose prior depends on other latents (``p(z1 | z2)``) gets its marginal
     ``E_{p(z2)}[p(z1 | z2)]``: exact ancestral draws, and a ``marginal_draws``-draw Monte Carlo
-    density (:class:`~pyro_vae.latent.marginals.AncestralPrior`).
+    density (:class:`~pyro_vae.latent.marginals.AncestralPrior`). A prior that depends on the row
+    itself (a CVAE's ``p(z|x)``) gets the marginal over the rows,
+    ``p(z) = (1/N) sum_i p(z|x_i)``, exactly (:func:`conditional_prior`).
     """
     sites = program.sites(rows)
     name = sites.latent(site, tool="The prior of a site")
+    marginal = conditional_prior(program, rows, name)
+    if marginal is not None:
+        return marginal
     first = rows.rows(slice(0, 1))
     with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
         if not sites.prior_is_marginal(name):
             return AncestralPrior(program, first, name, num_draws=positive_int(marginal_draws, "marginal_draws"))
         trace = program.generate(first)
     return RowDistribution(trace.nodes[name]["fn"], 0)
+
+
+#: Rows whose priors are compared to tell a conditional prior from one shared by every row.
+_PROBE_ROWS = 256
+
+
+@torch.no_grad()
+def conditional_prior(
+    program: Program, data: Data, site: str, *, batch_size: int = 4096
+) -> AggregatePosterior | None:
+    """``None`` where the model's prior of ``site`` is the same for every row of ``data``; else the
+    marginal prior over the rows, ``(1/N) sum_i p(z|x_i)``, as an exact ``N``-component mixture.
+
+    A prior that depends on the row (a CVAE's ``p(z|x)``, a prior network reading covariates) is
+    detected from its densities: draws from the first row's prior are scored under the priors of
+    the first 256 rows, and any difference means the rows have priors of their own. Then one row's
+    prior is not "the prior": the tools that compare codes with ``p(z)`` use the marginal, built
+    like the aggregate posterior from every row's component. It must be a diagonal Gaussian
+    (possibly through shared transforms); a site with latent parents and a row-dependent prior is
+    refused by name.
+    """
+    sites = program.sites(data)
+    with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+        torch.manual_seed(0)
+        fn = program.generate(data.rows(slice(0, min(len(data), _PROBE_ROWS)))).nodes[site]["fn"]
+        if not _varies_by_row(fn):
+            return None
+        if not sites.prior_is_marginal(site):
+            raise ValueError(
+                f"The model's prior of {site!r} depends both on other latent sites and on the row (its data or "
+                "covariates); the marginal over rows and parents is not computed here. Use a site whose prior "
+                "depends on one or the other."
+            )
+        locs, scales, transforms = [], [], None
+        for start in range(0, len(data), batch_size):
+            chunk = data.rows(slice(start, min(start + batch_size, len(data))))
+            loc, scale, shared = _gaussian_parts(
+                program.generate(chunk).nodes[site]["fn"], site, len(chunk), what=f"The model's prior p({site}|x)"
+            )
+            if transforms is not None and any(a is not b for a, b in zip(transforms, shared)):
+                raise ValueError(_REBUILT.format(site=site))
+            transforms = shared
+            locs.append(loc)
+            scales.append(scale)
+    return AggregatePosterior(torch.cat(locs), torch.cat(scales), transforms or ())
+
+
+def _varies_by_row(fn: dist.TorchDistribution) -> bool:
+    """Whether a batched distribution (one row per point) gives different densities on different rows."""
+    probes = RowDistribution(fn, 0).sample((8,))
+    event = len(fn.event_shape)
+    log_p = fn.log_prob(probes.reshape(8, *([1] * len(fn.batch_shape)), *probes.shape[probes.ndim - event :]))
+    log_p = log_p.reshape(8, -1).double()
+    spread = (log_p.max(dim=1).values - log_p.min(dim=1).values).max()
+    return bool(spread > 1e-6 * (1.0 + log_p.abs().max()))
 
 
 # ---------------------------------------------------------------------- named sources
@@ -389,7 +450,7 @@ _REBUILT = (
 )
 
 
-def _gaussian_parts(fn, site: str, batch: int, draws: int = 1):
+def _gaussian_parts(fn, site: str, batch: int, draws: int = 1, *, what: str | None = None):
     transforms = []
     if isinstance(fn, torch.distributions.TransformedDistribution):
         transforms = list(fn.transforms)
@@ -397,9 +458,10 @@ def _gaussian_parts(fn, site: str, batch: int, draws: int = 1):
     while isinstance(fn, torch.distributions.Independent):
         fn = fn.base_dist
     if not isinstance(fn, torch.distributions.Normal):
+        what = what or f"The guide's q({site}|x)"
         raise ValueError(
-            f"The guide's q({site}|x) is a {type(fn).__name__}; the exact aggregate posterior needs a "
-            "diagonal Gaussian, possibly pushed through transforms shared by every point."
+            f"{what} is a {type(fn).__name__}; the exact mixture over rows "
+            "needs a diagonal Gaussian, possibly pushed through transforms shared by every point."
         )
     loc, scale = torch.broadcast_tensors(fn.loc, fn.scale)
     # (M, ..., B, L) with size-1 plates between (M = 1 without draws of parents): the M components of
