@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from .._util.checks import positive_int
-from ..latent.predictive import posterior_predictive
+from ..latent.predictive import observed_data, posterior_predictive
 from ..program.binding import bind
 
 Statistic = Callable[[torch.Tensor], torch.Tensor]
@@ -112,6 +112,12 @@ class StatisticCheck:
         tail = (1 - self.level) / 2
         return float(((self.p_values < tail) | (self.p_values > 1 - tail)).double().mean())
 
+    def __repr__(self) -> str:
+        return (
+            f"StatisticCheck({self.observed.numel()} entries, {100 * self.share_extreme:.1f}% with extreme p-values, "
+            f"median p {float(self.p_values.median()):.3f})"
+        )
+
     def summary(self) -> dict[str, Any]:
         return {
             "entries": int(self.observed.numel()),
@@ -131,12 +137,21 @@ class PredictiveCheck:
         coverage: share of observed values inside their central ``level`` predictive interval.
         level: the interval's central probability (and the p-values' threshold).
         num_draws: replicated data sets ``S``.
+        site: the observed site checked.
     """
 
     statistics: dict[str, StatisticCheck] = field(default_factory=dict)
     coverage: float = math.nan
     level: float = 0.95
     num_draws: int = 0
+    site: str = "x"
+
+    def __repr__(self) -> str:
+        shares = ", ".join(f"{name} {100 * check.share_extreme:.0f}%" for name, check in self.statistics.items())
+        return (
+            f"PredictiveCheck({self.site!r}, {self.num_draws} replicates: coverage of the {100 * self.level:.0f}% "
+            f"intervals {100 * self.coverage:.1f}%; entries with extreme p-values: {shares})"
+        )
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dict: each statistic's share of extreme p-values, and the coverage."""
@@ -144,6 +159,7 @@ class PredictiveCheck:
             "num_draws": self.num_draws,
             "level": self.level,
             "coverage": self.coverage,
+            "site": self.site,
             "statistics": {name: check.summary() for name, check in self.statistics.items()},
         }
 
@@ -166,6 +182,7 @@ def posterior_predictive_check(
     level: float = 0.95,
     seed: int = 0,
     max_memory_mb: float = 64.0,
+    site: str | None = None,
 ) -> PredictiveCheck:
     """Posterior-predictive checks of a program on data ``x`` (module docstring).
 
@@ -179,6 +196,9 @@ def posterior_predictive_check(
         level: central probability of the predictive intervals and of the p-values' range.
         seed: seeds the draws.
         max_memory_mb: bound on the replicates held at once (they are drawn in chunks).
+        site: the observed site checked; by default the site the tools call ``x``
+            (:attr:`~pyro_vae.program.sites.Sites.x_site`). Its replicates are compared with that
+            site's own data (a CVAE's ``y``, not the input ``x`` it is conditioned on).
 
     Returns: a :class:`PredictiveCheck`.
     """
@@ -187,15 +207,11 @@ def posterior_predictive_check(
         raise ValueError(f"level must be a probability strictly between 0 and 1, got {level!r}.")
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True)
     data, sites = bound.data, bound.sites
-    if len(sites.observed) != 1:
-        raise ValueError(
-            f"posterior_predictive_check compares one observed site with its replicates; this program "
-            f"has {sorted(sites.observed)}."
-        )
-    observed = data.x.reshape(len(data), -1)
+    name = _checked_site(sites, site)
+    observed = observed_data(bound.program, data, name).reshape(len(data), -1)
     chosen = _statistics(statistics, observed)
-    values = {name: _as_row(fn(observed), name) for name, fn in chosen.items()}
-    replicated: dict[str, list[torch.Tensor]] = {name: [] for name in chosen}
+    values = {key: _as_row(fn(observed), key) for key, fn in chosen.items()}
+    replicated: dict[str, list[torch.Tensor]] = {key: [] for key in chosen}
     below = torch.zeros(observed.shape, dtype=torch.int32)  # replicates < x, entry by entry
     at_or_below = torch.zeros(observed.shape, dtype=torch.int32)
     per_chunk = max(1, min(draws, int(max_memory_mb * 2**20 / 4 // max(1, observed.numel()))))
@@ -204,23 +220,38 @@ def posterior_predictive_check(
         samples = posterior_predictive(
             bound.program, data.x, count, covariates=data.covariates, seed=seed + chunk, max_values=2**62
         )
-        for rep in samples.x.reshape(count, len(data), -1).to(observed.dtype):
-            for name, fn in chosen.items():
-                replicated[name].append(_as_row(fn(rep), name))
+        for rep in samples.sites[name].reshape(count, len(data), -1).to(observed.dtype):
+            for key, fn in chosen.items():
+                replicated[key].append(_as_row(fn(rep), key))
             below += (rep < observed).int()
             at_or_below += (rep <= observed).int()
         del samples
     checks = {}
-    for name in chosen:
-        reps = torch.stack(replicated[name]).cpu()  # (S, K)
-        obs = values[name].cpu()
+    for key in chosen:
+        reps = torch.stack(replicated[key]).cpu()  # (S, K)
+        obs = values[key].cpu()
         p = ((reps > obs).double() + 0.5 * (reps == obs).double()).mean(0)
-        checks[name] = StatisticCheck(obs, reps, p, float(level))
+        checks[key] = StatisticCheck(obs, reps, p, float(level))
     # x lies in [rep_(lo), rep_(hi)] (order statistics, 1-based) iff #{rep <= x} >= lo and #{rep < x} < hi.
     lo = max(1, math.ceil(draws * (1 - level) / 2))
     hi = min(draws, math.ceil(draws * (1 + level) / 2))
     covered = (at_or_below >= lo) & (below < hi)
-    return PredictiveCheck(checks, float(covered.double().mean()), float(level), draws)
+    return PredictiveCheck(checks, float(covered.double().mean()), float(level), draws, site=name)
+
+
+def _checked_site(sites, site: str | None) -> str:
+    """The observed site to check: ``site``, or the site the tools call ``x`` when it is the only one
+    generated (a sequence model with a site per step names the one it wants)."""
+    if site is not None:
+        if site not in sites.observed:
+            raise ValueError(f"{site!r} is not an observed site of this program; its observed sites are {list(sites.observed)}.")
+        return site
+    if len(sites.generated) != 1:
+        raise ValueError(
+            f"posterior_predictive_check compares one observed site with its replicates; this program's data "
+            f"fill {list(sites.generated)}: pass site= to choose one."
+        )
+    return sites.x_site
 
 
 def _statistics(spec, x: torch.Tensor) -> dict[str, Statistic]:

@@ -150,9 +150,18 @@ class TraceConverter:
     ):
         self.num_chains, self.num_samples, self.attrs = num_chains, num_samples, attrs
         self.sample_dims = sample_dims
-        # A site named like the observation dimension would collide with it (xarray makes it a coordinate).
-        self.obs_dim = "obs" if "obs" not in sites.event_shapes else "obs_index"
-        self.dims = _dims(sites, {**drawn["posterior"], **drawn["predictive"]}, self.obs_dim)
+        # Dimension names are chosen apart from every variable name: xarray makes a dimension a
+        # coordinate, so a site named like one ("obs", "latent", "feature") would collide with it.
+        names = set(sites.event_shapes) | {f"{k}_mask" for k in drawn.get("mask", {})}
+        reserved = sorted(names & set(sample_dims))
+        if reserved:
+            raise ValueError(
+                f"The site(s) {reserved} share a name with ArviZ's sample dimensions {list(sample_dims)}; "
+                "rename the site(s) in the program to export them."
+            )
+        taken = names | set(sample_dims)
+        self.obs_dim = _free_name("obs", taken)
+        self.dims = _dims(sites, {**drawn["posterior"], **drawn["predictive"]}, self.obs_dim, taken)
         self.coords: dict[str, np.ndarray] = {self.obs_dim: np.asarray(obs_coords)}
         for name, values in {**drawn["posterior"], **drawn["predictive"]}.items():
             for dim, size in zip(self.dims[name], values.shape[1:]):
@@ -216,10 +225,22 @@ class TraceConverter:
         return write_inference_data(groups)
 
 
-def _dims(sites: Sites, values: dict[str, torch.Tensor], obs_dim: str) -> dict[str, list[str]]:
-    """Dimension names after the sample dimensions for every site, as described in the module docstring."""
+def _free_name(base: str, taken: set[str]) -> str:
+    """``base``, or ``base`` with underscores appended until it is no variable's name; then taken."""
+    name = base
+    while name in taken:
+        name += "_"
+    taken.add(name)
+    return name
+
+
+def _dims(sites: Sites, values: dict[str, torch.Tensor], obs_dim: str, taken: set[str]) -> dict[str, list[str]]:
+    """Dimension names after the sample dimensions for every site, as described in the module docstring;
+    none is the name of a variable (``taken``)."""
     out = {}
-    for names, single in ((sites.local + sites.globals, "latent"), (sites.observed, "feature")):
+    taken = set(taken)
+    groups = ((sites.local + sites.globals, _free_name("latent", taken)), (sites.observed, _free_name("feature", taken)))
+    for names, single in groups:
         one = len(names) == 1
         for name in names:
             event = len(sites.event_shapes[name])
@@ -229,7 +250,7 @@ def _dims(sites: Sites, values: dict[str, torch.Tensor], obs_dim: str) -> dict[s
                 extra = values[name].ndim - 1 - len(lead) - event
             else:
                 extra = 0
-            rest = [f"{name}_dim_{i}" for i in range(extra + event)]
+            rest = [_free_name(f"{name}_dim_{i}", taken) for i in range(extra + event)]
             if one and event == 1 and extra == 0:
                 rest = [single]
             out[name] = ["chain", "draw", *lead, *rest]

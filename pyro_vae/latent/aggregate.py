@@ -31,6 +31,7 @@ from .._util.memory import HeapGuard as _HeapGuard
 from ..distributions.mixtures import component_log_densities, quadratic_terms
 from ..program.binding import bind
 from ..program.protocol import Data, Program
+from ..program.dependencies import ancestors
 from .marginals import AncestralPrior, site_distribution
 
 #: Float64 temporaries of N numbers per row of z that a chunk of log_prob holds at once.
@@ -367,10 +368,15 @@ def conditional_prior(
     sites = program.sites(data)
     with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
         torch.manual_seed(0)
-        fn = program.generate(data.rows(slice(0, min(len(data), _PROBE_ROWS)))).nodes[site]["fn"]
-        if not _varies_by_row(fn):
+        probe = data.rows(slice(0, min(len(data), _PROBE_ROWS)))
+        trace = program.generate(probe)
+        above = ancestors(sites.model_parents, site)
+        if above:  # every row gets the first row's parents, so that only the row itself can differ
+            fixed = {name: _first_row(trace.nodes[name], sites) for name in above}
+            trace = program.generate(probe, condition=fixed)
+        if not _varies_by_row(trace.nodes[site]["fn"]):
             return None
-        if not sites.prior_is_marginal(site):
+        if above:
             raise ValueError(
                 f"The model's prior of {site!r} depends both on other latent sites and on the row (its data or "
                 "covariates); the marginal over rows and parents is not computed here. Use a site whose prior "
@@ -388,6 +394,15 @@ def conditional_prior(
             locs.append(loc)
             scales.append(scale)
     return AggregatePosterior(torch.cat(locs), torch.cat(scales), transforms or ())
+
+
+def _first_row(node: dict, sites) -> torch.Tensor:
+    """A traced site's value with its first row (along the data plate) repeated for every row."""
+    value = node["value"]
+    axis = value.ndim - len(node["fn"].event_shape) + sites.data_dim
+    if axis < 0 or value.shape[axis] == 1:
+        return value
+    return value.narrow(axis, 0, 1).expand_as(value)
 
 
 def _varies_by_row(fn: dist.TorchDistribution) -> bool:

@@ -190,6 +190,23 @@ def get_latent(
     return means
 
 
+@torch.no_grad()
+def observed_data(program: Program, data: Data, site: str) -> torch.Tensor:
+    """The data of the observed ``site`` for every row, ``(N, *event)``, as the model itself reads them
+    (from ``x`` or from a covariate, reshaped or not): the value of the site in the model's trace."""
+    sites = program.sites(data)
+    out = []
+    with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
+        for start in range(0, len(data), _DRAWS_PER_CHUNK):
+            rows = torch.arange(start, min(start + _DRAWS_PER_CHUNK, len(data)))
+            chunk = data.rows(rows)
+            trace = poutine.trace(program.model).get_trace(
+                chunk.x, **program.arguments(program.model, chunk, rows, len(data))
+            )
+            out.append(site_values(trace.nodes[site], sites, program.plate, particles=False))
+    return torch.cat(out)
+
+
 # ---------------------------------------------------------------------- shared with sampling
 def generation_rows(program: Program, n: int, x: Any, covariates: Mapping[str, Any] | None) -> Data:
     """``n`` rows to generate on: from ``x`` and its covariates, or the template with given covariates."""
