@@ -63,6 +63,13 @@ class AmortizationGap:
     num_particles: int
     trace: list[float] = field(default_factory=list)
 
+    def __repr__(self) -> str:
+        return (
+            f"AmortizationGap({self.log_px.numel()} points, {self.num_steps} steps: amortization gap "
+            f"{float(self.amortization.mean()):.3f} ± {mean_se(self.amortization):.3f} nats, approximation gap "
+            f"{float(self.approximation.mean()):.3f} ± {mean_se(self.approximation):.3f} nats)"
+        )
+
     @property
     def amortization(self) -> torch.Tensor:
         """``refined_elbo - encoder_elbo`` per point."""
@@ -288,8 +295,13 @@ class _frozen:
     def __enter__(self):
         for p in self.params:
             p.requires_grad_(False)
+        # pyro.module warns for every frozen parameter it skips, on every step: that is the point here.
+        self._warnings = warnings.catch_warnings()
+        self._warnings.__enter__()
+        warnings.filterwarnings("ignore", message=".*was not registered in the param store because requires_grad=False")
 
     def __exit__(self, *exc):
+        self._warnings.__exit__(*exc)
         for p in self.params:
             p.requires_grad_(True)
         return False

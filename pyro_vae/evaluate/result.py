@@ -70,6 +70,14 @@ class LogLikelihood:
     def num_points(self) -> int:
         return self.log_px.shape[0]
 
+    def __repr__(self) -> str:
+        k = "" if self.pareto_k is None else f", Pareto k > 0.7 for {100 * self.share_k_above(0.7):.1f}% of points"
+        unit = "log-probability" if self.is_discrete else "log-density"
+        return (
+            f"LogLikelihood({self.num_points} points, {self.estimator}, {self.num_particles} particles: mean {unit} "
+            f"{self.mean:.3f} ± {self.mean_se:.3f} nats, ELBO {float(self.elbo.mean()):.3f}{k})"
+        )
+
     @property
     def total(self) -> float:
         """``sum_i log p(x_i)``: the held-out expected log predictive density (elpd)."""

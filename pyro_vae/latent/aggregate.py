@@ -156,6 +156,14 @@ class AggregatePosterior(dist.TorchDistribution):
                 scales.append(scale)
         return cls(torch.cat(locs), torch.cat(scales), transforms or (), draws_per_point=draws)
 
+    def __repr__(self) -> str:
+        flow = f", {len(self.transforms)} shared transform(s)" if self.transforms else ""
+        per = f", {self.draws_per_point} components per point" if self.draws_per_point > 1 else ""
+        return (
+            f"AggregatePosterior({self.num_components} components over {self.latent_dim} dimensions{per}{flow}; "
+            f"{self.memory_bytes / 2**20:.1f} MiB)"
+        )
+
     # ------------------------------------------------------------------ properties
     @property
     def num_components(self) -> int:

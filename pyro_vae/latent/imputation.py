@@ -55,6 +55,14 @@ class Imputation:
     effective_sample_size: torch.Tensor
     num_particles: int
 
+    def __repr__(self) -> str:
+        missing = int((~self.mask).sum())
+        return (
+            f"Imputation({self.mean.shape[0]} rows, {missing} missing entries, {self.draws.shape[0]} draws each, "
+            f"{self.num_particles} particles; median effective sample size "
+            f"{float(self.effective_sample_size.float().median()):.1f})"
+        )
+
 
 @torch.no_grad()
 def impute(

@@ -54,6 +54,12 @@ class LatentMixture(nn.Module):
         self.register_buffer("loc", torch.zeros(num_components, latent_dim))
         self.register_buffer("scale_tril", torch.eye(latent_dim).expand(num_components, -1, -1).clone())
 
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_components} components over {self.latent_dim} dimensions, {self.covariance_type} covariances, "
+            f"largest weight {float(self.weights.max()):.3f}"
+        )
+
     def config(self) -> dict:
         return {"num_components": self.num_components, "covariance_type": self.covariance_type}
 

@@ -51,6 +51,10 @@ class PredictiveSamples:
     means: dict[str, torch.Tensor | None] = field(default_factory=dict)
     latent: str | None = None
 
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{name} {tuple(value.shape)}" for name, value in self.sites.items())
+        return f"PredictiveSamples(x {tuple(self.x.shape)}; sites: {shapes})"
+
     @property
     def z(self) -> torch.Tensor | None:
         """Draws of :attr:`latent`, shape ``(*sample_shape, L)``; with several latent sites and none

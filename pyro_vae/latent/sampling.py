@@ -156,7 +156,7 @@ def _data(program: Program, x: Any, covariates) -> tuple[Data | None, torch.Tens
         labels = x.labels
         x = x.binarized(0) if x.dynamic_binarization else x.x
     # Decoding runs the model once on M rows (no particle dimension) and draws any global latent.
-    bound = bind(program, x, covariates=covariates, needs_guide=False, particles=False, draw_globals=True)
+    bound = bind(program, x, covariates=covariates, needs_guide=False, particles=False, draw_globals=True, scores=False)
     return bound.data, labels
 
 

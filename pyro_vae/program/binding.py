@@ -11,7 +11,9 @@ diagnostics, the latent distributions, the predictive functions, ``to_inference_
 5. the global-latent policy: latent sites outside the data plate are fixed by ``global_values``
    (``"guide_median"`` or a mapping of values), or the program is refused with the ways to fix it;
    tools that draw the globals with every sample (``draw_globals=True``) keep them random;
-6. the leading-dimension contract: two particles are run at once, and a network that takes only
+6. the support check of a program without its own data check: every observed site's data in its
+   distribution's support (a mass function is refused outside it, a density warned about);
+7. the leading-dimension contract: two particles are run at once, and a network that takes only
    ``(B, L)`` is refused with the advice to wrap it in :class:`~pyro_vae.FlattenLeading`.
 """
 
@@ -59,6 +61,7 @@ def bind(
     draw_globals: bool = False,
     what: str = "x",
     mask: Any = None,
+    scores: bool = True,
 ) -> Bound:
     """Check a tool's arguments once, in the order above, and return them bound.
 
@@ -74,6 +77,8 @@ def bind(
         what: the data's name in error messages.
         mask: True where ``x`` was observed (:mod:`pyro_vae.program.missing`); ``x`` may hold NaN
             elsewhere.
+        scores: the tool scores or replicates the observed data, so their support is checked
+            (step 6); tools that only encode ``x`` or decode codes pass False.
     """
     program = as_program(model, guide, plate=plate)
     data = program.data(x, covariates, what=what, mask=mask)
@@ -82,7 +87,9 @@ def bind(
     globals_used: dict[str, str] = {}
     if not draw_globals:
         program, globals_used = condition_on_globals(program, data, global_values)
+    if scores:
+        program.check_support(data, program.sites(data))
     if particles:
         program.check_vectorised(data, program.sites(data))
-    # A tool that neither fixes globals nor draws particles (decoding given codes) reads no trace here.
+    # A tool that neither scores, fixes globals nor draws particles (decoding given codes) reads no trace here.
     return Bound(program, data, globals_used)

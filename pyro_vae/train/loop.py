@@ -43,7 +43,7 @@ from .._util.memory import release_freed_memory
 from ..data.loading import Split, binarize
 from ..data.rows import CHUNK_BYTES, RowSource
 from ..program.binding import bind
-from ..program.protocol import as_program
+from ..program.protocol import Data, as_program
 from ..vae.model import VAE
 from .distributed import Distributed
 from .early_stopping import EarlyStopping
@@ -169,6 +169,9 @@ def fit(
                 "exists only given their values. Train without val= (and patience), or fix them with "
                 "poutine.condition."
             )
+        if not dynamic:  # dynamically binarised data are in a Bernoulli's support at every epoch
+            values = dict(train_covariates or {})
+            program.check_support(Data(x, values, values.pop("mask", None)), sites)
         settings = _objective_for(settings, sites)
         trainee = ProgramTrainee(program, sample, len(x), max_plate_nesting=sites.nesting)
     # Paths that would only fail after training are checked now.
