@@ -193,11 +193,13 @@ def log_likelihood(
                 kept.append(lw.to(data.x.dtype if data.x.is_floating_point() else torch.get_default_dtype()))
             del parts
             memory.check()  # after the chunk's work, when its temporaries are freed
+    khat_all = torch.cat(khat) if psis else None
+    program.warn_if_guide_ignores_mask(data, khat_all, "log_likelihood")
     return LogLikelihood(
         log_px=torch.cat(log_px),
         elbo=torch.cat(elbo),
         mc_se=torch.cat(mc_se),
-        pareto_k=torch.cat(khat) if psis else None,
+        pareto_k=khat_all,
         log_weights=torch.cat(kept) if return_log_weights else None,
         num_particles=draws,
         likelihood=describe_observed(program, data, sites),

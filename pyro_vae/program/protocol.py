@@ -109,6 +109,8 @@ class Program:
             ``data``, computed without traces on the random stream the traced programs use (a
             VAE's :func:`~pyro_vae.vae.own_elbo.importance_log_weights`). Importance sampling uses it in place of
             tracing; a program whose model or guide is replaced loses it.
+        guide_reads_mask: whether the guide is told which entries are missing (a VAE built with
+            ``missing=True``); by default, whether the guide declares a ``mask`` parameter.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class Program:
         template: Callable[[int], Data] | None = None,
         name: str | None = None,
         direct_weights: Callable[[Data, int], torch.Tensor] | None = None,
+        guide_reads_mask: bool | None = None,
     ):
         if not callable(model):
             raise TypeError(f"model must be a callable Pyro program or a VAE, got {type(model).__name__}.")
@@ -131,6 +134,7 @@ class Program:
         self.model, self._guide, self.plate = model, guide, plate
         self._check, self._template = check, template
         self.name, self.direct_weights = name, direct_weights
+        self._guide_reads_mask = guide_reads_mask
         self._sites: Sites | None = None
         # How the global latents were fixed, once condition_on_globals has fixed them (else None).
         self._fixed_globals: dict[str, str] | None = None
@@ -147,6 +151,8 @@ class Program:
         )
         if "model" not in changes and "guide" not in changes:  # the weights are the two programs'
             fields["direct_weights"] = self.direct_weights
+        if "guide" not in changes:
+            fields["guide_reads_mask"] = self._guide_reads_mask
         fields.update(changes)
         program = Program(**fields)
         if "model" not in changes and self._fixed_globals is not None:
@@ -164,6 +170,31 @@ class Program:
     def optional_guide(self) -> Callable | None:
         """The guide, or ``None`` for a program given without one (tools that need it use :attr:`guide`)."""
         return self._guide
+
+    @property
+    def guide_reads_mask(self) -> bool:
+        """Whether the guide sees which entries are missing (else it sees filled-in values only)."""
+        if self._guide_reads_mask is not None:
+            return self._guide_reads_mask
+        guide = self._guide
+        return guide is not None and _accepts(getattr(guide, "__wrapped_program__", guide), "mask")
+
+    def warn_if_guide_ignores_mask(self, data: Data, pareto_k: torch.Tensor | None, tool: str) -> None:
+        """One printed line when estimates on masked data come from a guide that never sees the mask:
+        its ``q(z|x_obs)`` reads filled-in values as data, and Pareto ``k`` says how far that misleads."""
+        if data.mask is None or bool(data.mask.all()) or self.guide_reads_mask:
+            return
+        share = (
+            "Pareto k was not computed (psis=False)"
+            if pareto_k is None
+            else f"Pareto k > 0.7 for {100 * float((pareto_k > 0.7).double().mean()):.1f}% of points"
+        )
+        warnings.warn(
+            f"{tool}: the guide never sees which entries are missing, so q(z|x) reads filled-in values as data; "
+            f"{share}, whose estimates are unreliable. Use a guide that takes mask= (VAE(..., missing=True)).",
+            UserWarning,
+            stacklevel=3,
+        )
 
     @property
     def can_generate(self) -> bool:

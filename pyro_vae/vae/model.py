@@ -278,6 +278,7 @@ class VAE(nn.Module):
             template=self._template,
             name=self.likelihood.name,
             direct_weights=partial(importance_log_weights, self) if self.computes_own_elbo else None,
+            guide_reads_mask=self.missing,
         )
 
     def _template(self, n: int) -> Data:
