@@ -244,7 +244,9 @@ def _checked_site(sites, site: str | None) -> str:
     generated (a sequence model with a site per step names the one it wants)."""
     if site is not None:
         if site not in sites.observed:
-            raise ValueError(f"{site!r} is not an observed site of this program; its observed sites are {list(sites.observed)}.")
+            raise ValueError(
+                f"{site!r} is not an observed site of this program; its observed sites are {list(sites.observed)}."
+            )
         return site
     if len(sites.generated) != 1:
         raise ValueError(

@@ -160,7 +160,7 @@ class TraceConverter:
                 "rename the site(s) in the program to export them."
             )
         taken = names | set(sample_dims)
-        self.obs_dim = _free_name("obs", taken)
+        self.obs_dim = _free_name("obs" if "obs" not in taken else "obs_index", taken)
         self.dims = _dims(sites, {**drawn["posterior"], **drawn["predictive"]}, self.obs_dim, taken)
         self.coords: dict[str, np.ndarray] = {self.obs_dim: np.asarray(obs_coords)}
         for name, values in {**drawn["posterior"], **drawn["predictive"]}.items():
@@ -239,7 +239,10 @@ def _dims(sites: Sites, values: dict[str, torch.Tensor], obs_dim: str, taken: se
     none is the name of a variable (``taken``)."""
     out = {}
     taken = set(taken)
-    groups = ((sites.local + sites.globals, _free_name("latent", taken)), (sites.observed, _free_name("feature", taken)))
+    groups = (
+        (sites.local + sites.globals, _free_name("latent", taken)),
+        (sites.observed, _free_name("feature", taken)),
+    )
     for names, single in groups:
         one = len(names) == 1
         for name in names:

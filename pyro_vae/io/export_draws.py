@@ -18,7 +18,7 @@ from .._util.checks import positive_number
 from .._util.isolation import isolated
 from .._util.memory import HeapGuard
 from ..program.chunks import bytes_per_draw
-from ..program.missing import mask_features
+from ..program.missing import mask_features, views_x
 from ..program.protocol import Data, Program
 from ..program.sites import Sites, per_point, site_values
 
@@ -60,11 +60,12 @@ def draw(
                     keep("predictive", name, site_values(site, sites, program.plate), True)
                     observed = _observed_rows(site, sites, program.plate)
                     scored = {**site, "value": _observed_value(site)}
-                    if chunk.mask is not None and _observed_value(site) is chunk.x:
+                    if chunk.mask is not None and views_x(_observed_value(site), chunk.x):
                         # Missing entries are not data: NaN in observed_data, left out of log p(x_i|z).
-                        observed = torch.where(chunk.mask, observed, torch.full_like(observed, math.nan))
-                        scored["fn"] = mask_features(site["fn"], chunk.mask)
-                        keep("mask", name, chunk.mask, True)
+                        mask = chunk.mask.reshape(observed.shape)
+                        observed = torch.where(mask, observed, torch.full_like(observed, math.nan))
+                        scored["fn"] = mask_features(site["fn"], chunk.mask.reshape(_observed_value(site).shape))
+                        keep("mask", name, mask, True)
                     elif (own := _own_mask(site, observed)) is not None:
                         # A site the program masks itself (obs_mask=, fn.mask): its masked rows are no data.
                         observed = torch.where(own, observed.double(), torch.full(observed.shape, math.nan))

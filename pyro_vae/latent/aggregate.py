@@ -30,8 +30,8 @@ from .._util.checks import positive_int, positive_number
 from .._util.memory import HeapGuard as _HeapGuard
 from ..distributions.mixtures import component_log_densities, quadratic_terms
 from ..program.binding import bind
-from ..program.protocol import Data, Program
 from ..program.dependencies import ancestors
+from ..program.protocol import Data, Program
 from .marginals import AncestralPrior, site_distribution
 
 #: Float64 temporaries of N numbers per row of z that a chunk of log_prob holds at once.
@@ -359,9 +359,7 @@ _PROBE_ROWS = 256
 
 
 @torch.no_grad()
-def conditional_prior(
-    program: Program, data: Data, site: str, *, batch_size: int = 4096
-) -> AggregatePosterior | None:
+def conditional_prior(program: Program, data: Data, site: str, *, batch_size: int = 4096) -> AggregatePosterior | None:
     """``None`` where the model's prior of ``site`` is the same for every row of ``data``; else the
     marginal prior over the rows, ``(1/N) sum_i p(z|x_i)``, as an exact ``N``-component mixture.
 
@@ -475,11 +473,12 @@ _REBUILT = (
 
 def _gaussian_parts(fn, site: str, batch: int, draws: int = 1, *, what: str | None = None):
     transforms = []
+    fn = _unmasked(fn, site)
     if isinstance(fn, torch.distributions.TransformedDistribution):
         transforms = list(fn.transforms)
         fn = fn.base_dist
-    while isinstance(fn, torch.distributions.Independent):
-        fn = fn.base_dist
+    while isinstance(fn, (torch.distributions.Independent, dist.MaskedDistribution)):
+        fn = _unmasked(fn.base_dist, site)
     if not isinstance(fn, torch.distributions.Normal):
         what = what or f"The guide's q({site}|x)"
         raise ValueError(
@@ -494,6 +493,21 @@ def _gaussian_parts(fn, site: str, batch: int, draws: int = 1, *, what: str | No
         raise ValueError(f"q({site}|x) has parameters of shape {tuple(loc.shape)}; expected {expected} with B={batch}.")
     loc, scale = (t.reshape(draws, batch, -1).transpose(0, 1).reshape(draws * batch, -1) for t in (loc, scale))
     return loc, scale, transforms
+
+
+def _unmasked(fn, site: str):
+    """``fn`` without a ``.mask(...)`` that masks nothing; a mask that leaves rows out is refused."""
+    if isinstance(fn, dist.MaskedDistribution):
+        mask = fn._mask
+        if isinstance(mask, torch.Tensor) and not bool(mask.all()):
+            raise ValueError(
+                f"The distribution at {site!r} is masked (.mask(...) or poutine.mask) for some rows; the mixture over "
+                "rows needs every row's distribution. Pass only the rows the mask keeps."
+            )
+        if mask is False:
+            raise ValueError(f"The distribution at {site!r} is masked out entirely; it has no rows to mix.")
+        return fn.base_dist
+    return fn
 
 
 def _event_sum(log_det: torch.Tensor, rows: int) -> torch.Tensor:

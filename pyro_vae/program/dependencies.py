@@ -54,7 +54,9 @@ def ancestors(parents: dict[str, tuple[str, ...]], site: str) -> set[str]:
     return seen
 
 
-def observed_sources(fn: Callable, x: torch.Tensor, kwargs: dict, names: Iterable[str]) -> dict[str, frozenset[str]] | None:
+def observed_sources(
+    fn: Callable, x: torch.Tensor, kwargs: dict, names: Iterable[str]
+) -> dict[str, frozenset[str]] | None:
     """For each observed site in ``names``, the arguments of ``fn(x, **kwargs)`` its data are read
     from: ``"x"`` and/or the names of keyword arguments (``{"y": frozenset({"ys"})}`` for
     ``pyro.sample("y", ..., obs=ys)``). ``None`` where provenance tracking cannot follow the program.

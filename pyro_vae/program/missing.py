@@ -73,7 +73,8 @@ def mask_features(fn: dist.TorchDistribution, mask: torch.Tensor) -> dist.TorchD
 
 
 class MaskObserved(Messenger):
-    """Scores only the observed entries of the sites whose observed value is ``x`` itself."""
+    """Scores only the observed entries of the sites whose observed value is ``x`` itself, or a view
+    of it with another shape (Pyro's tutorials write ``obs=x.reshape(-1, 784)``)."""
 
     def __init__(self, x: torch.Tensor, mask: torch.Tensor):
         super().__init__()
@@ -81,14 +82,28 @@ class MaskObserved(Messenger):
         self.applied = False
 
     def _process_message(self, msg):
-        if msg["type"] == "sample" and msg["is_observed"] and msg["value"] is self.x:
-            msg["fn"] = mask_features(msg["fn"], self.mask)
+        if msg["type"] == "sample" and msg["is_observed"] and views_x(msg["value"], self.x):
+            msg["fn"] = mask_features(msg["fn"], self.mask.reshape(msg["value"].shape))
             self.applied = True
 
     def check_applied(self) -> None:
         if not self.applied:
             raise ValueError(
-                "The model does not observe x itself (obs=x), so the tools cannot mask its missing entries: "
+                "The model does not observe x itself (obs=x, or a view of x such as x.reshape(...)), so the "
+                "tools cannot mask its missing entries: "
                 "declare a keyword parameter mask and mask the likelihood yourself, e.g. "
                 "dist.Normal(loc, scale).mask(mask).to_event(1)."
             )
+
+
+def views_x(value, x: torch.Tensor) -> bool:
+    """Whether ``value`` is ``x`` or a view of all of it in the same order (a reshape without a copy)."""
+    if value is x:
+        return True
+    return (
+        isinstance(value, torch.Tensor)
+        and value.numel() == x.numel()
+        and value.data_ptr() == x.data_ptr()
+        and value.is_contiguous()
+        and x.is_contiguous()
+    )
