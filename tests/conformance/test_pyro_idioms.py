@@ -49,6 +49,21 @@ def test_log_likelihood_of_a_sizeless_plate_reshaped_obs_and_site_names_is_exact
     assert "300 points" in repr(ll) and len(repr(ll)) < 300
 
 
+def test_mean_elbo_and_compare_of_the_tutorial_program_are_exact(tutorial):
+    program, x = tutorial
+    truth = float(program.log_marginal(x).mean())
+    assert pyro_vae.mean_elbo(program.model, x, guide=program.guide) == pytest.approx(truth, abs=EXACT)
+    table = pyro_vae.compare(
+        {"exact": (program.model, program.guide), "prior as guide": (program.model, _prior_guide)}, x, num_particles=50
+    )
+    assert table.index[0] == "exact"
+
+
+def _prior_guide(x):
+    with pyro.plate("data"):
+        pyro.sample("latent", dist.Normal(x.new_zeros(x.shape[0], TutorialPPCA.L), 1.0).to_event(1))
+
+
 def test_latent_codes_and_reconstructions_are_the_posterior_means(tutorial):
     program, x = tutorial
     mean, _ = program.posterior(x)
@@ -275,6 +290,19 @@ def test_the_check_of_a_cvae_compares_y_with_y(cvae):
     assert torch.allclose(torch.as_tensor(idata.observed_data["y"].values).float(), y[:6])
 
 
+def test_codes_and_draws_of_a_cvae(cvae):
+    program, x, y = cvae
+    loc, _ = program.posterior(x, y)
+    assert torch.allclose(
+        pyro_vae.get_latent(program.model, x, guide=program.guide, covariates={"ys": y}), loc, atol=1e-5
+    )
+    # z from each row's own prior p(z|x_i), then y: no site reads x, so the observed y is generated
+    # (the ys passed only shape the rows; a model that takes ys=None there has no site to draw).
+    drawn = pyro_vae.sample(program.model, 6, x=x[:6], ys=y[:6])
+    assert drawn.x.shape == (6, program.P)
+    assert torch.allclose(drawn.mean, drawn.sites["latent"] @ program.W.T + program.c, atol=1e-5)
+
+
 def test_the_aggregate_posterior_of_a_cvae_is_the_exact_mixture(cvae):
     program, x, y = cvae
     aggregate = pyro_vae.AggregatePosterior.from_data(program.model, x, guide=program.guide, covariates={"ys": y})
@@ -322,8 +350,28 @@ def test_rows_masked_by_the_program_score_zero_and_the_aggregate_tools_accept_an
 def test_a_boolean_index_in_the_model_is_refused_with_the_leading_dimension_contract():
     program = BooleanIndex()
     x = program.simulate(20)
-    with pytest.raises(ValueError, match="leading particle dimension"):
-        pyro_vae.log_likelihood(program.model, x, guide=program.guide, num_particles=10)
+    for tool in (pyro_vae.log_likelihood, pyro_vae.posterior_predictive):
+        with pytest.raises(ValueError, match="leading particle dimension"):
+            tool(program.model, x, 10, guide=program.guide) if tool is pyro_vae.posterior_predictive else tool(
+                program.model, x, guide=program.guide, num_particles=10
+            )
+
+
+def test_fit_refuses_grey_levels_under_a_bernoulli_by_name():
+    program = GreyBernoulli()
+    decoder = nn.Linear(program.L, program.D)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data"):
+            z = pyro.sample("latent", dist.Normal(x.new_zeros(x.shape[0], program.L), 1.0).to_event(1))
+            pyro.sample("obs", dist.Bernoulli(logits=decoder(z), validate_args=False).to_event(1), obs=x)
+
+    grey = torch.rand(30, program.D, generator=torch.Generator().manual_seed(0))
+    before = decoder.weight.detach().clone()
+    with pytest.raises(ValueError, match="'obs' is a Bernoulli, a mass function"):
+        pyro_vae.fit(model, grey, guide=program.guide, epochs=1)
+    assert torch.equal(decoder.weight, before)
 
 
 # ---------------------------------------------------------------------- a sequence model
@@ -349,5 +397,8 @@ def test_checking_a_sequence_names_its_sites_and_checks_the_one_chosen(sequence)
     assert check.coverage > 0.9
     replicated = pyro_vae.posterior_predictive(program.model, x[:5], 2, guide=program.guide)
     assert {"obs_1", "obs_2", "obs_3", "z_1", "z_2", "z_3"} <= set(replicated.sites)
+    assert torch.equal(replicated.x, replicated.sites["obs_1"])
+    idata = pyro_vae.to_inference_data(program.model, x[:6], guide=program.guide, num_samples=4)
+    assert {"obs_1", "obs_2", "obs_3"} <= set(idata.log_likelihood.data_vars)
     with pytest.raises(ValueError, match="continuous local latent sites"):
         pyro_vae.diagnostics.holes(program.model, x, guide=program.guide)
