@@ -15,10 +15,11 @@ from .._util.files import atomic_write, write_json
 from ..data import loading as data_module
 from ..io import runs
 from ..io.checkpoint import save
-from ..latent.aggregate import SOURCES, AggregatePosterior
+from ..latent.aggregate import AggregatePosterior
 from ..latent.mixture import LatentMixture
 from ..latent.predictive import prior_predictive, reconstruct
 from ..latent.sampling import sample
+from ..latent.sources import SOURCES
 from ..likelihoods.base import get_likelihood
 from ..train.distributed import Distributed, init_from_environment
 from ..train.loop import fit

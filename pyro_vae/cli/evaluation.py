@@ -54,7 +54,8 @@ def _points_csv(points: dict) -> str:
 
 def evaluate_run(run: Path, args) -> dict:
     """The metrics of ``pyro-vae evaluate`` for the run folder ``run``: a JSON-ready dict."""
-    from ..diagnostics.posterior import active_units, elbo_surgery, pareto_k_report
+    from ..diagnostics.pareto import pareto_k_report
+    from ..diagnostics.posterior import active_units, elbo_surgery
     from ..evaluate.estimate import DEFAULT_DRAWS, log_likelihood
 
     vae, x, config, dataset, covariates = held_out(run, args.split, args.max_points)

@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from .._util.files import write_json
-from ..diagnostics.posterior import active_units, elbo_surgery, holes, pareto_k_report
+from ..diagnostics.pareto import pareto_k_report
+from ..diagnostics.posterior import active_units, elbo_surgery, holes
 from ..evaluate.estimate import log_likelihood
 from ..io import runs
 from ..latent.aggregate import AggregatePosterior

@@ -18,7 +18,8 @@ returns a small result object with the numbers, their Monte Carlo or sampling er
 
 from .amortization import AmortizationGap, amortization_gap
 from .criticism import STATISTICS, PredictiveCheck, StatisticCheck, posterior_predictive_check
-from .posterior import ActiveUnits, ElboSurgery, Holes, ParetoReport, active_units, elbo_surgery, holes, pareto_k_report
+from .pareto import ParetoReport, pareto_k_report
+from .posterior import ActiveUnits, ElboSurgery, Holes, active_units, elbo_surgery, holes
 
 __all__ = [
     "active_units",

@@ -100,7 +100,8 @@ def log_likelihood(
             from the program itself; the default keeps chunks in cache, which is also fastest.
         seed: seeds the draws; the same seed and ``max_memory_mb`` give the same result.
         psis: also fit the Pareto shape ``k`` of each point's weights (ArviZ's ``psislw``); by
-            default wherever there are at least 10 particles (or AIS chains) per point.
+            default for importance sampling with more than one particle (one particle, exact for an
+            enumerated sum, needs no fit), and for AIS with at least 10 chains.
         return_log_weights: keep the ``(N, S)`` log weights in the result.
         method: ``"importance"`` (importance sampling from the guide, the IWAE estimate) or
             ``"ais"``: annealed importance sampling with HMC (:mod:`pyro_vae.ais`), whose slack
@@ -118,10 +119,12 @@ def log_likelihood(
     positive_number(max_memory_mb, "max_memory_mb")
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    if psis is None:  # a Pareto fit needs 10 weights; fewer (an enumerated sum at one particle) go without
-        psis = draws >= 10
+    if psis is None:
+        # One weight has no tail to fit (an enumerated sum is exact at one particle); 2 to 9 importance
+        # weights are too few for the Pareto fit that says whether the estimate can be trusted.
+        psis = draws > 1 if method == "importance" else draws >= 10
     if psis and draws < 10:
-        raise ValueError("Pareto k needs at least 10 particles per point; raise num_particles or leave psis unset.")
+        raise ValueError("Pareto k needs at least 10 particles per point; raise num_particles or pass psis=False.")
     if psis:
         # The Pareto fit is ArviZ's: an unsupported version is refused before the work, and the
         # modules load (~100 MB, once per process) before the memory guard below takes its baseline.

@@ -6,7 +6,7 @@
 * :mod:`~pyro_vae.latent.predictive` -- prior and posterior predictive draws, reconstructions;
 * :mod:`~pyro_vae.latent.sampling` -- :func:`sample` from any source, :func:`decode`."""
 
-from .aggregate import SOURCES, AggregatePosterior, RowDistribution, conditional_prior, prior_of
+from .aggregate import AggregatePosterior
 from .mixture import LatentMixture
 from .predictive import (
     PredictiveSamples,
@@ -16,7 +16,9 @@ from .predictive import (
     prior_predictive,
     reconstruct,
 )
+from .priors import RowDistribution, conditional_prior, prior_of
 from .sampling import decode, sample
+from .sources import SOURCES
 
 __all__ = [
     "AggregatePosterior",

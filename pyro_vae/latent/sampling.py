@@ -27,7 +27,6 @@ from .._util.isolation import isolated
 from ..data.loading import Split
 from ..program.binding import bind
 from ..program.protocol import Data, Program, as_program
-from .aggregate import SOURCES
 from .predictive import (
     MAX_VALUES,
     PredictiveSamples,
@@ -36,6 +35,7 @@ from .predictive import (
     generation_rows,
     shaped_like_site,
 )
+from .sources import SOURCES
 
 
 def sample(

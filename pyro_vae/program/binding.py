@@ -26,6 +26,7 @@ from typing import Any
 from .global_latents import condition_on_globals
 from .protocol import Data, Program, as_program
 from .sites import Sites
+from .support import check_support
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def bind(
     if not draw_globals:
         program, globals_used = condition_on_globals(program, data, global_values)
     if scores:
-        program.check_support(data, program.sites(data))
+        check_support(program, data, program.sites(data))
     if particles:
         program.check_vectorised(data, program.sites(data))
     # A tool that neither scores, fixes globals nor draws particles (decoding given codes) reads no trace here.

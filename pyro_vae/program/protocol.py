@@ -40,10 +40,9 @@ import torch
 from pyro import poutine
 from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.uncondition_messenger import UnconditionMessenger
-from torch.distributions import constraints
 
 from .._util.checks import as_tensor
-from .._util.value_checks import all_finite, in_support
+from .._util.value_checks import all_finite
 from ..data.rows import RowSource, as_row_source, checked_rows
 from .missing import MaskObserved, check_mask, fill_missing
 from .sites import Sites, discover, per_point
@@ -170,6 +169,11 @@ class Program:
     def optional_guide(self) -> Callable | None:
         """The guide, or ``None`` for a program given without one (tools that need it use :attr:`guide`)."""
         return self._guide
+
+    @property
+    def has_own_check(self) -> bool:
+        """Whether the program validates its own data (a VAE's ``check_data``: support included)."""
+        return self._check is not None
 
     @property
     def guide_reads_mask(self) -> bool:
@@ -358,29 +362,6 @@ class Program:
                 self._sites = discover(self, data.rows(slice(0, min(2, len(data)))))
         return self._sites
 
-    def check_support(self, data: Data, sites: Sites, *, chunk_rows: int = 4096) -> None:
-        """The support check a VAE's likelihood makes, for a program without its own ``check``: the
-        data of every observed site must lie in its distribution's support.
-
-        Pyro scores values outside a support without complaint when validation is off
-        (``validate_args=False``, as Pyro's VAE tutorial writes its Bernoulli), and the result is no
-        density of the data. Outside a mass function's support (grey levels under a Bernoulli) the
-        program is refused by name; outside a density's, one warning is printed. Entries the program
-        masks itself, and missing entries of ``mask=``, are not data and are not checked.
-        """
-        if self._check is not None:
-            return
-        with torch.random.fork_rng(devices=[]), torch.no_grad(), pyro.validation_enabled(False):
-            for start in range(0, len(data), chunk_rows):
-                rows = torch.arange(start, min(start + chunk_rows, len(data)))
-                chunk = data.rows(rows)
-                masking = self.masking(chunk)
-                model = masking(self.model) if masking else self.model
-                trace = poutine.trace(model).get_trace(chunk.x, **self.arguments(self.model, chunk, rows, len(data)))
-                for name in sites.observed:
-                    if _outside_support(trace.nodes[name], name, bool(sites.discrete.get(name))):
-                        return  # warned once for a density; a mass function raised
-
     def check_vectorised(self, data: Data, sites: Sites) -> None:
         """Run 2 particles on the first rows, or explain the leading-dimension contract."""
         rows = data.rows(slice(0, min(2, len(data))))
@@ -434,39 +415,6 @@ def with_particles(fn: Callable, num: int, dim: int) -> Callable:
 def wrapped_program(wrapper: Callable, original: Callable) -> Callable:
     setattr(wrapper, "__wrapped_program__", getattr(original, "__wrapped_program__", original))
     return wrapper
-
-
-def _outside_support(node: dict, name: str, discrete: bool) -> bool:
-    """Refuse (mass function) or warn once (density) when the observed values of ``node`` leave its support."""
-    fn, value = node["fn"], node["value"]
-    if all_finite(value) and in_support(value, fn.support):
-        return False
-    support = fn.support
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    ok = support.check(value)  # one entry per value: every event dimension kept
-    mask = node.get("mask")
-    if isinstance(mask, torch.Tensor):  # entries the program masks itself are not data
-        extra = ok.ndim - mask.ndim
-        ok = ok | ~mask.reshape(*mask.shape, *([1] * max(0, extra))).expand(ok.shape)
-    if bool(ok.all()):
-        return False
-    count, example = int((~ok).sum()), float(value[~ok].reshape(-1)[0])
-    kind = type(getattr(fn, "base_dist", fn)).__name__
-    if discrete:
-        raise ValueError(
-            f"The observed site {name!r} is a {kind}, a mass function on {support}, but {count} of its data values "
-            f"lie outside that support (for example {example:g}); its log_prob would not be a probability of the "
-            "data (validate_args=False only hides this). Binarise or round the data, or choose a density with that "
-            "support (ContinuousBernoulli for values in [0, 1])."
-        )
-    warnings.warn(
-        f"The observed site {name!r} ({kind}) has {count} data value(s) outside its support {support} (for "
-        f"example {example:g}); its log-densities there are not those of a density of the data.",
-        UserWarning,
-        stacklevel=4,
-    )
-    return True
 
 
 class UnconditionSites(UnconditionMessenger):

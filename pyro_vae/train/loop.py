@@ -44,6 +44,7 @@ from ..data.loading import Split, binarize
 from ..data.rows import CHUNK_BYTES, RowSource
 from ..program.binding import bind
 from ..program.protocol import Data, as_program
+from ..program.support import check_support
 from ..vae.model import VAE
 from .distributed import Distributed
 from .early_stopping import EarlyStopping
@@ -171,7 +172,7 @@ def fit(
             )
         if not dynamic:  # dynamically binarised data are in a Bernoulli's support at every epoch
             values = dict(train_covariates or {})
-            program.check_support(Data(x, values, values.pop("mask", None)), sites)
+            check_support(program, Data(x, values, values.pop("mask", None)), sites)
         settings = _objective_for(settings, sites)
         trainee = ProgramTrainee(program, sample, len(x), max_plate_nesting=sites.nesting)
     # Paths that would only fail after training are checked now.

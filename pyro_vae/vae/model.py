@@ -273,7 +273,6 @@ class VAE(nn.Module):
         return Program(
             self.model,
             self.guide,
-            plate="data",
             check=self.check_data,
             template=self._template,
             name=self.likelihood.name,

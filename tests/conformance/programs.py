@@ -112,6 +112,22 @@ class LabelledM2:
             loc = (xs - ys @ self.V.T) @ self.W @ inverse.T
             pyro.sample("z", dist.Normal(loc, (self.SIGMA**2 * inverse).diagonal().sqrt()).to_event(1))
 
+    def enumerated_guide(self, xs, ys=None):
+        """``ss_vae_M2.py``'s guide for unlabelled rows: ``q(y|x)`` (here the exact posterior over
+        classes) sampled and, under ``config_enumerate``, summed out."""
+        if ys is None:
+            logits = torch.stack([self.log_joint(xs, self._class(k, len(xs))) for k in range(self.K)], -1).float()
+            with pyro.plate("data"):
+                ys = pyro.sample("y", dist.OneHotCategorical(logits=logits))
+        self.guide(xs, ys)
+
+    def _class(self, k, n):
+        return torch.nn.functional.one_hot(torch.full((n,), k), self.K).float()
+
+    def log_evidence(self, x):
+        """``log p(x) = log sum_k pi_k N(x; V e_k, W W^T + s^2 I)``: the label summed out."""
+        return torch.stack([self.log_joint(x, self._class(k, len(x))) for k in range(self.K)], -1).logsumexp(-1)
+
     def log_joint(self, x, y):
         cov = self.W @ self.W.T + self.SIGMA**2 * torch.eye(self.D)
         return gaussian_log_density(x, y @ self.V.T, cov) + (y * self.pi.log()).sum(-1).double()

@@ -212,6 +212,13 @@ def test_log_likelihood_of_an_image_with_its_observed_label_is_the_joint(labelle
     assert torch.allclose(ll.log_px, program.log_joint(x, y), atol=EXACT)
 
 
+def test_an_unlabelled_m2_sums_the_class_out_exactly(labelled):
+    program, x, _ = labelled
+    guide = pyro.infer.config_enumerate(program.enumerated_guide, "parallel")
+    ll = pyro_vae.log_likelihood(program.model, x, guide=guide, num_particles=1)
+    assert torch.allclose(ll.log_px, program.log_evidence(x), atol=EXACT)
+
+
 def test_generation_keeps_the_label_passed_and_x_is_the_image(labelled):
     program, x, _ = labelled
     drawn = pyro_vae.sample(program.model, 16, x=x[:1], ys=one_hot(2, 3))
