@@ -24,6 +24,10 @@ class ParetoReport:
     k: torch.Tensor
     num_particles: int
 
+    def __repr__(self) -> str:
+        shares = ", ".join(f"{key} {100 * value:.1f}%" for key, value in self.shares.items())
+        return f"ParetoReport({self.k.numel()} points, {self.num_particles} particles: {shares})"
+
     def share_above(self, threshold: float) -> float:
         return float((self.k > threshold).double().mean())
 

@@ -148,6 +148,9 @@ class ActiveUnits:
     def count(self) -> int:
         return int(self.active.sum())
 
+    def __repr__(self) -> str:
+        return f"ActiveUnits({self.site!r}: {self.count} of {self.active.numel()} active at threshold {self.threshold:g})"
+
     def summary(self) -> dict[str, object]:
         return {
             "site": self.site,

@@ -337,6 +337,12 @@ class BDMC:
     start: str
     acceptance: tuple[float, float]
 
+    def __repr__(self) -> str:
+        return (
+            f"BDMC({self.lower.numel()} simulated points, {self.chains} chains: mean lower bound "
+            f"{float(self.lower.mean()):.3f}, upper {float(self.upper.mean()):.3f}, gap {self.gap:.3f} nats)"
+        )
+
     @property
     def gap(self) -> float:
         """Average ``upper - lower`` per point: how far from exact either estimate can be, in nats."""
@@ -403,8 +409,16 @@ def bdmc(
             f"BDMC simulates from the model, whose global latents {list(sites.globals)} would then "
             "differ from point to point; fix them in the program (poutine.condition) first."
         )
-    if len(sites.observed) > 1:
-        raise ValueError(f"BDMC simulates one observed site; this program observes {list(sites.observed)}.")
+    if len(sites.generated) > 1:
+        raise ValueError(f"BDMC simulates one observed site; this program's data fill {list(sites.generated)}.")
+    # A site kept at the value given (an observed label) must not depend on the latents: simulated
+    # ancestrally beside it, they would not be draws from their posterior given it.
+    given = [name for name in sites.observed if name not in sites.generated and sites.model_parents.get(name)]
+    if given:
+        raise ValueError(
+            f"BDMC simulates x with {given} kept at the values given, but {given} depend on latent sites, so "
+            "the simulated latents would not be posterior draws given them; simulate a program without them."
+        )
     with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
         # One particle: every latent keeps the particle dimension in front, as the chains need.
         trace = program.generate(template, num_particles=1, sites=sites)

@@ -102,9 +102,14 @@ def impute(
         raise ValueError(
             f"impute does not sum out enumerated sites ({list(sites.enumerated)}); impute with a program that samples them."
         )
-    if len(sites.observed) != 1:
-        raise ValueError(f"impute fills the one observed site of a program; this one has {list(sites.observed)}.")
+    if len(sites.generated) != 1:
+        raise ValueError(f"impute fills the one observed site read from x; this program's are {list(sites.generated)}.")
     name = sites.x_site
+    if sites.sources and "x" not in sites.sources.get(name, ()):
+        raise ValueError(
+            f"impute fills missing entries of x, but no observed site reads x (the model observes {name!r} given x): "
+            "a conditional model's inputs are not imputed."
+        )
     step = max(1, _DRAWS_PER_CHUNK // num_particles)
     means, draws, sizes = [], [], []
     with isolated(seed), pyro.validation_enabled(False):
@@ -118,14 +123,14 @@ def impute(
             site = model_trace.nodes[name]
             completions = site_values({**site, "value": site["fn"].mean}, sites, program.plate)  # (S, B, D)
             mean = torch.einsum("sb,sb...->b...", normalised.to(completions.dtype), completions)
-            means.append(torch.where(chunk.mask, chunk.x, mean))
+            means.append(torch.where(chunk.mask, chunk.x, mean.reshape(chunk.x.shape)))  # x's shape (obs=x.reshape)
             sizes.append(1.0 / normalised.pow(2).sum(0))
             chosen = [torch.multinomial(normalised.T.float(), 1).squeeze(-1) for _ in range(num_draws)]
             picked = []
             for particles in chosen:
                 sample = site_values({**site, "value": site["fn"].sample()}, sites, program.plate)  # (S, B, D)
                 one = sample[particles, torch.arange(len(rows))]
-                picked.append(torch.where(chunk.mask, chunk.x, one))
+                picked.append(torch.where(chunk.mask, chunk.x, one.reshape(chunk.x.shape)))
             draws.append(torch.stack(picked) if picked else chunk.x.new_zeros(0, *chunk.x.shape))
     return Imputation(
         mean=torch.cat(means),

@@ -114,33 +114,55 @@ def test_the_check_and_the_export_read_the_site_named_obs_and_latent(tutorial):
     assert torch.allclose(observed.float(), x[:10].reshape(10, -1))
 
 
-def test_a_mask_reaches_a_reshaped_observed_site(tutorial):
-    program, x = tutorial
-    x, keep = x[:40], torch.rand(40, *program.SHAPE, generator=torch.Generator().manual_seed(0)) > 0.3
-    flat, observed = x.reshape(40, -1), keep.reshape(40, -1)
-    cov = program.W @ program.W.T + program.SIGMA**2 * torch.eye(program.D)
+def _observed_posterior(program, x, mask):
+    """Mean ``(N, L)`` and covariance ``(N, L, L)`` of ``latent | x_obs`` for each row's observed entries."""
+    locs, covs = [], []
+    for row, seen in zip(x.reshape(x.shape[0], -1), mask.reshape(x.shape[0], -1)):
+        w = program.W[seen]
+        cov = torch.linalg.inv(torch.eye(program.L) + w.T @ w / program.SIGMA**2)
+        locs.append(cov @ w.T @ (row[seen] - program.b[seen]) / program.SIGMA**2)
+        covs.append(cov)
+    return torch.stack(locs), torch.stack(covs)
 
+
+def _masked(program):
     def guide(x, mask):  # the exact posterior given each row's observed entries
-        rows = x.reshape(x.shape[0], -1)
-        locs, covs = [], []
-        for row, seen in zip(rows, mask.reshape(x.shape[0], -1)):
-            w = program.W[seen]
-            precision = torch.eye(program.L) + w.T @ w / program.SIGMA**2
-            c = torch.linalg.inv(precision)
-            locs.append(c @ w.T @ (row[seen] - program.b[seen]) / program.SIGMA**2)
-            covs.append(c)
+        loc, cov = _observed_posterior(program, x, mask)
         with pyro.plate("data"):
-            pyro.sample("latent", dist.MultivariateNormal(torch.stack(locs), torch.stack(covs)))
+            pyro.sample("latent", dist.MultivariateNormal(loc, cov))
 
+    return guide
+
+
+def _with_holes(tutorial, n=40, seed=0):
+    program, x = tutorial
+    keep = torch.rand(n, *program.SHAPE, generator=torch.Generator().manual_seed(seed)) > 0.3
+    return program, x[:n], keep, torch.where(keep, x[:n], torch.full_like(x[:n], float("nan")))
+
+
+def test_a_mask_reaches_a_reshaped_observed_site(tutorial):
+    program, x, keep, missing = _with_holes(tutorial)
+    flat, observed = x.reshape(len(x), -1), keep.reshape(len(x), -1)
+    cov = program.W @ program.W.T + program.SIGMA**2 * torch.eye(program.D)
     truth = torch.stack(
         [
             torch.distributions.MultivariateNormal(program.b[m].double(), cov[m][:, m].double()).log_prob(r[m].double())
             for r, m in zip(flat, observed)
         ]
     )
-    missing = torch.where(keep, x, torch.full_like(x, float("nan")))
-    ll = pyro_vae.log_likelihood(program.model, missing, guide=guide, mask=keep, num_particles=20)
+    ll = pyro_vae.log_likelihood(program.model, missing, guide=_masked(program), mask=keep, num_particles=20)
     assert torch.allclose(ll.log_px, truth, atol=EXACT)
+
+
+def test_imputation_through_a_reshaped_observed_site_is_the_conditional_mean(tutorial):
+    program, x, keep, missing = _with_holes(tutorial)
+    loc, _ = _observed_posterior(program, x, keep)
+    truth = torch.where(keep.reshape(len(x), -1), x.reshape(len(x), -1), loc @ program.W.T + program.b)
+    filled = pyro_vae.impute(program.model, missing, guide=_masked(program), mask=keep, num_particles=4000)
+    assert filled.mean.shape == x.shape and filled.draws.shape == (10, *x.shape)
+    assert torch.equal(filled.mean[keep], x[keep])
+    # A 4,000-draw average of E[x|z] over the exact posterior: its Monte Carlo error is below 0.02 here.
+    assert (filled.mean.reshape(len(x), -1) - truth).abs().max() < 0.1
 
 
 def test_a_guide_that_never_sees_the_mask_is_reported_in_one_line(tutorial):
@@ -217,6 +239,14 @@ def test_an_unlabelled_m2_sums_the_class_out_exactly(labelled):
     guide = pyro.infer.config_enumerate(program.enumerated_guide, "parallel")
     ll = pyro_vae.log_likelihood(program.model, x, guide=guide, num_particles=1)
     assert torch.allclose(ll.log_px, program.log_evidence(x), atol=EXACT)
+
+
+def test_bdmc_simulates_the_image_beside_the_label_given(labelled):
+    program, x, y = labelled
+    bounds = pyro_vae.bdmc(program.model, 6, guide=program.guide, rows=x[:6], covariates={"ys": y[:6]}, ais_steps=30)
+    assert bounds.x.shape == (6, program.D)
+    truth = program.log_joint(bounds.x, y[:6])
+    assert torch.allclose(bounds.lower, truth, atol=EXACT) and torch.allclose(bounds.upper, truth, atol=EXACT)
 
 
 def test_generation_keeps_the_label_passed_and_x_is_the_image(labelled):
@@ -308,6 +338,25 @@ def test_codes_and_draws_of_a_cvae(cvae):
     drawn = pyro_vae.sample(program.model, 6, x=x[:6], ys=y[:6])
     assert drawn.x.shape == (6, program.P)
     assert torch.allclose(drawn.mean, drawn.sites["latent"] @ program.W.T + program.c, atol=1e-5)
+
+
+def test_annealed_importance_sampling_and_active_units_on_a_cvae(cvae):
+    program, x, y = cvae
+    ais = pyro_vae.log_likelihood(
+        program.model,
+        x[:10],
+        guide=program.guide,
+        covariates={"ys": y[:10]},
+        method="ais",
+        num_particles=4,
+        ais_steps=50,
+    )
+    assert torch.allclose(ais.log_px, program.log_conditional(x[:10], y[:10]), atol=EXACT)
+    with pytest.raises(ValueError, match="no observed site reads x"):
+        pyro_vae.impute(program.model, x, guide=program.guide, covariates={"ys": y}, mask=torch.ones_like(x).bool())
+    units = pyro_vae.diagnostics.active_units(program.model, x, guide=program.guide, covariates={"ys": y})
+    loc, _ = program.posterior(x, y)
+    assert torch.allclose(units.variance.float(), loc.var(0), rtol=1e-4)
 
 
 def test_the_aggregate_posterior_of_a_cvae_is_the_exact_mixture(cvae):
