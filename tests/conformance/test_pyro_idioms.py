@@ -352,7 +352,7 @@ def test_annealed_importance_sampling_and_active_units_on_a_cvae(cvae):
         ais_steps=50,
     )
     assert torch.allclose(ais.log_px, program.log_conditional(x[:10], y[:10]), atol=EXACT)
-    with pytest.raises(ValueError, match="no observed site reads x"):
+    with pytest.raises(ValueError, match="does not observe x itself"):
         pyro_vae.impute(program.model, x, guide=program.guide, covariates={"ys": y}, mask=torch.ones_like(x).bool())
     units = pyro_vae.diagnostics.active_units(program.model, x, guide=program.guide, covariates={"ys": y})
     loc, _ = program.posterior(x, y)
