@@ -149,7 +149,9 @@ class ActiveUnits:
         return int(self.active.sum())
 
     def __repr__(self) -> str:
-        return f"ActiveUnits({self.site!r}: {self.count} of {self.active.numel()} active at threshold {self.threshold:g})"
+        return (
+            f"ActiveUnits({self.site!r}: {self.count} of {self.active.numel()} active at threshold {self.threshold:g})"
+        )
 
     def summary(self) -> dict[str, object]:
         return {

@@ -37,6 +37,9 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO
 from pyro.infer.enum import get_importance_trace
+from pyro.poutine.messenger import Messenger
+
+from .._util.compat import active_plate_size
 
 
 class ImportanceWeightedELBO(ELBO):
@@ -63,7 +66,11 @@ class ImportanceWeightedELBO(ELBO):
         self.plate, self.dreg = plate, dreg
 
     def _get_trace(self, model, guide, args, kwargs):
-        return get_importance_trace("flat", self.max_plate_nesting, model, guide, args, kwargs)
+        # A trace frame records a subsample's size, not the plate's N: read N while the model runs.
+        declared = _DeclaredSize(self.plate)
+        traces = get_importance_trace("flat", self.max_plate_nesting, declared(model), guide, args, kwargs)
+        self._declared_size = declared.size
+        return traces
 
     def _surrogate(self, model, guide, args, kwargs) -> tuple[torch.Tensor, float]:
         ((model_trace, guide_trace),) = self._get_traces(model, guide, args, kwargs)
@@ -120,7 +127,8 @@ class ImportanceWeightedELBO(ELBO):
         """``(K, B)`` log-density of ``site`` (its extra scale included) and the plate's ``N / B``.
 
         ``N`` is ``num_data`` where the caller passes it (``fit`` does, and scales the program's plate
-        to it), else the plate's declared size; a plate without a size runs over the batch.
+        to it), else the plate's declared size (``pyro.plate("data", N, subsample=rows)``); a plate
+        without a size runs over the batch.
         """
         frames = {f.name: f for f in site["cond_indep_stack"]}
         frame = frames.get(self.plate)
@@ -132,7 +140,7 @@ class ImportanceWeightedELBO(ELBO):
             )
         log_prob = site["log_prob"]
         batch = log_prob.shape[frame.dim]
-        declared = frame.size if frame.size is not None and frame.size > 0 else batch  # Pyro records -1 for no size
+        declared = getattr(self, "_declared_size", None) or batch
         plate_scale = (num_data if num_data is not None else declared) / batch
         # Pyro's particle plate (absent for one particle) sits left of every plate of the program.
         particles = frames.get("num_particles_vectorized")
@@ -163,3 +171,16 @@ def _path_only(site) -> torch.Tensor:
     parameters only through the sampled value (the score term ``d log q / d phi`` at fixed ``z`` removed)."""
     fixed = scale_and_mask(site["fn"].log_prob(site["value"].detach()), site["scale"], site["mask"])
     return site["log_prob"] - fixed + fixed.detach()
+
+
+class _DeclaredSize(Messenger):
+    """Records the full size of the data plate (``N`` of a subsampling plate; ``None`` for a plate
+    without a size) at the model's first site inside it."""
+
+    def __init__(self, plate: str):
+        super().__init__()
+        self.plate, self.size = plate, None
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and self.size is None and any(f.name == self.plate for f in msg["cond_indep_stack"]):
+            self.size = active_plate_size(self.plate)

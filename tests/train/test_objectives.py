@@ -71,6 +71,47 @@ def test_subsampled_minibatch_is_scaled_by_num_data_over_batch():
     assert value.item() == pytest.approx(exact, rel=1e-4)
 
 
+@pytest.mark.parametrize("declared", ["minibatch", "sizeless"])
+def test_a_plate_fit_scales_gives_each_point_its_own_unscaled_bound(declared):
+    """A program whose plate runs over the minibatch (sized B, or without a size) is scaled to N by
+    fit; each point's log-weight must not carry that N / B, or the bound is another objective. The
+    reference declares the plate as pyro.plate("data", N, subsample=rows), on the same draws."""
+    from pyro_vae.program.protocol import as_program
+    from pyro_vae.train.trainee import ProgramTrainee
+
+    program = ConditionalLinear()
+    x, y = program.simulate(40)
+    rows = torch.arange(10, 20)
+
+    def model(x, y, plate):
+        with plate:
+            h = pyro.sample("h", dist.Normal(x.new_zeros(x.shape[0], L), 1.0).to_event(1))
+            pyro.sample("obs", dist.Normal(h @ program.W.T + program.mean(y), SIGMA).to_event(1), obs=x)
+
+    def guide(x, y, plate):
+        loc, sd = gaussian_posterior(program.W, SIGMA, x - program.mean(y))
+        shift = pyro.param("shift", torch.tensor(0.3))  # something for the trainee to train
+        with plate:
+            pyro.sample("h", dist.Normal(loc + shift, 1.5 * sd).to_event(1))
+
+    def minibatch_plate(x):
+        return pyro.plate("data", x.shape[0]) if declared == "minibatch" else pyro.plate("data")
+
+    def subsampled(fn):
+        return lambda x, y: fn(x, y, pyro.plate("data", 40, subsample=rows))
+
+    def minibatch(fn):
+        return lambda x, y: fn(x, y, minibatch_plate(x))
+
+    objective = ImportanceWeightedELBO(8)
+    trainee = ProgramTrainee(as_program(minibatch(model), minibatch(guide)), as_program(model).data(x, {"y": y}), 40)
+    pyro.set_rng_seed(3)
+    trained = objective.loss(trainee.model, trainee.guide, x[rows], y=y[rows], num_data=40)
+    pyro.set_rng_seed(3)
+    reference = objective.loss(subsampled(model), subsampled(guide), x[rows], y[rows])
+    assert trained == pytest.approx(reference, rel=1e-6)
+
+
 def test_global_latents_are_refused_with_the_site_name():
     def model(x):
         shift = pyro.sample("shift", dist.Normal(0.0, 1.0))
