@@ -14,7 +14,7 @@ from .data import rows  # noqa: E402
 from .diagnostics import quality  # noqa: E402
 from .diagnostics.criticism import PredictiveCheck, posterior_predictive_check  # noqa: E402
 from .evaluate import ais, baselines  # noqa: E402
-from .evaluate.ais import BDMC, bdmc  # noqa: E402
+from .evaluate.bdmc import BDMC, bdmc  # noqa: E402
 from .evaluate.estimate import log_likelihood  # noqa: E402
 from .evaluate.ranking import compare, plot_comparison  # noqa: E402
 from .evaluate.result import LogLikelihood  # noqa: E402

@@ -1,7 +1,7 @@
 """Which model is better? Held-out ``log p(x)`` with its errors, and rankings.
 
 * :mod:`~pyro_vae.evaluate.estimate` -- :func:`log_likelihood` by importance sampling or AIS;
-* :mod:`~pyro_vae.evaluate.ais` -- annealed importance sampling and BDMC;
+* :mod:`~pyro_vae.evaluate.ais` -- annealed importance sampling; :mod:`~pyro_vae.evaluate.bdmc` -- its bidirectional check;
 * :mod:`~pyro_vae.evaluate.result` -- :class:`LogLikelihood`, the per-point result;
 * :mod:`~pyro_vae.evaluate.ranking` -- :func:`compare` and its plot;
 * :mod:`~pyro_vae.evaluate.baselines` -- closed-form baselines;
@@ -9,7 +9,7 @@
 
 from ..program.chunks import chunk_plan
 from ..program.weights import log_weights
-from .ais import BDMC, bdmc
+from .bdmc import BDMC, bdmc
 from .estimate import METHODS, describe_observed, doubling_gain, log_likelihood, pareto_k
 from .ranking import compare, plot_comparison
 from .result import LogLikelihood
