@@ -24,7 +24,7 @@ import torch
 from .._util.checks import refuse_inexact_counts
 from .table_columns import label_codes, one_hot_columns, one_hot_recorded
 
-__all__ = ["H5AD_SUFFIX", "import_anndata", "matrix_of", "obs_covariates", "read_h5ad"]
+__all__ = ["H5AD_SUFFIX", "import_anndata", "matrix_of", "obs_covariates", "read_h5ad", "refuse_duplicated_names"]
 
 H5AD_SUFFIX = ".h5ad"
 
@@ -75,6 +75,7 @@ def read_h5ad(
         ) from None
     matrix = matrix_of(adata, layer, path)
     names = [str(n) for n in adata.var_names]
+    refuse_duplicated_names(names, path)
     positions = list(range(len(names))) if columns is None else _var_positions(columns, names, path)
     array = matrix[:, positions]
     record: dict[str, Any] = {
@@ -147,6 +148,17 @@ def _points(array: np.ndarray, path: Any) -> torch.Tensor:
     elif array.dtype.kind in "iu":
         refuse_inexact_counts(array, torch.float32, str(path))
     return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+
+
+def refuse_duplicated_names(names: Sequence[str], what: Any) -> None:
+    """Genes are matched by name, so a name given to two genes is refused rather than resolved by position."""
+    seen: set[str] = set()
+    twice = sorted({name for name in names if name in seen or seen.add(name)})
+    if twice:
+        raise ValueError(
+            f"{what}: var_names name {len(twice)} gene(s) twice (e.g. {twice[:5]}); genes are matched by name, so "
+            "make them unique first (adata.var_names_make_unique())."
+        )
 
 
 def _var_positions(columns: Sequence[Any], names: list[str], path: Any) -> list[int]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .._util.files import atomic_write_path, check_writable
-from ..data.anndata_files import H5AD_SUFFIX, import_anndata, matrix_of, obs_covariates
+from ..data.anndata_files import H5AD_SUFFIX, import_anndata, matrix_of, obs_covariates, refuse_duplicated_names
 from ..latent.predictive import get_latent
 
 __all__ = ["DEFAULT_KEY", "add_latent"]
@@ -70,25 +70,37 @@ def add_latent(
         raise ValueError("out= is where an .h5ad path is written back; for an AnnData object, call its write_h5ad.")
     if not isinstance(adata, anndata.AnnData):
         raise TypeError(f"adata must be an anndata.AnnData or the path of an .h5ad file, got {type(adata).__name__}.")
-    if not isinstance(key, str) or not key:
-        raise ValueError(f"key must be a non-empty obsm name, got {key!r}.")
+    if not isinstance(key, str) or not key or "/" in key:
+        raise ValueError(f"key must be a non-empty obsm name without '/' (HDF5 reads '/' as a subgroup), got {key!r}.")
     what = path or "adata"
     if dataset is not None:
         record = dataset.columns or {}
         if "layer" not in record:
             raise ValueError("dataset= must be a data set loaded from an .h5ad file (pyro_vae.data.load('x.h5ad')).")
-        layer, columns, covariates = record["layer"], record["features"], record.get("covariates")
+        # The genes are matched by name, never by position: the training's names, all of them.
+        layer, columns, covariates = record["layer"], record["features"] or record["columns"], record.get("covariates")
     x = _features(matrix_of(adata, layer, what), adata, columns, what)
     codes = get_latent(model, x, guide=guide, site=site, covariates=_covariates(adata, covariates, what))
     adata.obsm[key] = codes.detach().cpu().numpy().astype(np.float32)
     if path is not None:
-        atomic_write_path(target, adata.write_h5ad)
+
+        def write_and_verify(tmp: Path) -> None:
+            # The user's file is replaced only by one that reads back with the codes in place.
+            adata.write_h5ad(tmp)
+            written = anndata.read_h5ad(tmp)
+            if key not in written.obsm or tuple(written.obsm[key].shape) != tuple(codes.shape):
+                raise ValueError(
+                    f"{target}: the written file did not read back with obsm[{key!r}]; it was left as it was."
+                )
+
+        atomic_write_path(target, write_and_verify)
     return adata
 
 
 def _features(matrix: np.ndarray, adata: Any, columns: Sequence[Any] | None, what: Any) -> torch.Tensor:
     if columns is not None:
         names = [str(n) for n in adata.var_names]
+        refuse_duplicated_names(names, what)
         lookup = {name: i for i, name in enumerate(names)}
         missing = [c for c in columns if not isinstance(c, int) and c not in lookup]
         if missing:

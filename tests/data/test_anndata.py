@@ -141,3 +141,42 @@ def test_the_command_line_trains_on_an_h5ad_layer_and_the_run_reads_it_again(h5a
     vae, dataset, _ = pyro_vae.load_run(out)
     assert dataset.columns["layer"] == "counts" and dataset.train.covariates.shape[1] == 3
     assert main(["evaluate", str(out), "--num-particles", "10"]) == 0
+
+
+def test_add_latent_matches_genes_by_name_and_never_harms_the_file(h5ad, tmp_path):
+    path, adata, counts = h5ad
+    dataset = pyro_vae.data.load(path, layer="counts")
+    torch.manual_seed(0)
+    vae = pyro_vae.VAE(GENES, 2, hidden_sizes=(8,), likelihood="poisson")
+    pyro_vae.fit(vae, dataset.train.x, epochs=2, progress=False)
+    expected = add_latent(vae, adata.copy(), dataset=dataset).obsm["X_pyro_vae"]
+
+    # The same cells with their genes in reverse order get the same codes.
+    reversed_genes = adata[:, adata.var_names[::-1]].copy()
+    assert np.allclose(add_latent(vae, reversed_genes, dataset=dataset).obsm["X_pyro_vae"], expected, atol=1e-6)
+    # Renamed genes are not the training's genes; a gene named twice cannot be matched.
+    renamed = adata.copy()
+    renamed.var_names = [f"other{j}" for j in range(GENES)]
+    with pytest.raises(ValueError, match="not in var_names"):
+        add_latent(vae, renamed, dataset=dataset)
+    twice = adata.copy()
+    twice.var_names = ["gene0"] * 2 + [f"gene{j}" for j in range(2, GENES)]
+    with pytest.raises(ValueError, match="twice"):
+        add_latent(vae, twice, dataset=dataset)
+
+    # A key HDF5 would read as a subgroup is refused before anything is written.
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="without '/'"):
+        add_latent(vae, path, dataset=dataset, key="a/b")
+    assert path.read_bytes() == before
+    add_latent(vae, path, dataset=dataset, key="X_codes")
+    assert np.allclose(anndata.read_h5ad(path).obsm["X_codes"], expected, atol=1e-6)
+
+
+def test_reading_a_file_whose_genes_share_a_name_is_refused(tmp_path):
+    adata, _ = make_adata()
+    adata.var_names = ["g"] * GENES
+    path = tmp_path / "dup.h5ad"
+    adata.write_h5ad(path)
+    with pytest.raises(ValueError, match="var_names_make_unique"):
+        pyro_vae.data.load(path, layer="counts")
