@@ -10,7 +10,10 @@ message; for parallel work, use processes (``multiprocessing``, or ``torchrun`` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyro
 import torch
@@ -71,3 +74,19 @@ def isolated(seed: int | None, *, start: str = "caller"):
         if seed is not None:
             torch.manual_seed(seed)
         yield
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def leaves_pyro_state_alone(fn: F) -> F:
+    """Run a public tool inside :func:`isolated` (no seed of its own): whatever it traces registers in
+    a private copy of the caller's parameter store, draws from a private copy of torch's generator,
+    and a call from a second thread is refused. The caller's store and RNG are as they were after it."""
+
+    @functools.wraps(fn)
+    def tool(*args, **kwargs):
+        with isolated(None):
+            return fn(*args, **kwargs)
+
+    return tool  # type: ignore[return-value]

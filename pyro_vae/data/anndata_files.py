@@ -14,6 +14,7 @@ Needs the optional dependency ``anndata``: ``pip install 'pyro_vae[anndata]'``.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -152,8 +153,8 @@ def _points(array: np.ndarray, path: Any) -> torch.Tensor:
 
 def refuse_duplicated_names(names: Sequence[str], what: Any) -> None:
     """Genes are matched by name, so a name given to two genes is refused rather than resolved by position."""
-    seen: set[str] = set()
-    twice = sorted({name for name in names if name in seen or seen.add(name)})
+    counts = Counter(names)
+    twice = sorted(name for name, count in counts.items() if count > 1)
     if twice:
         raise ValueError(
             f"{what}: var_names name {len(twice)} gene(s) twice (e.g. {twice[:5]}); genes are matched by name, so "

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._util.checks import positive_int, positive_number
-from .._util.isolation import isolated
+from .._util.isolation import isolated, leaves_pyro_state_alone
 from ..evaluate.estimate import log_likelihood
 from ..evaluate.statistics import mean_se
 from ..latent.aggregate import AggregatePosterior
@@ -97,6 +97,7 @@ class AmortizationGap:
         return out
 
 
+@leaves_pyro_state_alone
 def amortization_gap(
     model: Any,
     x: Any,

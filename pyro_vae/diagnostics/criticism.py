@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from .._util.checks import positive_int
+from .._util.isolation import leaves_pyro_state_alone
 from ..latent.predictive import observed_data, posterior_predictive
 from ..program.binding import bind
 
@@ -170,6 +171,7 @@ class PredictiveCheck:
         return pd.DataFrame({name: check.summary() for name, check in self.statistics.items()}).T
 
 
+@leaves_pyro_state_alone
 def posterior_predictive_check(
     model: Any,
     x: Any,

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .._util.isolation import leaves_pyro_state_alone
 from ..evaluate.estimate import log_likelihood
 from ..evaluate.result import LogLikelihood
 
@@ -61,6 +62,7 @@ class ParetoReport:
         }
 
 
+@leaves_pyro_state_alone
 def pareto_k_report(
     model: Any,
     x: Any = None,

@@ -24,7 +24,7 @@ import torch
 from torch.distributions import kl_divergence
 
 from .._util.checks import positive_int, positive_number
-from .._util.isolation import isolated
+from .._util.isolation import isolated, leaves_pyro_state_alone
 from ..evaluate.statistics import monte_carlo_se as _mc_se
 from ..evaluate.statistics import proportion_se
 from ..latent.aggregate import AggregatePosterior
@@ -163,6 +163,7 @@ class ActiveUnits:
         }
 
 
+@leaves_pyro_state_alone
 def elbo_surgery(
     model: Any,
     x: Any,
@@ -266,6 +267,7 @@ def _site_log_density(program, data, sites, name, trace, z, in_guide, marginal_d
     return log_density.reshape(-1)
 
 
+@leaves_pyro_state_alone
 def holes(
     model: Any,
     x: Any,
@@ -358,6 +360,7 @@ def _prior_log_prob(prior, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return log_p, torch.zeros_like(log_p)
 
 
+@leaves_pyro_state_alone
 def active_units(
     model: Any,
     x: Any,

@@ -17,7 +17,7 @@ import pyro
 import torch
 
 from .._util.checks import positive_int, positive_number
-from .._util.isolation import isolated
+from .._util.isolation import isolated, leaves_pyro_state_alone
 from .._util.maths import log_mean_exp
 from ..program.protocol import Data, as_program
 from ..program.sites import Sites, site_values
@@ -71,6 +71,7 @@ class BDMC:
         }
 
 
+@leaves_pyro_state_alone
 def bdmc(
     model: Any,
     num_points: int,

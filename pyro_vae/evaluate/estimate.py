@@ -36,7 +36,7 @@ import torch
 from .._util.arviz_compat import load_pareto
 from .._util.arviz_compat import pareto_k as psis_pareto_k
 from .._util.checks import positive_int, positive_number
-from .._util.isolation import isolated
+from .._util.isolation import isolated, leaves_pyro_state_alone
 from .._util.maths import log_mean_exp
 from .._util.memory import HeapGuard
 from ..program.binding import bind
@@ -54,6 +54,7 @@ METHODS = ("importance", "ais")
 DEFAULT_DRAWS = {"importance": 1000, "ais": 16}
 
 
+@leaves_pyro_state_alone
 def log_likelihood(
     model: Any,
     x: Any,

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .._util.arviz_compat import ElpdEstimate, arviz_line, compare_elpd
+from .._util.isolation import leaves_pyro_state_alone
 from ..program.protocol import Program, as_program
 from .baselines import closed_form_baselines, losing_to
 from .estimate import describe_observed, log_likelihood
@@ -60,6 +61,7 @@ SLACK_ADVICE = (
 )
 
 
+@leaves_pyro_state_alone
 def compare(
     models: Mapping[str, Any],
     x: Any = None,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .._util.files import atomic_write_path, check_writable
+from .._util.isolation import leaves_pyro_state_alone
 from ..data.anndata_files import H5AD_SUFFIX, import_anndata, matrix_of, obs_covariates, refuse_duplicated_names
 from ..latent.predictive import get_latent
 
@@ -27,6 +28,7 @@ __all__ = ["DEFAULT_KEY", "add_latent"]
 DEFAULT_KEY = "X_pyro_vae"
 
 
+@leaves_pyro_state_alone
 def add_latent(
     model: Any,
     adata: Any,

@@ -42,12 +42,14 @@ import torch
 
 from .._util.arviz_compat import arviz_line, write_dataset, write_inference_data
 from .._util.checks import positive_int
+from .._util.isolation import leaves_pyro_state_alone
 from .._version import __version__
 from ..program.binding import bind
 from ..program.sites import Sites
 from .export_draws import draw
 
 
+@leaves_pyro_state_alone
 def to_inference_data(
     model: Any,
     x: Any,

@@ -25,6 +25,7 @@ from pyro import poutine
 from torch.distributions import constraints
 
 from .._util.checks import positive_int, positive_number
+from .._util.isolation import leaves_pyro_state_alone
 from .._util.memory import HeapGuard as _HeapGuard
 from ..distributions.mixtures import component_log_densities, quadratic_terms
 from ..program.binding import bind
@@ -84,6 +85,7 @@ class AggregatePosterior(dist.TorchDistribution):
 
     # ------------------------------------------------------------------ construction
     @classmethod
+    @leaves_pyro_state_alone
     @torch.no_grad()
     def from_data(
         cls,

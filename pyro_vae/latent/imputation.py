@@ -25,7 +25,7 @@ import pyro
 import torch
 
 from .._util.checks import positive_int
-from .._util.isolation import isolated
+from .._util.isolation import isolated, leaves_pyro_state_alone
 from ..program.binding import bind
 from ..program.sites import site_values
 from ..program.weights import point_weights
@@ -64,6 +64,7 @@ class Imputation:
         )
 
 
+@leaves_pyro_state_alone
 @torch.no_grad()
 def impute(
     model: Any,

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .._util.checks import positive_int
-from .._util.isolation import isolated
+from .._util.isolation import isolated, leaves_pyro_state_alone
 from ..program.binding import bind
 from ..program.sites import site_values
 
@@ -64,6 +64,7 @@ class LatentMixture(nn.Module):
         return {"num_components": self.num_components, "covariance_type": self.covariance_type}
 
     @classmethod
+    @leaves_pyro_state_alone
     @torch.no_grad()
     def fit(
         cls,

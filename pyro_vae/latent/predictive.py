@@ -19,7 +19,7 @@ import torch
 from pyro import poutine
 
 from .._util.checks import positive_int
-from .._util.isolation import isolated
+from .._util.isolation import isolated, leaves_pyro_state_alone
 from ..program.binding import bind
 from ..program.protocol import Data, Program, as_program
 from ..program.sites import Sites, site_values
@@ -69,6 +69,7 @@ class PredictiveSamples:
         return self.sites[self.latent]
 
 
+@leaves_pyro_state_alone
 @torch.no_grad()
 def prior_predictive(
     model: Any,
@@ -105,6 +106,7 @@ def prior_predictive(
     return collect_sites(program, sites, draws, particles=False, data_axis=0)
 
 
+@leaves_pyro_state_alone
 @torch.no_grad()
 def posterior_predictive(
     model: Any,
@@ -144,6 +146,7 @@ def posterior_predictive(
     return collect_sites(program, sites, traces, particles=True, data_axis=1)
 
 
+@leaves_pyro_state_alone
 @torch.no_grad()
 def reconstruct(
     model: Any,
@@ -167,6 +170,7 @@ def reconstruct(
     return _mean(trace.nodes[sites.x_site], sites, program.plate)
 
 
+@leaves_pyro_state_alone
 @torch.no_grad()
 def get_latent(
     model: Any,

@@ -23,7 +23,7 @@ import pyro
 import torch
 
 from .._util.checks import positive_int
-from .._util.isolation import isolated
+from .._util.isolation import isolated, leaves_pyro_state_alone
 from ..data.loading import Split
 from ..program.binding import bind
 from ..program.protocol import Data, Program, as_program
@@ -38,6 +38,7 @@ from .predictive import (
 from .sources import SOURCES
 
 
+@leaves_pyro_state_alone
 def sample(
     model: Any,
     num_samples: int,
@@ -121,6 +122,7 @@ def sample(
     )
 
 
+@leaves_pyro_state_alone
 @torch.no_grad()
 def decode(
     model: Any,

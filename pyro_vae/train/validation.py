@@ -9,7 +9,7 @@ from typing import Any
 import pyro
 import torch
 
-from .._util.isolation import isolated
+from .._util.isolation import isolated, leaves_pyro_state_alone
 from .._util.maths import log_mean_exp
 from ..program.binding import bind
 from ..program.protocol import Data, Program
@@ -98,6 +98,7 @@ class Validation:
         return total / count
 
 
+@leaves_pyro_state_alone
 @torch.no_grad()
 def mean_elbo(
     model: Any,
