@@ -109,21 +109,31 @@ class StatisticCheck:
 
     @property
     def share_extreme(self) -> float:
-        """Share of entries whose p-value lies outside ``[(1 - level) / 2, (1 + level) / 2]``."""
+        """Share of entries whose p-value lies outside ``[(1 - level) / 2, (1 + level) / 2]``, among
+        the entries that have one (NaN where none has: the statistic gave NaN)."""
+        known = self.p_values[~torch.isnan(self.p_values)]
+        if not known.numel():
+            return math.nan
         tail = (1 - self.level) / 2
-        return float(((self.p_values < tail) | (self.p_values > 1 - tail)).double().mean())
+        return float(((known < tail) | (known > 1 - tail)).double().mean())
+
+    @property
+    def undefined(self) -> int:
+        """Entries without a p-value: the statistic was NaN on the data or on a replicate."""
+        return int(torch.isnan(self.p_values).sum())
 
     def __repr__(self) -> str:
         return (
             f"StatisticCheck({self.observed.numel()} entries, {100 * self.share_extreme:.1f}% with extreme p-values, "
-            f"median p {float(self.p_values.median()):.3f})"
+            f"{self.undefined} undefined (NaN))"
         )
 
     def summary(self) -> dict[str, Any]:
         return {
             "entries": int(self.observed.numel()),
             "share_extreme": self.share_extreme,
-            "median_p_value": float(self.p_values.median()),
+            "undefined_entries": self.undefined,
+            "median_p_value": float(self.p_values.nanmedian()) if self.undefined < self.p_values.numel() else math.nan,
             "observed_mean": float(self.observed.mean()),
             "replicated_mean": float(self.replicated.mean()),
         }
@@ -136,6 +146,8 @@ class PredictiveCheck:
     Attributes:
         statistics: name -> :class:`StatisticCheck`.
         coverage: share of observed values inside their central ``level`` predictive interval.
+            A statistic that gives NaN on the data or on a replicate has NaN p-values for those
+            entries (:attr:`StatisticCheck.undefined`); shares of extreme p-values count the others.
         level: the interval's central probability (and the p-values' threshold).
         num_draws: replicated data sets ``S``.
         site: the observed site checked.
@@ -212,7 +224,7 @@ def posterior_predictive_check(
     name = _checked_site(sites, site)
     observed = observed_data(bound.program, data, name).reshape(len(data), -1)
     chosen = _statistics(statistics, observed)
-    values = {key: _as_row(fn(observed), key) for key, fn in chosen.items()}
+    values = {key: _as_row(fn(observed.clone()), key) for key, fn in chosen.items()}  # a copy: T may write
     replicated: dict[str, list[torch.Tensor]] = {key: [] for key in chosen}
     below = torch.zeros(observed.shape, dtype=torch.int32)  # replicates < x, entry by entry
     at_or_below = torch.zeros(observed.shape, dtype=torch.int32)
@@ -224,7 +236,7 @@ def posterior_predictive_check(
         )
         for rep in samples.sites[name].reshape(count, len(data), -1).to(observed.dtype):
             for key, fn in chosen.items():
-                replicated[key].append(_as_row(fn(rep), key))
+                replicated[key].append(_as_row(fn(rep.clone()), key))
             below += (rep < observed).int()
             at_or_below += (rep <= observed).int()
         del samples
@@ -233,6 +245,8 @@ def posterior_predictive_check(
         reps = torch.stack(replicated[key]).cpu()  # (S, K)
         obs = values[key].cpu()
         p = ((reps > obs).double() + 0.5 * (reps == obs).double()).mean(0)
+        # A NaN, observed or in any replicate, leaves the entry without a p-value rather than read as extreme.
+        p = torch.where(torch.isnan(obs) | torch.isnan(reps).any(0), torch.full_like(p, math.nan), p)
         checks[key] = StatisticCheck(obs, reps, p, float(level))
     # x lies in [rep_(lo), rep_(hi)] (order statistics, 1-based) iff #{rep <= x} >= lo and #{rep < x} < hi.
     lo = max(1, math.ceil(draws * (1 - level) / 2))
@@ -267,6 +281,13 @@ def _statistics(spec, x: torch.Tensor) -> dict[str, Statistic]:
         raise TypeError("statistics must be a list of names or functions, or a mapping name -> function.")
     else:
         items = [(s, STATISTICS.get(s)) if isinstance(s, str) else (getattr(s, "__name__", repr(s)), s) for s in spec]
+    names = [str(name) for name, _ in items]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ValueError(
+            f"Two statistics share the name(s) {twice} (lambdas are all named '<lambda>'); pass a mapping "
+            "name -> function, e.g. statistics={'max': lambda x: x.max(0).values, 'min': lambda x: x.min(0).values}."
+        )
     chosen = {}
     for name, fn in items:
         if fn is None:
@@ -280,6 +301,8 @@ def _statistics(spec, x: torch.Tensor) -> dict[str, Statistic]:
 
 
 def _as_row(value: Any, name: str) -> torch.Tensor:
+    if torch.is_complex(torch.as_tensor(value)):
+        raise ValueError(f"The statistic {name!r} returned complex numbers; a statistic must be real.")
     tensor = torch.as_tensor(value, dtype=torch.float64)
     if tensor.ndim > 1:
         raise ValueError(f"The statistic {name!r} must return a number or a vector, got shape {tuple(tensor.shape)}.")

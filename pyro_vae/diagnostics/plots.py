@@ -123,16 +123,19 @@ def predictive_check_figure(check, path: str | os.PathLike, *, title: str = "") 
     for ax, name in zip(axes[0], names):
         stat = check.statistics[name]
         reps, obs = stat.replicated.numpy(), stat.observed.numpy()
-        if obs.size == 1:
+        if stat.undefined == obs.size:  # NaN everywhere: nothing to draw
+            ax.set_title(f"{name}: NaN, no p-value", fontsize=9)
+            ax.axis("off")
+        elif obs.size == 1:
             ax.hist(reps[:, 0], bins=30, color="0.7")
             ax.axvline(obs[0], color="C3", label="observed")
             ax.set_xlabel(name)
             ax.legend(fontsize=8)
             ax.set_title(f"{name}: p = {float(stat.p_values[0]):.3f}", fontsize=9)
         else:
-            low, mid, high = np.quantile(reps, [tail, 0.5, 1 - tail], axis=0)
+            low, mid, high = np.nanquantile(reps, [tail, 0.5, 1 - tail], axis=0)
             ax.errorbar(obs, mid, yerr=[mid - low, high - mid], fmt="o", ms=2, lw=0.5, color="C0", alpha=0.6)
-            span = [min(obs.min(), low.min()), max(obs.max(), high.max())]
+            span = [np.nanmin([obs.min(), low.min()]), np.nanmax([obs.max(), high.max()])]
             ax.plot(span, span, color="0.4", lw=0.8)
             ax.set_xlabel(f"observed {name}")
             ax.set_ylabel("replicated")

@@ -110,3 +110,34 @@ def test_a_vae_is_checked_through_its_own_program():
     check = pyro_vae.posterior_predictive_check(vae, x, num_draws=20)
     assert set(check.statistics) == {"mean", "variance", "correlation"}  # 0/1 data are not counts
     assert 0.0 <= check.coverage <= 1.0 and check.num_draws == 20
+
+
+def test_user_statistics_that_give_nan_collide_are_complex_or_write_are_handled(tmp_path):
+    x = dist.Poisson(torch.full((4,), 3.0)).sample((40,))
+    kept = x.clone()
+    model, guide = _program(dist.Poisson(torch.full((4,), 3.0)))
+
+    def always_nan(data):
+        return torch.full((4,), math.nan)
+
+    def sometimes_nan(data):  # NaN on about half of the replicates
+        return data.mean(0) if bool(data.sum() % 2) else torch.full((4,), math.nan)
+
+    def writes(data):
+        data.zero_()
+        return data.mean(0)
+
+    check = posterior_predictive_check(
+        model, x, guide=guide, statistics={"nan": always_nan, "half": sometimes_nan, "writes": writes}, num_draws=20
+    )
+    assert math.isnan(check.statistics["nan"].share_extreme) and check.statistics["nan"].undefined == 4
+    assert check.statistics["half"].undefined == 4  # never read as an extreme misfit
+    assert torch.equal(x, kept)  # the statistic wrote on a copy
+    assert check.statistics["writes"].observed.eq(0).all()
+    assert predictive_check_figure(check, tmp_path / "nan.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="share the name"):
+        posterior_predictive_check(
+            model, x, guide=guide, statistics=[lambda d: d.max(0).values, lambda d: d.min(0).values]
+        )
+    with pytest.raises(ValueError, match="complex"):
+        posterior_predictive_check(model, x, guide=guide, statistics={"c": lambda d: d.mean(0) * 1j}, num_draws=2)
