@@ -172,16 +172,30 @@ class Standardized(dist.TorchDistribution):
     arg_constraints: dict = {}
     support = constraints.independent(constraints.real, 1)
 
-    def __init__(self, base: dist.TorchDistribution, loc: torch.Tensor, scale: torch.Tensor, validate_args=None):
-        self.base, self.loc, self.scale = base, loc, scale
+    def __init__(
+        self,
+        base: dist.TorchDistribution,
+        loc: torch.Tensor,
+        scale: torch.Tensor,
+        validate_args=None,
+        *,
+        observed: torch.Tensor | None = None,
+    ):
+        self.base, self.loc, self.scale, self.observed = base, loc, scale, observed
         super().__init__(base.batch_shape, base.event_shape, validate_args=False)
+
+    def mask_features(self, mask: torch.Tensor, masked_base: dist.TorchDistribution) -> Standardized:
+        """The same distribution scoring only the entries where ``mask`` is True: ``masked_base`` is
+        the base masked so, and the change of variables counts those entries' scales only."""
+        return Standardized(masked_base, self.loc, self.scale, observed=mask)
 
     @property
     def has_rsample(self):
         return self.base.has_rsample
 
     def log_prob(self, value):
-        return self.base.log_prob((value - self.loc) / self.scale) - self.scale.log().sum(-1)
+        log_scale = self.scale.log() if self.observed is None else self.scale.log() * self.observed
+        return self.base.log_prob((value - self.loc) / self.scale) - log_scale.sum(-1)
 
     def sample(self, sample_shape=torch.Size()):
         return self.loc + self.scale * self.base.sample(sample_shape)
@@ -198,4 +212,4 @@ class Standardized(dist.TorchDistribution):
         return self.scale.pow(2) * self.base.variance
 
     def expand(self, batch_shape, _instance=None):
-        return Standardized(self.base.expand(batch_shape), self.loc, self.scale)
+        return Standardized(self.base.expand(batch_shape), self.loc, self.scale, observed=self.observed)

@@ -61,7 +61,10 @@ def fill_missing(x: torch.Tensor, mask: torch.Tensor, what: str = "x") -> torch.
 
 def mask_features(fn: dist.TorchDistribution, mask: torch.Tensor) -> dist.TorchDistribution:
     """``fn`` (``Independent`` over features, or with the features in a plate) scoring only the
-    entries where ``mask`` is True."""
+    entries where ``mask`` is True. A distribution of features transformed one by one (a likelihood
+    on standardised data) says how with its own ``mask_features(mask, masked_base)``."""
+    if hasattr(fn, "mask_features") and hasattr(fn, "base"):
+        return fn.mask_features(mask, mask_features(fn.base, mask))
     if not isinstance(fn, torch.distributions.Independent):
         if tuple(fn.batch_shape[len(fn.batch_shape) - mask.ndim :]) == tuple(mask.shape):
             return fn.mask(mask)  # features in a plate of their own: the batch is elementwise already

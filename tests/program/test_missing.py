@@ -186,3 +186,26 @@ def test_fit_scores_only_the_observed_entries_of_a_program():
     )
     exact = PROGRAM.log_observed(X, MASK)
     assert history.rows[0]["train_elbo"] == pytest.approx(float(exact.mean()), abs=1e-4)
+
+
+def test_a_standardized_likelihood_is_masked_in_the_units_of_the_data():
+    """The change of variables of standardisation counts the observed entries' scales only, and a
+    VAE built with standardize=True trains with a mask."""
+    from pyro_vae.likelihoods.distributions import Standardized
+    from pyro_vae.program.missing import mask_features
+
+    g = torch.Generator().manual_seed(0)
+    loc, scale = torch.randn(5, generator=g), torch.rand(5, generator=g) + 0.5
+    base_loc, base_scale = torch.randn(3, 5, generator=g), torch.rand(3, 5, generator=g) + 0.5
+    x = torch.randn(3, 5, generator=g)
+    mask = torch.rand(3, 5, generator=g) > 0.4
+    fn = Standardized(dist.Normal(base_loc, base_scale).to_event(1), loc, scale)
+    direct = torch.where(mask, dist.Normal(loc + scale * base_loc, scale * base_scale).log_prob(x), 0.0).sum(-1)
+    assert torch.allclose(mask_features(fn, mask).log_prob(x), direct, atol=1e-5)
+    assert torch.allclose(mask_features(fn, mask).expand((2, 3)).log_prob(x), direct.expand(2, 3), atol=1e-5)
+
+    data = torch.randn(60, 5, generator=g) * 3 + 2
+    seen = torch.rand(60, 5, generator=g) > 0.3
+    vae = pyro_vae.VAE(5, 2, likelihood="normal", standardize=True, hidden_sizes=(8,))
+    history = pyro_vae.fit(vae, torch.where(seen, data, torch.nan), mask=seen, epochs=2, progress=False)
+    assert all(math.isfinite(v) for v in history.column("train_elbo"))
