@@ -86,11 +86,12 @@ def read_h5ad(
         "dropped_index": None,
         "columns": [names[p] for p in positions],
     }
-    chosen = [*([] if label is None else [label]), *(covariates or [])]
-    _check_obs_columns(adata, chosen, path, label=label, covariates=covariates)  # all of them, before any work
+    names_of_covariates = [c["column"] if isinstance(c, dict) else c for c in covariates or []]
+    chosen = [*([] if label is None else [label]), *names_of_covariates]
+    _check_obs_columns(adata, chosen, path, label=label, covariates=names_of_covariates if covariates else covariates)
     labels = np.zeros(array.shape[0], dtype=np.int64)
     if label is not None:
-        labels, classes = label_codes(None, _cells(adata, label))
+        labels, classes = label_codes(None, _cells(adata, label))  # a missing label is refused there
         if classes is not None:
             record["label_classes"] = classes
     y = None

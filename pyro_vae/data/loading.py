@@ -110,7 +110,10 @@ def load(
             :mod:`pyro_vae.data.table_columns`. The choice is in the result's ``columns``.
         covariates: for a table, columns read as categorical covariates (a batch): one-hot blocks
             in each split's ``covariates``, ``(N, K)``, never features; pass
-            ``split.covariates_for()`` to the tools and ``covariate_dim=K`` to the VAE.
+            ``split.covariates_for()`` to the tools and ``covariate_dim=K`` to the VAE. Pass the
+            record of a training (``dataset.columns["covariates"]``: columns with their classes) to
+            encode new rows over the training's classes; a value outside them is refused, as is an
+            empty or ``NA`` cell in any label or covariate column.
         layer: for an ``.h5ad`` file, the layer read as the points (e.g. ``"counts"``); ``None``
             reads ``X`` (:func:`pyro_vae.data.anndata_files.read_h5ad`).
 

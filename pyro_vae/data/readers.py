@@ -21,7 +21,7 @@ import torch
 
 from .._util.checks import refuse_inexact_counts
 from .csv_tables import read_csv, read_header
-from .table_columns import choose_columns, column_positions, covariate_positions, one_hot_columns
+from .table_columns import choose_columns, column_positions, covariate_positions, one_hot_as_recorded, one_hot_columns
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -127,6 +127,10 @@ def read_table(
         raise FileNotFoundError(f"No table at {path}.")
     header: list[str] | None = None
     texts: dict[int, list[str]] = {}
+    # Covariates named, or the record of a training ([{"column", "classes"}]) whose classes are reused.
+    recorded = covariates if covariates and all(isinstance(c, dict) for c in covariates) else None
+    if recorded is not None:
+        covariates = [entry["column"] for entry in recorded]
     try:
         if path.suffix.lower() == ".npy":
             shape = check_npy_header(path)[0]
@@ -156,7 +160,12 @@ def read_table(
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{path} holds {array.dtype} values; a table must be numeric.")
     y = None
-    if covariate_at:
+    if covariate_at and recorded is not None:
+        y, record_covariates = (
+            torch.from_numpy(one_hot_as_recorded(array, texts, covariate_at, recorded, path)),
+            list(recorded),
+        )
+    elif covariate_at:
         y_values, record_covariates = one_hot_columns(array, header, texts, covariate_at)
         y = torch.from_numpy(y_values)
     array, labels, record = choose_columns(

@@ -29,10 +29,31 @@ __all__ = [
     "label_codes",
     "one_hot_columns",
     "one_hot_recorded",
+    "refuse_missing_classes",
 ]
 
 #: Header names of a row-index column as pandas writes them.
 INDEX_NAMES = ("", "Unnamed: 0")
+
+#: Cells that mean "no value" (pandas' defaults): never a class of a label or covariate column.
+MISSING_MARKERS = frozenset(
+    ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A", "NA"]
+    + ["NULL", "NaN", "None", "n/a", "nan", "null"]
+)
+
+
+def refuse_missing_classes(cells: Sequence[Any], what: str) -> None:
+    """A label or covariate cell that says "no value" is refused with its row, not made a class."""
+    for row, cell in enumerate(cells):
+        if (
+            cell is None
+            or (isinstance(cell, str) and cell.strip() in MISSING_MARKERS)
+            or (isinstance(cell, float) and cell != cell)
+        ):
+            raise ValueError(
+                f"{what}: row {row} has no value ({cell!r}); a label or covariate needs one in every row. "
+                "Fill it in or leave the row out."
+            )
 
 
 def _position(name: Any, header: list[str] | None, width: int, path: Any, what: str) -> int:
@@ -92,6 +113,8 @@ def one_hot_columns(
     blocks, record = [], []
     for position in positions:
         cells = texts.get(position)
+        name = header[position] if header else position
+        refuse_missing_classes(values[:, position].tolist() if cells is None else cells, f"covariate column {name!r}")
         numbers = values[:, position] if cells is None else _as_numbers(cells)
         if numbers is not None:
             classes: list[Any] = sorted({float(v) for v in numbers})
@@ -104,8 +127,26 @@ def one_hot_columns(
             index = {c: i for i, c in enumerate(classes)}
             codes = np.array([index[c] for c in cells], dtype=np.int64)
         blocks.append(np.eye(len(classes), dtype=np.float32)[codes])
-        record.append({"column": header[position] if header else position, "classes": classes})
+        record.append({"column": name, "classes": classes})
     return np.concatenate(blocks, axis=1), record
+
+
+def one_hot_as_recorded(
+    values: np.ndarray,
+    texts: dict[int, list[str]],
+    positions: Sequence[int],
+    recorded: Sequence[dict[str, Any]],
+    path: Any,
+) -> np.ndarray:
+    """Covariate columns as one-hot blocks over the classes a training recorded (``recorded``, what
+    :func:`one_hot_columns` returned), so that new rows are encoded as the model was trained."""
+    blocks = []
+    for position, entry in zip(positions, recorded):
+        cells = texts.get(position) or values[:, position].tolist()
+        what = f"{path}: covariate column {entry['column']!r}"
+        refuse_missing_classes(cells, what)
+        blocks.append(one_hot_recorded(cells, entry["classes"], what))
+    return np.concatenate(blocks, axis=1)
 
 
 def choose_columns(
@@ -145,6 +186,9 @@ def label_codes(numbers: np.ndarray | None, cells: list[str] | None) -> tuple[np
     """Class labels ``(N,)`` of one column and the class names (``None`` where the column holds whole
     numbers ``>= 0``, taken as they are; otherwise its values as text, classes in sorted order).
     ``cells`` is the column as text where it was read as text, else ``None`` and ``numbers`` holds it."""
+    refuse_missing_classes(
+        cells if cells is not None else (numbers.tolist() if numbers is not None else []), "label column"
+    )
     if cells is not None:
         numbers = _as_numbers(cells)
     if numbers is not None and np.all(numbers >= 0) and np.all(numbers == np.round(numbers)):

@@ -205,7 +205,7 @@ def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, d
         seed=config["seed"],
         columns=chosen.get("features"),
         label=chosen.get("label"),
-        covariates=[c["column"] for c in chosen["covariates"]] if chosen.get("covariates") else None,
+        covariates=chosen.get("covariates") or None,  # with the classes recorded at training
         layer=chosen.get("layer"),
     )
     if dataset.input_dim != vae.input_dim:

@@ -144,3 +144,29 @@ def test_the_command_line_trains_and_evaluates_with_covariate_columns(tmp_path, 
     assert main(["compare", str(out), str(plain), "--num-particles", "20", "--csv", csv, "--plot", plot]) == 0
     table = pd.read_csv(csv, index_col=0)
     assert table.loc["run", "nll"] == pytest.approx(metrics["nll"], abs=1e-4)
+
+
+def test_empty_or_na_label_and_covariate_cells_are_refused_not_made_classes(tmp_path):
+    for marker in ("", "NA"):
+        batch = np.array(["a", "b"] * 20, dtype=object)
+        batch[7] = marker
+        path = pandas_csv(tmp_path, batch=batch)
+        if marker == "":  # pandas writes an empty cell for an empty string
+            assert ",\n" in path.read_text() or ",," in path.read_text()
+        with pytest.raises(ValueError, match="row 7 has no value"):
+            pyro_vae.data.load(path, covariates=["batch"])
+        with pytest.raises(ValueError, match="row 7 has no value"):
+            pyro_vae.data.load(path, label="batch")
+
+
+def test_a_training_record_encodes_new_rows_over_its_classes_and_refuses_unseen_ones(tmp_path):
+    trained = pyro_vae.data.load(pandas_csv(tmp_path, batch=np.array(["a", "b", "c", "a"] * 10)), covariates=["batch"])
+    record = trained.columns["covariates"]
+    other = tmp_path / "other"
+    other.mkdir()
+    known = pyro_vae.data.load(pandas_csv(other, batch=np.array(["b", "c"] * 20)), covariates=record)
+    assert known.train.covariates.shape[1] == 3  # the training's three classes, not the file's two
+    assert known.columns["covariates"] == record
+    unseen = np.array(["b", "c", "d", "c"] * 10)
+    with pytest.raises(ValueError, match="'d'.*none of the classes"):
+        pyro_vae.data.load(pandas_csv(other, batch=unseen), covariates=record)
