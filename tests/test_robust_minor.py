@@ -38,6 +38,33 @@ def test_a_bad_seed_is_refused_before_the_model_changes():
     assert len(pyro_vae.fit(vae, X, epochs=1, seed=np.int64(7)).rows) == 1  # numpy integers are seeds
 
 
+def test_seeds_out_of_range_and_covariates_a_vae_cannot_take_are_refused_before_the_model_changes():
+    vae = pyro_vae.VAE(6, 2, hidden_sizes=(4,))
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    with pytest.raises(ValueError, match="magnitude below 2\\*\\*62"):
+        pyro_vae.fit(vae, X, epochs=1, seed=2**70)
+    with pytest.raises(ValueError, match="no covariates"):
+        pyro_vae.fit(vae, X, epochs=1, covariates={"y": torch.ones(len(X), 2)})
+    assert all(torch.equal(v, before[k]) for k, v in vae.state_dict().items())
+    for seed in ("x", 1.5):
+        with pytest.raises(TypeError, match="seed must be an int"):
+            pyro_vae.data.load("digits", seed=seed)
+    assert len(pyro_vae.data.load("digits", seed=np.int64(1)).train) > 0
+
+
+def test_draws_beyond_the_bound_are_refused_before_allocating():
+    mixture = pyro_vae.LatentMixture(3, 2)
+    with pytest.raises(ValueError, match="draw in parts"):
+        mixture.sample(10**9)
+    assert mixture.sample(5).shape == (5, 2)
+    vae = pyro_vae.VAE(6, 2, hidden_sizes=(4,))
+    mask = torch.ones_like(X, dtype=torch.bool)
+    mask[:, 0] = torch.arange(len(X)) % 2 == 0
+    for kwargs in ({"num_particles": 10**9}, {"num_draws": 10**8}):
+        with pytest.raises(ValueError, match="max_values"):
+            pyro_vae.impute(vae, X, mask=mask, **kwargs)
+
+
 def test_one_hot_refuses_fractions_and_booleans():
     with pytest.raises(ValueError, match="whole numbers"):
         pyro_vae.data.one_hot(1.7, 3)

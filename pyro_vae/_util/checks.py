@@ -26,12 +26,19 @@ def nonnegative_int(value: Any, name: str) -> int:
     return _integer(value, name, 0, "a non-negative integer")
 
 
+#: Seeds lie within this magnitude: torch takes 64-bit seeds, and the tools add small offsets to them.
+SEED_LIMIT = 2**62
+
+
 def seed_value(value: Any, name: str = "seed") -> int | None:
-    """A seed: ``None`` or a Python or numpy integer (``TypeError`` otherwise), as an ``int``."""
+    """A seed: ``None`` or a Python or numpy integer of magnitude below ``2**62`` (``TypeError`` for
+    another type, ``ValueError`` for one out of range), as an ``int``."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be an int or None, got {type(value).__name__}.")
+    if not -SEED_LIMIT < int(value) < SEED_LIMIT:
+        raise ValueError(f"{name} must be an integer of magnitude below 2**62, got {int(value)}.")
     return int(value)
 
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._util.checks import seed_value
 from .._util.files import atomic_write, check_writable
 from .anndata_files import H5AD_SUFFIX, read_h5ad
 from .readers import TABLE_SUFFIXES, check_labels, idx_header, read_idx, read_table, verify_idx_checksums
@@ -123,6 +124,10 @@ def load(
 
     Returns: a :class:`Dataset`.
     """
+    checked_seed = seed_value(seed)
+    if checked_seed is None:
+        raise TypeError("seed must be an int (it seeds the split), got None.")
+    seed = checked_seed
     if binarize not in BINARIZE_MODES:
         raise ValueError(f"binarize must be one of {BINARIZE_MODES}, got {binarize!r}.")
     if values not in VALUE_MODES:

@@ -29,6 +29,7 @@ from .._util.isolation import isolated, leaves_pyro_state_alone
 from ..program.binding import bind
 from ..program.sites import site_values
 from ..program.weights import point_weights
+from .predictive import MAX_VALUES, check_output_size
 
 #: Particles times rows of one chunk of imputation work.
 _DRAWS_PER_CHUNK = 2**16
@@ -78,6 +79,7 @@ def impute(
     plate: str | None = None,
     global_values: Any = None,
     seed: int = 0,
+    max_values: int = MAX_VALUES,
 ) -> Imputation:
     """Importance-weighted imputation of the entries of ``x`` where ``mask`` is False.
 
@@ -89,6 +91,8 @@ def impute(
         num_draws: completions drawn per point (0 for the mean alone).
         covariates, plate, global_values: as for :func:`pyro_vae.log_likelihood`.
         seed: seeds every draw.
+        max_values: refuse, before any work, draws of more numbers than this in all, and particles
+            of one point holding more.
 
     Returns: an :class:`Imputation`.
     """
@@ -111,6 +115,9 @@ def impute(
             f"impute fills missing entries of x, but no observed site reads x (the model observes {name!r} given x): "
             "a conditional model's inputs are not imputed."
         )
+    one_row = data.rows(slice(0, 1))
+    check_output_size(program, one_row, num_particles, max_values)  # the particles of one point at once
+    check_output_size(program, one_row, max(1, num_draws) * len(data), max_values)  # the draws returned
     step = max(1, _DRAWS_PER_CHUNK // num_particles)
     means, draws, sizes = [], [], []
     with isolated(seed), pyro.validation_enabled(False):

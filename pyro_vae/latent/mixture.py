@@ -28,10 +28,11 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .._util.checks import positive_int
+from .._util.checks import positive_int, seed_value
 from .._util.isolation import isolated, leaves_pyro_state_alone
 from ..program.binding import bind
 from ..program.sites import site_values
+from .aggregate import MAX_SAMPLE_VALUES
 
 COVARIANCE_TYPES = ("full", "diag")
 
@@ -130,8 +131,15 @@ class LatentMixture(nn.Module):
 
     def sample(self, num_samples: int, *, seed: int = 0) -> torch.Tensor:
         """Draws of shape ``(num_samples, L)`` from a private generator seeded by ``seed``
-        (:meth:`distribution` gives the same mixture as a Pyro distribution)."""
-        generator = torch.Generator().manual_seed(seed)
+        (:meth:`distribution` gives the same mixture as a Pyro distribution). More numbers than one
+        call of :meth:`AggregatePosterior.sample` may return are refused before any work."""
+        positive_int(num_samples, "num_samples")
+        if num_samples * self.latent_dim * (self.latent_dim + 1) > MAX_SAMPLE_VALUES:
+            raise ValueError(
+                f"{num_samples:,} draws of {self.latent_dim} dimensions need more than {MAX_SAMPLE_VALUES:,} numbers at "
+                "once (each draw gathers its component's covariance factor); draw in parts, each with its own seed."
+            )
+        generator = torch.Generator().manual_seed(seed_value(seed) or 0)
         which = torch.multinomial(self.weights, num_samples, replacement=True, generator=generator)
         noise = torch.randn(num_samples, self.latent_dim, generator=generator, dtype=self.loc.dtype)
         return self.loc[which] + (self.scale_tril[which] @ noise.unsqueeze(-1)).squeeze(-1)

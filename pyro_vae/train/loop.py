@@ -153,14 +153,17 @@ def fit(
     elif val_covariates is not None or val_mask is not None:
         raise ValueError("val_covariates or val_mask were given without val data.")
     trainee: Trainee
+    first = _first_rows_of(train_covariates)
+    mask = first.pop("mask", None)  # checked and filled with the training data already
+    sample = dataclasses.replace(
+        program.data(_first_rows(x, dynamic, seed=settings.seed), first, checked=True), mask=mask
+    )
     if isinstance(model, VAE):
+        # The model and guide run once on the first rows, so that covariates it cannot take are
+        # refused before the data-driven start changes any parameter.
+        bind(program, sample.x, covariates=sample.covariates, mask=sample.mask, particles=False, draw_globals=True)
         trainee = ModuleTrainee(model, settings.init_from_data)
     else:
-        first = _first_rows_of(train_covariates)
-        mask = first.pop("mask", None)  # checked and filled with the training data already
-        sample = dataclasses.replace(
-            program.data(_first_rows(x, dynamic, seed=settings.seed), first, checked=True), mask=mask
-        )
         # Training draws the global latents with the rest; validation and K > 1 run particles at once.
         vectorised = val is not None or settings.num_particles > 1
         sites = bind(program, sample.x, covariates=sample.covariates, draw_globals=True, particles=vectorised).sites
