@@ -114,3 +114,9 @@ def test_each_method_has_defaults_of_its_own():
     assert pyro_vae.log_likelihood(vae, X[:4]).num_particles == 1000  # importance samples
     ais = pyro_vae.log_likelihood(vae, X[:4], method="ais", ais_steps=10)
     assert ais.num_particles == 16 and ais.is_annealed  # chains, not importance sampling's 1,000
+
+
+def test_a_likelihood_parameter_beyond_floating_point_is_refused():
+    for spec in (math.inf, 1e400, math.nan):
+        with pytest.raises(ValueError, match="finite positive number"):
+            pyro_vae.VAE(6, 2, likelihood="normal", likelihood_kwargs={"scale": spec})

@@ -239,10 +239,12 @@ def run_compare(args):
 
 # ---------------------------------------------------------------------- helpers
 def estimator_options(args) -> dict:
-    """``log_likelihood`` keyword arguments of ``--method`` and ``--ais-steps``."""
+    """``log_likelihood`` keyword arguments of ``--method`` and ``--ais-steps``; fewer than 10 particles
+    (or chains) per point are estimated without the Pareto fit that needs 10, rather than refused."""
+    few = {"psis": False} if args.num_particles is not None and args.num_particles < 10 else {}
     if args.method == "ais":
-        return {"method": "ais", "ais_steps": args.ais_steps}
-    return {}
+        return {"method": "ais", "ais_steps": args.ais_steps, **few}
+    return few
 
 
 def _run_names(run_paths: list[Path]) -> list[str]:

@@ -87,6 +87,7 @@ def _best_state(payload: dict[str, Any], path) -> dict[str, torch.Tensor]:
             f"{path} has no best validation epoch yet (training without val=, or before its first "
             "validated epoch): load it without best=True for its last parameters."
         )
+    refuse_non_finite(state, path, "best-epoch parameters")
     return state
 
 
@@ -102,6 +103,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         )
     _check_config_fields(config, path)
     return {**payload, "config_dict": normalised_config(config)}
+
+
+def refuse_non_finite(state: dict[str, torch.Tensor], path: Any, what: str = "parameters") -> None:
+    """Parameters that are complex, or floating-point and not finite, are refused: every result of such
+    a model would be NaN (or silently the real part)."""
+    complex_ = [k for k, v in state.items() if v.is_complex()]
+    if complex_:
+        raise ValueError(f"{path} holds complex {what} ({complex_[:3]}); a model's parameters are real numbers.")
+    not_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not_finite:
+        raise ValueError(
+            f"{path} holds {what} that are not finite numbers ({not_finite[:3]}): every result of such a "
+            "model would be NaN. Load an earlier checkpoint, or retrain."
+        )
 
 
 #: The ``kind`` in the configuration of a file holding a hand-written program's parameters.
@@ -129,12 +144,7 @@ def read_payload(path: str | os.PathLike) -> dict[str, Any]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise ValueError(f"{path}: the parameters are not a mapping of names to tensors.")
-    not_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if not_finite:
-        raise ValueError(
-            f"{path} holds parameters that are not finite numbers ({not_finite[:3]}): every result of such a "
-            "model would be NaN. Load an earlier checkpoint, or retrain."
-        )
+    refuse_non_finite(state, path)
     if "training" in payload and not isinstance(payload["training"], dict):
         raise ValueError(f"{path}: the training state is damaged.")
     return {**payload, "config_dict": config}
@@ -245,13 +255,19 @@ def load_state(vae: VAE, state_dict: dict[str, torch.Tensor], source: Any = "che
         for k in own
         if k in state_dict and state_dict[k].shape != own[k].shape
     ]
+    # Whole numbers where the model holds real ones (or the other way round) are another model's.
+    wrong += [
+        f"{k}: saved {state_dict[k].dtype}, model {own[k].dtype}"
+        for k in own
+        if k in state_dict and state_dict[k].is_floating_point() != own[k].is_floating_point()
+    ]
     if missing or unexpected or wrong:
         details = "; ".join(
             part
             for part in (
                 f"missing {missing[:5]}" if missing else "",
                 f"unexpected {unexpected[:5]}" if unexpected else "",
-                f"shape mismatch {wrong[:5]}" if wrong else "",
+                f"shape or type mismatch {wrong[:5]}" if wrong else "",
             )
             if part
         )

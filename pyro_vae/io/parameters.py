@@ -19,7 +19,7 @@ import pyro
 import torch
 
 from .._util.files import atomic_write
-from .checkpoint import FORMAT, PROGRAM_KIND, VERSION, read_payload, training_fields
+from .checkpoint import FORMAT, PROGRAM_KIND, VERSION, read_payload, refuse_non_finite, training_fields
 
 
 def save_parameters(
@@ -84,6 +84,7 @@ def load_parameters(path: str | os.PathLike, *, best: bool = False) -> list[str]
         state = training_fields(payload["training"], path)["best_state"]
         if state is None:
             raise ValueError(f"{path} has no best validation epoch yet: load it without best=True.")
+        refuse_non_finite(state, path, "best-epoch parameters")
     store = pyro.get_param_store()
     current = dict(store.named_parameters())
     for name, value in state.items():

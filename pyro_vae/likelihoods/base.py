@@ -16,6 +16,7 @@ exact ``log p(x|z)``. Each one declares
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyro.distributions as dist
@@ -84,13 +85,13 @@ class Positive(nn.Module):
         if spec == "learned":
             spec = "global"
         fixed = isinstance(spec, (int, float)) and not isinstance(spec, bool)
-        if isinstance(spec, (int, float)) and not isinstance(spec, bool) and not spec > 0:
-            raise ValueError(f"{name} must be a positive number or one of {POSITIVE_MODES}, got {spec!r}.")
+        if fixed and not (float(spec) > 0 and math.isfinite(float(spec))):  # JSON's 1e400 is inf
+            raise ValueError(f"{name} must be a finite positive number or one of {POSITIVE_MODES}, got {spec!r}.")
         if not fixed and spec not in POSITIVE_MODES:
             raise ValueError(f"{name} must be a positive number or one of {POSITIVE_MODES}, got {spec!r}.")
-        if not (isinstance(floor, (int, float)) and floor >= 0):
-            raise ValueError(f"min_{name} must be a number >= 0, got {floor!r}.")
-        if not fixed and not init > floor:
+        if not (isinstance(floor, (int, float)) and floor >= 0 and math.isfinite(floor)):
+            raise ValueError(f"min_{name} must be a finite number >= 0, got {floor!r}.")
+        if not fixed and not (init > floor and math.isfinite(init)):
             raise ValueError(f"init_{name} ({init}) must exceed min_{name} ({floor}).")
         self.name, self.spec, self.floor, self.init = name, spec, float(floor), float(init)
         self.copies = positive_int(copies, "copies")

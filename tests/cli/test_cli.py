@@ -233,3 +233,12 @@ def test_size_factors_flag_builds_a_count_model_with_library_sizes_and_refuses_o
     refused = tmp_path / "refused"
     assert main([*arguments, "--likelihood", "binomial", "--size-factors", "--out", str(refused)]) == 2
     assert "'binomial' likelihood" in capsys.readouterr().err and not refused.exists()
+
+
+def test_evaluate_with_few_particles_runs_without_the_pareto_fit(two_runs, capsys):
+    run = two_runs / "small"
+    out = run / "few.json"
+    assert main(["evaluate", str(run), "--num-particles", "5", "--max-points", "10", "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["pareto_k"] is None and metrics["num_particles"] == 5
+    assert "psis=False" not in capsys.readouterr().out

@@ -3,6 +3,7 @@ used: never a crash in Adam's fused kernel, never a silently changed run. Bit fl
 tensors are refused by the archive's checksums, for models and checkpoints alike."""
 
 import copy
+import math
 import zipfile
 
 import pytest
@@ -152,3 +153,35 @@ def test_a_setting_another_torch_release_adds_or_drops_still_resumes(checkpoint,
     torch.save(payload, path)
     history = pyro_vae.fit(new_vae(), X, val=VAL, epochs=3, batch_size=16, checkpoint=path, resume=True, seed=0)
     assert len(history.rows) == 3
+
+
+@pytest.mark.parametrize(
+    "craft, message, best",
+    [
+        (
+            lambda p: p["training"]["best_state"].update(
+                {k: v * math.nan for k, v in p["training"]["best_state"].items()}
+            ),
+            "not finite",
+            True,
+        ),
+        (
+            lambda p: p["state_dict"].update({k: v.to(torch.complex64) for k, v in list(p["state_dict"].items())[:1]}),
+            "complex",
+            False,
+        ),
+        (
+            lambda p: p["state_dict"].update({k: v.long() for k, v in list(p["state_dict"].items())[:1]}),
+            "type mismatch",
+            False,
+        ),
+    ],
+    ids=["best state of NaN", "complex parameters", "whole-number parameters"],
+)
+def test_parameters_no_model_could_hold_are_refused_on_load(checkpoint, tmp_path, craft, message, best):
+    payload = copy.deepcopy(torch.load(checkpoint, weights_only=True))
+    craft(payload)
+    crafted = tmp_path / "crafted.pt"
+    torch.save(payload, crafted)
+    with pytest.raises(ValueError, match=message):
+        pyro_vae.load(crafted, best=best)
