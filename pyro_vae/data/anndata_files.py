@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .._util.checks import refuse_inexact_counts
+from .._util.memory import available_bytes
 from .table_columns import label_codes, one_hot_columns, one_hot_recorded
 
 __all__ = ["H5AD_SUFFIX", "import_anndata", "matrix_of", "obs_covariates", "read_h5ad", "refuse_duplicated_names"]
@@ -68,6 +69,7 @@ def read_h5ad(
     anndata = import_anndata()
     if not path.is_file():
         raise FileNotFoundError(f"No AnnData file at {path}.")
+    _refuse_matrices_beyond_memory(path, layer)
     try:
         adata = anndata.read_h5ad(path)
     except Exception as error:  # h5py, anndata and OS errors alike: the file is not one we can read
@@ -98,6 +100,47 @@ def read_h5ad(
     if covariates:
         y, record["covariates"] = obs_covariates(adata, covariates, path)
     return _points(array, path), torch.from_numpy(labels), record, y
+
+
+def _refuse_matrices_beyond_memory(path: Path, layer: str | None) -> None:
+    """Refuse, before anything is read, a file whose matrices would not fit in memory once dense.
+
+    ``read_h5ad`` reads every matrix of the file (``X`` and each layer) and the chosen one is made
+    dense: their declared shapes (HDF5 metadata, read without the data) give the bytes that takes.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            declared = {}
+            for name, node in [
+                ("X", handle.get("X")),
+                *((f"layer {k!r}", v) for k, v in handle.get("layers", {}).items()),
+            ]:
+                if node is None:
+                    continue
+                shape = tuple(node.attrs.get("shape", ())) if isinstance(node, h5py.Group) else node.shape
+                stored = (
+                    sum(v.nbytes for v in node.values() if isinstance(v, h5py.Dataset))
+                    if isinstance(node, h5py.Group)
+                    else 0
+                )
+                declared[name] = (shape, stored)
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # read_h5ad says what is wrong with the file
+    chosen = "X" if layer is None else f"layer {layer!r}"
+    total = 0
+    for name, (shape, stored) in declared.items():
+        dense = int(np.prod(shape, dtype=np.float64)) * 8 if len(shape) == 2 else 0
+        # A sparse matrix is read as stored; a dense one whole; the chosen one is made dense and float32.
+        total += (stored if stored else dense) + (dense + dense // 2 if name == chosen else 0)
+    free = available_bytes()
+    if free is not None and total > free:
+        raise ValueError(
+            f"{path}: reading it needs about {total / 2**30:.1f} GiB (its matrices, the {chosen} made dense), "
+            f"more than the {free / 2**30:.1f} GiB of memory available; select fewer cells or genes into a "
+            "smaller file first."
+        )
 
 
 def matrix_of(adata: Any, layer: str | None, path: Any) -> np.ndarray:

@@ -180,3 +180,15 @@ def test_reading_a_file_whose_genes_share_a_name_is_refused(tmp_path):
     adata.write_h5ad(path)
     with pytest.raises(ValueError, match="var_names_make_unique"):
         pyro_vae.data.load(path, layer="counts")
+
+
+def test_a_layer_too_large_once_dense_is_refused_before_it_is_read(tmp_path):
+    # 200,000 x 200,000 cells and genes: 100 stored values, 160 GB once dense in float32.
+    n = 200_000
+    layer = sparse.csr_matrix((np.ones(100, np.float32), (np.arange(0, n, n // 100), np.arange(100))), shape=(n, n))
+    adata = anndata.AnnData(X=sparse.csr_matrix((n, n), dtype=np.float32))
+    adata.layers["counts"] = layer
+    path = tmp_path / "huge.h5ad"
+    adata.write_h5ad(path)
+    with pytest.raises(ValueError, match="GiB of memory available"):
+        pyro_vae.data.load(path, layer="counts")
