@@ -115,11 +115,12 @@ class FileLock:
     """An exclusive lock file holding the owner's process id, for one writer at a time.
 
     Entering creates ``path`` atomically; if it exists and its process still runs, ``ValueError``
-    says who holds it. A lock left by a process that no longer runs (killed) is taken over.
+    says who holds it (its ``holder``: a training, an evaluation, a report). A lock left by a process
+    that no longer runs (killed) is taken over.
     """
 
-    def __init__(self, path: str | os.PathLike, what: str):
-        self.path, self.what = Path(path), what
+    def __init__(self, path: str | os.PathLike, what: str, holder: str = "training"):
+        self.path, self.what, self.holder = Path(path), what, holder
 
     def __enter__(self) -> FileLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,13 +131,13 @@ class FileLock:
                 owner = _lock_owner(self.path)
                 if owner is not None and owner != os.getpid() and _running(owner):
                     raise ValueError(
-                        f"{self.what} is in use by another training (process {owner}); wait for it to finish. "
-                        f"If no such process runs, delete {self.path}."
+                        f"{self.what} is in use by another {_lock_holder(self.path)} (process {owner}); wait for it "
+                        f"to finish. If no such process runs, delete {self.path}."
                     ) from None
                 self.path.unlink(missing_ok=True)  # left by a process that is gone
                 continue
             with os.fdopen(fd, "w") as handle:
-                handle.write(str(os.getpid()))
+                handle.write(f"{os.getpid()} {self.holder}")
             return self
         raise ValueError(f"Could not take the lock {self.path}; delete it if no training runs.")
 
@@ -147,9 +148,17 @@ class FileLock:
 
 def _lock_owner(path: Path) -> int | None:
     try:
-        return int(path.read_text().strip() or "x")
+        return int((path.read_text().split() or ["x"])[0])
     except (OSError, ValueError):
         return None
+
+
+def _lock_holder(path: Path) -> str:
+    try:
+        words = path.read_text().split()
+    except OSError:
+        return "training"
+    return " ".join(words[1:]) or "training"
 
 
 def _running(pid: int) -> bool:

@@ -282,15 +282,17 @@ def run_sample(args) -> Path:
     if drawn.mean is None:
         raise ValueError("This model's likelihood has no mean to write; draw samples with pyro_vae.sample instead.")
     means = drawn.mean.detach().cpu()
-    if dataset.is_image:
-        image_grid(
-            means, vae.image_shape, path, title=f"likelihood means, z from the {what}", value_max=vae.input_scale
-        )
-    else:  # a table: one row per draw, the likelihood means E[x|z]
-        atomic_write(path, lambda handle: np.savetxt(handle, means.numpy(), delimiter=",", fmt="%.8g"))
     arrays = path.with_suffix(".npy")  # for scripts, images and tables alike: (num, D) float32
-    atomic_write(arrays, lambda handle: np.save(handle, means.numpy(), allow_pickle=False))
-    runs.record_outputs(run, [path, arrays])
+    # Into the run folder: under its lock (no training replaces the run meanwhile), listed before written.
+    with runs.lock(run, "sampling") if runs.inside(run, path) else nullcontext():
+        runs.record_outputs(run, [path, arrays])
+        if dataset.is_image:
+            image_grid(
+                means, vae.image_shape, path, title=f"likelihood means, z from the {what}", value_max=vae.input_scale
+            )
+        else:  # a table: one row per draw, the likelihood means E[x|z]
+            atomic_write(path, lambda handle: np.savetxt(handle, means.numpy(), delimiter=",", fmt="%.8g"))
+        atomic_write(arrays, lambda handle: np.save(handle, means.numpy(), allow_pickle=False))
     print(f"wrote {path} and {arrays}")
     return path
 

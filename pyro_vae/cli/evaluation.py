@@ -6,6 +6,7 @@ Each command computes first (a JSON-ready dict or a table), then prints from wha
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from .._util.files import atomic_write, check_writable, write_json
@@ -28,19 +29,27 @@ def held_out(run: Path, split: str, max_points: int | None):
 
 
 def run_evaluate(args) -> dict:
-    """``pyro-vae evaluate``: compute the metrics, write them to JSON, then print them."""
+    """``pyro-vae evaluate``: compute the metrics, write them to JSON, then print them.
+
+    Writing into the run folder, it holds the folder's lock throughout (a training cannot replace the
+    run meanwhile), lists its files in config.json before writing them (``--overwrite`` removes them
+    even after a kill), and writes the per-point CSV before the JSON, having removed the old pair:
+    a JSON is never beside a CSV of another evaluation.
+    """
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "evaluation.json"
+    table = out.with_name(out.stem + "-points.csv")
     check_writable(out.parent, "the evaluation")
-    metrics = evaluate_run(run, args)
-    points = metrics.pop("per_point", None)
-    write_json(out, metrics)
-    written = [out]
-    if points is not None:  # per-point values beside the JSON, for scripts: log p(x_i), ELBO_i, Pareto k_i
-        table = out.with_name(out.stem + "-points.csv")
-        atomic_write(table, lambda handle: handle.write(_points_csv(points).encode()))
-        written.append(table)
-    runs.record_outputs(run, written)
+    with runs.lock(run, "evaluation") if runs.inside(run, out) else nullcontext():
+        metrics = evaluate_run(run, args)
+        points = metrics.pop("per_point", None)
+        written = [out] if points is None else [out, table]
+        runs.record_outputs(run, written)
+        for path in (out, table):
+            path.unlink(missing_ok=True)
+        if points is not None:  # per-point values beside the JSON, for scripts: log p(x_i), ELBO_i, Pareto k_i
+            atomic_write(table, lambda handle: handle.write(_points_csv(points).encode()))
+        write_json(out, metrics)
     print_evaluation(metrics)
     print(f"wrote {out}" + (f" and {written[1]}" if len(written) > 1 else ""))
     return metrics

@@ -28,12 +28,32 @@ from ..latent.sampling import sample
 from .commands import parse_device
 from .evaluation import held_out
 
+#: The files of a report, in its folder: listed in the run's config.json before any is written.
+REPORT_FILES = (
+    "report.json",
+    "samples-prior.png",
+    "samples-aggregate.png",
+    "samples-mixture.png",
+    "samples-labels.png",
+    "latent-map.png",
+)
+
 
 def run_report(args) -> dict:
-    from ..diagnostics.plots import image_grid, latent_map
-
+    """``pyro-vae report``. Writing into the run folder, it holds the folder's lock throughout and lists
+    its files in config.json before writing them, so that ``--overwrite`` removes them even after a kill."""
     run = Path(args.run)
     out = Path(args.out) if args.out else run / "report"
+    if not runs.inside(run, out):
+        return _report(run, out, args)
+    with runs.lock(run, "report"):
+        runs.record_outputs(run, [out / name for name in REPORT_FILES])
+        return _report(run, out, args)
+
+
+def _report(run: Path, out: Path, args) -> dict:
+    from ..diagnostics.plots import image_grid, latent_map
+
     device = parse_device(args.device)
     vae, x, config, dataset, covariates = held_out(run, "test", args.max_points)
     vae, x = vae.to(device), x.to(device)
@@ -105,7 +125,6 @@ def run_report(args) -> dict:
     )
     report["files"]["latent map"] = str(path)
     write_json(out / "report.json", report)
-    runs.record_outputs(run, [out / "report.json", *report["files"].values()])
     print(
         f"  NLL {result.summary()['nll']:.2f} ± {result.summary()['nll_se']:.2f} nats per point; "
         f"KL(q(z)||p(z)) {surgery.marginal_kl:.3f}; hole share {gaps.hole_share:.3f}; active units {units.count} "

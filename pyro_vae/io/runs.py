@@ -41,8 +41,10 @@ RUN_FILES = ("config.json", "model.pt", "checkpoint.pt", "history.csv", "summary
 _RESUME_KEYS = ("data", "data_source", "data_fingerprint", "data_columns", "binarize", "values", "seed", "model")
 
 
-def lock(out: Path) -> FileLock:
-    return FileLock(out / ".lock", f"The run folder {out}")
+def lock(out: Path, holder: str = "training") -> FileLock:
+    """The run folder's lock: a training holds it while it writes there, and an evaluation or a report
+    while it reads the run and writes beside it, so that no command's files land in another run."""
+    return FileLock(out / ".lock", f"The run folder {out}", holder)
 
 
 def describe(dataset, vae: VAE, *, binarize: str, values: str, seed: int, training: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +134,11 @@ def _remove_previous_run(out: Path) -> None:
     for folder in sorted({p.parent for n in names if (p := _inside(out, n)) is not None}, reverse=True):
         if folder != out.resolve() and folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+def inside(run: Path, path: Path) -> bool:
+    """Whether ``path`` lies inside the run folder ``run``."""
+    return run.resolve() in Path(path).resolve().parents
 
 
 def _inside(out: Path, name: Any) -> Path | None:

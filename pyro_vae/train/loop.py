@@ -159,9 +159,11 @@ def fit(
         program.data(_first_rows(x, dynamic, seed=settings.seed), first, checked=True), mask=mask
     )
     if isinstance(model, VAE):
-        # The model and guide run once on the first rows, so that covariates it cannot take are
-        # refused before the data-driven start changes any parameter.
-        bind(program, sample.x, covariates=sample.covariates, mask=sample.mask, particles=False, draw_globals=True)
+        # The guide runs once on the first rows (in a private Pyro state), so that covariates the VAE
+        # cannot take are refused before the data-driven start changes any parameter.
+        with isolated(None), torch.no_grad(), pyro.validation_enabled(False):
+            rows = torch.arange(len(sample))
+            model.guide(sample.x, **program.arguments(model.guide, sample, rows, len(sample)))
         trainee = ModuleTrainee(model, settings.init_from_data)
     else:
         # Training draws the global latents with the rest; validation and K > 1 run particles at once.

@@ -94,3 +94,56 @@ def test_sample_and_evaluate_write_arrays_for_tables_and_images(tmp_path, run):
     assert main(["sample", str(run), "--source", "prior", "--num", "4"]) == 0
     assert np.load(run / "samples-prior.npy").shape == (4, 64)
     assert {"samples-prior.npy", "samples-prior.png"} <= set(json.loads((run / "config.json").read_text())["outputs"])
+
+
+def test_a_training_cannot_replace_a_run_that_an_evaluation_is_reading(run, capsys):
+    """An evaluation holds the folder's lock (as another process would hold it while it reads), so
+    `train --overwrite` is refused rather than letting the old evaluation land in the new run."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (run / ".lock").write_text(f"{holder.pid} evaluation")
+        before = snapshot(run)
+        assert main([*TRAIN, "--out", str(run), "--overwrite"]) == 2
+        assert "in use by another evaluation" in capsys.readouterr().err
+        assert snapshot(run) == before
+        # ... and an evaluation is refused while another holds the folder.
+        assert main(["evaluate", str(run), "--num-particles", "10", "--max-points", "20"]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["evaluate", str(run), "--num-particles", "10", "--max-points", "20"]) == 0
+    assert not (run / ".lock").exists()
+
+
+def test_a_report_killed_midway_leaves_no_figure_that_overwrite_keeps(run, monkeypatch):
+    from pyro_vae.diagnostics import plots
+
+    drawn = []
+    original = plots.image_grid
+
+    def one_then_killed(*args, **kwargs):
+        if drawn:
+            raise KeyboardInterrupt  # the process is stopped after its first figure
+        drawn.append(original(*args, **kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(plots, "image_grid", one_then_killed)
+    assert main(["report", str(run), "--num-particles", "10", "--max-points", "20", "--num-samples", "100"]) != 0
+    assert drawn and drawn[0].exists()
+    monkeypatch.undo()
+    assert main([*TRAIN, "--out", str(run), "--overwrite"]) == 0
+    assert not drawn[0].exists()
+
+
+def test_an_evaluation_stopped_between_its_files_never_pairs_with_an_older_one(run, monkeypatch):
+    from pyro_vae.cli import evaluation
+
+    assert main(["evaluate", str(run), "--num-particles", "10", "--max-points", "20"]) == 0
+    assert (run / "evaluation.json").exists() and (run / "evaluation-points.csv").exists()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluation, "write_json", killed)  # stopped after the CSV, before the JSON
+    assert main(["evaluate", str(run), "--num-particles", "12", "--max-points", "20"]) != 0
+    assert not (run / "evaluation.json").exists()  # the old JSON is gone, not beside the new CSV
