@@ -74,7 +74,15 @@ def _position(name: Any, header: list[str] | None, width: int, path: Any, what: 
 def column_positions(
     header: list[str] | None, width: int, path: Any, *, columns: Sequence[Any] | None, label: Any
 ) -> tuple[list[int] | None, int | None]:
-    """The 0-based positions of the chosen feature columns (``None``: not chosen) and of the label."""
+    """The 0-based positions of the chosen feature columns (``None``: not chosen) and of the label.
+
+    A header that names two columns alike is refused: columns are recorded and found again by name."""
+    if header is not None:
+        twice = sorted({name for name in header if header.count(name) > 1 and name not in INDEX_NAMES})
+        if twice:
+            raise ValueError(
+                f"{path}: the header names the column(s) {twice[:5]} twice; give every column its own name."
+            )
     label_at = None if label is None else _position(label, header, width, path, "label")
     if columns is None:
         return None, label_at

@@ -170,3 +170,10 @@ def test_a_training_record_encodes_new_rows_over_its_classes_and_refuses_unseen_
     unseen = np.array(["b", "c", "d", "c"] * 10)
     with pytest.raises(ValueError, match="'d'.*none of the classes"):
         pyro_vae.data.load(pandas_csv(other, batch=unseen), covariates=record)
+
+
+def test_a_header_that_names_two_columns_alike_is_refused(tmp_path):
+    path = tmp_path / "twice.csv"
+    path.write_text("a,b,a\n" + "\n".join(f"{i},{i + 1},{i + 2}" for i in range(10)) + "\n")
+    with pytest.raises(ValueError, match="names the column\\(s\\) \\['a'\\] twice"):
+        pyro_vae.data.load(path)
