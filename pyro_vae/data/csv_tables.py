@@ -29,6 +29,8 @@ __all__ = ["MAX_LINE_CHARS", "read_csv", "read_header"]
 
 #: Longest line read (characters): a million features of 15 characters each.
 MAX_LINE_CHARS = 16 * 2**20
+#: Rows per block of values while reading.
+_BLOCK_ROWS = 4096
 #: Largest magnitude float32 holds.
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -53,7 +55,9 @@ def read_csv(path: Path, text_columns: Collection[int] = ()) -> tuple[np.ndarray
     as strings, ``{column: [N strings]}``, whose places in ``values`` hold NaN; ``ValueError`` as
     the module docstring says for every other column."""
     texts: dict[int, list[str]] = {c: [] for c in text_columns}
-    rows: list[np.ndarray] = []
+    # Rows go into blocks of _BLOCK_ROWS preallocated rows: no array object per row, and one copy at the end.
+    blocks: list[np.ndarray] = []
+    filled = 0
     header: list[str] | None = None
     width: int | None = None
     with open(path, encoding="utf-8-sig", newline="") as handle:
@@ -87,10 +91,15 @@ def read_csv(path: Path, text_columns: Collection[int] = ()) -> tuple[np.ndarray
             for column, kept in texts.items():
                 kept.append(cells[column].strip())
                 cells[column] = "nan"
-            rows.append(_numbers(cells, path, line_number, header, set(texts)))
-    if not rows:
+            if not blocks or filled == len(blocks[-1]):
+                blocks.append(np.empty((_BLOCK_ROWS, width), dtype=np.float64))
+                filled = 0
+            blocks[-1][filled] = _numbers(cells, path, line_number, header, set(texts))
+            filled += 1
+    if not blocks:
         raise ValueError(f"{path} holds no data rows.")
-    return np.stack(rows), header, texts
+    blocks[-1] = blocks[-1][:filled]
+    return (blocks[0] if len(blocks) == 1 else np.concatenate(blocks)), header, texts
 
 
 def _is_number(cell: str) -> bool:
