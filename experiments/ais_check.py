@@ -50,7 +50,7 @@ parser.add_argument("--threads", type=int, default=2)
 parser.add_argument("--out", default=None, help="default docs/results/ais_check_STEPS.json")
 args = parser.parse_args()
 args.out = args.out or f"docs/results/ais_check_{args.steps}.json"
-pyro_vae._io.check_writable(Path(args.out).parent, "the results")
+pyro_vae._util.files.check_writable(Path(args.out).parent, "the results")
 torch.set_num_threads(args.threads)
 torch.set_default_dtype(torch.float64)
 
@@ -83,7 +83,7 @@ out = {
 
 def write() -> None:
     """Write what is measured so far (atomically: a crash leaves the previous file)."""
-    pyro_vae._io.write_json(args.out, out)
+    pyro_vae._util.files.write_json(args.out, out)
     print(f"wrote {args.out}")
 
 

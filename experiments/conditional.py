@@ -3,7 +3,7 @@
 (a) "Give me sneakers" three ways: the class-conditional VAE at y = sneaker, the sneakers'
     aggregate posterior of an unconditional VAE, and that VAE's prior. Each draws likelihood
     means scored by Fréchet distance, precision and recall against the real test sneakers, in
-    the features of the classifier of ``pyro_vae.quality``.
+    the features of the classifier of ``pyro_vae.diagnostics.quality``.
 (b) Gaussian guide against inverse-autoregressive-flow guide: test NLL at 5,000 particles, share
     of Pareto k > 0.7 and the amortization gap, for
       * ``vae``          the reference 784-400-50 Bernoulli VAE with a diagonal Gaussian guide;
@@ -37,7 +37,7 @@ import torch
 import pyro_vae
 from pyro_vae import diagnostics, quality
 from pyro_vae.data import one_hot
-from pyro_vae.plots import image_grid
+from pyro_vae.diagnostics.plots import image_grid
 
 SNEAKER = 7
 CLASSES = 10
@@ -67,7 +67,7 @@ cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
 
 def keep(key: str, value) -> None:
     cache[key] = value
-    pyro_vae._io.write_json(cache_path, cache)
+    pyro_vae._util.files.write_json(cache_path, cache)
 
 
 data = pyro_vae.data.load("fashion-mnist", binarize="dynamic", seed=args.seed)
@@ -247,5 +247,5 @@ out = {
     **{k: v for k, v in cache.items()},
     "command": "python experiments/conditional.py",
 }
-pyro_vae._io.write_json(args.out, out)
+pyro_vae._util.files.write_json(args.out, out)
 print(f"wrote {args.out} and {args.figure}")

@@ -22,8 +22,8 @@ import pyro
 import torch
 
 import pyro_vae
-from pyro_vae._isolation import isolated
-from pyro_vae.training.objective import make_objective
+from pyro_vae._util.isolation import isolated
+from pyro_vae.train.objective import make_objective
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", default="runs/reproduce/flow/best.pt")
@@ -65,5 +65,7 @@ for particles in args.particles:
         f"dreg {dreg['total_variance']:.4g} (ratio {dreg['total_variance'] / ordinary['total_variance']:.3f}); "
         f"mean SNR: iwae {ordinary['mean_snr']:.3f}, dreg {dreg['mean_snr']:.3f}"
     )
-pyro_vae._io.write_json(args.out, {"model": args.model, "batch": args.batch, "draws": args.draws, "results": results})
+pyro_vae._util.files.write_json(
+    args.out, {"model": args.model, "batch": args.batch, "draws": args.draws, "results": results}
+)
 print(f"wrote {args.out}")

@@ -119,7 +119,7 @@ for name in args.priors:
         flush=True,
     )
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    pyro_vae._io.write_json(out_path, {"priors": results, "command": command})
+    pyro_vae._util.files.write_json(out_path, {"priors": results, "command": command})
 
 # Paired comparison on the same test images: differences with standard errors (arviz.compare layout).
 table = pyro_vae.compare(evaluated) if len(evaluated) >= 2 else None
@@ -136,7 +136,7 @@ summary = {
     "headline": {"prior": best, "num_particles": args.headline_particles, **headline.summary()},
     "command": command,
 }
-pyro_vae._io.write_json(out_path, summary)
+pyro_vae._util.files.write_json(out_path, summary)
 print(
     f"headline ({best}, {args.headline_particles} particles): NLL {headline.summary()['nll']:.2f} "
     f"± {headline.summary()['nll_se']:.2f}; wrote {out_path}"

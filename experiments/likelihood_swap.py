@@ -214,7 +214,7 @@ def _to(split, device):
 
 
 def report(args) -> None:
-    from pyro_vae.plots import image_grid
+    from pyro_vae.diagnostics.plots import image_grid
 
     out_dir = Path(args.out_dir)
     figures = Path(args.figures)

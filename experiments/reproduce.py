@@ -142,7 +142,7 @@ def results() -> dict:
 def keep(key: str, value) -> None:
     stored = results()
     stored[key] = value
-    pyro_vae._io.write_json(results_path, stored)
+    pyro_vae._util.files.write_json(results_path, stored)
 
 
 def hardware() -> str:
@@ -229,7 +229,7 @@ def evaluate(row: str) -> None:
         with tempfile.TemporaryDirectory() as folder:  # a snapshot, so both reads see the same epoch
             checkpoint = shutil.copy(root / row / "checkpoint.pt", Path(folder) / "checkpoint.pt")
             vae = pyro_vae.load(checkpoint, best=True).to(args.device)
-            training = pyro_vae.checkpoint.read_checkpoint(checkpoint)["training"]
+            training = pyro_vae.io.checkpoint.read_checkpoint(checkpoint)["training"]
         key, extra = (
             f"interim/{row}",
             {
@@ -325,7 +325,7 @@ def report() -> None:
             "command": command(row),
         }
     out = {"protocol": __doc__.split("Rows")[0].strip(), "published": PUBLISHED, "rows": table}
-    pyro_vae._io.write_json(args.out, out)
+    pyro_vae._util.files.write_json(args.out, out)
     for row, entry in table.items():
         test = entry["test"]
         interim = entry["interim"]

@@ -10,7 +10,7 @@ hole share. Image grids of each source.
 
 Is it generation or memorisation? For every source, and for a class-conditional VAE drawing
 every class in the training proportions, the data-copying test of Meehan et al. (2020)
-(``pyro_vae.quality.data_copying``: 20 k-means cells of the training features, statistic and
+(``pyro_vae.diagnostics.quality.data_copying``: 20 k-means cells of the training features, statistic and
 p-value) and the nearest-training-neighbour distances of the samples against those of the
 held-out test images, in the classifier's features.
 
@@ -39,7 +39,7 @@ import torch
 import pyro_vae
 from pyro_vae import diagnostics, quality
 from pyro_vae.data import one_hot
-from pyro_vae.plots import image_grid
+from pyro_vae.diagnostics.plots import image_grid
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("run", nargs="?", help="a run folder of pyro-vae train")

@@ -22,7 +22,7 @@ def test_figures_leave_the_callers_matplotlib_backend_alone(tmp_path):
             num_particles=10,
         )
         pyro_vae.plot_comparison(table, tmp_path / "c.png")
-        from pyro_vae import plots
+        from pyro_vae.diagnostics import plots
 
         plots.image_grid(x, (2, 3), tmp_path / "g.png")
         assert matplotlib.get_backend().lower() == "svg"
@@ -55,4 +55,4 @@ def test_file_writing_lives_in_one_module_and_run_folders_in_the_command_line():
     # Run folders are read and written by pyro_vae.io.runs, which the command line uses; the
     # package itself never imports the command line (test_layout.py).
     assert pyro_vae.load_run.__module__ == "pyro_vae.io.runs"
-    assert not hasattr(pyro_vae.checkpoint, "load_run")
+    assert not hasattr(pyro_vae.io.checkpoint, "load_run")

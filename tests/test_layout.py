@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 import pyro_vae
-from pyro_vae._util.moved import MOVED
 
 PACKAGE = Path(pyro_vae.__file__).parent
 LAYERS = [
@@ -128,13 +127,16 @@ def test_importing_the_package_leaves_the_command_line_unloaded():
     assert out.strip() == "[]"
 
 
-@pytest.mark.parametrize("old", sorted(MOVED))
-def test_an_old_module_path_imports_the_module_that_holds_its_code(old):
-    import importlib
-
-    module = importlib.import_module(old)
-    assert module is importlib.import_module(MOVED[old])
-    assert module.__name__ == MOVED[old] and module.__spec__.name == MOVED[old]
+def test_importing_the_package_installs_no_import_machinery():
+    code = (
+        "import sys; before = [type(f).__name__ for f in sys.meta_path]; import pyro_vae; "
+        "print(before == [type(f).__name__ for f in sys.meta_path], len(sys.path_hooks))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "True"
+    for old in ("pyro_vae.checkpoint", "pyro_vae.training.objective", "pyro_vae.model"):
+        with pytest.raises(ModuleNotFoundError):
+            __import__(old)
 
 
 def test_a_model_saved_under_an_old_module_path_still_loads(tmp_path):

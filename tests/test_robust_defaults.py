@@ -59,7 +59,7 @@ def test_user_decoders_ending_in_a_linear_layer_start_from_the_data():
     vae.initialize_from_data(x)
     assert torch.allclose(sequential[-1].bias, x.mean(0), atol=1e-4)
     wrapped = nn.Sequential(nn.Linear(2, 6))
-    vae = pyro_vae.VAE(6, 2, likelihood="normal", decoder=pyro_vae.networks.FlattenLeading(wrapped))
+    vae = pyro_vae.VAE(6, 2, likelihood="normal", decoder=pyro_vae.vae.networks.FlattenLeading(wrapped))
     vae.initialize_from_data(x)
     assert torch.allclose(wrapped[0].bias, x.mean(0), atol=1e-4)  # a linear decoder: the PPCA start
     start = log_marginal(wrapped[0].weight, wrapped[0].bias, float(vae.likelihood.scale.value()), x).mean()

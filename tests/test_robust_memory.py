@@ -43,7 +43,7 @@ CASES = {
     "precision_recall": (
         "g = torch.Generator().manual_seed(0)\n"
         "a, b = torch.randn(8_000, 16, generator=g), torch.randn(8_000, 16, generator=g)",
-        "pyro_vae.quality.precision_recall(a, b, max_memory_mb=8)",
+        "pyro_vae.diagnostics.quality.precision_recall(a, b, max_memory_mb=8)",
         8,
     ),
 }

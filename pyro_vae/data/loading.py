@@ -346,7 +346,7 @@ def idx_to_npy(
     ``test_labels.npy`` of shape ``(N,)`` (``int64``). Nothing larger than ``block_bytes`` is held in
     memory, so folders larger than memory convert too; every file is written beside its final name
     and renamed into place when complete, so an interrupted conversion leaves no partial file.
-    Open the results with :func:`pyro_vae.rows.open_rows` (``scale=1/255`` for values in
+    Open the results with :func:`pyro_vae.data.rows.open_rows` (``scale=1/255`` for values in
     ``[0, 1]``) and pass them to any tool.
 
     Returns: the path of each written file, by role.

@@ -50,7 +50,7 @@ def read_idx(path: str | os.PathLike) -> torch.Tensor:
             if size > MAX_IDX_BYTES:
                 raise ValueError(
                     f"{path}: its header {shape} announces {size:,} bytes, more than the "
-                    f"{MAX_IDX_BYTES:,} pyro_vae reads (pyro_vae.readers.MAX_IDX_BYTES)."
+                    f"{MAX_IDX_BYTES:,} pyro_vae reads (pyro_vae.data.readers.MAX_IDX_BYTES)."
                 )
             if not compressed and path.stat().st_size != 4 + 4 * ndim + size:
                 raise ValueError(

@@ -307,7 +307,7 @@ def as_row_source(value: Any) -> RowSource | None:
         if value.filename is None or not value.flags.c_contiguous or not isinstance(value.base, mmap.mmap):
             raise ValueError(
                 "Pass the whole memory map as np.load(path, mmap_mode='r') returns it (C order), or a "
-                "RowSource (pyro_vae.rows.open_rows(path).subset(rows)) for a part of it."
+                "RowSource (pyro_vae.data.rows.open_rows(path).subset(rows)) for a part of it."
             )
         return MappedArray(value.filename, value.dtype, value.shape, value.offset)
     return None

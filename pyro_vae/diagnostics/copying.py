@@ -95,7 +95,7 @@ def data_copying(
     Args:
         train, test, generated: points of shape ``(N, D)``; ``test`` must not have been used for
             training. Images when ``classifier`` is given, else feature vectors.
-        classifier: a :class:`~pyro_vae.quality.FeatureClassifier` (or any object with
+        classifier: a :class:`~pyro_vae.diagnostics.quality.FeatureClassifier` (or any object with
             ``features(x)``) mapping images to the space where distances are measured.
         num_cells: k-means cells over the training features.
         min_count: a cell enters the statistic only with at least this many test points and

@@ -1,7 +1,7 @@
 """Probabilistic PCA in closed form (Tipping & Bishop 1999): the linear-Gaussian model
 ``x = W z + mu + eps``, ``z ~ N(0, I)``, ``eps ~ N(0, s^2 I)``, whose marginal is
 ``N(mu, W W^T + s^2 I)``. Its maximum-likelihood fit starts the built-in decoder and is the
-closed-form baseline of :mod:`pyro_vae.baselines`."""
+closed-form baseline of :mod:`pyro_vae.evaluate.baselines`."""
 
 from __future__ import annotations
 

@@ -105,7 +105,7 @@ def log_likelihood(
             enumerated sum, needs no fit), and for AIS with at least 10 chains.
         return_log_weights: keep the ``(N, S)`` log weights in the result.
         method: ``"importance"`` (importance sampling from the guide, the IWAE estimate) or
-            ``"ais"``: annealed importance sampling with HMC (:mod:`pyro_vae.ais`), whose slack
+            ``"ais"``: annealed importance sampling with HMC (:mod:`pyro_vae.evaluate.ais`), whose slack
             shrinks as ``ais_steps`` grows whatever the guide's quality.
         ais_steps, leapfrog_steps, initial_step_size: AIS temperatures, leapfrog steps per HMC
             transition and the starting HMC step size (adapted per chain).

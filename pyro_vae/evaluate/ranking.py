@@ -89,7 +89,7 @@ def compare(
         method: how ``arviz.compare`` weighs the models: ``"stacking"``, ``"BB-pseudo-BMA"`` or
             ``"pseudo-BMA"``.
         baselines_from: training data of real-valued models (densities): adds the closed-form
-            baselines of :mod:`pyro_vae.baselines` fitted on them -- a diagonal Gaussian and PPCA with
+            baselines of :mod:`pyro_vae.evaluate.baselines` fitted on them -- a diagonal Gaussian and PPCA with
             ``baseline_latent_dim`` components (default: the first model's latent size) -- as rows,
             and warns (``RuntimeWarning``, and ``table.attrs["warnings"]``) for every model that is
             significantly worse than one of them.

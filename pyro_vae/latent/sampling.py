@@ -8,7 +8,7 @@ one of the names in :data:`pyro_vae.latent.SOURCES`:
 * ``"prior"`` -- the model's ``p(z)``, what it was trained to decode;
 * ``"aggregate"`` -- the exact aggregate posterior ``q(z) = (1/N) sum_i q(z|x_i)`` of the data
   ``x`` (usually the training set), ``O(N L)`` memory;
-* ``"mixture"`` -- the compact :class:`~pyro_vae.latent_mixture.LatentMixture` fitted to ``q(z)``
+* ``"mixture"`` -- the compact :class:`~pyro_vae.latent.mixture.LatentMixture` fitted to ``q(z)``
   and stored on the model (``vae.latent_mixture``), ``O(K L^2)`` memory;
 * ``"subset"`` -- the aggregate posterior of a chosen subset: the rows of ``x`` whose label is
   ``label``, or simply all of a user-given batch ``x``.

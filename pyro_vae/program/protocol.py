@@ -17,7 +17,7 @@ The protocol (see ``docs/programs.md``)::
   ``site["fn"].mean``.
 * Tools draw many particles at once under ``pyro.plate("particles", S)`` placed left of every plate
   the program uses, so networks must accept extra leading dimensions, ``(..., B, L)``, as
-  ``nn.Linear`` does. :class:`pyro_vae.networks.FlattenLeading` adapts a network that takes only
+  ``nn.Linear`` does. :class:`pyro_vae.vae.networks.FlattenLeading` adapts a network that takes only
   ``(B, L)`` (a convolutional decoder, say); the check runs before any work.
 * Generation runs the model on a batch of rows with the sites read from ``x`` unconditioned
   (:attr:`~pyro_vae.program.sites.Sites.generated`): the values of ``x`` passed there are never
@@ -63,7 +63,7 @@ class Data:
         return self.x.shape[0]
 
     def rows(self, index) -> Data:
-        """The rows ``index`` as tensors (read from disk when ``x`` is a :class:`~pyro_vae.rows.RowSource`)."""
+        """The rows ``index`` as tensors (read from disk when ``x`` is a :class:`~pyro_vae.data.rows.RowSource`)."""
         mask = None if self.mask is None else self.mask[index]
         return Data(self.x[index], {k: v[index] for k, v in self.covariates.items()}, mask)
 
@@ -219,8 +219,8 @@ class Program:
 
         ``checked=True`` says ``x`` was validated already (a tensor of the right kind), so only the
         covariates are checked: large data is not scanned twice. A row source (a numpy memory map,
-        :func:`pyro_vae.rows.open_rows`) is checked chunk by chunk and stays on disk
-        (:mod:`pyro_vae.rows`). With ``mask`` (True where observed), ``x`` may hold NaN where it is
+        :func:`pyro_vae.data.rows.open_rows`) is checked chunk by chunk and stays on disk
+        (:mod:`pyro_vae.data.rows`). With ``mask`` (True where observed), ``x`` may hold NaN where it is
         False; those entries are filled with observed values of their feature before the checks
         (:mod:`pyro_vae.program.missing`).
         """
@@ -384,7 +384,7 @@ class Program:
                 f"{str(error).splitlines()[0]}. pyro_vae draws many particles at once, so every network "
                 "in the model and guide must accept inputs with extra leading dimensions, (..., B, L), "
                 "as nn.Linear does. Wrap a network that takes only (B, L), e.g. a convolutional decoder, "
-                "in pyro_vae.networks.FlattenLeading(net)."
+                "in pyro_vae.vae.networks.FlattenLeading(net)."
             ) from None
 
 

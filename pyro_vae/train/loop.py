@@ -2,8 +2,8 @@
 
 Each step is Pyro's documented pattern for PyTorch optimisers: ``loss = elbo.differentiable_loss(
 model, guide, ...)``, ``loss.backward()``, ``torch.optim.Adam.step()``
-(:class:`~pyro_vae.training.ObjectiveStep`). The loop below composes the pieces of
-:mod:`pyro_vae.training` -- KL warm-up, epoch order and binarisation, validation, early stopping,
+(:class:`~pyro_vae.train.ObjectiveStep`). The loop below composes the pieces of
+:mod:`pyro_vae.train` -- KL warm-up, epoch order and binarisation, validation, early stopping,
 progress -- with checkpoints and divergence handling.
 
 The objective is the ELBO
@@ -62,7 +62,7 @@ ELBOS = OBJECTIVES
 #: The keyword options of :func:`fit`: the fields of :class:`TrainSettings`.
 TRAIN_OPTIONS = frozenset(f.name for f in dataclasses.fields(TrainSettings))
 #: Rows sampled from data on disk to start an untrained model (``init_from_data``), at most
-#: :data:`pyro_vae.rows.CHUNK_BYTES` of them.
+#: :data:`pyro_vae.data.rows.CHUNK_BYTES` of them.
 INIT_SAMPLE_ROWS = 10_000
 
 
@@ -159,12 +159,7 @@ def fit(
         program.data(_first_rows(x, dynamic, seed=settings.seed), first, checked=True), mask=mask
     )
     if isinstance(model, VAE):
-        # The guide runs once on the first rows (in a private Pyro state), so that covariates the VAE
-        # cannot take are refused before the data-driven start changes any parameter.
-        with isolated(None), torch.no_grad(), pyro.validation_enabled(False):
-            rows = torch.arange(len(sample))
-            model.guide(sample.x, **program.arguments(model.guide, sample, rows, len(sample)))
-        trainee = ModuleTrainee(model, settings.init_from_data)
+        trainee = ModuleTrainee(model, settings.init_from_data, first_rows=sample)
     else:
         # Training draws the global latents with the rest; validation and K > 1 run particles at once.
         vectorised = val is not None or settings.num_particles > 1

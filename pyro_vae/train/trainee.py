@@ -33,6 +33,7 @@ from pyro import poutine
 from pyro.poutine.messenger import Messenger
 
 from .._util.compat import active_plate_size
+from .._util.isolation import isolated
 from ..io import checkpoint as ckpt
 from ..io.parameters import check_fits, read_parameters, save_parameters
 from ..program.protocol import Data, Program
@@ -92,7 +93,13 @@ class ModuleTrainee(Trainee):
 
     store_start = "empty"
 
-    def __init__(self, vae: VAE, init_from_data: bool):
+    def __init__(self, vae: VAE, init_from_data: bool, first_rows: Data | None = None):
+        if first_rows is not None:
+            # The guide runs once on the first rows (in a private Pyro state), so that covariates the
+            # VAE cannot take are refused before the data-driven start changes any parameter.
+            program, rows = vae.as_program(), torch.arange(len(first_rows))
+            with isolated(None), torch.no_grad(), pyro.validation_enabled(False):
+                vae.guide(first_rows.x, **program.arguments(vae.guide, first_rows, rows, len(first_rows)))
         self.module = vae
         self.model, self.guide = vae.model, vae.guide
         self.parameters = list(vae.parameters())

@@ -60,7 +60,7 @@ class Validation:
     ``num_particles`` ``K > 1`` scores the K-sample importance-weighted ELBO instead, so that a
     model trained on that bound is validated (and stopped early) on the same bound.
 
-    In a process group (``group``, a :class:`~pyro_vae.training.distributed.Distributed`) each rank
+    In a process group (``group``, a :class:`~pyro_vae.train.distributed.Distributed`) each rank
     scores every ``W``-th row, with its own seed, and the sums are added across ranks: every rank
     gets the same value.
     """

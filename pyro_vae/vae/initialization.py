@@ -42,7 +42,7 @@ def initialize_from_data(vae, x: Any, *, checked: bool = False) -> None:
 def output_layer(vae) -> nn.Linear | None:
     """The linear layer that makes the decoder's raw outputs, where there is one: the last layer of
     the built-in MLP, a user's ``nn.Linear``, or the last module of a user's ``nn.Sequential`` (also
-    inside :class:`~pyro_vae.networks.FlattenLeading`), with a bias of the likelihood's raw size
+    inside :class:`~pyro_vae.vae.networks.FlattenLeading`), with a bias of the likelihood's raw size
     ``D * params_per_feature``. ``None`` for any other decoder: its start is its own."""
     decoder = vae.decoder
     decoder = decoder.net if isinstance(decoder, FlattenLeading) else decoder

@@ -61,15 +61,15 @@ class VAE(nn.Module):
         hidden_sizes: hidden layer widths of the default MLP encoder and decoder; by default the
             likelihood's ``default_hidden_sizes``: ``(400,)``, ``(256,)`` for unbounded counts.
         activation: activation of the default MLPs (``"softplus"``, ``"relu"``, ...), or ``"gated"``
-            for gated dense hidden layers (:class:`~pyro_vae.networks.GatedDense`, the MLP of
+            for gated dense hidden layers (:class:`~pyro_vae.vae.networks.GatedDense`, the MLP of
             Tomczak & Welling 2018 and of the Exemplar VAE's density-estimation table).
         likelihood: a registry name (see :data:`pyro_vae.likelihoods.LIKELIHOODS`) or a
             :class:`~pyro_vae.likelihoods.Likelihood`.
         likelihood_kwargs: constructor arguments when ``likelihood`` is a name.
-        prior: a registry name (see :data:`pyro_vae.priors.PRIORS`) or a :class:`~pyro_vae.priors.Prior`.
+        prior: a registry name (see :data:`pyro_vae.vae.priors.PRIORS`) or a :class:`~pyro_vae.vae.priors.Prior`.
         prior_kwargs: constructor arguments when ``prior`` is a name.
-        guide: the family of ``q(z|x)``: a registry name (see :data:`pyro_vae.guides.GUIDES`:
-            ``"normal"``, ``"iaf"``) or a :class:`~pyro_vae.guides.GuideFamily`.
+        guide: the family of ``q(z|x)``: a registry name (see :data:`pyro_vae.vae.guides.GUIDES`:
+            ``"normal"``, ``"iaf"``) or a :class:`~pyro_vae.vae.guides.GuideFamily`.
         guide_kwargs: constructor arguments when ``guide`` is a name.
         covariate_dim: ``K > 0`` makes the VAE conditional on covariates ``y`` of shape ``(B, K)``.
         standardize: model ``x' = (x - mean) / std`` per feature (statistics of the training data,
@@ -181,7 +181,7 @@ class VAE(nn.Module):
         )
         self.custom_networks = {"encoder": encoder is not None, "decoder": decoder is not None}
         self.prior.attach(flatten_leading(self.encoder), self.input_dim, to_inputs=self.scaled_inputs)
-        #: Optional :class:`~pyro_vae.latent_mixture.LatentMixture` fitted to the codes after
+        #: Optional :class:`~pyro_vae.latent.mixture.LatentMixture` fitted to the codes after
         #: training; saved and loaded with the model.
         self.latent_mixture: LatentMixture | None = None
         self._architecture = {"hidden_sizes": hidden_sizes, "activation": activation}

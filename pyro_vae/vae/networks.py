@@ -1,7 +1,7 @@
 """Encoder and decoder networks.
 
 Plain :class:`torch.nn.Module` objects with no Pyro import: the model and guide in
-:mod:`pyro_vae.model` register them with ``pyro.module``. Any user module with the same
+:mod:`pyro_vae.vae.model` register them with ``pyro.module``. Any user module with the same
 call signature can take their place.
 
 * An **encoder** maps ``x`` of shape ``(batch, input_dim)`` to ``(loc, scale)``, each of shape

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae.readers import read_idx
-from pyro_vae.rows import IndexedRows, MappedArray, open_rows
+from pyro_vae.data.readers import read_idx
+from pyro_vae.data.rows import IndexedRows, MappedArray, open_rows
 
 WORKER = Path(__file__).parents[2] / "experiments" / "benchmarks" / "streaming.py"
 

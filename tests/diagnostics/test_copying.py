@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pyro_vae import quality
-from pyro_vae.copying import _mann_whitney_z
+from pyro_vae.diagnostics.copying import _mann_whitney_z
 
 
 def sets(seed=0, n_train=3000, n=1000, d=5):

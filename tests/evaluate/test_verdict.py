@@ -108,7 +108,7 @@ def test_a_closed_form_baseline_far_below_is_never_flagged():
         program.guide(x, y, factor=0.7, shift=0.2)
 
     best = pyro_vae.log_likelihood(program.model, x, guide=poor, covariates={"y": y}, plate="points", num_particles=50)
-    baseline = pyro_vae.baselines.diagonal_gaussian(train, x)
+    baseline = pyro_vae.evaluate.baselines.diagonal_gaussian(train, x)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         table = pyro_vae.compare({"model": best, "baseline": baseline})

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as torch_dist
 
 import pyro_vae
-from pyro_vae.training import ObjectiveStep, make_objective
+from pyro_vae.train import ObjectiveStep, make_objective
 
 N, D, L, B = 40, 6, 2, 5
 

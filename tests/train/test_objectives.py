@@ -10,9 +10,9 @@ import torch
 import pyro_vae
 from helpers.ppca import ExactEncoder, linear_gaussian_vae, log_marginal, simulate
 from helpers.programs import SIGMA, ConditionalLinear, D, L, gaussian_posterior
-from pyro_vae.mixtures import DiagonalNormalMixture
-from pyro_vae.networks import GatedDense
-from pyro_vae.objectives import ImportanceWeightedELBO
+from pyro_vae.distributions.mixtures import DiagonalNormalMixture
+from pyro_vae.train.objectives import ImportanceWeightedELBO
+from pyro_vae.vae.networks import GatedDense
 
 
 def bound(objective, model, guide, *args, repeats=1, **kwargs):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae.training import ObjectiveStep
+from pyro_vae.train import ObjectiveStep
 
 D, L = 10, 2
 

@@ -9,7 +9,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 import pyro_vae
-from pyro_vae.training import (
+from pyro_vae.train import (
     EarlyStopping,
     KLWarmup,
     ObjectiveStep,

@@ -7,7 +7,7 @@ import torch
 from pyro import poutine
 
 import pyro_vae
-from pyro_vae.priors import FlowPrior, MixturePrior, VampPrior
+from pyro_vae.vae.priors import FlowPrior, MixturePrior, VampPrior
 
 PRIORS = [
     ("normal", {}),
