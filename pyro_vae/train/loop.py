@@ -264,7 +264,7 @@ def _fit(
             if isinstance(x, RowSource)
             else epoch_values(x, dynamic, seed, 0)
         )
-        trainee.initialize(start)
+        trainee.initialize(start, None if isinstance(x, RowSource) else train_covariates.get("mask"))
         if isinstance(x, RowSource):
             del start
             release_freed_memory()

@@ -67,8 +67,9 @@ class Trainee:
         damaged one), and only then load its parameters; returns what ``check`` returned."""
         raise NotImplementedError
 
-    def initialize(self, values: torch.Tensor) -> None:
-        """Start from the training data (a VAE's data-driven start; a program starts where it is)."""
+    def initialize(self, values: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Start from the training data (a VAE's data-driven start; a program starts where it is);
+        ``mask`` is True where ``values`` were observed."""
 
     def train(self) -> None:
         """Put networks in training mode."""
@@ -131,8 +132,8 @@ class ModuleTrainee(Trainee):
     def needs_start(self) -> bool:
         return self._start
 
-    def initialize(self, values):
-        initialize_from_data(self.module, values, checked=True)
+    def initialize(self, values, mask=None):
+        initialize_from_data(self.module, values, checked=True, mask=mask)
 
     def train(self):
         self.module.train()

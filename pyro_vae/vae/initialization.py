@@ -6,7 +6,9 @@
   ``nn.Sequential`` ending in one (:func:`output_layer`);
 * a linear decoder (built-in or a user's ``nn.Linear``) with a Gaussian likelihood and a standard
   normal prior -- probabilistic PCA -- at the data's maximum-likelihood solution (Tipping & Bishop
-  1999), with a built-in linear encoder at its exact posterior.
+  1999), with a built-in linear encoder at its exact posterior. With missing entries (a ``mask``)
+  the solution reads the observed entries only (EM, :func:`~pyro_vae.distributions.linear_gaussian.ppca_missing`);
+  the encoder, whose exact posterior then depends on which entries are seen, starts as built.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ import torch
 from torch import nn
 
 from .._util.maths import inverse_softplus
-from ..distributions.linear_gaussian import ppca_solution
+from ..distributions.linear_gaussian import ppca_missing, ppca_solution
 from .networks import FlattenLeading, MLPDecoder, MLPEncoder
 
 
 @torch.no_grad()
-def initialize_from_data(vae, x: Any, *, checked: bool = False) -> None:
+def initialize_from_data(vae, x: Any, *, checked: bool = False, mask: torch.Tensor | None = None) -> None:
     """Start ``vae``'s parameters where the data ``x`` (shape ``(N, D)``) put them; ``checked`` says
-    ``x`` has been through ``vae.check_data`` already."""
+    ``x`` has been through ``vae.check_data`` already; ``mask`` (True where observed) leaves the
+    missing entries out of the linear-Gaussian start."""
     if not checked:
         x = vae.check_data(x, "x")
     if vae.standardize:
@@ -35,8 +38,10 @@ def initialize_from_data(vae, x: Any, *, checked: bool = False) -> None:
         vae.library_median.fill_(float(x.sum(-1).median().clamp(min=1.0)))
     output = output_layer(vae)
     vae.likelihood.initialize_from(x, output.bias if output is not None else None)
-    if is_linear_gaussian(vae):
-        start_at_ppca(vae, x)
+    if mask is not None and bool(mask.all()):
+        mask = None
+    if is_linear_gaussian(vae) and (mask is None or not vae.standardize):
+        start_at_ppca(vae, x, mask)
 
 
 def output_layer(vae) -> nn.Linear | None:
@@ -76,18 +81,22 @@ def is_linear_gaussian(vae) -> bool:
         and vae.likelihood.num_levels is None
         and vae.likelihood.scale.spec != "decoder"
         and vae.prior.name == "normal"
-        and not vae.missing  # its encoder also reads the mask: no closed-form start
     )
 
 
-def start_at_ppca(vae, x: torch.Tensor) -> None:
+def start_at_ppca(vae, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
     """``W = U (Lambda - s^2)^(1/2)``, ``b`` the mean, ``s^2`` the mean discarded eigenvalue; a linear
-    encoder at ``z | x ~ N(M^-1 W^T (x - b), s^2 M^-1)``, ``M = W^T W + s^2 I`` (diagonal here)."""
+    encoder at ``z | x ~ N(M^-1 W^T (x - b), s^2 M^-1)``, ``M = W^T W + s^2 I`` (diagonal here).
+    With ``mask``, the maximum-likelihood solution of the observed entries, and the encoder as built."""
 
     d = x.shape[1]
     scale = vae.likelihood.scale
     fixed = float(scale.spec) ** 2 if scale.is_fixed else None
-    mean, weights, noise = ppca_solution(x.double(), vae.latent_dim, noise=fixed, min_noise=(2 * scale.floor) ** 2)
+    floor = (2 * scale.floor) ** 2
+    if mask is None:
+        mean, weights, noise = ppca_solution(x.double(), vae.latent_dim, noise=fixed, min_noise=floor)
+    else:
+        mean, weights, noise = ppca_missing(x.double(), mask, vae.latent_dim, noise=fixed, min_noise=floor)
     decoder = linear_decoder(vae)
     assert decoder is not None, "only a linear decoder starts at the PPCA solution"
     decoder.weight.copy_(weights.to(decoder.weight.dtype))
@@ -95,7 +104,9 @@ def start_at_ppca(vae, x: torch.Tensor) -> None:
     scale.set_from(torch.full((d,), noise**0.5, dtype=x.dtype))
     head = getattr(vae.encoder, "head", None)
     if (
-        isinstance(vae.encoder, MLPEncoder)
+        mask is None
+        and not vae.missing  # an encoder that also reads the mask has no closed-form start
+        and isinstance(vae.encoder, MLPEncoder)
         and len(vae.encoder.body) == 0
         and vae.input_scale == 1.0
         and head is not None

@@ -88,7 +88,7 @@ def test_seeded_reproducible_and_chunking_only_changes_the_draws(ppca):
 
 
 def test_heap_guard_trims_only_past_its_allowance(monkeypatch):
-    from pyro_vae import _memory
+    from pyro_vae._util import memory as _memory
 
     calls = []
     guard = _memory.HeapGuard(allowance_mb=1.0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae import _io
+from pyro_vae._util import files as _io
 from pyro_vae.cli import main
 
 TRAIN = ["train", "--data", "digits", "--binarize", "fixed", "--epochs", "1", "--hidden", "8", "--latent-dim", "2"]
