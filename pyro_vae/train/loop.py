@@ -40,7 +40,7 @@ import torch
 from .._util.files import FileLock, check_free_space, check_writable
 from .._util.isolation import isolated
 from .._util.memory import release_freed_memory
-from ..data.loading import Split, binarize
+from ..data.loading import Split
 from ..data.rows import CHUNK_BYTES, RowSource
 from ..program.binding import bind
 from ..program.protocol import Data, as_program
@@ -48,7 +48,7 @@ from ..program.support import check_support
 from ..vae.model import VAE
 from .distributed import Distributed
 from .early_stopping import EarlyStopping
-from .epochs import epoch_order, epoch_values
+from .epochs import epoch_order, epoch_values, first_rows, first_rows_of, training_data
 from .objective import ENUMERATING, IMPORTANCE_WEIGHTED, OBJECTIVES, ObjectiveStep, training_objective
 from .progress import Progress
 from .settings import TrainSettings, settings_from
@@ -64,6 +64,10 @@ TRAIN_OPTIONS = frozenset(f.name for f in dataclasses.fields(TrainSettings))
 #: Rows sampled from data on disk to start an untrained model (``init_from_data``), at most
 #: :data:`pyro_vae.data.rows.CHUNK_BYTES` of them.
 INIT_SAMPLE_ROWS = 10_000
+
+
+#: Importance samples per point of the bound ``fit`` maximises by default on data with missing entries.
+MASKED_PARTICLES = 20
 
 
 def fit(
@@ -104,7 +108,9 @@ def fit(
             conditional VAE), sliced with every minibatch.
         mask, val_mask: True where ``train`` (``val``) was observed, same shape, NaN allowed
             elsewhere: only observed entries are scored (:mod:`pyro_vae.program.missing`; a VAE's
-            encoder also sees the mask when built with ``missing=True``).
+            encoder also sees the mask when built with ``missing=True``). A VAE given a mask and
+            neither ``elbo`` nor ``num_particles`` maximises the importance-weighted bound with
+            :data:`MASKED_PARTICLES` samples (``docs/missing-data.md`` says why).
         val: optional validation data, evaluated every epoch by its average ELBO per point; with
             ``elbo="iwae"`` or ``"iwae-dreg"``, by the same ``num_particles``-sample
             importance-weighted ELBO that training maximises (so early stopping follows it).
@@ -132,6 +138,13 @@ def fit(
     unknown = sorted(set(options) - TRAIN_OPTIONS)
     if unknown:
         raise TypeError(f"fit() got unknown options {unknown}; the training options are {sorted(TRAIN_OPTIONS)}.")
+    if (
+        isinstance(model, VAE)
+        and mask is not None
+        and settings is None
+        and not {"elbo", "num_particles"} & set(options)
+    ):
+        options = {**options, "elbo": "iwae", "num_particles": MASKED_PARTICLES}  # the masked-data default
     settings = settings_from(settings, options)
     if settings.patience is not None and val is None:
         raise ValueError("Early stopping needs val data and a positive integer patience.")
@@ -145,7 +158,7 @@ def fit(
     # A split of a table read with covariate columns brings them (as y) unless others are given.
     covariates = train.covariates_for() if covariates is None and isinstance(train, Split) else covariates
     val_covariates = val.covariates_for() if val_covariates is None and isinstance(val, Split) else val_covariates
-    x, dynamic, train_covariates = _training_data(program, train, covariates, mask)
+    x, dynamic, train_covariates = training_data(program, train, covariates, mask)
     x_val = val_data = None
     if val is not None:
         val_data = program.data(val.x if isinstance(val, Split) else val, val_covariates, what="val", mask=val_mask)
@@ -153,10 +166,10 @@ def fit(
     elif val_covariates is not None or val_mask is not None:
         raise ValueError("val_covariates or val_mask were given without val data.")
     trainee: Trainee
-    first = _first_rows_of(train_covariates)
+    first = first_rows_of(train_covariates)
     mask = first.pop("mask", None)  # checked and filled with the training data already
     sample = dataclasses.replace(
-        program.data(_first_rows(x, dynamic, seed=settings.seed), first, checked=True), mask=mask
+        program.data(first_rows(x, dynamic, seed=settings.seed), first, checked=True), mask=mask
     )
     if isinstance(model, VAE):
         trainee = ModuleTrainee(model, settings.init_from_data, first_rows=sample)
@@ -398,24 +411,6 @@ def _fit(
 
 
 # ---------------------------------------------------------------------- helpers
-def _training_data(program, train: Any, covariates, mask=None) -> tuple[torch.Tensor | RowSource, bool, dict]:
-    """The checked training values, whether they are binarised afresh every epoch, and the covariates
-    (with the mask of missing entries under ``"mask"``, sliced with them)."""
-    if isinstance(train, Split) and train.dynamic_binarization:
-        if mask is not None:
-            raise ValueError(
-                "Pass data with missing entries as a tensor with mask=, not a dynamically binarised split."
-            )
-        if not bool(((train.x >= 0) & (train.x <= 1)).all()):
-            raise ValueError("Dynamic binarisation needs training values in [0, 1] (Bernoulli probabilities).")
-        # Any draw is binary; checking one draw checks shape, finiteness and support.
-        program.data(binarize(train.x, 0), what="train (binarised)")
-        return train.x, True, program.data(train.x, covariates, checked=True).covariates
-    data = program.data(train.x if isinstance(train, Split) else train, covariates, what="train", mask=mask)
-    extra = {} if data.mask is None else {"mask": data.mask}
-    return data.x, False, {**data.covariates, **extra}
-
-
 def _diverged(
     trainee: Trainee, state: RunState, last_finite: dict, epoch: int, step: int, what: str, checkpoint, use_best: bool
 ) -> None:
@@ -438,13 +433,3 @@ def _diverged(
         f"where the model is finite. The model now holds {held}.{saved} Lower lr, or raise the floor of "
         "the likelihood's positive parameters (min_scale, min_concentration, ...)."
     )
-
-
-def _first_rows(x, dynamic: bool, *, seed: int) -> torch.Tensor:
-    """The first two training rows, as the program sees them (binarised under dynamic binarisation)."""
-    rows = x[torch.arange(min(2, len(x)))]
-    return binarize(rows, seed) if dynamic else rows
-
-
-def _first_rows_of(covariates: dict) -> dict:
-    return {k: v[: min(2, len(v))] for k, v in covariates.items()}
