@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 import pyro_vae
-from pyro_vae.distributions.linear_gaussian import observed_log_likelihood
+from pyro_vae.distributions.linear_gaussian import conditional_mean, observed_log_likelihood
 
 
 def ppca_part(args) -> dict:
@@ -53,11 +53,7 @@ def ppca_part(args) -> dict:
     x, test = simulate(n), simulate(n_test)
     seen, test_seen = torch.rand(x.shape, generator=g) > 0.3, torch.rand(test.shape, generator=g) > 0.3
     test_seen[~test_seen.any(1), 0] = True
-    cov = weights @ weights.T + noise**2 * torch.eye(d, dtype=torch.float64)
-    oracle = test.clone()
-    for row, observed in zip(oracle, test_seen):
-        o, u = observed, ~observed
-        row[u] = mean[u] + cov[u][:, o] @ torch.linalg.solve(cov[o][:, o], row[o] - mean[o])
+    oracle = conditional_mean(test, test_seen, mean, weights, noise**2)
     truth = observed_log_likelihood(test, test_seen, mean, weights, noise**2)
 
     def rmse(filled):

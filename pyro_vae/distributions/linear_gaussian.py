@@ -60,13 +60,9 @@ def ppca_missing(
     filled = torch.where(mask, x, (x * m).sum(0) / counts)
     mean, weights, start_noise = ppca_solution(filled, latent_dim, noise=noise, min_noise=min_noise)
     s2 = start_noise
-    eye = torch.eye(latent_dim, dtype=x.dtype)
     previous = -float("inf")
     for _ in range(iterations):
-        centred = (x - mean) * m  # missing entries contribute nothing
-        precision = eye + torch.einsum("nd,dk,dl->nkl", m, weights, weights) / s2  # (N, L, L)
-        cov = torch.linalg.inv(precision)
-        loc = torch.einsum("nkl,nl->nk", cov, centred @ weights) / s2  # (N, L)
+        loc, cov = latent_posterior(x, mask, mean, weights, s2)
         # M step: each feature's row of W and its mean, from the rows that observe it.
         second = cov + loc[:, :, None] * loc[:, None, :]  # E[z z^T], (N, L, L)
         tilde = torch.cat([loc, torch.ones(n, 1, dtype=x.dtype)], 1)  # E[z~], (N, L+1)
@@ -107,3 +103,24 @@ def observed_log_likelihood(
     quadratic = centred.pow(2).sum(1) / noise - (projected * solved).sum(1)
     log_det = torch.linalg.slogdet(precision)[1] + m.sum(1) * torch.log(torch.tensor(noise, dtype=x.dtype))
     return -0.5 * (m.sum(1) * torch.log(torch.tensor(2 * torch.pi, dtype=x.dtype)) + log_det + quadratic)
+
+
+def latent_posterior(
+    x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, weights: torch.Tensor, noise: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``E[z | x_O]`` ``(N, L)`` and ``Cov[z | x_O]`` ``(N, L, L)`` of each row given its observed
+    entries ``O``: ``M = I + W_O^T W_O / s^2``, ``E[z] = M^{-1} W_O^T (x_O - mu_O) / s^2``, ``Cov = M^{-1}``."""
+    m = mask.to(x.dtype)
+    centred = torch.where(mask, x - mean, 0.0)  # missing entries contribute nothing
+    eye = torch.eye(weights.shape[1], dtype=x.dtype)
+    cov = torch.linalg.inv(eye + torch.einsum("nd,dk,dl->nkl", m, weights, weights) / noise)
+    return torch.einsum("nkl,nl->nk", cov, centred @ weights) / noise, cov
+
+
+def conditional_mean(
+    x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, weights: torch.Tensor, noise: float
+) -> torch.Tensor:
+    """``x`` with each missing entry replaced by ``E[x_mis | x_obs] = mu_mis + W_mis E[z | x_O]``: the
+    best imputation under PPCA ``(mean, W, s^2)`` in squared error (the oracle, for true parameters)."""
+    loc, _ = latent_posterior(x, mask, mean, weights, noise)
+    return torch.where(mask, x, mean + loc @ weights.T)
