@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from .._util.files import WriteError
@@ -79,25 +80,47 @@ def _names(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    def command(name: str, text: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-        )
-        # Also after the command's name; set only when given, so `pyro-vae --debug train` keeps it.
-        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
-        return sub
-
+    """The ``pyro-vae`` parser: one sub-command per task, each built by its own function below."""
     parser = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
+    for add in (_demo_command, _train_command, _sample_command, _evaluate_command, _compare_command, _report_command):
+        add(partial(_command, commands))
+    return parser
 
+
+def _command(commands, name: str, text: str) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # Also after the command's name; set only when given, so `pyro-vae --debug train` keeps it.
+    sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
+    return sub
+
+
+def _demo_command(command) -> None:
+    """``demo``: the embedded digits, end to end."""
     demo = command("demo", "train on the embedded digits and write a run folder with figures")
     demo.add_argument("--out", default="runs/demo", help="run folder to write")
     demo.add_argument("--epochs", type=int, default=400, help="most epochs (early stopping may end sooner)")
     demo.add_argument("--seed", type=int, default=0, help="seeds the split, the initialisation and training")
     demo.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
+
+def _train_command(command) -> None:
+    """``train``: what to read, which model, how to train, where to write."""
     train = command("train", "train a VAE and write a run folder")
+    _data_options(train)
+    _model_options(train)
+    _network_options(train)
+    TrainSettings.add_arguments(train)
+    train.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda, cuda:1, ...")
+    train.add_argument("--out", required=True, help="run folder to write")
+    continuing = train.add_mutually_exclusive_group()
+    continuing.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    continuing.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+
+
+def _data_options(train) -> None:
+    """``train``'s options on the data and how to read it."""
     train.add_argument(
         "--data",
         default="digits",
@@ -141,6 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=data_module.VALUE_MODES,
         help="pixels scaled to [0, 1] or as integer levels (for count and level likelihoods)",
     )
+
+
+def _model_options(train) -> None:
+    """``train``'s options on the model: likelihood, prior, guide, networks."""
     train.add_argument(
         "--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS), help="observation model p(x|z)"
     )
@@ -189,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="what the encoder reads of x: 'log1p' (log(1 + x)), 'none', or 'auto': log1p for the unbounded "
         "count likelihoods (poisson, negative_binomial, zero_inflated_negative_binomial), else none",
     )
+
+
+def _network_options(train) -> None:
+    """``train``'s options on the encoder and decoder networks."""
     train.add_argument("--latent-dim", type=int, default=2, help="dimension L of z")
     train.add_argument(
         "--hidden",
@@ -203,13 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["softplus", "relu", "tanh", "elu", "gated"],
         help="non-linearity of the hidden layers; 'gated' makes them gated dense layers",
     )
-    TrainSettings.add_arguments(train)
-    train.add_argument("--device", default="cpu", help="torch device to train on: cpu, cuda, cuda:1, ...")
-    train.add_argument("--out", required=True, help="run folder to write")
-    continuing = train.add_mutually_exclusive_group()
-    continuing.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    continuing.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
 
+
+def _sample_command(command) -> None:
+    """``sample``: draws from a trained run."""
     sample = command("sample", "draw images from a trained run")
     sample.add_argument("run", help="a run folder written by train or demo")
     sample.add_argument(
@@ -235,17 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="figure path (default RUN/samples-SOURCE.png for images, .csv for tables); the means are also written as .npy beside it",
     )
 
+
+def _evaluate_command(command) -> None:
+    """``evaluate``: held-out estimates of one run."""
     evaluate = command("evaluate", "held-out log-likelihood and posterior diagnostics of a run")
     evaluate.add_argument("run", help="a run folder written by train or demo")
     _evaluation_options(evaluate)
     evaluate.add_argument("--out", default=None, help="JSON path (default RUN/evaluation.json)")
 
+
+def _compare_command(command) -> None:
+    """``compare``: runs ranked on the same data."""
     comparison = command("compare", "rank runs by held-out log p(x), in the layout of arviz.compare")
     comparison.add_argument("runs", nargs="+", help="two or more run folders trained on the same data")
     _evaluation_options(comparison)
     comparison.add_argument("--plot", default="comparison.png", help="PNG path of the comparison plot")
     comparison.add_argument("--csv", default=None, help="also write the table as CSV")
 
+
+def _report_command(command) -> None:
+    """``report``: the figures and JSON of one run."""
     report = command("report", "diagnostics, holes and samples from every source, in one folder of figures and JSON")
     report.add_argument("run", help="a run folder written by train or demo")
     report.add_argument("--out", default=None, help="folder to write (default RUN/report)")
@@ -258,7 +295,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--seed", type=int, default=0, help="seeds every draw")
     report.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
-    return parser
 
 
 def _evaluation_options(parser) -> None:

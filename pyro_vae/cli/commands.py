@@ -154,6 +154,11 @@ def train_and_report(
     values: str,
     overwrite: bool,
 ) -> dict:
+    """Train as ``args`` say and write the run folder: model, history, evaluation, figures, summary.
+
+    Length: the steps of ``pyro-vae train`` in order under the run folder's lock: data, model, training,
+    evaluation, figures, summary.
+    """
     from ..diagnostics.plots import image_grid, latent_map, training_curve
 
     settings = settings.replace(progress=None if sys.stderr.isatty() else "lines")

@@ -62,7 +62,11 @@ def _points_csv(points: dict) -> str:
 
 
 def evaluate_run(run: Path, args) -> dict:
-    """The metrics of ``pyro-vae evaluate`` for the run folder ``run``: a JSON-ready dict."""
+    """The metrics of ``pyro-vae evaluate`` for the run folder ``run``: a JSON-ready dict.
+
+    Length: the evaluation's parts (log-likelihood, diagnostics, their JSON) in the order the written file
+    lists them.
+    """
     from ..diagnostics.pareto import pareto_k_report
     from ..diagnostics.posterior import active_units, elbo_surgery
     from ..evaluate.estimate import DEFAULT_DRAWS, log_likelihood
@@ -175,6 +179,11 @@ def _training_warnings(run: Path) -> list[str]:
 
 
 def run_compare(args):
+    """``pyro-vae compare``: rank run folders by held-out ``log p(x)``.
+
+    Length: reads every run's folder and checks they share data before ranking, then writes table, CSV and
+    plot.
+    """
     import pandas as pd
 
     from ..evaluate.ranking import compare, plot_comparison

@@ -52,6 +52,10 @@ def run_report(args) -> dict:
 
 
 def _report(run: Path, out: Path, args) -> dict:
+    """Write the report of one run folder.
+
+    Length: one section of the report per figure or JSON file, in the order the report lists them.
+    """
     from ..diagnostics.plots import image_grid, latent_map
 
     device = parse_device(args.device)

@@ -123,6 +123,9 @@ def load(
     ``/usr/share/datasets/<name>``.
 
     Returns: a :class:`Dataset`.
+
+    Length: checks every option before any file is read, then one branch per source (digits, IDX folders,
+    tables, AnnData) into one Dataset.
     """
     checked_seed = seed_value(seed)
     if checked_seed is None:

@@ -140,6 +140,8 @@ def amortization_gap(
     and can be negative).
 
     Returns: an :class:`AmortizationGap`.
+
+    Length: checks every argument, then fits the per-point guides and scores both guides on the same draws.
     """
     positive_number(max_memory_mb, "max_memory_mb")
     for value, name in ((num_steps, "num_steps"), (train_particles, "train_particles"), (batch_size, "batch_size")):

@@ -101,6 +101,9 @@ def data_copying(
         min_count: a cell enters the statistic only with at least this many test points and
             generated samples.
         seed: seeds k-means.
+
+    Length: checks every argument, then the test's three distance computations and its statistic, in the order
+    of Meehan et al.'s definition.
     """
     positive_int(num_cells, "num_cells")
     positive_int(min_count, "min_count")

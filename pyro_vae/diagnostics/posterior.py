@@ -200,6 +200,9 @@ def elbo_surgery(
     In a hierarchy the terms are those of the site's *marginals*: ``q(z_k|x_i)`` and ``p(z_k)``
     integrate over the other latents, by ``marginal_draws`` Monte Carlo draws of the site's
     parents where it has any (:mod:`pyro_vae.latent.marginals`); their error is in the result.
+
+    Length: each term of the decomposition (Hoffman & Johnson 2016) computed in turn on the same draws, so
+    they add up.
     """
     positive_number(max_memory_mb, "max_memory_mb")
     positive_int(draws_per_point, "draws_per_point")

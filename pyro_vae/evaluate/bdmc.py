@@ -101,6 +101,9 @@ def bdmc(
     Returns: a :class:`BDMC` whose :attr:`~BDMC.gap` says how far from exact the AIS estimate of a
     simulated point can be. On data from the model, the gap of real data is not certified, but
     a small gap means the schedule is long enough for points like these.
+
+    Length: checks every argument before the work, then runs the forward and the reverse chains on one
+    schedule, in order.
     """
     positive_number(max_memory_mb, "max_memory_mb")
     program = as_program(model, guide, plate=plate)

@@ -114,6 +114,9 @@ def log_likelihood(
     Returns: a :class:`LogLikelihood`. With several observed sites, ``log_px`` estimates the
     joint ``log p(x_i)`` and ``per_site`` holds an estimate of each site's own marginal
     ``log p(x_i^{(k)})`` from the same draws (weights ``p(x^{(k)}|z) p(z) / q(z|x)``).
+
+    Length: checks every argument (and loads ArviZ for the Pareto fit) before the memory guard takes its
+    baseline, then importance sampling or AIS fills one result.
     """
     program = as_program(model, guide, plate=plate)
     draws = positive_int(DEFAULT_DRAWS.get(method, 1) if num_particles is None else num_particles, "num_particles")

@@ -30,7 +30,11 @@ def draw(
     program: Program, data: Data, sites: Sites, draws: int, *, seed: int, max_memory_mb: float
 ) -> dict[str, dict[str, torch.Tensor]]:
     """``{group: {site: tensor}}`` for the groups in :data:`GROUPS`, from ``draws`` posterior draws
-    (seeded by ``seed``) and as many prior draws (seeded by ``seed + 1``) per point."""
+    (seeded by ``seed``) and as many prior draws (seeded by ``seed + 1``) per point.
+
+    Length: one draw of every group ArviZ holds (posterior, predictive, log-likelihood) from the same traces,
+    so their draws stay aligned.
+    """
     n = len(data)
     rows_per_chunk = _rows_per_chunk(program, data, sites, draws, max_memory_mb)
     local = set(sites.local) | set(sites.observed)

@@ -95,6 +95,8 @@ def impute(
             of one point holding more.
 
     Returns: an :class:`Imputation`.
+
+    Length: checks every argument before any draw, then one pass over chunks of rows.
     """
     positive_int(num_particles, "num_particles")
     if not isinstance(num_draws, int) or isinstance(num_draws, bool) or num_draws < 0:

@@ -201,7 +201,11 @@ def in_plate(site: dict, plate: str) -> bool:
 
 
 def discover(program, rows) -> Sites:
-    """The :class:`Sites` of ``program`` (a :class:`~pyro_vae.program.Program`) on a few ``rows``."""
+    """The :class:`Sites` of ``program`` (a :class:`~pyro_vae.program.Program`) on a few ``rows``.
+
+    Length: one traced run of the guide and the model, read site kind by site kind (data, observed, latent,
+    enumerated, global) into one Sites, each with the error that names what is wrong.
+    """
     guide = program.optional_guide or (lambda *args, **kwargs: None)
     with torch.no_grad(), pyro.validation_enabled(False):
         guide_trace, model_trace = program.traces(

@@ -134,6 +134,9 @@ def fit(
             (``"enum"``) when ``"trace"`` is asked.
 
     Returns: the :class:`~pyro_vae.train.state.History`.
+
+    Length: checks every argument and reads every form of data (tensors, splits, files, masks, covariates)
+    before the checkpoint is locked and the first step runs.
     """
     unknown = sorted(set(options) - TRAIN_OPTIONS)
     if unknown:
@@ -155,6 +158,8 @@ def fit(
     if isinstance(model, VAE) and (guide is not None or plate is not None):
         raise ValueError("A VAE brings its own guide and data plate; pass guide= and plate= only with a program.")
     program = as_program(model, guide, plate=plate)
+    if not settings.direct:  # validation (and the program fit returns to) trace Pyro's programs too
+        program = program.replace(direct_weights=None)
     # A split of a table read with covariate columns brings them (as y) unless others are given.
     covariates = train.covariates_for() if covariates is None and isinstance(train, Split) else covariates
     val_covariates = val.covariates_for() if val_covariates is None and isinstance(val, Split) else val_covariates
@@ -249,150 +254,186 @@ def _fit(
     history_path,
     before_training,
 ) -> History:
-    """The training loop of :func:`fit`, once its arguments are checked and the checkpoint locked."""
-    epochs, batch_size, seed, elbo = settings.epochs, settings.batch_size, settings.seed, settings.elbo
-    num_particles, patience, restore_best, jit = (
-        settings.num_particles,
-        settings.patience,
-        settings.restore_best,
-        settings.jit,
-    )
+    """The training loop of :func:`fit`, once its arguments are checked and the checkpoint locked:
+    the objective and its step, the start (a checkpoint or the data), then :class:`_Epochs` epoch by
+    epoch inside the private parameter store and random stream."""
     record = settings.resume_record(dynamic_binarization=dynamic, num_data=len(x))
     group = Distributed.current()
-    owner = trainee.module if isinstance(trainee, ModuleTrainee) else trainee.parameters
-    objective = training_objective(
-        settings,
-        vae=trainee.module if isinstance(trainee, ModuleTrainee) else None,
-        plate=program.plate,
-        max_plate_nesting=trainee.max_plate_nesting,
-    )
-    step = ObjectiveStep(owner, trainee.model, trainee.guide, objective, settings.lr, distributed=group.active)
-    state = RunState(stopping=EarlyStopping(patience))
+    step = _objective_step(trainee, program, settings, group)
+    state = RunState(stopping=EarlyStopping(settings.patience))
     if resume and Path(checkpoint).exists():
-        state = resume_state(trainee, step, checkpoint, record, patience)
+        state = resume_state(trainee, step, checkpoint, record, settings.patience)
     elif trainee.needs_start:
-        # Data on disk starts the model from a sample of its rows (a bounded read).
-        start = (
-            x.sample(max(2, min(INIT_SAMPLE_ROWS, CHUNK_BYTES // x.row_bytes)), seed)
-            if isinstance(x, RowSource)
-            else epoch_values(x, dynamic, seed, 0)
-        )
-        trainee.initialize(start, None if isinstance(x, RowSource) else train_covariates.get("mask"))
-        if isinstance(x, RowSource):
-            del start
-            release_freed_memory()
-    num_data = len(x)
-    # Each rank's share of an epoch (a DistributedSampler drops the remainder), in minibatches.
-    steps_per_epoch = math.ceil(num_data // group.world_size / batch_size)
-    warmup = KLWarmup(settings.kl_warmup_epochs, steps_per_epoch)
+        _start_from_data(trainee, x, dynamic, settings.seed, train_covariates)
+    epochs = _Epochs(trainee, step, state, settings, x, dynamic, train_covariates, group, has_val=x_val is not None)
     if before_training is not None and group.is_main:
         before_training()
-    # Validation reuses one program, its structure and the checked data, epoch after epoch.
-    # An importance-weighted objective is validated on its own K-sample bound, so early stopping and
-    # the kept epoch follow what is trained; chunks shrink so that K draws cost what one did.
-    val_particles = num_particles if elbo in IMPORTANCE_WEIGHTED else 1
-    validation = (
-        Validation(
-            program,
-            val_data,
-            seed=seed,
-            batch_size=max(batch_size, 512 // val_particles),
-            group=group,
-            num_particles=val_particles,
-        )
-        if x_val is not None
-        else None
-    )
+    validation = _validation(program, val_data, settings, group) if x_val is not None else None
     history = History(state.rows, state.stopping.best_epoch, False)
-    shown = Progress(settings.progress if group.is_main else False, epochs, state.epoch)
-
-    def save():
-        state.rng_state = torch.get_rng_state()
-        if group.is_main:
-            trainee.save(checkpoint, state.to_payload(step.state_dict(), record))
+    shown = Progress(settings.progress if group.is_main else False, settings.epochs, state.epoch)
 
     # A private parameter store (for a VAE, empty: two VAEs in one process never share parameters
     # by name; for a program, the caller's parameters themselves) and a private RNG keep the
     # caller's global state untouched. Data was validated above, so Pyro's per-step distribution
     # checks are switched off for speed.
-    with isolated(seed, start=trainee.store_start), pyro.validation_enabled(False):
+    with isolated(settings.seed, start=trainee.store_start), pyro.validation_enabled(False):
         if state.rng_state is not None:
             torch.set_rng_state(state.rng_state)
         trainee.train()
-        if jit:  # one trace per minibatch size, before the first step and outside the random stream
-            for size in sorted({min(batch_size, num_data - i * batch_size) for i in range(steps_per_epoch)}):
-                rows = torch.arange(size)
-                step.compile(
-                    x[rows],
-                    indices=rows,
-                    num_data=num_data,
-                    kl_weight=1.0,
-                    **{k: v[rows] for k, v in train_covariates.items()},
-                )
-        for epoch in range(state.epoch, epochs if not state.stopped_early else state.epoch):
+        if settings.jit:  # one trace per minibatch size, before the first step and outside the random stream
+            epochs.compile()
+        for epoch in range(state.epoch, settings.epochs if not state.stopped_early else state.epoch):
             started = time.perf_counter()
-            # What the model falls back to if this epoch diverges (a copy costs far less than an epoch).
-            last_finite = trainee.state_dict()
-            if group.active:  # this rank's points, and its own stream of latent draws
-                order = group.shard(seed, epoch, num_data)
-                torch.manual_seed(group.seed_for(seed, epoch))
-            else:
-                order = epoch_order(seed, epoch, num_data)
-            x_epoch = epoch_values(x, dynamic, seed, epoch)
-
-            def diverged(at_step, what, use_best, last_finite=last_finite, epoch=epoch):
-                _diverged(trainee, state, last_finite, epoch, at_step, what, checkpoint, use_best)
-
-            total = 0.0
-            for i in range(steps_per_epoch):
-                indices = order[i * batch_size : (i + 1) * batch_size]
-                weight = warmup.weight(epoch, i)
-                batch = {k: v[indices] for k, v in train_covariates.items()}
-                loss = step(x_epoch[indices], indices=indices, num_data=num_data, kl_weight=weight, **batch)
-                # In a process group the ranks decide together once per epoch (below): a rank that
-                # stopped alone would leave the others waiting in the next gradient exchange.
-                if not group.active and not math.isfinite(loss):
-                    diverged(i, f"the training loss became {loss}", restore_best and x_val is not None)
-                total += loss
-            if group.active:  # every rank sees the same mean loss, and so takes the same decisions
-                total = group.sum(total)[0] / group.world_size
-                if not math.isfinite(total):
-                    diverged(
-                        steps_per_epoch - 1, f"the training loss became {total}", restore_best and x_val is not None
-                    )
-            if not trainee.all_finite():
-                diverged(
-                    steps_per_epoch - 1,
-                    "a parameter became non-finite (a non-finite gradient)",
-                    restore_best and x_val is not None,
-                )
-            row = {
-                "epoch": epoch + 1,
-                "kl_weight": weight,
-                "train_elbo": -total / steps_per_epoch / num_data,
-                "val_elbo": float("nan"),
-                "seconds": 0.0,
-            }
+            row = epochs.train(epoch, checkpoint)
             stop = False
             if validation is not None:
-                trainee.eval()
-                row["val_elbo"] = validation()
-                trainee.train()
-                if not math.isfinite(row["val_elbo"]):
-                    diverged(steps_per_epoch - 1, f"the validation ELBO became {row['val_elbo']}", restore_best)
-                stop = state.stopping.observe(row["val_elbo"], epoch + 1, trainee)
+                stop = epochs.validate(row, validation, checkpoint)
             row["seconds"] = time.perf_counter() - started
             state.rows.append(row)
-            state.epoch = epoch + 1
-            state.stopped_early = stop
+            state.epoch, state.stopped_early = epoch + 1, stop
             history.best_epoch = state.stopping.best_epoch
             shown.epoch_done(row)
             if checkpoint is not None:  # a run resumed after stopping early knows it is finished
-                save()
+                epochs.save(checkpoint, record)
             if history_path is not None and group.is_main:
                 history.save(history_path)
             if stop:
                 break
+    _finish(trainee, state, history, group, shown, restore_best=x_val is not None and settings.restore_best)
+    return history
+
+
+def _objective_step(trainee: Trainee, program, settings: TrainSettings, group) -> ObjectiveStep:
+    """The objective ``settings`` ask for, and the Adam step on the trainee's parameters."""
+    is_module = isinstance(trainee, ModuleTrainee)
+    objective = training_objective(
+        settings,
+        vae=trainee.module if is_module else None,
+        plate=program.plate,
+        max_plate_nesting=trainee.max_plate_nesting,
+    )
+    owner = trainee.module if is_module else trainee.parameters
+    return ObjectiveStep(owner, trainee.model, trainee.guide, objective, settings.lr, distributed=group.active)
+
+
+def _start_from_data(trainee: Trainee, x, dynamic, seed: int, train_covariates) -> None:
+    """Start an untrained model from the data (data on disk: from a bounded sample of its rows)."""
+    on_disk = isinstance(x, RowSource)
+    start = (
+        x.sample(max(2, min(INIT_SAMPLE_ROWS, CHUNK_BYTES // x.row_bytes)), seed)
+        if on_disk
+        else epoch_values(x, dynamic, seed, 0)
+    )
+    trainee.initialize(start, None if on_disk else train_covariates.get("mask"))
+    if on_disk:
+        del start
+        release_freed_memory()
+
+
+def _validation(program, val_data: Data, settings: TrainSettings, group) -> Validation:
+    """One program, its structure and the checked data, reused epoch after epoch. An
+    importance-weighted objective is validated on its own K-sample bound, so early stopping and the
+    kept epoch follow what is trained; chunks shrink so that K draws cost what one did."""
+    particles = settings.num_particles if settings.elbo in IMPORTANCE_WEIGHTED else 1
+    return Validation(
+        program,
+        val_data,
+        seed=settings.seed,
+        batch_size=max(settings.batch_size, 512 // particles),
+        group=group,
+        num_particles=particles,
+    )
+
+
+@dataclasses.dataclass
+class _Epochs:
+    """One epoch of :func:`fit` at a time: its minibatch steps, divergence checks and validation."""
+
+    trainee: Trainee
+    step: ObjectiveStep
+    state: RunState
+    settings: TrainSettings
+    x: Any
+    dynamic: bool
+    covariates: dict
+    group: Distributed
+    has_val: bool
+
+    def __post_init__(self):
+        self.num_data = len(self.x)
+        # Each rank's share of an epoch (a DistributedSampler drops the remainder), in minibatches.
+        self.steps = math.ceil(self.num_data // self.group.world_size / self.settings.batch_size)
+        self.warmup = KLWarmup(self.settings.kl_warmup_epochs, self.steps)
+        self.last_finite: dict = {}
+
+    def compile(self) -> None:
+        """Trace the compiled objective once for each minibatch size an epoch has."""
+        batch_size, n = self.settings.batch_size, self.num_data
+        for size in sorted({min(batch_size, n - i * batch_size) for i in range(self.steps)}):
+            rows = torch.arange(size)
+            batch = {k: v[rows] for k, v in self.covariates.items()}
+            self.step.compile(self.x[rows], indices=rows, num_data=n, kl_weight=1.0, **batch)
+
+    def save(self, checkpoint, record) -> None:
+        """The checkpoint after an epoch: parameters, optimiser, history and the random stream."""
+        self.state.rng_state = torch.get_rng_state()
+        if self.group.is_main:
+            self.trainee.save(checkpoint, self.state.to_payload(self.step.state_dict(), record))
+
+    def _diverged(self, epoch: int, at_step: int, what: str, use_best: bool, checkpoint) -> None:
+        _diverged(self.trainee, self.state, self.last_finite, epoch, at_step, what, checkpoint, use_best)
+
+    def train(self, epoch: int, checkpoint) -> dict[str, float]:
+        """Every minibatch step of ``epoch``; its history row (validation and time still to fill)."""
+        seed, batch_size, group = self.settings.seed, self.settings.batch_size, self.group
+        # What the model falls back to if this epoch diverges (a copy costs far less than an epoch).
+        self.last_finite = self.trainee.state_dict()
+        if group.active:  # this rank's points, and its own stream of latent draws
+            order = group.shard(seed, epoch, self.num_data)
+            torch.manual_seed(group.seed_for(seed, epoch))
+        else:
+            order = epoch_order(seed, epoch, self.num_data)
+        x_epoch = epoch_values(self.x, self.dynamic, seed, epoch)
+        use_best = self.settings.restore_best and self.has_val
+        total = 0.0
+        for i in range(self.steps):
+            indices = order[i * batch_size : (i + 1) * batch_size]
+            weight = self.warmup.weight(epoch, i)
+            batch = {k: v[indices] for k, v in self.covariates.items()}
+            loss = self.step(x_epoch[indices], indices=indices, num_data=self.num_data, kl_weight=weight, **batch)
+            # In a process group the ranks decide together once per epoch (below): a rank that
+            # stopped alone would leave the others waiting in the next gradient exchange.
+            if not group.active and not math.isfinite(loss):
+                self._diverged(epoch, i, f"the training loss became {loss}", use_best, checkpoint)
+            total += loss
+        if group.active:  # every rank sees the same mean loss, and so takes the same decisions
+            total = group.sum(total)[0] / group.world_size
+            if not math.isfinite(total):
+                self._diverged(epoch, self.steps - 1, f"the training loss became {total}", use_best, checkpoint)
+        if not self.trainee.all_finite():
+            what = "a parameter became non-finite (a non-finite gradient)"
+            self._diverged(epoch, self.steps - 1, what, use_best, checkpoint)
+        return {
+            "epoch": epoch + 1,
+            "kl_weight": weight,
+            "train_elbo": -total / self.steps / self.num_data,
+            "val_elbo": float("nan"),
+            "seconds": 0.0,
+        }
+
+    def validate(self, row: dict[str, float], validation: Validation, checkpoint) -> bool:
+        """Fill the row's validation ELBO; whether early stopping ends training here."""
+        self.trainee.eval()
+        row["val_elbo"] = validation()
+        self.trainee.train()
+        if not math.isfinite(row["val_elbo"]):
+            what = f"the validation ELBO became {row['val_elbo']}"
+            self._diverged(row["epoch"] - 1, self.steps - 1, what, self.settings.restore_best, checkpoint)
+        return self.state.stopping.observe(row["val_elbo"], row["epoch"], self.trainee)
+
+
+def _finish(trainee: Trainee, state: RunState, history: History, group, shown: Progress, *, restore_best: bool) -> None:
+    """After the last epoch: the trainee's final state, convergence advice, the best epoch restored."""
     history.stopped_early = state.stopped_early
     trainee.finish()
     if group.active:
@@ -401,13 +442,12 @@ def _fit(
         warnings.warn(
             history.not_converged("Train for more epochs (resume the checkpoint with a larger epochs) or raise lr."),
             RuntimeWarning,
-            stacklevel=3,  # the caller of fit
+            stacklevel=4,  # the caller of fit
         )
     shown.close()
     trainee.eval()
-    if x_val is not None and restore_best and state.stopping.best_state is not None:
+    if restore_best and state.stopping.best_state is not None:
         trainee.load_state_dict(state.stopping.best_state)
-    return history
 
 
 # ---------------------------------------------------------------------- helpers

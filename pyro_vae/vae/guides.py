@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from .._util.checks import positive_int
-from .._util.maths import HALF_LOG_TWO_PI
 from .._util.registry import registrar, with_defaults
 from ..distributions.flows import reversing_stack
 from .networks import mlp_parameter_count
@@ -48,7 +47,10 @@ def get_guide(spec: str | GuideFamily, latent_dim: int, **kwargs: Any) -> GuideF
 
 
 class GuideFamily(nn.Module):
-    """Base class: ``distribution(loc, scale)`` of ``z`` given the encoder's output, each ``(..., L)``."""
+    """Base class: ``distribution(loc, scale)`` of ``z`` given the encoder's output, each ``(..., L)``.
+
+    ``distribution`` (and ``forward``, which calls it) are the hooks a subclass overrides; the
+    VAE's guide and its ELBO from the parts both call the module (:meth:`pyro_vae.VAE.posterior`)."""
 
     name: str = "custom"
 
@@ -69,17 +71,6 @@ class GuideFamily(nn.Module):
     def forward(self, loc: torch.Tensor, scale: torch.Tensor) -> dist.TorchDistribution:
         return self.distribution(loc, scale)
 
-    def draw(
-        self, loc: torch.Tensor, scale: torch.Tensor, num_particles: int = 1
-    ) -> tuple[torch.Tensor, torch.Tensor, dist.TorchDistribution]:
-        """A reparameterised draw ``z`` of ``q(z|x)`` and its log-density, with the distribution:
-        ``z`` of shape ``(B, L)`` (``(K, B, L)`` for ``num_particles=K > 1``), ``log q(z|x)`` of
-        shape ``(B,)`` (``(K, B)``). It uses the random stream that ``distribution(loc,
-        scale).rsample`` uses, so it makes the draw a trace of the guide makes."""
-        posterior = self.distribution(loc, scale)
-        z = posterior.rsample() if num_particles == 1 else posterior.rsample((num_particles,))
-        return z, posterior.log_prob(z), posterior
-
 
 @register_guide("normal")
 class NormalGuide(GuideFamily):
@@ -87,17 +78,6 @@ class NormalGuide(GuideFamily):
 
     def distribution(self, loc, scale):
         return dist.Normal(loc, scale).to_event(1)
-
-    def draw(self, loc, scale, num_particles=1):
-        """As the base class, with ``log q`` from the standard-normal noise ``e`` of ``z = loc + e scale``:
-        ``log q(z|x) = sum_l [-e_l^2 / 2 - log scale_l] - (L / 2) log 2 pi``, which equals the density
-        at ``z`` (and has its gradients) without recomputing ``e`` from ``z``."""
-        posterior = self.distribution(loc, scale)
-        shape = loc.shape if num_particles == 1 else (num_particles, *loc.shape)
-        noise = torch.randn(shape, dtype=loc.dtype, device=loc.device)  # Normal.rsample's own stream
-        z = loc + noise * scale
-        log_q = (noise.pow(2).mul(-0.5) - scale.log()).sum(-1) - loc.shape[-1] * HALF_LOG_TWO_PI
-        return z, log_q, posterior
 
 
 @register_guide("iaf")

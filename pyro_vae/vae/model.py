@@ -117,6 +117,11 @@ class VAE(nn.Module):
         missing: bool = False,
         input_transform: str | None = None,
     ):
+        """Build the VAE's parts from the arguments above (see the class docstring).
+
+        Length: one check per documented argument, then the parts built in the order they depend on each other
+        (likelihood, prior, guide family, networks, the prior attached to the encoder).
+        """
         super().__init__()
         if missing is not False and missing is not True:
             raise ValueError(f"missing must be True or False, got {missing!r}.")
@@ -229,11 +234,6 @@ class VAE(nn.Module):
             pyro.sample("x", fn if mask is None else mask_features(fn, mask), obs=x)
         return raw
 
-    def observation(self, raw: torch.Tensor, size: torch.Tensor | None = None) -> pyro.distributions.TorchDistribution:
-        """``p(x|z)`` from the decoder's raw output, in the units of ``x`` (standardised if asked)."""
-        fn = self.likelihood(raw, size)
-        return Standardized(fn, self.data_loc, self.data_scale) if self.standardize else fn
-
     def guide(
         self,
         x: torch.Tensor,
@@ -251,32 +251,57 @@ class VAE(nn.Module):
         pyro.module("guide_family", self.guide_family)
         y = self._covariates(y, x.shape[0])
         with self._data_plate(x, indices, num_data):
-            loc, scale = self.encode(x, y, mask=mask)
+            posterior = self.posterior(x, y, mask=mask)
             with kl_scale(kl_weight):
-                pyro.sample("z", self.guide_family(loc, scale))
+                pyro.sample("z", posterior)
+
+    # ------------------------------------------------------------------ the three densities
+    # The model, the guide and the ELBO from the parts (own_elbo) all build p(z), q(z|x) and p(x|z)
+    # through these three calls and nothing else, so an override of any hook of the prior, the guide
+    # family or the likelihood (their distribution() or forward()) reaches every path alike.
+    def posterior(
+        self, x: torch.Tensor, y: torch.Tensor | None = None, *, mask: torch.Tensor | None = None
+    ) -> pyro.distributions.TorchDistribution:
+        """``q(z|x)`` (``q(z|x, y)``) for a batch ``x`` of shape ``(B, D)``: the guide family's
+        distribution of the encoder's ``(loc, scale)``, batch shape ``(B,)``, event shape ``(L,)``."""
+        return self.guide_family(*self.encode(x, y, mask=mask))
+
+    def observation(self, raw: torch.Tensor, size: torch.Tensor | None = None) -> pyro.distributions.TorchDistribution:
+        """``p(x|z)`` from the decoder's raw output, in the units of ``x`` (standardised if asked)."""
+        fn = self.likelihood(raw, size)
+        return Standardized(fn, self.data_loc, self.data_scale) if self.standardize else fn
 
     # ------------------------------------------------------------------ the ELBO from the parts
     @property
     def computes_own_elbo(self) -> bool:
-        """Whether :func:`.own_elbo.elbo_terms` is this VAE's ELBO: true unless :meth:`model` or :meth:`guide` is
-        another function than the one defined here (a subclass's, as in
-        :class:`~pyro_vae.HierarchicalVAE`, or one set on the instance), or the guide family is not one
-        of the registered, reparameterised ones."""
+        """Whether :func:`.own_elbo.elbo_terms` is this VAE's ELBO: true unless :meth:`model` or
+        :meth:`guide` is another function than the one defined here (a subclass's, as in
+        :class:`~pyro_vae.HierarchicalVAE`, or one set on the instance), or the guide family is not a
+        registered (reparameterised) one or a subclass of one.
+
+        Both paths read the densities through :meth:`posterior`, ``prior()`` and :meth:`observation`,
+        so a subclass of a prior, guide family or likelihood that overrides their hooks changes both
+        alike (``tests/train/test_one_density_path.py``)."""
         from .guides import GUIDES
 
         # The bound methods' functions, so a subclass, an instance attribute or a patched class all count.
         own = getattr(self.model, "__func__", None) is _MODEL and getattr(self.guide, "__func__", None) is _GUIDE
-        return own and type(self.guide_family) in GUIDES.values()
+        return own and isinstance(self.guide_family, tuple(GUIDES.values()))
 
-    def as_program(self) -> Program:
-        """This VAE under the protocol every tool uses (:mod:`pyro_vae.program`)."""
+    def as_program(self, *, direct: bool = True) -> Program:
+        """This VAE under the protocol every tool uses (:mod:`pyro_vae.program`).
+
+        With ``direct`` (the default) and :attr:`computes_own_elbo`, importance weights come from
+        the parts (:func:`.own_elbo.importance_log_weights`, the traced programs' values on the same
+        draws); ``direct=False`` makes every tool trace the Pyro programs, e.g.
+        ``log_likelihood(vae.as_program(direct=False), x)``."""
         return Program(
             self.model,
             self.guide,
             check=self.check_data,
             template=self._template,
             name=self.likelihood.name,
-            direct_weights=partial(importance_log_weights, self) if self.computes_own_elbo else None,
+            direct_weights=partial(importance_log_weights, self) if direct and self.computes_own_elbo else None,
             guide_reads_mask=self.missing,
         )
 

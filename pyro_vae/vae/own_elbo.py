@@ -11,9 +11,11 @@ from its encoder, guide family, prior, decoder and likelihood directly:
     z_{kb} \\sim q(z \\mid x_b), \\qquad
     \\log w_{kb} = \\log p(x_b \\mid z_{kb}) + \\underbrace{\\log p(z_{kb}) - \\log q(z_{kb} \\mid x_b)}_{r_{kb}} .
 
-The steps are the programs' own, in their order (the encoder and the guide's draw, then the prior
-and the decoder), so on one random stream the draws are the ones the traced programs make and the
-results equal theirs to rounding (``tests/train/test_direct_elbo.py``,
+The densities are the programs' own objects -- :meth:`~pyro_vae.VAE.posterior`, ``vae.prior()``
+and :meth:`~pyro_vae.VAE.observation`, the three calls the model and guide make -- and the steps
+are theirs, in their order (the guide's draw, then the prior and the decoder), so on one random
+stream the draws are the ones the traced programs make, the results equal theirs to rounding, and
+no override of a prior, guide family or likelihood can reach one path and not the other (``tests/train/test_direct_elbo.py``,
 ``tests/evaluate/test_direct_weights.py``). Training uses :func:`elbo_terms` through
 :class:`~pyro_vae.train.objective.DirectTraceELBO`, importance sampling uses
 :func:`importance_log_weights` through :attr:`~pyro_vae.program.Program.direct_weights`.
@@ -47,16 +49,23 @@ def elbo_terms(
     of Pyro's objective on a minibatch of ``B`` of ``N`` points with KL weight ``beta``.
     """
     y = vae._covariates(y, x.shape[0])
-    z, log_q, posterior = vae.guide_family.draw(*vae.encode(x, y, mask=mask), num_particles)
+    posterior = vae.posterior(x, y, mask=mask)
+    if not posterior.has_rsample:
+        raise ValueError(
+            f"The guide family {type(vae.guide_family).__name__} returns a distribution without rsample; "
+            "train it through Pyro's objectives with fit(..., direct=False)."
+        )
+    z = posterior.rsample() if num_particles == 1 else posterior.rsample((num_particles,))
+    prior = vae.prior()
     size = vae._size_factors(x, size_factor)
     log_ratio = None
     if analytic_kl:
         try:
-            log_ratio = -torch.distributions.kl_divergence(posterior, vae.prior())
+            log_ratio = -torch.distributions.kl_divergence(posterior, prior)
         except NotImplementedError:  # no closed form for this pair: the draw, as TraceMeanField_ELBO
             pass
     if log_ratio is None:
-        log_ratio = vae.prior.log_prob(z) - log_q
+        log_ratio = prior.log_prob(z) - posterior.log_prob(z)
     fn = vae.observation(vae.decode(z, y), size)
     return (fn if mask is None else mask_features(fn, mask)).log_prob(x), log_ratio
 

@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .._util.checks import positive_int
-from .._util.maths import HALF_LOG_TWO_PI, inverse_softplus
+from .._util.maths import inverse_softplus
 from .._util.registry import registrar, with_defaults
 from ..distributions.flows import reversing_stack
 from ..distributions.mixtures import DiagonalNormalMixture
@@ -90,8 +90,10 @@ class Prior(nn.Module):
         return self.distribution()
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
-        """``log p(z)`` of codes ``z`` of shape ``(..., L)``, shape ``(...)``: the distribution's."""
-        return self.distribution().log_prob(z)
+        """``log p(z)`` of codes ``z`` of shape ``(..., L)``, shape ``(...)``: the density of the
+        distribution the module returns (``self()``), the one the VAE's model samples from. Not a
+        hook: override :meth:`distribution` (or :meth:`forward`) to change the prior."""
+        return self().log_prob(z)
 
 
 @register_prior("normal")
@@ -100,10 +102,6 @@ class StandardNormalPrior(Prior):
 
     def distribution(self):
         return dist.Normal(self.zeros, self.ones).to_event(1)
-
-    def log_prob(self, z):
-        """``-|z|^2 / 2 - (L / 2) log 2 pi``, the distribution's density in fewer operations."""
-        return z.pow(2).sum(-1).mul(-0.5) - self.latent_dim * HALF_LOG_TWO_PI
 
 
 #: Learned scales never fall below this, so a component cannot collapse onto one code.
