@@ -305,14 +305,9 @@ def _fit(
 
 def _objective_step(trainee: Trainee, program, settings: TrainSettings, group) -> ObjectiveStep:
     """The objective ``settings`` ask for, and the Adam step on the trainee's parameters."""
-    is_module = isinstance(trainee, ModuleTrainee)
-    objective = training_objective(
-        settings,
-        vae=trainee.module if is_module else None,
-        plate=program.plate,
-        max_plate_nesting=trainee.max_plate_nesting,
-    )
-    owner = trainee.module if is_module else trainee.parameters
+    vae = trainee.module if isinstance(trainee, ModuleTrainee) else None
+    objective = training_objective(settings, vae=vae, plate=program.plate, max_plate_nesting=trainee.max_plate_nesting)
+    owner = vae if vae is not None else trainee.parameters
     return ObjectiveStep(owner, trainee.model, trainee.guide, objective, settings.lr, distributed=group.active)
 
 
@@ -423,13 +418,14 @@ class _Epochs:
 
     def validate(self, row: dict[str, float], validation: Validation, checkpoint) -> bool:
         """Fill the row's validation ELBO; whether early stopping ends training here."""
+        epoch = int(row["epoch"])
         self.trainee.eval()
         row["val_elbo"] = validation()
         self.trainee.train()
         if not math.isfinite(row["val_elbo"]):
             what = f"the validation ELBO became {row['val_elbo']}"
-            self._diverged(row["epoch"] - 1, self.steps - 1, what, self.settings.restore_best, checkpoint)
-        return self.state.stopping.observe(row["val_elbo"], row["epoch"], self.trainee)
+            self._diverged(epoch - 1, self.steps - 1, what, self.settings.restore_best, checkpoint)
+        return self.state.stopping.observe(row["val_elbo"], epoch, self.trainee)
 
 
 def _finish(trainee: Trainee, state: RunState, history: History, group, shown: Progress, *, restore_best: bool) -> None:
