@@ -28,6 +28,7 @@ from ..vae.model import INPUT_TRANSFORMS
 from ..vae.priors import PRIORS
 from .commands import SOURCE_NAMES, run_demo, run_sample, run_train
 from .evaluation import run_compare, run_evaluate
+from .imputation import run_impute
 from .report import run_report
 
 __all__ = ["build_parser", "load_run", "main"]
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         "evaluate": run_evaluate,
         "compare": run_compare,
         "report": run_report,
+        "impute": run_impute,
     }
     try:
         commands[args.command](args)
@@ -84,7 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
-    for add in (_demo_command, _train_command, _sample_command, _evaluate_command, _compare_command, _report_command):
+    for add in (
+        _demo_command,
+        _train_command,
+        _sample_command,
+        _evaluate_command,
+        _compare_command,
+        _report_command,
+        _impute_command,
+    ):
         add(partial(_command, commands))
     return parser
 
@@ -295,6 +305,18 @@ def _report_command(command) -> None:
     )
     report.add_argument("--seed", type=int, default=0, help="seeds every draw")
     report.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
+
+
+def _impute_command(command) -> None:
+    """``impute``: the missing entries of a table, filled by a run's model."""
+    impute = command("impute", "fill a table's missing entries (empty, NA or NaN) with a run's model")
+    impute.add_argument("run", help="a run folder written by train")
+    impute.add_argument("--data", required=True, help="a .csv, .npy or .h5ad file with missing entries")
+    impute.add_argument("--out", default=None, help="CSV of the imputed means (default DATA-imputed.csv)")
+    impute.add_argument("--num-particles", type=int, default=1000, help="importance samples per row")
+    impute.add_argument("--num-draws", type=int, default=10, help="imputations drawn per row (saved as .npy)")
+    impute.add_argument("--seed", type=int, default=0, help="seeds every draw")
+    impute.add_argument("--overwrite", action="store_true", help="replace the output files")
 
 
 def _evaluation_options(parser) -> None:

@@ -4,7 +4,8 @@
 * :mod:`~pyro_vae.data.labels` -- one-hot labels (:func:`one_hot`);
 * :mod:`~pyro_vae.data.rows` -- row sources for data larger than memory (:func:`open_rows`);
 * :mod:`~pyro_vae.data.readers` -- the bounded readers of IDX files, ``.npy`` headers and tables;
-* :mod:`~pyro_vae.data.anndata_files` -- AnnData ``.h5ad`` files (:func:`read_h5ad`), with ``anndata``."""
+* :mod:`~pyro_vae.data.anndata_files` -- AnnData ``.h5ad`` files (:func:`read_h5ad`), with ``anndata``;
+* :mod:`~pyro_vae.data.missing_values` -- tables with missing entries as values and a mask (:func:`read_missing`)."""
 
 from .anndata_files import read_h5ad
 from .labels import one_hot
@@ -22,6 +23,7 @@ from .loading import (
     idx_to_npy,
     load,
 )
+from .missing_values import read_missing
 from .readers import read_idx
 from .rows import CHUNK_BYTES, IndexedRows, MappedArray, RowSource, open_rows
 
@@ -38,6 +40,7 @@ __all__ = [
     "IndexedRows",
     "KNOWN_IDX",
     "load",
+    "read_missing",
     "MappedArray",
     "one_hot",
     "open_rows",

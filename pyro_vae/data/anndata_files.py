@@ -26,7 +26,16 @@ from .._util.checks import refuse_inexact_counts
 from .._util.memory import available_bytes
 from .table_columns import label_codes, one_hot_columns, one_hot_recorded
 
-__all__ = ["H5AD_SUFFIX", "import_anndata", "matrix_of", "obs_covariates", "read_h5ad", "refuse_duplicated_names"]
+__all__ = [
+    "H5AD_SUFFIX",
+    "import_anndata",
+    "matrix_of",
+    "obs_covariates",
+    "read_h5ad",
+    "read_h5ad_object",
+    "refuse_duplicated_names",
+    "var_positions",
+]
 
 H5AD_SUFFIX = ".h5ad"
 
@@ -66,20 +75,11 @@ def read_h5ad(
     names the ``layer``.
     """
     path = Path(path)
-    anndata = import_anndata()
-    if not path.is_file():
-        raise FileNotFoundError(f"No AnnData file at {path}.")
-    _refuse_matrices_beyond_memory(path, layer)
-    try:
-        adata = anndata.read_h5ad(path)
-    except Exception as error:  # h5py, anndata and OS errors alike: the file is not one we can read
-        raise ValueError(
-            f"{path} is not a readable AnnData file ({type(error).__name__}: {str(error)[:300]})."
-        ) from None
+    adata = read_h5ad_object(path, layer)
     matrix = matrix_of(adata, layer, path)
     names = [str(n) for n in adata.var_names]
     refuse_duplicated_names(names, path)
-    positions = list(range(len(names))) if columns is None else _var_positions(columns, names, path)
+    positions = list(range(len(names))) if columns is None else var_positions(columns, names, path)
     array = matrix[:, positions]
     record: dict[str, Any] = {
         "layer": layer,
@@ -100,6 +100,20 @@ def read_h5ad(
     if covariates:
         y, record["covariates"] = obs_covariates(adata, covariates, path)
     return _points(array, path), torch.from_numpy(labels), record, y
+
+
+def read_h5ad_object(path: Path, layer: str | None) -> Any:
+    """The ``anndata.AnnData`` of an ``.h5ad`` file, once its matrices are known to fit in memory."""
+    anndata = import_anndata()
+    if not path.is_file():
+        raise FileNotFoundError(f"No AnnData file at {path}.")
+    _refuse_matrices_beyond_memory(path, layer)
+    try:
+        return anndata.read_h5ad(path)
+    except Exception as error:  # h5py, anndata and OS errors alike: the file is not one we can read
+        raise ValueError(
+            f"{path} is not a readable AnnData file ({type(error).__name__}: {str(error)[:300]})."
+        ) from None
 
 
 def _refuse_matrices_beyond_memory(path: Path, layer: str | None) -> None:
@@ -206,7 +220,8 @@ def refuse_duplicated_names(names: Sequence[str], what: Any) -> None:
         )
 
 
-def _var_positions(columns: Sequence[Any], names: list[str], path: Any) -> list[int]:
+def var_positions(columns: Sequence[Any], names: list[str], path: Any) -> list[int]:
+    """Positions in ``names`` (an AnnData's ``var_names``) of ``columns``: names or 0-based positions."""
     if isinstance(columns, str) or not isinstance(columns, Sequence) or not columns:
         raise ValueError(f"{path}: columns must be a non-empty list of gene names or positions, got {columns!r}.")
     lookup = {name: i for i, name in enumerate(names)}

@@ -10,7 +10,9 @@ The rules, applied line by line in bounded memory:
 * Every data row has as many cells as the first row, and every cell is a finite number that
   float32 holds (up to about 3.4e38): ``NA``, empty cells, ``inf``, ``nan`` and ``1e39`` are refused
   with their line and column. A table with missing entries needs them filled, or a mask
-  (``docs/programs.md``, "Missing entries").
+  (``docs/programs.md``, "Missing entries"); read with ``missing=True`` (as
+  :func:`pyro_vae.data.read_missing` does), the cells pandas reads as missing
+  (:data:`~pyro_vae.data.table_columns.MISSING_MARKERS`: empty, ``NA``, ``NaN``, ...) are NaN instead.
 * A line longer than :data:`MAX_LINE_CHARS` is refused as soon as that many characters have
   been read, so a huge single-line file costs neither the time nor the memory to read it whole.
 
@@ -24,6 +26,8 @@ from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
+
+from .table_columns import MISSING_MARKERS
 
 __all__ = ["MAX_LINE_CHARS", "read_csv", "read_header"]
 
@@ -49,11 +53,14 @@ def read_header(path: Path) -> tuple[list[str] | None, int]:
     return None, 0
 
 
-def read_csv(path: Path, text_columns: Collection[int] = ()) -> tuple[np.ndarray, list[str] | None, dict]:
+def read_csv(
+    path: Path, text_columns: Collection[int] = (), *, missing: bool = False
+) -> tuple[np.ndarray, list[str] | None, dict]:
     """``(values, header, texts)``: the table's values as float64 ``(N, D)`` (each a float32 value),
     its column names (``None`` without a header row), and the cells of ``text_columns`` (0-based)
     as strings, ``{column: [N strings]}``, whose places in ``values`` hold NaN; ``ValueError`` as
-    the module docstring says for every other column."""
+    the module docstring says for every other column. With ``missing``, a cell of
+    :data:`~pyro_vae.data.table_columns.MISSING_MARKERS` is NaN rather than refused."""
     texts: dict[int, list[str]] = {c: [] for c in text_columns}
     # Rows go into blocks of _BLOCK_ROWS preallocated rows: no array object per row, and one copy at the end.
     blocks: list[np.ndarray] = []
@@ -91,10 +98,13 @@ def read_csv(path: Path, text_columns: Collection[int] = ()) -> tuple[np.ndarray
             for column, kept in texts.items():
                 kept.append(cells[column].strip())
                 cells[column] = "nan"
+            absent = {i for i, c in enumerate(cells) if c.strip() in MISSING_MARKERS} if missing else set()
+            for column in absent:
+                cells[column] = "nan"
             if not blocks or filled == len(blocks[-1]):
                 blocks.append(np.empty((_BLOCK_ROWS, width), dtype=np.float64))
                 filled = 0
-            blocks[-1][filled] = _numbers(cells, path, line_number, header, set(texts))
+            blocks[-1][filled] = _numbers(cells, path, line_number, header, set(texts) | absent)
             filled += 1
     if not blocks:
         raise ValueError(f"{path} holds no data rows.")

@@ -118,11 +118,17 @@ def load_table(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def read_table(
-    path: Path, *, columns: Sequence[Any] | None = None, label: Any = None, covariates: Sequence[Any] | None = None
+    path: Path,
+    *,
+    columns: Sequence[Any] | None = None,
+    label: Any = None,
+    covariates: Sequence[Any] | None = None,
+    missing: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any], torch.Tensor | None]:
     """``(x (N, D) float32, labels (N,) long, record, y)`` of a table, with the feature columns, the
     label column and the covariate columns (``y``, one-hot blocks ``(N, K)``, or ``None``) chosen as
-    :mod:`pyro_vae.data.table_columns` says (``record`` says what was chosen)."""
+    :mod:`pyro_vae.data.table_columns` says (``record`` says what was chosen). With ``missing``,
+    empty and ``NA`` cells of a CSV file are NaN in ``x`` (:func:`~pyro_vae.data.csv_tables.read_csv`)."""
     if not path.is_file():
         raise FileNotFoundError(f"No table at {path}.")
     header: list[str] | None = None
@@ -146,7 +152,7 @@ def read_table(
             # left-out column anything.
             text_columns = set() if positions is None else set(range(width)) - set(positions)
             text_columns |= set(covariate_at) | (set() if label_at is None else {label_at})
-            array, header, texts = read_csv(path, text_columns)
+            array, header, texts = read_csv(path, text_columns, missing=missing)
     except UnicodeDecodeError:
         raise ValueError(f"{path} is not a text table (it is not UTF-8).") from None
     except ValueError as error:

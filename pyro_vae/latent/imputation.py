@@ -21,11 +21,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyro
 import torch
 
 from .._util.checks import positive_int
 from .._util.isolation import isolated, leaves_pyro_state_alone
+from ..data.missing_values import is_data_source, read_missing
 from ..program.binding import bind
 from ..program.sites import site_values
 from ..program.weights import point_weights
@@ -56,6 +58,68 @@ class Imputation:
     effective_sample_size: torch.Tensor
     num_particles: int
 
+    @property
+    def observed(self) -> torch.Tensor:
+        """The data as given: observed entries, NaN where missing, shape ``(N, D)``."""
+        return torch.where(self.mask, self.mean, torch.full_like(self.mean, float("nan")))
+
+    def to_inference_data(self, *, var_name: str = "x", sample_dims: tuple[str, ...] = ("chain", "draw")) -> Any:
+        """The multiple imputations as ArviZ data: ``posterior_predictive[var_name]`` holds the draws
+        (one chain of ``num_draws``, dimensions ``(chain, draw, obs, feature)``), ``observed_data`` the
+        data with NaN where missing, ``constant_data["mask"]`` the mask. ArviZ's summaries and
+        ``plot_ppc`` read it; an :class:`arviz.InferenceData` on ArviZ 0.x, a ``DataTree`` on 1.x."""
+        from .._util.arviz_compat import write_dataset, write_inference_data
+
+        if self.draws.shape[0] == 0:
+            raise ValueError("This imputation holds no draws; impute with num_draws > 0 to export them.")
+        if len(sample_dims) not in (1, 2):
+            raise ValueError(f"sample_dims must be ('chain', 'draw') or one name, got {sample_dims!r}.")
+        draws = self.draws.detach().cpu().numpy()
+        if len(sample_dims) == 2:
+            draws = draws[None]
+        n, d = self.mean.shape[0], self.mean.shape[-1]
+        coords = {"obs": np.arange(n), "feature": np.arange(d)}
+        dims = {var_name: ["obs", "feature"]}
+        attrs = {"imputation": f"importance-weighted, {self.num_particles} particles per point"}
+
+        def group(values, dims, sampled):
+            return write_dataset(
+                values, coords=coords, dims=dims, attrs=attrs, sample_dims=sample_dims if sampled else ()
+            )
+
+        return write_inference_data(
+            {
+                "posterior_predictive": group({var_name: draws}, dims, True),
+                "observed_data": group({var_name: self.observed.numpy()}, dims, False),
+                "constant_data": group({"mask": self.mask.numpy()}, {"mask": ["obs", "feature"]}, False),
+            }
+        )
+
+    def to_anndata(self, adata: Any = None, *, layer: str = "imputed") -> Any:
+        """A copy of ``adata`` (or a new ``anndata.AnnData`` of the imputed means) with the layers
+        ``layer`` (``mean``: observed entries as given, missing ones at ``E[x_m | x_o]``) and
+        ``f"{layer}_sd"`` (each entry's standard deviation over the draws; 0 where observed, NaN
+        without draws). ``adata`` itself is left as it was."""
+        from ..data.anndata_files import import_anndata
+
+        anndata = import_anndata()
+        mean = self.mean.detach().cpu().numpy()
+        if adata is None:
+            adata = anndata.AnnData(X=mean.copy())
+        elif tuple(adata.shape) != tuple(mean.shape):
+            raise ValueError(f"adata has shape {tuple(adata.shape)} but the imputation covers {tuple(mean.shape)}.")
+        else:
+            adata = adata.copy()
+        if not isinstance(layer, str) or not layer or "/" in layer:
+            raise ValueError(f"layer must be a non-empty name without '/', got {layer!r}.")
+        taken = [name for name in (layer, f"{layer}_sd") if name in adata.layers]
+        if taken:
+            raise ValueError(f"adata already has the layer(s) {taken}; choose another layer= name.")
+        spread = self.draws.std(0, unbiased=False) if self.draws.shape[0] else torch.full_like(self.mean, float("nan"))
+        adata.layers[layer] = mean
+        adata.layers[f"{layer}_sd"] = spread.detach().cpu().numpy()
+        return adata
+
     def __repr__(self) -> str:
         missing = int((~self.mask).sum())
         return (
@@ -71,7 +135,7 @@ def impute(
     model: Any,
     x: Any,
     *,
-    mask: Any,
+    mask: Any = None,
     num_particles: int = 1000,
     num_draws: int = 10,
     guide: Callable | None = None,
@@ -85,8 +149,11 @@ def impute(
 
     Args:
         model: a :class:`~pyro_vae.VAE` (best built with ``missing=True``) or a Pyro program with ``guide=``.
-        x: data ``(N, D)``; entries where ``mask`` is False may be NaN.
-        mask: boolean, ``x``'s shape, True where observed.
+        x: data ``(N, D)``; entries where ``mask`` is False may be NaN. Or a file (``.csv`` with
+            empty or ``NA`` cells, ``.npy`` or ``.h5ad`` with NaN) or an ``anndata.AnnData``, read by
+            :func:`pyro_vae.data.read_missing` (every column, the AnnData's ``X``; call it yourself
+            to choose columns or a layer).
+        mask: boolean, ``x``'s shape, True where observed; by default True wherever ``x`` is not NaN.
         num_particles: ``S`` draws of ``z`` per point.
         num_draws: completions drawn per point (0 for the mean alone).
         covariates, plate, global_values: as for :func:`pyro_vae.log_likelihood`.
@@ -101,8 +168,7 @@ def impute(
     positive_int(num_particles, "num_particles")
     if not isinstance(num_draws, int) or isinstance(num_draws, bool) or num_draws < 0:
         raise ValueError(f"num_draws must be an integer >= 0, got {num_draws!r}.")
-    if mask is None:
-        raise ValueError("impute needs mask=, True where x was observed.")
+    x, mask = _values_and_mask(x, mask)
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
     if sites.enumerated:
@@ -149,3 +215,19 @@ def impute(
         effective_sample_size=torch.cat(sizes),
         num_particles=num_particles,
     )
+
+
+def _values_and_mask(x: Any, mask: Any) -> tuple[Any, Any]:
+    """``x`` read from a file or AnnData where it names one, and the mask: given, or where ``x`` is not NaN."""
+    if is_data_source(x):
+        x, found = read_missing(x)
+        return x, found if mask is None else mask
+    if mask is None:
+        values = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+        if not values.is_floating_point() or not bool(torch.isnan(values).any()):
+            raise ValueError(
+                "impute needs to know what is missing: pass mask= (True where x was observed) or x with NaN "
+                "where entries are missing."
+            )
+        mask = ~torch.isnan(values)
+    return x, mask
