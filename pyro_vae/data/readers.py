@@ -128,7 +128,11 @@ def read_table(
     """``(x (N, D) float32, labels (N,) long, record, y)`` of a table, with the feature columns, the
     label column and the covariate columns (``y``, one-hot blocks ``(N, K)``, or ``None``) chosen as
     :mod:`pyro_vae.data.table_columns` says (``record`` says what was chosen). With ``missing``,
-    empty and ``NA`` cells of a CSV file are NaN in ``x`` (:func:`~pyro_vae.data.csv_tables.read_csv`)."""
+    empty and ``NA`` cells of a CSV file are NaN in ``x`` (:func:`~pyro_vae.data.csv_tables.read_csv`).
+
+    Length: both file kinds' column choices are resolved and their reading errors translated in one
+    place, then covariates, labels and the exact-count check follow in the order the record lists them.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"No table at {path}.")
     header: list[str] | None = None
