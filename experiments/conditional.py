@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 
 import pyro_vae
-from pyro_vae import diagnostics, quality
+from pyro_vae import diagnostics
 from pyro_vae.data import one_hot
+from pyro_vae.diagnostics import quality
 from pyro_vae.diagnostics.plots import image_grid
 
 SNEAKER = 7

@@ -239,7 +239,7 @@ def main() -> None:
 
         if name in CHECKED and args.draws:  # does the model reproduce the zeros, the variances, the library sizes?
             check = pyro_vae.posterior_predictive_check(
-                vae, x["test"], covariates=covariates("test"), num_draws=args.draws, seed=args.seed
+                vae, x["test"], covariates=covariates("test"), num_samples=args.draws, seed=args.seed
             )
             rows[name]["posterior_predictive_check"] = check.summary()
             checks[name] = check
@@ -279,7 +279,7 @@ def main() -> None:
         predictive_check_figure(
             check,
             figure.with_name(f"{figure.stem}_{name.replace('+', '_')}{figure.suffix}"),
-            title=f"{name}: {check.num_draws} replicates of the test cells; coverage {check.coverage:.1%}",
+            title=f"{name}: {check.num_samples} replicates of the test cells; coverage {check.coverage:.1%}",
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")

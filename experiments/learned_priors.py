@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 import pyro_vae
-from pyro_vae import diagnostics, quality
+from pyro_vae import diagnostics
+from pyro_vae.diagnostics import quality
 
 PRIORS = {
     "normal": {},

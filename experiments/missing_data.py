@@ -83,7 +83,7 @@ def ppca_part(args) -> dict:
             )
             holes = torch.where(test_seen, test, torch.nan).float()
             ll = pyro_vae.log_likelihood(vae, holes, mask=test_seen, num_particles=1000)
-            filled = pyro_vae.impute(vae, holes, mask=test_seen, num_particles=1000, num_draws=0)
+            filled = pyro_vae.impute(vae, holes, mask=test_seen, num_particles=1000, num_samples=0)
         gap = (ll.log_px - truth).double()
         row = {
             "configuration": name,
@@ -141,7 +141,7 @@ def tables_part(args) -> dict:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     pyro_vae.fit(vae, x, mask=mask, epochs=args.epochs, progress=False, seed=seed)
-                    filled = pyro_vae.impute(vae, x, mask=mask, num_particles=1000, num_draws=200, seed=seed)
+                    filled = pyro_vae.impute(vae, x, mask=mask, num_particles=1000, num_samples=200, seed=seed)
                 scores.setdefault("pyro_vae", []).append(rmse(filled.mean.double().numpy()))
                 draws = filled.draws.double().numpy()  # (S, N, D)
                 low, high = np.quantile(draws, 0.05, axis=0), np.quantile(draws, 0.95, axis=0)

@@ -54,7 +54,8 @@ args = parser.parse_args()
 torch.set_num_threads(2)
 
 run = Path(args.run)
-vae, data, config = pyro_vae.load_run(run)
+loaded = pyro_vae.load_run(run)
+vae, data, config = loaded.vae, loaded.dataset, loaded.config
 test = data.test.x
 timings = {}
 
@@ -78,7 +79,7 @@ gap = diagnostics.amortization_gap(vae, test[: args.gap_points], num_steps=args.
 timings["amortization_gap"] = time.perf_counter() - start
 
 start = time.perf_counter()
-surgery = diagnostics.elbo_surgery(vae, test, draws_per_point=1, seed=0)
+surgery = diagnostics.elbo_surgery(vae, test, num_particles=1, seed=0)
 timings["elbo_surgery"] = time.perf_counter() - start
 units = diagnostics.active_units(vae, test)
 

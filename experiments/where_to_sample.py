@@ -37,8 +37,9 @@ from pathlib import Path
 import torch
 
 import pyro_vae
-from pyro_vae import diagnostics, quality
+from pyro_vae import diagnostics
 from pyro_vae.data import one_hot
+from pyro_vae.diagnostics import quality
 from pyro_vae.diagnostics.plots import image_grid
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,7 +60,8 @@ if (args.run is None) == (args.model is None):
     parser.error("give a run folder or --model, not both")
 if args.run:
     run = Path(args.run)
-    vae, data, config = pyro_vae.load_run(run)
+    loaded = pyro_vae.load_run(run)
+    vae, data, config = loaded.vae, loaded.dataset, loaded.config
 else:
     run = Path(args.model)
     vae = pyro_vae.load(run)

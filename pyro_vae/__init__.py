@@ -5,18 +5,16 @@ The package is laid out by concept (``docs/architecture.md``); this module is it
 
 from . import data, diagnostics, evaluate, latent, program
 from ._version import __version__
-from .data import rows
-from .diagnostics import quality
 from .diagnostics.criticism import PredictiveCheck, posterior_predictive_check
-from .evaluate import ais, baselines
 from .evaluate.bdmc import BDMC, bdmc
+from .evaluate.elbo import mean_elbo
 from .evaluate.estimate import log_likelihood
 from .evaluate.ranking import compare, plot_comparison
 from .evaluate.result import LogLikelihood
 from .io.anndata_latent import add_latent
 from .io.checkpoint import load, save
 from .io.export import to_inference_data
-from .io.parameters import load_parameters
+from .io.parameters import load_parameters, save_parameters
 from .io.runs import load_run
 from .latent.aggregate import AggregatePosterior
 from .latent.imputation import Imputation, impute
@@ -38,10 +36,8 @@ from .likelihoods import (
     register_likelihood,
 )
 from .program.protocol import Program, as_program
-from .train import objectives
 from .train.loop import fit
 from .train.state import History
-from .train.validation import mean_elbo
 from .vae.guides import GUIDES, GuideFamily, get_guide, register_guide
 from .vae.hierarchy import HierarchicalVAE
 from .vae.model import VAE
@@ -70,9 +66,7 @@ __all__ = [
     "VAE",
     "__version__",
     "add_latent",
-    "ais",
     "as_program",
-    "baselines",
     "bdmc",
     "compare",
     "data",
@@ -87,22 +81,20 @@ __all__ = [
     "latent",
     "load",
     "load_parameters",
+    "save_parameters",
     "load_run",
     "log_likelihood",
     "mean_elbo",
-    "objectives",
     "plot_comparison",
     "posterior_predictive",
     "posterior_predictive_check",
     "PredictiveCheck",
     "prior_predictive",
     "program",
-    "quality",
     "reconstruct",
     "register_guide",
     "register_likelihood",
     "register_prior",
-    "rows",
     "sample",
     "save",
     "to_inference_data",

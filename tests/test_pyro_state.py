@@ -58,7 +58,7 @@ def _tools(model, guide, x):
         "active_units": lambda: pyro_vae.diagnostics.active_units(model, x, **kw),
         "pareto_k_report": lambda: pyro_vae.diagnostics.pareto_k_report(model, x, num_particles=10, **kw),
         "amortization_gap": lambda: pyro_vae.diagnostics.amortization_gap(model, x[:4], num_steps=5, **kw),
-        "posterior_predictive_check": lambda: pyro_vae.posterior_predictive_check(model, x, num_draws=5, **kw),
+        "posterior_predictive_check": lambda: pyro_vae.posterior_predictive_check(model, x, num_samples=5, **kw),
         "to_inference_data": lambda: pyro_vae.to_inference_data(model, x[:5], num_samples=4, **kw),
         "impute": lambda: pyro_vae.impute(model, x, mask=mask, num_particles=10, **kw),
         "bdmc": lambda: pyro_vae.bdmc(model, 3, ais_steps=5, num_chains=2, **({"rows": x[:3]} | kw)),

@@ -9,7 +9,7 @@ from torch import nn
 
 import pyro_vae
 from helpers.ppca import ExactEncoder, decoder_params, log_marginal, max_log_likelihood
-from pyro_vae import baselines
+from pyro_vae.evaluate import baselines
 
 
 def linear_gaussian(n, d, latent, offset, scale, seed=0):

@@ -60,7 +60,7 @@ def test_draws_beyond_the_bound_are_refused_before_allocating():
     vae = pyro_vae.VAE(6, 2, hidden_sizes=(4,))
     mask = torch.ones_like(X, dtype=torch.bool)
     mask[:, 0] = torch.arange(len(X)) % 2 == 0
-    for kwargs in ({"num_particles": 10**9}, {"num_draws": 10**8}):
+    for kwargs in ({"num_particles": 10**9}, {"num_samples": 10**8}):
         with pytest.raises(ValueError, match="max_values"):
             pyro_vae.impute(vae, X, mask=mask, **kwargs)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+#: The memory bound of one call of every chunked tool (``max_memory_mb``), in MiB: one default for all.
+MAX_MEMORY_MB = 64.0
+
 
 class HeapGuard:
     """Return freed heap memory to the system when the process has grown past an allowance.

@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from .._util.files import WriteError
+from .._util.memory import MAX_MEMORY_MB
 from ..data import loading as data_module
 from ..io.runs import load_run
 from ..likelihoods import LIKELIHOODS
@@ -314,7 +315,7 @@ def _impute_command(command) -> None:
     impute.add_argument("--data", required=True, help="a .csv, .npy or .h5ad file with missing entries")
     impute.add_argument("--out", default=None, help="CSV of the imputed means (default DATA-imputed.csv)")
     impute.add_argument("--num-particles", type=int, default=1000, help="importance samples per row")
-    impute.add_argument("--num-draws", type=int, default=10, help="imputations drawn per row (saved as .npy)")
+    impute.add_argument("--num-samples", type=int, default=10, help="imputations drawn per row (saved as .npy)")
     impute.add_argument("--seed", type=int, default=0, help="seeds every draw")
     impute.add_argument("--overwrite", action="store_true", help="replace the output files")
 
@@ -336,7 +337,7 @@ def _evaluation_options(parser) -> None:
     )
     parser.add_argument("--ais-steps", type=int, default=500, help="AIS temperatures (with --method ais)")
     parser.add_argument("--max-points", type=int, default=None, help="evaluate only the first N points of the split")
-    parser.add_argument("--max-memory-mb", type=float, default=64.0, help="rough bound on one chunk's memory")
+    parser.add_argument("--max-memory-mb", type=float, default=MAX_MEMORY_MB, help="rough bound on one chunk's memory")
     parser.add_argument("--seed", type=int, default=0, help="seeds the importance samples")
     parser.add_argument("--device", default="cpu", help="torch device: cpu, cuda, ...")
 

@@ -13,6 +13,7 @@ import torch
 
 from .._util.files import atomic_write, write_json
 from ..data import loading as data_module
+from ..evaluate.elbo import mean_elbo
 from ..io import runs
 from ..io.checkpoint import save
 from ..latent.aggregate import AggregatePosterior
@@ -24,7 +25,6 @@ from ..likelihoods.base import get_likelihood
 from ..train.distributed import Distributed, init_from_environment
 from ..train.loop import fit
 from ..train.settings import TrainSettings
-from ..train.validation import mean_elbo
 from ..vae.model import VAE
 
 
@@ -252,7 +252,8 @@ def run_sample(args) -> Path:
     from ..diagnostics.plots import image_grid
 
     run = Path(args.run)
-    vae, dataset, _ = runs.load_run(run)
+    loaded = runs.load_run(run)
+    vae, dataset = loaded.vae, loaded.dataset
     device = parse_device(args.device)
     vae = vae.to(device)
     if args.label is not None and args.source != "subset":

@@ -19,7 +19,8 @@ from .commands import parse_device
 def held_out(run: Path, split: str, max_points: int | None):
     """The run's model, the held-out split it was trained against (binarised as in training), its
     config, the data set and the split's covariates (``None`` without covariate columns)."""
-    vae, dataset, config = runs.load_run(run)
+    loaded = runs.load_run(run)
+    vae, dataset, config = loaded.vae, loaded.dataset, loaded.config
     held = getattr(dataset, split)
     if max_points is not None:
         if max_points < 1:

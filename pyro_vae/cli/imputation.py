@@ -3,7 +3,7 @@
 Missing entries are the empty and ``NA`` cells of a CSV file, or NaN in a ``.npy`` array or an
 ``.h5ad`` matrix (:func:`pyro_vae.data.read_missing`). The feature columns are the ones the run was
 trained on where it recorded them. The imputed means go to a CSV file (the data's own header), and
-the draws, which carry the model's uncertainty, to ``.npy`` beside it, shape ``(num_draws, N, D)``.
+the draws, which carry the model's uncertainty, to ``.npy`` beside it, shape ``(num_samples, N, D)``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def run_impute(args) -> dict:
         )
     vae = load(run / "model.pt")
     x, mask = read_missing(source, columns=chosen.get("features"), layer=chosen.get("layer"))
-    imputed = impute(vae, x, mask=mask, num_particles=args.num_particles, num_draws=args.num_draws, seed=args.seed)
+    imputed = impute(vae, x, mask=mask, num_particles=args.num_particles, num_samples=args.num_samples, seed=args.seed)
     names = chosen.get("columns") or [str(i) for i in range(x.shape[1])]
     atomic_write(out, lambda handle: handle.write(_csv_bytes(names, imputed.mean.numpy())))
     atomic_write(draws_path, lambda handle: np.save(handle, imputed.draws.numpy(), allow_pickle=False))
@@ -52,7 +52,7 @@ def run_impute(args) -> dict:
     }
     print(
         f"{summary['missing_entries']} missing entries of {summary['rows']} rows imputed: means in {out}, "
-        f"{args.num_draws} draws per row in {draws_path} (median effective sample size "
+        f"{args.num_samples} draws per row in {draws_path} (median effective sample size "
         f"{summary['median_effective_sample_size']:.1f} of {args.num_particles})."
     )
     return summary

@@ -94,6 +94,19 @@ class Dataset:
         return self.train.num_levels
 
 
+def data_parts(x: Any, covariates: Any) -> tuple[Any, Any]:
+    """``(x, covariates)`` for a tool: a :class:`Split` gives its points and, unless ``covariates``
+    are given, its covariates (a VAE's ``y``); a :class:`Dataset` is refused, naming its splits (a tool
+    does not guess which one); anything else passes through."""
+    if isinstance(x, Dataset):
+        raise ValueError(
+            f"Pass one split of the data set {x.name!r}: its .train, .val or .test (a tool does not guess which)."
+        )
+    if isinstance(x, Split):
+        return x.x, covariates if covariates is not None else x.covariates_for()
+    return x, covariates
+
+
 def binarize(x: torch.Tensor, seed: int) -> torch.Tensor:
     """``Bernoulli(x)`` drawn with a private generator seeded by ``seed``; same shape as ``x``."""
     generator = torch.Generator().manual_seed(int(seed))

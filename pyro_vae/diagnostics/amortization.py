@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from .._util.checks import positive_int, positive_number
 from .._util.isolation import isolated, leaves_pyro_state_alone
+from .._util.memory import MAX_MEMORY_MB
 from ..evaluate.estimate import log_likelihood
 from ..evaluate.statistics import mean_se
 from ..latent.aggregate import AggregatePosterior
@@ -108,11 +109,11 @@ def amortization_gap(
     plate: str | None = None,
     num_steps: int = 500,
     lr: float = 1e-2,
-    train_particles: int = 8,
+    num_train_particles: int = 8,
     num_particles: int = 1000,
     batch_size: int = 256,
     seed: int = 0,
-    max_memory_mb: float = 64.0,
+    max_memory_mb: float = MAX_MEMORY_MB,
     global_values: Any = None,
 ) -> AmortizationGap:
     """Refine ``q(z|x_i)`` for every row of ``x`` and measure the encoder's gap.
@@ -125,7 +126,7 @@ def amortization_gap(
         num_steps: Adam steps of SVI per batch of points.
         lr: initial Adam learning rate for the per-point means and scales; it decays
             exponentially to ``lr / 10`` over the steps.
-        train_particles: vectorised particles per point and step of the SVI objective.
+        num_train_particles: vectorised particles per point and step of the SVI objective.
         num_particles: particles for evaluating both ELBOs and ``log p(x)``.
         batch_size: points refined together (their parameters are independent, so batching only
             changes speed and memory).
@@ -144,7 +145,11 @@ def amortization_gap(
     Length: checks every argument, then fits the per-point guides and scores both guides on the same draws.
     """
     positive_number(max_memory_mb, "max_memory_mb")
-    for value, name in ((num_steps, "num_steps"), (train_particles, "train_particles"), (batch_size, "batch_size")):
+    for value, name in (
+        (num_steps, "num_steps"),
+        (num_train_particles, "num_train_particles"),
+        (batch_size, "batch_size"),
+    ):
         positive_int(value, name)
     positive_number(lr, "lr")
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
@@ -161,7 +166,7 @@ def amortization_gap(
             # Fresh parameters and optimiser per batch, so Adam's momentum never moves rows
             # refined in an earlier batch.
             part = _LocalGaussians(loc[rows], scale[rows], name, program.plate, sites, transforms)
-            traces.append(_refine(program, part, data, rows, num_steps, lr, train_particles, seed + start, sites))
+            traces.append(_refine(program, part, data, rows, num_steps, lr, num_train_particles, seed + start, sites))
             parts.append(part)
     local = _LocalGaussians(
         torch.cat([p.loc.detach() for p in parts]),

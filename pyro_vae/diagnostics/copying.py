@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from .._util.checks import positive_int, positive_number
+from .._util.memory import MAX_MEMORY_MB
 
 #: Quantiles reported for the nearest-training-neighbour distances.
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95)
@@ -88,7 +89,7 @@ def data_copying(
     num_cells: int = 20,
     min_count: int = 20,
     seed: int = 0,
-    max_memory_mb: float = 256.0,
+    max_memory_mb: float = MAX_MEMORY_MB,
 ) -> DataCopying:
     """Three-sample data-copying test of ``generated`` against ``train``, with ``test`` as the reference.
 

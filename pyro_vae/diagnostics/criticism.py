@@ -34,6 +34,7 @@ import torch
 
 from .._util.checks import positive_int
 from .._util.isolation import leaves_pyro_state_alone
+from .._util.memory import MAX_MEMORY_MB
 from ..latent.predictive import observed_data, posterior_predictive
 from ..program.binding import bind
 
@@ -149,27 +150,27 @@ class PredictiveCheck:
             A statistic that gives NaN on the data or on a replicate has NaN p-values for those
             entries (:attr:`StatisticCheck.undefined`); shares of extreme p-values count the others.
         level: the interval's central probability (and the p-values' threshold).
-        num_draws: replicated data sets ``S``.
+        num_samples: replicated data sets ``S``.
         site: the observed site checked.
     """
 
     statistics: dict[str, StatisticCheck] = field(default_factory=dict)
     coverage: float = math.nan
     level: float = 0.95
-    num_draws: int = 0
+    num_samples: int = 0
     site: str = "x"
 
     def __repr__(self) -> str:
         shares = ", ".join(f"{name} {100 * check.share_extreme:.0f}%" for name, check in self.statistics.items())
         return (
-            f"PredictiveCheck({self.site!r}, {self.num_draws} replicates: coverage of the {100 * self.level:.0f}% "
+            f"PredictiveCheck({self.site!r}, {self.num_samples} replicates: coverage of the {100 * self.level:.0f}% "
             f"intervals {100 * self.coverage:.1f}%; entries with extreme p-values: {shares})"
         )
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready dict: each statistic's share of extreme p-values, and the coverage."""
         return {
-            "num_draws": self.num_draws,
+            "num_samples": self.num_samples,
             "level": self.level,
             "coverage": self.coverage,
             "site": self.site,
@@ -192,10 +193,10 @@ def posterior_predictive_check(
     covariates: Mapping[str, Any] | None = None,
     plate: str | None = None,
     statistics: Sequence[str | Statistic] | Mapping[str, Statistic] | None = None,
-    num_draws: int = 200,
+    num_samples: int = 200,
     level: float = 0.95,
     seed: int = 0,
-    max_memory_mb: float = 64.0,
+    max_memory_mb: float = MAX_MEMORY_MB,
     site: str | None = None,
 ) -> PredictiveCheck:
     """Posterior-predictive checks of a program on data ``x`` (module docstring).
@@ -206,7 +207,7 @@ def posterior_predictive_check(
         x: the data ``(N, D)`` the replicates are drawn for (training or held-out points).
         statistics: names from :data:`STATISTICS`, functions ``T(x) -> () or (K,)`` (named by
             ``__name__``), or a mapping name -> function; by default :func:`default_statistics`.
-        num_draws: replicated data sets ``S``.
+        num_samples: replicated data sets ``S``.
         level: central probability of the predictive intervals and of the p-values' range.
         seed: seeds the draws.
         max_memory_mb: bound on the replicates held at once (they are drawn in chunks).
@@ -216,7 +217,7 @@ def posterior_predictive_check(
 
     Returns: a :class:`PredictiveCheck`.
     """
-    draws = positive_int(num_draws, "num_draws")
+    draws = positive_int(num_samples, "num_samples")
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
         raise ValueError(f"level must be a probability strictly between 0 and 1, got {level!r}.")
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .._util.isolation import leaves_pyro_state_alone
+from .._util.memory import MAX_MEMORY_MB
 from ..evaluate.estimate import log_likelihood
 from ..evaluate.result import LogLikelihood
 
@@ -67,9 +68,11 @@ def pareto_k_report(
     model: Any,
     x: Any = None,
     *,
+    covariates: Any = None,
+    mask: Any = None,
     num_particles: int = 1000,
     seed: int = 0,
-    max_memory_mb: float = 64.0,
+    max_memory_mb: float = MAX_MEMORY_MB,
     **program_kwargs: Any,
 ) -> ParetoReport:
     """Pareto ``k`` of the importance weights of every row of ``x``, from ArviZ's PSIS.
@@ -87,6 +90,13 @@ def pareto_k_report(
     if x is None:
         raise ValueError("Pass the data x to evaluate the model on.")
     result = log_likelihood(
-        model, x, num_particles=num_particles, seed=seed, max_memory_mb=max_memory_mb, **program_kwargs
+        model,
+        x,
+        covariates=covariates,
+        mask=mask,
+        num_particles=num_particles,
+        seed=seed,
+        max_memory_mb=max_memory_mb,
+        **program_kwargs,
     )
     return ParetoReport(k=result.pareto_k, num_particles=num_particles)

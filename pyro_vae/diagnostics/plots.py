@@ -140,7 +140,9 @@ def predictive_check_figure(check, path: str | os.PathLike, *, title: str = "") 
             ax.set_xlabel(f"observed {name}")
             ax.set_ylabel("replicated")
             ax.set_title(f"{name}: {stat.share_extreme:.0%} of {obs.size} extreme", fontsize=9)
-    fig.suptitle(title or f"Posterior-predictive checks ({check.num_draws} replicates; coverage {check.coverage:.1%})")
+    fig.suptitle(
+        title or f"Posterior-predictive checks ({check.num_samples} replicates; coverage {check.coverage:.1%})"
+    )
     return _save(fig, path)
 
 

@@ -25,6 +25,7 @@ from torch.distributions import kl_divergence
 
 from .._util.checks import positive_int, positive_number
 from .._util.isolation import isolated, leaves_pyro_state_alone
+from .._util.memory import MAX_MEMORY_MB
 from ..evaluate.statistics import monte_carlo_se as _mc_se
 from ..evaluate.statistics import proportion_se
 from ..latent.aggregate import AggregatePosterior
@@ -44,7 +45,7 @@ class ElboSurgery:
     ``max_mutual_information`` is ``log N``: with ``N`` data points ``I_q(x; z)`` cannot exceed it.
 
     For a site with latent parents (a hierarchy), ``log q(z_k|x_i)`` or ``log p(z_k)`` is a
-    ``marginal_draws``-draw Monte Carlo marginal (:mod:`pyro_vae.latent.marginals`);
+    ``marginal_particles``-draw Monte Carlo marginal (:mod:`pyro_vae.latent.marginals`);
     ``marginal_density_se`` is the root mean square of those estimates' own standard errors
     (0 where every density is exact), and ``average_kl_exact`` is ``None``.
 
@@ -66,7 +67,7 @@ class ElboSurgery:
     max_mutual_information: float
     num_points: int
     num_draws: int
-    marginal_draws: int = 0
+    marginal_particles: int = 0
     marginal_density_se: float = 0.0
     conditional_prior: bool = False
     prior_conditioning: float = 0.0
@@ -172,11 +173,12 @@ def elbo_surgery(
     covariates: Mapping[str, Any] | None = None,
     site: str | None = None,
     plate: str | None = None,
-    draws_per_point: int = 1,
+    num_particles: int = 1,
     seed: int = 0,
-    max_memory_mb: float = 256.0,
+    max_memory_mb: float = MAX_MEMORY_MB,
     global_values: Any = None,
-    marginal_draws: int = 256,
+    mask: Any = None,
+    marginal_particles: int = 256,
 ) -> ElboSurgery:
     """Hoffman & Johnson's (2016) ELBO surgery on the data ``x`` (points along the first dimension).
 
@@ -189,7 +191,7 @@ def elbo_surgery(
         = \\underbrace{\\mathbb{E}_{q(x,z)}\\Big[\\log \\frac{q(z|x)}{q(z)}\\Big]}_{I_q(x;\\,z)}
         + \\underbrace{\\mathbb{E}_{q(z)}\\Big[\\log \\frac{q(z)}{p(z)}\\Big]}_{\\mathrm{KL}(q(z)\\|p(z))}.
 
-    Every point contributes ``draws_per_point`` draws ``z ~ q(z|x_i)`` from the guide's trace,
+    Every point contributes ``num_particles`` draws ``z ~ q(z|x_i)`` from the guide's trace,
     which are draws from ``q(x, z)`` and so from ``q(z)``; ``log q(z|x_i)`` and ``log p(z)`` are the
     guide's and the model's own log-densities of those draws, and ``log q(z)`` is the exact
     ``N``-component mixture. The two terms are evaluated on the same draws, so the estimates add
@@ -198,28 +200,31 @@ def elbo_surgery(
     encoder never puts data ("holes"). Works on the local latent ``site`` (the only one by default).
 
     In a hierarchy the terms are those of the site's *marginals*: ``q(z_k|x_i)`` and ``p(z_k)``
-    integrate over the other latents, by ``marginal_draws`` Monte Carlo draws of the site's
+    integrate over the other latents, by ``marginal_particles`` Monte Carlo draws of the site's
     parents where it has any (:mod:`pyro_vae.latent.marginals`); their error is in the result.
 
     Length: each term of the decomposition (Hoffman & Johnson 2016) computed in turn on the same draws, so
     they add up.
+
+    ``mask``: True where ``x`` was observed, as for :func:`pyro_vae.log_likelihood`; the codes come from the
+    observed entries.
     """
     positive_number(max_memory_mb, "max_memory_mb")
-    positive_int(draws_per_point, "draws_per_point")
-    positive_int(marginal_draws, "marginal_draws")
-    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+    positive_int(num_particles, "num_particles")
+    positive_int(marginal_particles, "marginal_particles")
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
     name = sites.latent(site, tool="elbo_surgery")
     exact_densities = sites.guide_is_marginal(name) and sites.prior_is_marginal(name)
     with torch.no_grad(), isolated(seed), pyro.validation_enabled(False):
         aggregate = AggregatePosterior.from_program(program, data, site=name, seed=seed)
         guide_trace, model_trace = program.traces(
-            data, draws_per_point, indices=torch.arange(len(data)), num_data=len(data), sites=sites
+            data, num_particles, indices=torch.arange(len(data)), num_data=len(data), sites=sites
         )
         z = site_values(guide_trace.nodes[name], sites, program.plate)  # (K, N, L)
         errors: list[torch.Tensor] = []
         log_q_cond, log_p = (
-            _site_log_density(program, data, sites, name, trace, z, in_guide, marginal_draws, errors)
+            _site_log_density(program, data, sites, name, trace, z, in_guide, marginal_particles, errors)
             for trace, in_guide in ((guide_trace, True), (model_trace, False))
         )
         log_q_marg = aggregate.log_prob(z.reshape(-1, z.shape[-1]), max_memory_mb=max_memory_mb).double()
@@ -251,7 +256,7 @@ def elbo_surgery(
         num_points=len(data),
         num_draws=int(total_terms.numel()),
         site=name,
-        marginal_draws=0 if exact_densities else marginal_draws,
+        marginal_particles=0 if exact_densities else marginal_particles,
         marginal_density_se=float(torch.cat(errors).pow(2).mean().sqrt()) if errors else 0.0,
         conditional_prior=marginal_prior is not None,
         prior_conditioning=float(conditioning_terms.mean()),
@@ -259,13 +264,13 @@ def elbo_surgery(
     )
 
 
-def _site_log_density(program, data, sites, name, trace, z, in_guide, marginal_draws, errors) -> torch.Tensor:
+def _site_log_density(program, data, sites, name, trace, z, in_guide, marginal_particles, errors) -> torch.Tensor:
     """Per-draw ``log q(z_k|x_i)`` or ``log p(z_k)``, flattened: the traced site's own density where it
     has no latent parents, else the Monte Carlo marginal (its errors appended to ``errors``)."""
     marginal = sites.guide_is_marginal(name) if in_guide else sites.prior_is_marginal(name)
     if marginal:
         return per_point(trace.nodes[name], sites, program.plate, z.shape[0], len(data)).reshape(-1).double()
-    log_density, se = marginal_log_density(program, data, name, z, in_guide=in_guide, num_draws=marginal_draws)
+    log_density, se = marginal_log_density(program, data, name, z, in_guide=in_guide, num_draws=marginal_particles)
     errors.append(se.reshape(-1))
     return log_density.reshape(-1)
 
@@ -282,9 +287,10 @@ def holes(
     num_samples: int = 10_000,
     quantile: float = 0.01,
     seed: int = 0,
-    max_memory_mb: float = 256.0,
+    max_memory_mb: float = MAX_MEMORY_MB,
     global_values: Any = None,
-    marginal_draws: int = 1000,
+    mask: Any = None,
+    marginal_particles: int = 1000,
 ) -> Holes:
     """Measure how well the aggregate posterior of ``x`` covers the prior.
 
@@ -308,16 +314,19 @@ def holes(
     below it.)
 
     In a hierarchy both distributions are the site's marginals: prior draws are ancestral, and
-    where the site has latent parents ``log p(z_k)`` is a ``marginal_draws``-draw Monte Carlo
+    where the site has latent parents ``log p(z_k)`` is a ``marginal_particles``-draw Monte Carlo
     mixture and ``q(z_k|x_i)`` a mixture over draws of its guide parents
     (:meth:`AggregatePosterior.from_program`).
+
+    ``mask``: True where ``x`` was observed, as for :func:`pyro_vae.log_likelihood`; the codes come from the
+    observed entries.
     """
     positive_number(max_memory_mb, "max_memory_mb")
     if positive_int(num_samples, "num_samples") < 2:
         raise ValueError(f"num_samples must be an integer >= 2, got {num_samples!r}.")
     if not 0 < quantile < 1:
         raise ValueError(f"quantile must lie strictly between 0 and 1, got {quantile!r}.")
-    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
     program, data = bound.program, bound.data
     name = bound.sites.latent(site, tool="holes")
     if len(data) < 2:
@@ -325,7 +334,7 @@ def holes(
     with torch.no_grad():
         aggregate = AggregatePosterior.from_program(program, data, site=name, seed=seed)
         with isolated(seed + 2):
-            prior = prior_of(program, data, site=name, marginal_draws=marginal_draws)
+            prior = prior_of(program, data, site=name, marginal_particles=marginal_particles)
         from_q, rows = aggregate.sample_with_components(num_samples, seed=seed)
         with isolated(seed + 1):
             from_p = prior.sample((num_samples,))
@@ -375,6 +384,7 @@ def active_units(
     threshold: float = 0.01,
     batch_size: int = 4096,
     global_values: Any = None,
+    mask: Any = None,
 ) -> ActiveUnits:
     """Count the latent dimensions ``u`` with ``Cov_x(E_q[z_u|x]) > threshold`` over the rows of ``x``.
 
@@ -383,10 +393,13 @@ def active_units(
     guide's closed-form mean, or a Monte Carlo average where it has none (flow guides); the
     variance of such averages inflates ``Cov_x`` by ``E_x[Var_q(z_u|x)] / draws``, which is
     subtracted.
+
+    ``mask``: True where ``x`` was observed, as for :func:`pyro_vae.log_likelihood`; the codes come from the
+    observed entries.
     """
     if not threshold > 0:
         raise ValueError(f"threshold must be positive, got {threshold!r}.")
-    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
     program, data = bound.program, bound.data
     if len(data) < 2:
         raise ValueError("active_units needs at least two data points to measure a variance.")

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from .._util.checks import positive_number
 from .._util.files import atomic_write, check_writable
-from .._util.memory import HeapGuard
+from .._util.memory import MAX_MEMORY_MB, HeapGuard
 from .._util.untrusted import bounded_int, parse_json, read_torch_file
 
 CACHE_ENV = "PYRO_VAE_CACHE"
@@ -168,7 +168,7 @@ class PrecisionRecall:
 
 
 def precision_recall(
-    real: torch.Tensor, generated: torch.Tensor, *, k: int = 3, max_memory_mb: float = 128.0
+    real: torch.Tensor, generated: torch.Tensor, *, k: int = 3, max_memory_mb: float = MAX_MEMORY_MB
 ) -> PrecisionRecall:
     """Precision: share of ``generated`` inside some real point's ball of radius its ``k``-th
     nearest real neighbour. Recall: the same with the roles swapped. Both in ``[0, 1]``.

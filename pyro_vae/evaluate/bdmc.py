@@ -19,6 +19,7 @@ import torch
 from .._util.checks import positive_int, positive_number
 from .._util.isolation import isolated, leaves_pyro_state_alone
 from .._util.maths import log_mean_exp
+from .._util.memory import MAX_MEMORY_MB
 from ..program.protocol import Data, as_program
 from ..program.sites import Sites, site_values
 from .ais import STARTS, Schedule, chunks, forward_ais, refuse_discrete_latents, run_ais
@@ -85,7 +86,7 @@ def bdmc(
     leapfrog_steps: int = 10,
     ais_start: str = "guide",
     initial_step_size: float = 0.05,
-    max_memory_mb: float = 64.0,
+    max_memory_mb: float = MAX_MEMORY_MB,
     seed: int = 0,
 ) -> BDMC:
     """Simulate ``num_points`` points ``(x_i, z_i*) ~ p(x, z)`` and bracket ``log p(x_i)`` by BDMC.

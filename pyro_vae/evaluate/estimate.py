@@ -38,7 +38,7 @@ from .._util.arviz_compat import pareto_k as psis_pareto_k
 from .._util.checks import positive_int, positive_number
 from .._util.isolation import isolated, leaves_pyro_state_alone
 from .._util.maths import log_mean_exp
-from .._util.memory import HeapGuard
+from .._util.memory import MAX_MEMORY_MB, HeapGuard
 from ..program.binding import bind
 from ..program.chunks import plan_chunks
 from ..program.protocol import Data, Program, as_program
@@ -65,7 +65,7 @@ def log_likelihood(
     global_values: Any = None,
     mask: Any = None,
     num_particles: int | None = None,
-    max_memory_mb: float = 64.0,
+    max_memory_mb: float = MAX_MEMORY_MB,
     seed: int = 0,
     psis: bool | None = None,
     return_log_weights: bool = False,

@@ -30,6 +30,7 @@ import pandas as pd
 
 from .._util.arviz_compat import ElpdEstimate, arviz_line, compare_elpd
 from .._util.isolation import leaves_pyro_state_alone
+from .._util.memory import MAX_MEMORY_MB
 from ..program.protocol import Program, as_program
 from .baselines import closed_form_baselines, losing_to
 from .estimate import describe_observed, log_likelihood
@@ -67,10 +68,11 @@ def compare(
     x: Any = None,
     *,
     covariates: Mapping[str, Any] | None = None,
+    mask: Any = None,
     num_particles: int | None = None,
-    max_memory_mb: float = 64.0,
+    max_memory_mb: float = MAX_MEMORY_MB,
     seed: int = 0,
-    method: str = "stacking",
+    weighting: str = "stacking",
     baselines_from: Any = None,
     baseline_latent_dim: int | None = None,
     **program_kwargs: Any,
@@ -83,11 +85,11 @@ def compare(
             :class:`~pyro_vae.evaluate.LogLikelihood` already computed on the same data.
         x: the held-out data (points along the first dimension); needed when any entry is a model.
         covariates: data-aligned keyword arguments of the programs (the same for every model).
-        num_particles, max_memory_mb, seed, program_kwargs: passed to
-            :func:`~pyro_vae.log_likelihood` (``global_values=``, ``plate=``); each model gets the
-            same seed.
-        method: how ``arviz.compare`` weighs the models: ``"stacking"``, ``"BB-pseudo-BMA"`` or
-            ``"pseudo-BMA"``.
+        mask, num_particles, max_memory_mb, seed, program_kwargs: passed to
+            :func:`~pyro_vae.log_likelihood` (``method=`` the estimator, ``global_values=``,
+            ``plate=``); each model gets the same seed and the same mask.
+        weighting: how ``arviz.compare`` weighs the models (its ``method``): ``"stacking"``,
+            ``"BB-pseudo-BMA"`` or ``"pseudo-BMA"``.
         baselines_from: training data of real-valued models (densities): adds the closed-form
             baselines of :mod:`pyro_vae.evaluate.baselines` fitted on them -- a diagonal Gaussian and PPCA with
             ``baseline_latent_dim`` components (default: the first model's latent size) -- as rows,
@@ -142,6 +144,7 @@ def compare(
             entry,
             x,
             covariates=covariates,
+            mask=mask,
             num_particles=num_particles,
             max_memory_mb=max_memory_mb,
             seed=seed,
@@ -153,6 +156,8 @@ def compare(
     if len(set(sizes.values())) != 1:
         raise ValueError(f"Every model must be evaluated on the same data points; got sizes {sizes}.")
     notes = {}
+    if baselines_from is not None and mask is not None:
+        raise ValueError("The closed-form baselines score complete rows; compare masked data without baselines_from=.")
     if baselines_from is not None:
         found = _baselines(results, entries, baselines_from, x, covariates, baseline_latent_dim)
         notes = {name: losing_to(r, found) for name, r in results.items()}
@@ -161,7 +166,7 @@ def compare(
             for text in texts:
                 warnings.warn(f"{name}: {text}", RuntimeWarning, stacklevel=2)
         results = {**results, **found}
-    table = _table(results, method)
+    table = _table(results, weighting)
     table.attrs["warnings"] = notes
     _flag_slack(table)
     return table

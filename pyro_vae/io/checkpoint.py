@@ -124,7 +124,7 @@ PROGRAM_KIND = "program"
 
 
 def read_payload(path: str | os.PathLike) -> dict[str, Any]:
-    """A file written by :func:`save` or :func:`pyro_vae.io.parameters.save_parameters`, read safely:
+    """A file written by :func:`save` or :func:`pyro_vae.io.parameters.write_parameters`, read safely:
     format, version, the JSON configuration (as ``config_dict``), a mapping of names to tensors."""
     path = Path(path)
     if not path.is_file():

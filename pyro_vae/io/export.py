@@ -43,6 +43,7 @@ import torch
 from .._util.arviz_compat import arviz_line, write_dataset, write_inference_data
 from .._util.checks import positive_int
 from .._util.isolation import leaves_pyro_state_alone
+from .._util.memory import MAX_MEMORY_MB
 from .._version import __version__
 from ..program.binding import bind
 from ..program.sites import Sites
@@ -62,7 +63,7 @@ def to_inference_data(
     seed: int = 0,
     obs_coords: np.ndarray | list | None = None,
     max_values: int = 50_000_000,
-    max_memory_mb: float = 512.0,
+    max_memory_mb: float = MAX_MEMORY_MB,
     mask: Any = None,
     sample_dims: tuple[str, ...] | list[str] = ("chain", "draw"),
 ):

@@ -22,7 +22,14 @@ from .._util.files import atomic_write
 from .checkpoint import FORMAT, PROGRAM_KIND, VERSION, read_payload, refuse_non_finite, training_fields
 
 
-def save_parameters(
+def save_parameters(path: str | os.PathLike) -> Path:
+    """Write every parameter in Pyro's parameter store (a program's ``pyro.param`` sites and the
+    networks it registers with ``pyro.module``) to ``path`` atomically; :func:`load_parameters`
+    reads them back into a rebuilt program. Returns the path."""
+    return write_parameters(dict(pyro.get_param_store().named_parameters()), path)
+
+
+def write_parameters(
     state: dict[str, torch.Tensor], path: str | os.PathLike, *, training: dict[str, Any] | None = None
 ) -> Path:
     """Write a program's parameter values ``{name: unconstrained tensor}`` to ``path`` atomically."""
@@ -40,7 +47,7 @@ def save_parameters(
 
 
 def read_parameters(path: str | os.PathLike) -> dict[str, Any]:
-    """The checked payload of a file written by :func:`save_parameters`."""
+    """The checked payload of a file written by :func:`write_parameters` (or :func:`save_parameters`)."""
     payload = read_payload(path)
     config = payload["config_dict"]
     if config.get("kind") != PROGRAM_KIND or not isinstance(config.get("parameters"), dict):

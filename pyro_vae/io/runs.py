@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -187,8 +188,19 @@ def read_config(run: Path) -> dict[str, Any]:
     return config
 
 
-def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, dict[str, Any]]:
-    """``(vae, dataset, config)`` of a run folder written by ``pyro-vae train`` or ``pyro-vae demo``.
+@dataclass(frozen=True)
+class Run:
+    """A run folder, loaded: its model, its data set (splits as in training) and its ``config.json``."""
+
+    path: Path
+    vae: VAE
+    dataset: Any
+    config: dict[str, Any]
+
+
+def load_run(run: str | os.PathLike, **networks: nn.Module) -> Run:
+    """The :class:`Run` of a folder written by ``pyro-vae train`` or ``pyro-vae demo``: ``.vae``,
+    ``.dataset`` and ``.config``.
 
     The data set is loaded with the run's own settings (source, binarisation, values, seed), so its
     validation and test splits are the ones the model was checked against. A data set whose
@@ -228,7 +240,7 @@ def load_run(run: str | os.PathLike, **networks: nn.Module) -> tuple[VAE, Any, d
         )
     if json.dumps(vae.config(), sort_keys=True) != json.dumps(_normalised(config["model"]), sort_keys=True):
         raise ValueError(f"{run}: model.pt and config.json describe different models; the folder mixes two runs.")
-    return vae, dataset, config
+    return Run(run, vae, dataset, config)
 
 
 def _normalised(model_config: dict) -> dict:

@@ -26,6 +26,7 @@ from torch.distributions import constraints
 
 from .._util.checks import positive_int, positive_number
 from .._util.isolation import leaves_pyro_state_alone
+from .._util.memory import MAX_MEMORY_MB
 from .._util.memory import HeapGuard as _HeapGuard
 from ..distributions.mixtures import component_log_densities, quadratic_terms
 from ..program.binding import bind
@@ -48,7 +49,7 @@ class AggregatePosterior(dist.TorchDistribution):
 
     For a site whose guide distribution depends on other latents (``q(z2 | z1, x)`` in a
     hierarchy), ``q(z_k | x_i)`` is itself a mixture over the parents: each point contributes
-    ``draws_per_point = M`` components ``q(z_k | pa_im, x_i)``, ``pa_im ~ q(pa | x_i)``, and the
+    ``num_particles = M`` components ``q(z_k | pa_im, x_i)``, ``pa_im ~ q(pa | x_i)``, and the
     ``N M``-component mixture is an unbiased Monte Carlo estimate of the aggregate density
     (components ``i M`` to ``(i + 1) M - 1`` belong to point ``i``).
     ``log q(z)`` is evaluated in chunks so that no intermediate exceeds ``max_memory_mb``; with
@@ -65,8 +66,8 @@ class AggregatePosterior(dist.TorchDistribution):
         scale: torch.Tensor,
         transforms=(),
         *,
-        max_memory_mb: float = 256.0,
-        draws_per_point: int = 1,
+        max_memory_mb: float = MAX_MEMORY_MB,
+        num_particles: int = 1,
     ):
         if loc.ndim != 2 or loc.shape != scale.shape or loc.shape[0] == 0:
             raise ValueError(
@@ -75,10 +76,10 @@ class AggregatePosterior(dist.TorchDistribution):
         if not bool((scale > 0).all()):
             raise ValueError("Every component scale must be positive.")
         positive_number(max_memory_mb, "max_memory_mb")
-        if loc.shape[0] % draws_per_point:
-            raise ValueError(f"{loc.shape[0]} components do not split into points of {draws_per_point} draws each.")
+        if loc.shape[0] % num_particles:
+            raise ValueError(f"{loc.shape[0]} components do not split into points of {num_particles} draws each.")
         self.loc, self.scale = loc.detach(), scale.detach()
-        self.draws_per_point = draws_per_point
+        self.num_particles = num_particles
         self.transforms = list(transforms)
         self.max_memory_mb = max_memory_mb
         super().__init__(batch_shape=torch.Size(), event_shape=torch.Size([loc.shape[1]]), validate_args=False)
@@ -98,21 +99,26 @@ class AggregatePosterior(dist.TorchDistribution):
         plate: str | None = None,
         batch_size: int = 4096,
         global_values: Any = None,
-        marginal_draws: int | None = None,
+        marginal_particles: int | None = None,
         seed: int = 0,
     ) -> AggregatePosterior:
         """Run the guide over the rows of ``x`` and keep every ``q(z|x_i)`` at the latent ``site``
         (``global_values`` as for :func:`pyro_vae.log_likelihood`).
 
         Where the guide's distribution at ``site`` depends on other latents, each point gives
-        ``marginal_draws`` components, one per draw of those latents (seeded by ``seed``); by
+        ``marginal_particles`` components, one per draw of those latents (seeded by ``seed``); by
         default enough for about 8,192 components in all (4 to 256 per point), since the Monte
         Carlo mixture's accuracy follows its total number of components.
         """
         positive_int(batch_size, "batch_size")
         bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
         return cls.from_program(
-            bound.program, bound.data, site=site, batch_size=batch_size, marginal_draws=marginal_draws, seed=seed
+            bound.program,
+            bound.data,
+            site=site,
+            batch_size=batch_size,
+            marginal_particles=marginal_particles,
+            seed=seed,
         )
 
     @classmethod
@@ -124,16 +130,16 @@ class AggregatePosterior(dist.TorchDistribution):
         *,
         site: str | None = None,
         batch_size: int = 4096,
-        marginal_draws: int | None = None,
+        marginal_particles: int | None = None,
         seed: int = 0,
     ):
         positive_int(batch_size, "batch_size")
-        if marginal_draws is None:
-            marginal_draws = min(256, max(4, math.ceil(8192 / len(data))))
-        positive_int(marginal_draws, "marginal_draws")
+        if marginal_particles is None:
+            marginal_particles = min(256, max(4, math.ceil(8192 / len(data))))
+        positive_int(marginal_particles, "marginal_particles")
         sites = program.sites(data)
         name = sites.latent(site, tool="The aggregate posterior")
-        draws = 1 if sites.guide_is_marginal(name) else marginal_draws
+        draws = 1 if sites.guide_is_marginal(name) else marginal_particles
         locs, scales, transforms = [], [], None
         with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
             torch.manual_seed(seed)
@@ -153,11 +159,11 @@ class AggregatePosterior(dist.TorchDistribution):
                 transforms = shared
                 locs.append(loc)
                 scales.append(scale)
-        return cls(torch.cat(locs), torch.cat(scales), transforms or (), draws_per_point=draws)
+        return cls(torch.cat(locs), torch.cat(scales), transforms or (), num_particles=draws)
 
     def __repr__(self) -> str:
         flow = f", {len(self.transforms)} shared transform(s)" if self.transforms else ""
-        per = f", {self.draws_per_point} components per point" if self.draws_per_point > 1 else ""
+        per = f", {self.num_particles} components per point" if self.num_particles > 1 else ""
         return (
             f"AggregatePosterior({self.num_components} components over {self.latent_dim} dimensions{per}{flow}; "
             f"{self.memory_bytes / 2**20:.1f} MiB)"
@@ -225,9 +231,7 @@ class AggregatePosterior(dist.TorchDistribution):
         """
         if z.ndim < 1 or z.shape[-1] != self.latent_dim:
             raise ValueError(f"z must have shape (M, {self.latent_dim}), got {tuple(z.shape)}.")
-        if leave_out is not None and (
-            leave_out.shape != z.shape[:-1] or self.num_components < 2 * self.draws_per_point
-        ):
+        if leave_out is not None and (leave_out.shape != z.shape[:-1] or self.num_components < 2 * self.num_particles):
             raise ValueError("leave_out needs one component index per code and at least two points.")
         batch = z.shape[:-1]
         u, log_det = z.reshape(-1, self.latent_dim), 0.0
@@ -256,10 +260,10 @@ class AggregatePosterior(dist.TorchDistribution):
             components = self.num_components
             if leave_out is not None:
                 # Every component of the code's own point is left out (M of them for a hierarchy).
-                point = (leave_out[start : start + chunk] // self.draws_per_point)[:, None]
-                owner = torch.arange(components, device=zc.device)[None, :] // self.draws_per_point
+                point = (leave_out[start : start + chunk] // self.num_particles)[:, None]
+                owner = torch.arange(components, device=zc.device)[None, :] // self.num_particles
                 log_components = log_components.masked_fill(owner == point, -math.inf)
-                components -= self.draws_per_point
+                components -= self.num_particles
             out.append(torch.logsumexp(log_components, dim=-1) - math.log(components))
             del log_components
             guard.check()

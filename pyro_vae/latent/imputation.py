@@ -43,7 +43,7 @@ class Imputation:
 
     Attributes:
         mean: ``x`` with each missing entry replaced by ``E[x_m | x_o]``, shape ``(N, D)``.
-        draws: ``num_draws`` completions from ``p(x_m | x_o)``, shape ``(num_draws, N, D)``;
+        draws: ``num_samples`` completions from ``p(x_m | x_o)``, shape ``(num_samples, N, D)``;
             observed entries are those of ``x`` in every draw.
         mask: True where ``x`` was observed, shape ``(N, D)``.
         effective_sample_size: per point, ``1 / sum_s w_s^2`` of the normalised weights, ``(N,)``:
@@ -65,13 +65,13 @@ class Imputation:
 
     def to_inference_data(self, *, var_name: str = "x", sample_dims: tuple[str, ...] = ("chain", "draw")) -> Any:
         """The multiple imputations as ArviZ data: ``posterior_predictive[var_name]`` holds the draws
-        (one chain of ``num_draws``, dimensions ``(chain, draw, obs, feature)``), ``observed_data`` the
+        (one chain of ``num_samples``, dimensions ``(chain, draw, obs, feature)``), ``observed_data`` the
         data with NaN where missing, ``constant_data["mask"]`` the mask. ArviZ's summaries and
         ``plot_ppc`` read it; an :class:`arviz.InferenceData` on ArviZ 0.x, a ``DataTree`` on 1.x."""
         from .._util.arviz_compat import write_dataset, write_inference_data
 
         if self.draws.shape[0] == 0:
-            raise ValueError("This imputation holds no draws; impute with num_draws > 0 to export them.")
+            raise ValueError("This imputation holds no draws; impute with num_samples > 0 to export them.")
         if len(sample_dims) not in (1, 2):
             raise ValueError(f"sample_dims must be ('chain', 'draw') or one name, got {sample_dims!r}.")
         draws = self.draws.detach().cpu().numpy()
@@ -137,7 +137,7 @@ def impute(
     *,
     mask: Any = None,
     num_particles: int = 1000,
-    num_draws: int = 10,
+    num_samples: int = 10,
     guide: Callable | None = None,
     covariates: Mapping[str, Any] | None = None,
     plate: str | None = None,
@@ -155,7 +155,7 @@ def impute(
             to choose columns or a layer).
         mask: boolean, ``x``'s shape, True where observed; by default True wherever ``x`` is not NaN.
         num_particles: ``S`` draws of ``z`` per point.
-        num_draws: completions drawn per point (0 for the mean alone).
+        num_samples: completions drawn per point (0 for the mean alone).
         covariates, plate, global_values: as for :func:`pyro_vae.log_likelihood`.
         seed: seeds every draw.
         max_values: refuse, before any work, draws of more numbers than this in all, and particles
@@ -166,8 +166,8 @@ def impute(
     Length: checks every argument before any draw, then one pass over chunks of rows.
     """
     positive_int(num_particles, "num_particles")
-    if not isinstance(num_draws, int) or isinstance(num_draws, bool) or num_draws < 0:
-        raise ValueError(f"num_draws must be an integer >= 0, got {num_draws!r}.")
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
+        raise ValueError(f"num_samples must be an integer >= 0, got {num_samples!r}.")
     x, mask = _values_and_mask(x, mask)
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
@@ -185,7 +185,7 @@ def impute(
         )
     one_row = data.rows(slice(0, 1))
     check_output_size(program, one_row, num_particles, max_values)  # the particles of one point at once
-    check_output_size(program, one_row, max(1, num_draws) * len(data), max_values)  # the draws returned
+    check_output_size(program, one_row, max(1, num_samples) * len(data), max_values)  # the draws returned
     step = max(1, _DRAWS_PER_CHUNK // num_particles)
     means, draws, sizes = [], [], []
     with isolated(seed), pyro.validation_enabled(False):
@@ -201,7 +201,7 @@ def impute(
             mean = torch.einsum("sb,sb...->b...", normalised.to(completions.dtype), completions)
             means.append(torch.where(chunk.mask, chunk.x, mean.reshape(chunk.x.shape)))  # x's shape (obs=x.reshape)
             sizes.append(1.0 / normalised.pow(2).sum(0))
-            chosen = [torch.multinomial(normalised.T.float(), 1).squeeze(-1) for _ in range(num_draws)]
+            chosen = [torch.multinomial(normalised.T.float(), 1).squeeze(-1) for _ in range(num_samples)]
             picked = []
             for particles in chosen:
                 sample = site_values({**site, "value": site["fn"].sample()}, sites, program.plate)  # (S, B, D)

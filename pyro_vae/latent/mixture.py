@@ -78,7 +78,7 @@ class LatentMixture(nn.Module):
         site: str | None = None,
         plate: str | None = None,
         covariance_type: str = "full",
-        draws_per_point: int = 1,
+        num_particles: int = 1,
         max_draws: int = 20_000,
         max_iter: int = 200,
         seed: int = 0,
@@ -98,11 +98,11 @@ class LatentMixture(nn.Module):
         latent_dim = int(sites.event_shapes[name].numel())
         mixture = cls(num_components, latent_dim, covariance_type)
         generator = torch.Generator().manual_seed(seed)
-        points = min(len(data), max(1, max_draws // draws_per_point))
+        points = min(len(data), max(1, max_draws // num_particles))
         rows = torch.randperm(len(data), generator=generator)[:points]
         with isolated(seed), pyro.validation_enabled(False):
             guide_trace, _ = program.traces(
-                data.rows(rows), draws_per_point, indices=rows, num_data=len(data), sites=sites
+                data.rows(rows), num_particles, indices=rows, num_data=len(data), sites=sites
             )
         draws = (
             site_values(guide_trace.nodes[name], sites, program.plate).reshape(-1, latent_dim).double().cpu().numpy()

@@ -157,10 +157,12 @@ def reconstruct(
     site: str | None = None,
     plate: str | None = None,
     global_values: Any = None,
+    mask: Any = None,
 ) -> torch.Tensor:
     """Deterministic reconstruction ``E[x | z = E_q[z|x]]`` of the first observed site, shape ``(N, D)``
-    (``global_values`` as for :func:`pyro_vae.log_likelihood`)."""
-    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values)
+    (``global_values`` and ``mask`` as for :func:`pyro_vae.log_likelihood`: with a mask the codes
+    come from the observed entries, and every entry is reconstructed)."""
+    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
     name = sites.latent(site, tool="reconstruct")
     sites.refuse_shared_ancestors(name, "Reconstructing from the codes of one site")

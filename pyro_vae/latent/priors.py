@@ -66,13 +66,13 @@ class RowDistribution(dist.TorchDistribution):
 
 @torch.no_grad()
 def prior_of(
-    program: Program, rows: Data, *, site: str | None = None, marginal_draws: int = 1000
+    program: Program, rows: Data, *, site: str | None = None, marginal_particles: int = 1000
 ) -> dist.TorchDistribution:
     """The model's marginal distribution of the latent ``site`` over ``rows``: ``p(z)``, ``p(z|y)``
     at the first row's covariates, or the marginal of a prior that depends on the row.
 
     A site whose prior depends on other latents (``p(z1 | z2)``) gets its marginal
-    ``E_{p(z2)}[p(z1 | z2)]``: exact ancestral draws, and a ``marginal_draws``-draw Monte Carlo
+    ``E_{p(z2)}[p(z1 | z2)]``: exact ancestral draws, and a ``marginal_particles``-draw Monte Carlo
     density (:class:`~pyro_vae.latent.marginals.AncestralPrior`). A prior that depends on the row
     itself (a CVAE's ``p(z|x)``) gets the marginal over the rows,
     ``p(z) = (1/N) sum_i p(z|x_i)``, exactly (:func:`conditional_prior`).
@@ -85,7 +85,9 @@ def prior_of(
     first = rows.rows(slice(0, 1))
     with torch.random.fork_rng(devices=[]), pyro.validation_enabled(False):
         if not sites.prior_is_marginal(name):
-            return AncestralPrior(program, first, name, num_draws=positive_int(marginal_draws, "marginal_draws"))
+            return AncestralPrior(
+                program, first, name, num_draws=positive_int(marginal_particles, "marginal_particles")
+            )
         trace = program.generate(first)
     return RowDistribution(trace.nodes[name]["fn"], 0)
 

@@ -44,6 +44,7 @@ from pyro.poutine.uncondition_messenger import UnconditionMessenger
 from .._util.checks import as_tensor
 from .._util.value_checks import all_finite
 from ..data.rows import RowSource, as_row_source, checked_rows
+from ..data.splits import data_parts
 from .missing import MaskObserved, check_mask, fill_missing
 from .sites import Sites, discover, per_point
 
@@ -217,6 +218,9 @@ class Program:
     ) -> Data:
         """Validate ``x`` and the data-aligned ``covariates`` and return them as :class:`Data`.
 
+        ``x`` is a tensor, an array, a row source or a :class:`~pyro_vae.data.Split` (which brings its
+        covariates unless ``covariates`` are given); a whole ``Dataset`` is refused, naming its splits.
+
         ``checked=True`` says ``x`` was validated already (a tensor of the right kind), so only the
         covariates are checked: large data is not scanned twice. A row source (a numpy memory map,
         :func:`pyro_vae.data.rows.open_rows`) is checked chunk by chunk and stays on disk
@@ -224,6 +228,7 @@ class Program:
         False; those entries are filled with observed values of their feature before the checks
         (:mod:`pyro_vae.program.missing`).
         """
+        x, covariates = data_parts(x, covariates)
         source = as_row_source(x)
         checked_mask = None
         if mask is not None:

@@ -61,14 +61,16 @@ def log_weights(
     indices: torch.Tensor | None = None,
     num_data: int | None = None,
     global_values: Any = None,
+    mask: Any = None,
 ) -> torch.Tensor:
     """Log importance weights ``log p(x, z_s) - log q(z_s|x)`` of shape ``(num_particles, B)``.
 
     ``x`` is one batch of ``B`` points. Draws use torch's global generator, so call this inside a
-    seeded block; reading the program's structure does not consume it. ``global_values`` as for
-    :func:`pyro_vae.log_likelihood`. Enumerated discrete sites are summed out (module docstring).
+    seeded block; reading the program's structure does not consume it. ``global_values`` and
+    ``mask`` as for :func:`pyro_vae.log_likelihood`. Enumerated discrete sites are summed out
+    (module docstring).
     """
-    bound = bind(model, x, guide=guide, covariates=covariates, global_values=global_values)
+    bound = bind(model, x, guide=guide, covariates=covariates, global_values=global_values, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
     return point_weights(program, data, num_particles, sites, indices=indices, num_data=num_data).joint
 

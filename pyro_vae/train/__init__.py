@@ -21,7 +21,7 @@ from .objective import ObjectiveStep, make_objective
 from .objectives import ImportanceWeightedELBO
 from .progress import Progress
 from .state import History
-from .validation import Validation, mean_elbo, mean_elbo_of
+from .validation import Validation
 from .warmup import KLWarmup
 
 __all__ = [
@@ -34,8 +34,6 @@ __all__ = [
     "ImportanceWeightedELBO",
     "KLWarmup",
     "make_objective",
-    "mean_elbo",
-    "mean_elbo_of",
     "ObjectiveStep",
     "Progress",
     "Validation",

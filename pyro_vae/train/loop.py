@@ -51,10 +51,10 @@ from .early_stopping import EarlyStopping
 from .epochs import epoch_order, epoch_values, first_rows, first_rows_of, training_data
 from .objective import ENUMERATING, IMPORTANCE_WEIGHTED, OBJECTIVES, ObjectiveStep, training_objective
 from .progress import Progress
-from .settings import TrainSettings, settings_from
+from .settings import TrainSettings, settings_from, with_training_options
 from .state import History, RunState, resume_state
 from .trainee import ModuleTrainee, ProgramTrainee, Trainee
-from .validation import Validation, mean_elbo  # noqa: F401 -- mean_elbo's old home
+from .validation import Validation
 from .warmup import KLWarmup
 
 #: Names of the objectives ``fit(elbo=...)`` accepts.
@@ -70,6 +70,7 @@ INIT_SAMPLE_ROWS = 10_000
 MASKED_PARTICLES = 20
 
 
+@with_training_options
 def fit(
     model: Any,
     train: Any,
@@ -124,8 +125,8 @@ def fit(
         before_training: called once every argument is checked and a resumed state loaded, just
             before the first epoch (the command line writes its run folder's description there,
             so a refused run leaves none behind).
-        **options: any field of :class:`~pyro_vae.train.settings.TrainSettings`, each described
-            there: ``epochs=10``, ``batch_size=128``, ``lr=1e-3``, ``elbo="trace"``
+        **options: any field of :class:`~pyro_vae.train.settings.TrainSettings`, listed with
+            their defaults under "Training options" below: ``epochs=10``, ``batch_size=128``, ``lr=1e-3``, ``elbo="trace"``
             (or ``"meanfield"``, ``"iwae"``, ``"iwae-dreg"``, ``"enum"``), ``num_particles=1``,
             ``kl_warmup_epochs=0.0``, ``patience=None``, ``restore_best=True``, ``seed=0``,
             ``init_from_data=True``, ``jit=False``, ``progress=None``; ``elbo`` also takes a

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -229,3 +230,20 @@ def settings_from(settings: TrainSettings | None, options: Mapping[str, Any]) ->
     if not isinstance(settings, TrainSettings):
         raise TypeError(f"settings must be a TrainSettings, got {type(settings).__name__}.")
     return settings.replace(**options) if options else settings
+
+
+def with_training_options(function):
+    """Show the fields of :class:`TrainSettings` in ``function``'s signature (as keyword arguments
+    with their defaults, in place of its ``**options``) and in its docstring, so ``help(fit)`` and
+    ``inspect.signature(fit)`` list every option with what it does."""
+    signature = inspect.signature(function)
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    fields = dataclasses.fields(TrainSettings)
+    clash = {f.name for f in fields} & {p.name for p in kept}
+    if clash:
+        raise TypeError(f"{function.__name__} has parameters named like training options: {sorted(clash)}")
+    options = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in fields]
+    function.__signature__ = signature.replace(parameters=[*kept, *options])
+    lines = [f"        {f.name} (default {f.default!r}): {f.metadata['help']}." for f in fields]
+    function.__doc__ = (function.__doc__ or "") + "\n    Training options:\n" + "\n".join(lines) + "\n"
+    return function

@@ -35,7 +35,7 @@ from pyro.poutine.messenger import Messenger
 from .._util.compat import active_plate_size
 from .._util.isolation import isolated
 from ..io import checkpoint as ckpt
-from ..io.parameters import check_fits, read_parameters, save_parameters
+from ..io.parameters import check_fits, read_parameters, write_parameters
 from ..program.protocol import Data, Program
 from ..vae.initialization import initialize_from_data
 from ..vae.model import VAE
@@ -184,7 +184,7 @@ class ProgramTrainee(Trainee):
             p.copy_(state[name])
 
     def save(self, path, training: dict) -> None:
-        save_parameters(self.state_dict(), path, training=training)
+        write_parameters(self.state_dict(), path, training=training)
 
     def resume(self, path, check):
         payload = read_parameters(path)

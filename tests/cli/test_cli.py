@@ -151,7 +151,8 @@ def test_train_on_levels_with_likelihood_options_and_evaluate(tmp_path, capsys):
         )
         == 0
     )
-    vae, dataset, config = pyro_vae.load_run(run)
+    loaded = pyro_vae.load_run(run)
+    vae, dataset, config = loaded.vae, loaded.dataset, loaded.config
     assert config["values"] == "levels" and dataset.test.x.max() == 16
     assert vae.likelihood.num_levels == 17 and vae.input_scale == 16.0
     assert main(["evaluate", str(run), "--num-particles", "20", "--max-points", "30"]) == 0
@@ -227,7 +228,7 @@ def test_size_factors_flag_builds_a_count_model_with_library_sizes_and_refuses_o
     run = tmp_path / "counts"
     arguments = ["train", "--data", "digits", "--values", "levels", "--epochs", "1", "--hidden", "8"]
     assert main([*arguments, "--likelihood", "negative_binomial", "--size-factors", "--out", str(run)]) == 0
-    vae, _, _ = pyro_vae.load_run(run)
+    vae = pyro_vae.load_run(run).vae
     assert vae.likelihood.size_factors and vae.likelihood.name == "negative_binomial"
     capsys.readouterr()
     refused = tmp_path / "refused"

@@ -84,7 +84,7 @@ def test_holes_and_surgery_of_the_tutorial_program_match_independent_computation
     holes = pyro_vae.diagnostics.holes(program.model, x, guide=program.guide, num_samples=4000)
     assert not holes.conditional_prior
     assert close_to(holes.kl_q_p, kl_qp, holes.kl_q_p_se, slack=0.01)
-    surgery = pyro_vae.diagnostics.elbo_surgery(program.model, x, guide=program.guide, draws_per_point=4)
+    surgery = pyro_vae.diagnostics.elbo_surgery(program.model, x, guide=program.guide, num_particles=4)
     average_kl = float(torch.distributions.kl_divergence(dist.Normal(loc, sd), dist.Normal(0.0, 1.0)).sum(-1).mean())
     assert surgery.average_kl_exact == pytest.approx(average_kl, abs=1e-4)
     assert close_to(surgery.marginal_kl, kl_qp, surgery.marginal_kl_se, slack=0.01)
@@ -103,7 +103,7 @@ def test_the_aggregate_posterior_is_the_exact_mixture(tutorial):
 
 def test_the_check_and_the_export_read_the_site_named_obs_and_latent(tutorial):
     program, x = tutorial
-    check = pyro_vae.posterior_predictive_check(program.model, x, guide=program.guide, num_draws=100)
+    check = pyro_vae.posterior_predictive_check(program.model, x, guide=program.guide, num_samples=100)
     assert check.site == "obs"
     assert check.statistics["mean"].observed.float().allclose(x.reshape(len(x), -1).mean(0), atol=1e-5)
     assert check.coverage > 0.9  # the true model's posterior predictive covers its own data
@@ -267,7 +267,7 @@ def test_replicates_keep_the_observed_label_and_are_checked_against_the_image(la
     assert replicated.x.shape == (3, 5, program.D)
     assert torch.equal(replicated.sites["y"], y[:5].expand(3, -1, -1))
     check = pyro_vae.posterior_predictive_check(
-        program.model, x, guide=program.guide, covariates={"ys": y}, num_draws=100
+        program.model, x, guide=program.guide, covariates={"ys": y}, num_samples=100
     )
     assert check.site == "x" and check.coverage > 0.9
     idata = pyro_vae.to_inference_data(
@@ -303,7 +303,7 @@ def test_holes_and_surgery_compare_with_the_marginal_of_a_conditional_prior(cvae
     assert close_to(holes.kl_q_p, kl_qp, holes.kl_q_p_se, slack=0.01)
     assert close_to(holes.kl_p_q, kl_pq, holes.kl_p_q_se, slack=0.01)
     surgery = pyro_vae.diagnostics.elbo_surgery(
-        program.model, x, guide=program.guide, covariates={"ys": y}, draws_per_point=8
+        program.model, x, guide=program.guide, covariates={"ys": y}, num_particles=8
     )
     assert surgery.conditional_prior
     assert close_to(surgery.marginal_kl, kl_qp, surgery.marginal_kl_se, slack=0.01)
@@ -314,7 +314,7 @@ def test_holes_and_surgery_compare_with_the_marginal_of_a_conditional_prior(cvae
 def test_the_check_of_a_cvae_compares_y_with_y(cvae):
     program, x, y = cvae
     check = pyro_vae.posterior_predictive_check(
-        program.model, x, guide=program.guide, covariates={"ys": y}, num_draws=100
+        program.model, x, guide=program.guide, covariates={"ys": y}, num_samples=100
     )
     assert check.site == "y"
     assert torch.allclose(check.statistics["mean"].observed.float(), y.mean(0), atol=1e-5)
@@ -374,7 +374,7 @@ def test_the_aggregate_posterior_of_a_cvae_is_the_exact_mixture(cvae):
     [
         lambda p, x: pyro_vae.log_likelihood(p.model, x, guide=p.guide, num_particles=10),
         lambda p, x: pyro_vae.compare({"a": (p.model, p.guide), "b": (p.model, p.guide)}, x, num_particles=10),
-        lambda p, x: pyro_vae.posterior_predictive_check(p.model, x, guide=p.guide, num_draws=10),
+        lambda p, x: pyro_vae.posterior_predictive_check(p.model, x, guide=p.guide, num_samples=10),
         lambda p, x: pyro_vae.to_inference_data(p.model, x, guide=p.guide, num_samples=4),
         lambda p, x: pyro_vae.mean_elbo(p.model, x, guide=p.guide),
         lambda p, x: pyro_vae.diagnostics.elbo_surgery(p.model, x, guide=p.guide),
@@ -447,8 +447,8 @@ def test_log_likelihood_of_a_sequence_with_a_site_per_step_is_exact(sequence):
 def test_checking_a_sequence_names_its_sites_and_checks_the_one_chosen(sequence):
     program, x = sequence
     with pytest.raises(ValueError, match=r"pass site= to choose one"):
-        pyro_vae.posterior_predictive_check(program.model, x, guide=program.guide, num_draws=20)
-    check = pyro_vae.posterior_predictive_check(program.model, x, guide=program.guide, num_draws=100, site="obs_2")
+        pyro_vae.posterior_predictive_check(program.model, x, guide=program.guide, num_samples=20)
+    check = pyro_vae.posterior_predictive_check(program.model, x, guide=program.guide, num_samples=100, site="obs_2")
     assert torch.allclose(check.statistics["mean"].observed.float(), x[:, 1].mean(0), atol=1e-5)
     assert check.coverage > 0.9
     replicated = pyro_vae.posterior_predictive(program.model, x[:5], 2, guide=program.guide)

@@ -138,7 +138,7 @@ def test_the_command_line_trains_on_an_h5ad_layer_and_the_run_reads_it_again(h5a
                  "poisson", "--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--out", str(out)]) == 0  # fmt: skip
     config = json.loads((out / "config.json").read_text())
     assert config["data_columns"]["layer"] == "counts"
-    vae, dataset, _ = pyro_vae.load_run(out)
+    dataset = pyro_vae.load_run(out).dataset
     assert dataset.columns["layer"] == "counts" and dataset.train.covariates.shape[1] == 3
     assert main(["evaluate", str(out), "--num-particles", "10"]) == 0
 

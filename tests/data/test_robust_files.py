@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae import data, quality
+from pyro_vae import data
+from pyro_vae.diagnostics import quality
 
 D, L = 9, 2
 

@@ -127,7 +127,7 @@ def test_the_command_line_trains_and_evaluates_with_covariate_columns(tmp_path, 
     main(["evaluate", str(out), "--num-particles", "20"])
     metrics = json.loads((out / "evaluation.json").read_text())
     assert np.isfinite(metrics["nll"])
-    _, dataset, _ = pyro_vae.load_run(out)
+    dataset = pyro_vae.load_run(out).dataset
     expected = pyro_vae.log_likelihood(vae, dataset.test.x, covariates=dataset.test.covariates_for(), num_particles=20)
     assert abs(metrics["nll"] - (-expected.mean)) < 1e-4  # the same seed and draws: the test rows with their y
     for source in ("prior", "aggregate"):  # decoded under the training rows' covariates

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pyro_vae import quality
+from pyro_vae.diagnostics import quality
 from pyro_vae.diagnostics.copying import _mann_whitney_z
 
 

@@ -41,7 +41,7 @@ def test_data_from_the_model_itself_give_uniform_p_values_and_exact_coverage():
     loc, scale = torch.linspace(-2.0, 2.0, d), torch.linspace(0.5, 3.0, d)
     x = dist.Normal(loc, scale).sample((n,))
     model, guide = _program(dist.Normal(loc, scale))
-    check = posterior_predictive_check(model, x, guide=guide, num_draws=draws, level=level, seed=1)
+    check = posterior_predictive_check(model, x, guide=guide, num_samples=draws, level=level, seed=1)
     lo, hi = math.ceil(draws * (1 - level) / 2), math.ceil(draws * (1 + level) / 2)
     exact = (hi - lo) / (draws + 1)
     assert abs(check.coverage - exact) < 4 * math.sqrt(exact * (1 - exact) / (n * d))
@@ -61,8 +61,8 @@ def test_overdispersed_counts_fail_the_poisson_checks_and_pass_the_negative_bino
     x = nb.sample((n,))
     poisson_model, poisson_guide = _program(dist.Poisson(mean))
     nb_model, nb_guide = _program(dist.GammaPoisson(concentration, concentration / mean))
-    poisson = posterior_predictive_check(poisson_model, x, guide=poisson_guide, num_draws=100)
-    right = posterior_predictive_check(nb_model, x, guide=nb_guide, num_draws=100)
+    poisson = posterior_predictive_check(poisson_model, x, guide=poisson_guide, num_samples=100)
+    right = posterior_predictive_check(nb_model, x, guide=nb_guide, num_samples=100)
     assert set(poisson.statistics) == {"zeros", "row_totals", "mean", "variance", "correlation"}
     assert poisson.statistics["zeros"].share_extreme > 0.9
     assert float(poisson.statistics["zeros"].p_values.max()) < 0.025  # fewer zeros in every replicate
@@ -84,21 +84,21 @@ def test_user_statistics_chunks_and_bad_arguments(tmp_path):
         return data.max(0).values
 
     check = posterior_predictive_check(
-        model, x, guide=guide, statistics=["zeros", largest], num_draws=30, max_memory_mb=1e-4
+        model, x, guide=guide, statistics=["zeros", largest], num_samples=30, max_memory_mb=1e-4
     )  # one replicate per chunk
     assert set(check.statistics) == {"zeros", "largest"}
     assert check.statistics["largest"].replicated.shape == (30, 6)
-    named = posterior_predictive_check(model, x, guide=guide, statistics={"total": lambda d: d.sum()}, num_draws=10)
+    named = posterior_predictive_check(model, x, guide=guide, statistics={"total": lambda d: d.sum()}, num_samples=10)
     assert named.statistics["total"].observed.shape == (1,)
     assert predictive_check_figure(check, tmp_path / "ppc.png").stat().st_size > 0
     with pytest.raises(ValueError, match="Unknown statistic"):
         posterior_predictive_check(model, x, guide=guide, statistics=["skew"])
     with pytest.raises(ValueError, match="a number or a vector"):
-        posterior_predictive_check(model, x, guide=guide, statistics={"outer": lambda d: d.T @ d}, num_draws=2)
+        posterior_predictive_check(model, x, guide=guide, statistics={"outer": lambda d: d.T @ d}, num_samples=2)
     with pytest.raises(ValueError, match="level"):
         posterior_predictive_check(model, x, guide=guide, level=1.0)
-    with pytest.raises(ValueError, match="num_draws"):
-        posterior_predictive_check(model, x, guide=guide, num_draws=0)
+    with pytest.raises(ValueError, match="num_samples"):
+        posterior_predictive_check(model, x, guide=guide, num_samples=0)
     assert set(STATISTICS) >= {"zeros", "mean", "variance", "row_totals", "correlation"}
 
 
@@ -107,9 +107,9 @@ def test_a_vae_is_checked_through_its_own_program():
     x = (torch.rand(40, 6) < 0.3).float()
     vae = pyro_vae.VAE(6, 2, hidden_sizes=(8,))
     pyro_vae.fit(vae, x, epochs=2, progress=False)
-    check = pyro_vae.posterior_predictive_check(vae, x, num_draws=20)
+    check = pyro_vae.posterior_predictive_check(vae, x, num_samples=20)
     assert set(check.statistics) == {"mean", "variance", "correlation"}  # 0/1 data are not counts
-    assert 0.0 <= check.coverage <= 1.0 and check.num_draws == 20
+    assert 0.0 <= check.coverage <= 1.0 and check.num_samples == 20
 
 
 def test_user_statistics_that_give_nan_collide_are_complex_or_write_are_handled(tmp_path):
@@ -128,7 +128,7 @@ def test_user_statistics_that_give_nan_collide_are_complex_or_write_are_handled(
         return data.mean(0)
 
     check = posterior_predictive_check(
-        model, x, guide=guide, statistics={"nan": always_nan, "half": sometimes_nan, "writes": writes}, num_draws=20
+        model, x, guide=guide, statistics={"nan": always_nan, "half": sometimes_nan, "writes": writes}, num_samples=20
     )
     assert math.isnan(check.statistics["nan"].share_extreme) and check.statistics["nan"].undefined == 4
     assert check.statistics["half"].undefined == 4  # never read as an extreme misfit
@@ -140,4 +140,4 @@ def test_user_statistics_that_give_nan_collide_are_complex_or_write_are_handled(
             model, x, guide=guide, statistics=[lambda d: d.max(0).values, lambda d: d.min(0).values]
         )
     with pytest.raises(ValueError, match="complex"):
-        posterior_predictive_check(model, x, guide=guide, statistics={"c": lambda d: d.mean(0) * 1j}, num_draws=2)
+        posterior_predictive_check(model, x, guide=guide, statistics={"c": lambda d: d.mean(0) * 1j}, num_samples=2)

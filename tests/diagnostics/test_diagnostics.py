@@ -25,7 +25,7 @@ def closed_form_mutual_information(W):
 def test_elbo_surgery_recovers_closed_form_terms(ppca):
     W, b, x = ppca
     vae = ppca_vae(W, b, ExactEncoder(W, b, SIGMA))
-    result = diagnostics.elbo_surgery(vae, x, draws_per_point=4)
+    result = diagnostics.elbo_surgery(vae, x, num_particles=4)
     # Closed-form average KL of the exact posteriors from the prior.
     loc, cov = posterior(W, b, SIGMA, x)
     var = cov.diagonal()
@@ -111,8 +111,8 @@ def test_amortization_gap_is_zero_for_the_optimal_guide_and_recovered_otherwise(
 def test_bad_input_is_refused_before_work(ppca):
     W, b, x = ppca
     vae = ppca_vae(W, b)
-    with pytest.raises(ValueError, match="draws_per_point"):
-        diagnostics.elbo_surgery(vae, x, draws_per_point=0)
+    with pytest.raises(ValueError, match="num_particles"):
+        diagnostics.elbo_surgery(vae, x, num_particles=0)
     with pytest.raises(ValueError, match="non-finite"):
         diagnostics.elbo_surgery(vae, x.clone().fill_(math.nan))
     with pytest.raises(ValueError, match="Pass the data"):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae import quality
+from pyro_vae.diagnostics import quality
 
 
 def test_frechet_distance_matches_the_closed_form_for_diagonal_gaussians():

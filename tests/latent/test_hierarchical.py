@@ -63,8 +63,8 @@ def test_z_is_never_ambiguous():
 
 @pytest.mark.parametrize("site", ["mid", "top"])
 def test_the_aggregate_posterior_is_the_mixture_of_marginals(site):
-    aggregate = pyro_vae.AggregatePosterior.from_data(PROGRAM.model, X, site=site, marginal_draws=64, **KW)
-    again = pyro_vae.AggregatePosterior.from_data(PROGRAM.model, X, site=site, marginal_draws=64, **KW)
+    aggregate = pyro_vae.AggregatePosterior.from_data(PROGRAM.model, X, site=site, marginal_particles=64, **KW)
+    again = pyro_vae.AggregatePosterior.from_data(PROGRAM.model, X, site=site, marginal_particles=64, **KW)
     assert torch.equal(aggregate.loc, again.loc)  # seeded: two builds agree
     loc, var = marginal_guide(site)
     z = aggregate.sample(2000, seed=3)
@@ -75,7 +75,7 @@ def test_the_aggregate_posterior_is_the_mixture_of_marginals(site):
     else:  # 64 draws of mid per point: a Monte Carlo mixture whose error shrinks with the draws
         assert aggregate.num_components == 64 * len(X)
         assert error.mean() < 0.06
-        coarse = pyro_vae.AggregatePosterior.from_data(PROGRAM.model, X, site=site, marginal_draws=2, **KW)
+        coarse = pyro_vae.AggregatePosterior.from_data(PROGRAM.model, X, site=site, marginal_particles=2, **KW)
         assert (coarse.log_prob(z).double() - exact_mixture(loc, var, z)).abs().mean() > 1.5 * error.mean()
     # Draws follow the marginal: their variance is that of the mixture of q(site | x_i).
     assert torch.allclose(z.var(0), loc.var(0) + var, rtol=0.1)
@@ -83,7 +83,7 @@ def test_the_aggregate_posterior_is_the_mixture_of_marginals(site):
 
 @pytest.mark.parametrize("site", ["mid", "top"])
 def test_elbo_surgery_uses_the_marginals(site):
-    surgery = elbo_surgery(PROGRAM.model, X, site=site, draws_per_point=20, **KW)
+    surgery = elbo_surgery(PROGRAM.model, X, site=site, num_particles=20, **KW)
     loc, var = marginal_guide(site)
     prior_loc, prior_var = marginal_prior(site)
     exact = torch.distributions.kl_divergence(Normal(loc, var.sqrt()), Normal(prior_loc, prior_var.sqrt())).sum(-1)

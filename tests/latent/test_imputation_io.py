@@ -61,11 +61,11 @@ def test_inf_is_not_a_missing_value(tmp_path):
 def test_impute_reads_files_and_nan_as_missing_and_gives_what_an_explicit_mask_gives(tmp_path, data):
     x, mask = data
     vae = _vae()
-    reference = pyro_vae.impute(vae, x, mask=mask, num_particles=50, num_draws=3, seed=4)
+    reference = pyro_vae.impute(vae, x, mask=mask, num_particles=50, num_samples=3, seed=4)
     holes = torch.where(mask, x, torch.full_like(x, float("nan")))
     np.save(tmp_path / "t.npy", holes.numpy())
     for given in (holes, holes.numpy(), str(tmp_path / "t.npy"), _csv(tmp_path / "t.csv", x, mask, "")):
-        imputed = pyro_vae.impute(vae, given, num_particles=50, num_draws=3, seed=4)
+        imputed = pyro_vae.impute(vae, given, num_particles=50, num_samples=3, seed=4)
         assert torch.equal(imputed.mask, mask)
         assert torch.allclose(imputed.mean, reference.mean, atol=1e-6)
         assert torch.allclose(imputed.draws, reference.draws, atol=1e-6)
@@ -75,7 +75,7 @@ def test_impute_reads_files_and_nan_as_missing_and_gives_what_an_explicit_mask_g
 
 def test_imputed_draws_export_to_arviz(data):
     x, mask = data
-    imputed = pyro_vae.impute(_vae(), x, mask=mask, num_particles=20, num_draws=5)
+    imputed = pyro_vae.impute(_vae(), x, mask=mask, num_particles=20, num_samples=5)
     exported = imputed.to_inference_data()
     draws = np.asarray(exported["posterior_predictive"]["x"])
     assert draws.shape == (1, 5, N, D)
@@ -88,8 +88,8 @@ def test_imputed_draws_export_to_arviz(data):
         import arviz as az
 
         assert az.summary(exported, group="posterior_predictive", kind="stats").shape[0] == N * D
-    with pytest.raises(ValueError, match="num_draws"):
-        pyro_vae.impute(_vae(), x, mask=mask, num_particles=5, num_draws=0).to_inference_data()
+    with pytest.raises(ValueError, match="num_samples"):
+        pyro_vae.impute(_vae(), x, mask=mask, num_particles=5, num_samples=0).to_inference_data()
 
 
 def test_imputations_go_to_anndata_layers_of_a_copy(data):
@@ -97,7 +97,7 @@ def test_imputations_go_to_anndata_layers_of_a_copy(data):
     x, mask = data
     holes = torch.where(mask, x, torch.full_like(x, float("nan"))).numpy()
     adata = anndata.AnnData(X=holes.copy())
-    imputed = pyro_vae.impute(_vae(), adata, num_particles=20, num_draws=4)
+    imputed = pyro_vae.impute(_vae(), adata, num_particles=20, num_samples=4)
     assert torch.equal(imputed.mask, mask)
     out = imputed.to_anndata(adata)
     # (anndata >= 0.13 lists X among the layers, under the key None)
@@ -128,7 +128,7 @@ def test_the_command_line_imputes_a_tables_empty_cells_with_a_trained_run(tmp_pa
                  "--hidden", "8", "--out", str(run)]) == 0  # fmt: skip
     mask = torch.rand(10, D) > 0.3
     holes = _csv(tmp_path / "holes.csv", x[:10], mask, "")
-    assert main(["impute", str(run), "--data", str(holes), "--num-particles", "20", "--num-draws", "3"]) == 0
+    assert main(["impute", str(run), "--data", str(holes), "--num-particles", "20", "--num-samples", "3"]) == 0
     out = tmp_path / "holes-imputed.csv"
     assert out.read_text().splitlines()[0] == "a,b,c,d"
     means = np.loadtxt(out, delimiter=",", skiprows=1)

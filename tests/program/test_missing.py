@@ -84,7 +84,7 @@ def test_the_masked_log_likelihood_is_exact():
 
 
 def test_importance_weighted_imputation_matches_the_conditional_mean():
-    result = pyro_vae.impute(PROGRAM.model, HOLES, guide=PROGRAM.guide, mask=MASK, num_particles=4000, num_draws=200)
+    result = pyro_vae.impute(PROGRAM.model, HOLES, guide=PROGRAM.guide, mask=MASK, num_particles=4000, num_samples=200)
     oracle = PROGRAM.conditional_mean(X, MASK)
     assert torch.equal(result.mean[MASK], X[MASK]) and torch.equal(result.draws[:, MASK], X[MASK].expand(200, -1))
     # Missing entries: within Monte Carlo error of E[x_m | x_o] (the exact guide gives equal weights).
@@ -105,7 +105,7 @@ def test_imputation_weights_fix_a_poor_guide():
             pyro.sample("z", dist.MultivariateNormal(mean + 0.3, covariance_matrix=2.0 * cov))
 
     oracle = PROGRAM.conditional_mean(X, MASK)
-    weighted = pyro_vae.impute(PROGRAM.model, HOLES, guide=wide_guide, mask=MASK, num_particles=4000, num_draws=0)
+    weighted = pyro_vae.impute(PROGRAM.model, HOLES, guide=wide_guide, mask=MASK, num_particles=4000, num_samples=0)
     unweighted = pyro_vae.posterior_predictive(PROGRAM.model, HOLES, 4000, guide=wide_guide, mask=MASK)
     plain = torch.where(MASK, X, unweighted.mean.mean(0))
     assert (weighted.mean - oracle)[~MASK].abs().mean() < 0.3 * (plain - oracle)[~MASK].abs().mean()
@@ -159,7 +159,7 @@ def test_a_vae_trained_with_missing_entries_is_near_the_closed_form():
     result = pyro_vae.log_likelihood(vae, HOLES, mask=test_mask, num_particles=500)
     exact = PROGRAM.log_observed(test_x, test_mask)
     assert abs(float(result.mean) - float(exact.mean())) < 0.05  # nats per point, the true model's value
-    filled = pyro_vae.impute(vae, HOLES, mask=test_mask, num_particles=500, num_draws=0)
+    filled = pyro_vae.impute(vae, HOLES, mask=test_mask, num_particles=500, num_samples=0)
     oracle = PROGRAM.conditional_mean(test_x, test_mask)
     error, baseline = (filled.mean - oracle)[~test_mask], (test_x - oracle)[~test_mask]
     assert float(error.pow(2).mean()) < 0.05 * float(baseline.pow(2).mean() + 1)
@@ -247,5 +247,5 @@ def test_the_masked_defaults_reach_the_oracle_on_probabilistic_pca():
     ll = pyro_vae.log_likelihood(vae, holes, mask=test_seen, num_particles=500)
     truth = observed_log_likelihood(test, test_seen, mean, weights, noise**2)
     assert abs(float((ll.log_px - truth).mean())) < 0.3
-    filled = pyro_vae.impute(vae, holes, mask=test_seen, num_particles=500, num_draws=0)
+    filled = pyro_vae.impute(vae, holes, mask=test_seen, num_particles=500, num_samples=0)
     assert rmse(filled.mean.double()) < 1.05 * rmse(oracle)

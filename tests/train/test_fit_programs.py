@@ -267,3 +267,19 @@ def test_elbo_takes_pyros_own_objects(tmp_path):
     assert settings["elbo"] == "meanfield" and settings["num_particles"] == 2
     with pytest.raises(ValueError, match="TraceEnum_ELBO instances"):
         pyro_vae.fit(program.model, x, guide=program.guide, plate="points", epochs=1, elbo=pyro.infer.RenyiELBO())
+
+
+def test_save_parameters_writes_the_store_that_load_parameters_reads(tmp_path):
+    x = data(60)
+    program = LinearProgram()
+    pyro_vae.fit(program.model, x, guide=program.guide, plate="points", epochs=1)
+    trained = store_values()
+    path = pyro_vae.save_parameters(tmp_path / "params.pt")
+    pyro.clear_param_store()
+    rebuilt = LinearProgram(seed=5)
+    poutine.trace(rebuilt.model).get_trace(x[:2])
+    poutine.trace(rebuilt.guide).get_trace(x[:2])
+    assert any(not torch.equal(v, trained[k]) for k, v in store_values().items())  # the rebuilt start differs
+    assert sorted(pyro_vae.load_parameters(path)) == sorted(trained)
+    for name, value in store_values().items():
+        assert torch.equal(value, trained[name]), name

@@ -49,8 +49,8 @@ def test_the_tools_name_the_layer_and_refuse_what_they_cannot_draw(trained):
     x = data.test.binarized(0)[:60]
     top = pyro_vae.diagnostics.elbo_surgery(vae, x, site="z2")
     bottom = pyro_vae.diagnostics.elbo_surgery(vae, x, site="z1")
-    assert top.marginal_draws == 0 and top.average_kl_exact is not None  # z2's densities are its own
-    assert bottom.marginal_draws > 0 and bottom.average_kl_exact is None  # z1's are Monte Carlo marginals
+    assert top.marginal_particles == 0 and top.average_kl_exact is not None  # z2's densities are its own
+    assert bottom.marginal_particles > 0 and bottom.average_kl_exact is None  # z1's are Monte Carlo marginals
     draws = pyro_vae.sample(vae, 16, site="z1")
     assert draws.z.shape == (16, 5) and draws.sites["z2"].shape == (16, 3)
     # p(x | z1, z2) depends on z2, which z1 depends on: codes of z1 alone cannot be decoded.
