@@ -23,7 +23,7 @@ import torch
 
 import pyro_vae
 from pyro_vae._util.isolation import isolated
-from pyro_vae.train.objective import make_objective
+from pyro_vae.objectives import make_objective
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("--model", default="runs/reproduce/flow/best.pt")

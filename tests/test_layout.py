@@ -25,6 +25,7 @@ LAYERS = [
     "likelihoods",
     "latent",
     "vae",
+    "objectives",
     "evaluate",
     "diagnostics",
     "io",

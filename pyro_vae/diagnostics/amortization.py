@@ -24,7 +24,6 @@ from typing import Any
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.infer import Trace_ELBO
 from torch import nn
 from torch.nn import functional as F
 
@@ -35,6 +34,7 @@ from ..evaluate.estimate import log_likelihood
 from ..evaluate.statistics import mean_se
 from ..latent.aggregate import AggregatePosterior
 from ..latent.predictive import shaped_like_site
+from ..objectives import make_objective
 from ..program.binding import bind
 from ..program.protocol import Data, Program
 from ..program.sites import site_values
@@ -260,7 +260,8 @@ class _LocalGaussians(nn.Module):
 
 def _refine(program, local, data, rows, num_steps, lr, particles, seed, sites) -> list[float]:
     """Adam on the batch's Gaussians; returns the average ELBO every ``num_steps // 10`` steps."""
-    objective = Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=sites.nesting)
+    # The objective fit trains a program with, from the one place objectives are defined.
+    objective = make_objective("trace", particles, max_plate_nesting=sites.nesting)
     optimiser = torch.optim.Adam(local.parameters(), lr=lr)
     # The step size decays to 10% of lr, so the final iterate rests near the optimum instead of
     # jittering around it with the Monte Carlo noise of the gradients.

@@ -14,13 +14,13 @@ The loop that puts them together, with checkpoints (:mod:`pyro_vae.train.state`)
 divergence handling, is :func:`pyro_vae.train.loop.fit`.
 """
 
+from ..objectives import ImportanceWeightedELBO, make_objective
 from .early_stopping import EarlyStopping
 from .epochs import epoch_order, epoch_values
 from .loop import ELBOS, fit
-from .objective import ObjectiveStep, make_objective
-from .objectives import ImportanceWeightedELBO
 from .progress import Progress
 from .state import History
+from .step import ObjectiveStep
 from .validation import Validation
 from .warmup import KLWarmup
 

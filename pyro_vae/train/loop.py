@@ -42,6 +42,7 @@ from .._util.isolation import isolated
 from .._util.memory import release_freed_memory
 from ..data.loading import Split
 from ..data.rows import CHUNK_BYTES, RowSource
+from ..objectives import ENUMERATING, IMPORTANCE_WEIGHTED, OBJECTIVES, training_objective
 from ..program.binding import bind
 from ..program.protocol import Data, as_program
 from ..program.support import check_support
@@ -49,10 +50,10 @@ from ..vae.model import VAE
 from .distributed import Distributed
 from .early_stopping import EarlyStopping
 from .epochs import epoch_order, epoch_values, first_rows, first_rows_of, training_data
-from .objective import ENUMERATING, IMPORTANCE_WEIGHTED, OBJECTIVES, ObjectiveStep, training_objective
 from .progress import Progress
 from .settings import TrainSettings, settings_from, with_training_options
 from .state import History, RunState, resume_state
+from .step import ObjectiveStep
 from .trainee import ModuleTrainee, ProgramTrainee, Trainee
 from .validation import Validation
 from .warmup import KLWarmup

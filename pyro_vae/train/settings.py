@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._util.checks import positive_int, positive_number, seed_value
-from .objective import IMPORTANCE_WEIGHTED, OBJECTIVES
+from ..objectives import IMPORTANCE_WEIGHTED, OBJECTIVES
 
 PROGRESS_MODES = (None, True, False, "lines")
 

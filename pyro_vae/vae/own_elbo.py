@@ -17,7 +17,7 @@ are theirs, in their order (the guide's draw, then the prior and the decoder), s
 stream the draws are the ones the traced programs make, the results equal theirs to rounding, and
 no override of a prior, guide family or likelihood can reach one path and not the other (``tests/train/test_direct_elbo.py``,
 ``tests/evaluate/test_direct_weights.py``). Training uses :func:`elbo_terms` through
-:class:`~pyro_vae.train.objective.DirectTraceELBO`, importance sampling uses
+:class:`~pyro_vae.objectives.DirectTraceELBO`, importance sampling uses
 :func:`importance_log_weights` through :attr:`~pyro_vae.program.Program.direct_weights`.
 """
 

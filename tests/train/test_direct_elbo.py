@@ -1,7 +1,7 @@
 """A VAE's "trace" and "meanfield" objectives computed from its parts equal Pyro's Trace_ELBO and
 TraceMeanField_ELBO, draw for draw.
 
-``fit`` trains a VAE with :class:`~pyro_vae.train.objective.DirectTraceELBO` (no effect
+``fit`` trains a VAE with :class:`~pyro_vae.objectives.DirectTraceELBO` (no effect
 handlers); these tests hold it to Pyro's objectives run on the same random stream, for
 every registered likelihood, prior and guide family, with covariates, masks, size factors,
 several particles and KL warm-up, and check that ``fit`` picks it only where it is the ELBO.
@@ -15,7 +15,7 @@ import torch
 
 import pyro_vae
 from helpers.vae_data import LIKELIHOOD_KWARGS, LIKELIHOOD_NAMES, rows_in_support
-from pyro_vae.train.objective import DirectTraceELBO, make_objective, training_objective
+from pyro_vae.objectives import DirectTraceELBO, make_objective, training_objective
 from pyro_vae.train.settings import TrainSettings
 
 D, L, B, N = 6, 3, 5, 40

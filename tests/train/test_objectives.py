@@ -11,7 +11,7 @@ import pyro_vae
 from helpers.ppca import ExactEncoder, linear_gaussian_vae, log_marginal, simulate
 from helpers.programs import SIGMA, ConditionalLinear, D, L, gaussian_posterior
 from pyro_vae.distributions.mixtures import DiagonalNormalMixture
-from pyro_vae.train.objectives import ImportanceWeightedELBO
+from pyro_vae.objectives import ImportanceWeightedELBO
 from pyro_vae.vae.networks import GatedDense
 
 

@@ -19,7 +19,7 @@ from pyro.distributions.transforms import AffineTransform
 
 import pyro_vae
 from helpers.vae_data import LIKELIHOOD_KWARGS, LIKELIHOOD_NAMES, rows_in_support
-from pyro_vae.train.objective import DirectTraceELBO, make_objective
+from pyro_vae.objectives import DirectTraceELBO, make_objective
 from pyro_vae.vae import model as vae_module
 
 D, L, B, N = 6, 3, 5, 40
