@@ -35,7 +35,7 @@ import torch
 from .._util.checks import positive_int
 from .._util.isolation import leaves_pyro_state_alone
 from .._util.memory import MAX_MEMORY_MB
-from ..latent.predictive import observed_data, posterior_predictive
+from ..latent.predictive import observed_data, posterior_predictive_of
 from ..program.binding import bind
 
 Statistic = Callable[[torch.Tensor], torch.Tensor]
@@ -232,9 +232,7 @@ def posterior_predictive_check(
     per_chunk = max(1, min(draws, int(max_memory_mb * 2**20 / 4 // max(1, observed.numel()))))
     for chunk, start in enumerate(range(0, draws, per_chunk)):
         count = min(per_chunk, draws - start)
-        samples = posterior_predictive(
-            bound.program, data.x, count, covariates=data.covariates, seed=seed + chunk, max_values=2**62
-        )
+        samples = posterior_predictive_of(bound, count, seed=seed + chunk, max_values=2**62)
         for rep in samples.sites[name].reshape(count, len(data), -1).to(observed.dtype):
             for key, fn in chosen.items():
                 replicated[key].append(_as_row(fn(rep.clone()), key))

@@ -20,7 +20,7 @@ from pyro import poutine
 
 from .._util.checks import positive_int
 from .._util.isolation import isolated, leaves_pyro_state_alone
-from ..program.binding import bind
+from ..program.binding import Bound, bind
 from ..program.protocol import Data, Program, as_program
 from ..program.sites import Sites, site_values
 
@@ -131,6 +131,12 @@ def posterior_predictive(
     """
     positive_int(num_samples, "num_samples")
     bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, draw_globals=True, mask=mask)
+    return posterior_predictive_of(bound, num_samples, seed=seed, max_values=max_values)
+
+
+def posterior_predictive_of(bound: Bound, num_samples: int, *, seed: int, max_values: int = MAX_VALUES):
+    """:func:`posterior_predictive` of a program and data bound already (:func:`~pyro_vae.program.bind`
+    with ``draw_globals=True``): tools that draw replicates in parts bind once."""
     program, data, sites = bound.program, bound.data, bound.sites
     sites.refuse_model_enumeration("posterior_predictive")
     check_output_size(program, data, num_samples * len(data), max_values)
