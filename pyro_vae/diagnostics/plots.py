@@ -21,24 +21,29 @@ if TYPE_CHECKING:  # the training record is drawn, never built, here
 
 
 def training_curve(history: History, path: str | os.PathLike) -> Path:
-    """Per-point training objective and validation ELBO against epoch."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Per-point training objective and validation ELBO against epoch: the whole run on the left and,
+    on the right, the range of its last epochs, which the first ones would otherwise flatten."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     epochs = history.column("epoch")
-    ax.plot(epochs, history.column("train_elbo"), label="train (objective)")
     val = history.column("val_elbo")
-    if not all(math.isnan(v) for v in val):
-        ax.plot(epochs, val, label="validation ELBO")
-    if history.best_epoch is not None:
-        ax.axvline(history.best_epoch, color="grey", ls=":", label=f"best epoch ({history.best_epoch})")
     warm = [e for e, w in zip(epochs, history.column("kl_weight")) if w < 1]
-    if warm:
-        ax.axvspan(0, max(warm), color="orange", alpha=0.1, label="KL warm-up")
+    for ax in axes:
+        ax.plot(epochs, history.column("train_elbo"), label="train (objective)")
+        if not all(math.isnan(v) for v in val):
+            ax.plot(epochs, val, label="validation ELBO")
+        if history.best_epoch is not None:
+            ax.axvline(history.best_epoch, color="grey", ls=":", label=f"best epoch ({history.best_epoch})")
+        if warm:
+            ax.axvspan(0, max(warm), color="orange", alpha=0.1, label="KL warm-up")
+        ax.set(xlabel="epoch", ylabel="ELBO per data point (nats)")
+    axes[0].set_title("Training: the whole run")
+    axes[0].legend()
     finite = [v for v in history.column("train_elbo") + val if math.isfinite(v)]
-    if len(finite) > 10:  # the first epochs dwarf the rest; show the interesting range
-        lo, hi = np.percentile(finite, [2, 100])
-        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
-    ax.set(xlabel="epoch", ylabel="ELBO per data point (nats)", title="Training")
-    ax.legend()
+    if len(finite) > 10:  # the detail: the range of the last 90% of the values
+        lo, hi = np.percentile(finite, [10, 100])
+        axes[1].set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    axes[1].set_title("Detail: the top of the range")
+    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from .._util.checks import positive_int, positive_number, seed_value
 from ..objectives import IMPORTANCE_WEIGHTED, OBJECTIVES
 
-PROGRESS_MODES = (None, True, False, "lines")
+PROGRESS_MODES = (None, True, False, "lines", "summary")
 
 
 def _option(
@@ -108,7 +108,7 @@ class TrainSettings:
     progress: bool | str | None = _option(
         None,
         "True: a progress bar; 'lines': one line per epoch on standard "
-        "error; False: neither; None: a bar when standard error is a terminal",
+        "error; 'summary': a line every tenth of the epochs; False: none; None: a bar when standard error is a terminal",
         flag=None,
         no_flag="the command line chooses by its terminal",
     )
@@ -139,8 +139,8 @@ class TrainSettings:
         for name in ("restore_best", "init_from_data", "jit", "direct"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}.")
-        if not (self.progress is None or isinstance(self.progress, bool) or self.progress == "lines"):
-            raise ValueError(f'progress must be True, False, None or "lines", got {self.progress!r}.')
+        if not (self.progress is None or isinstance(self.progress, bool) or self.progress in ("lines", "summary")):
+            raise ValueError(f'progress must be True, False, None, "lines" or "summary", got {self.progress!r}.')
         if self.jit and self.elbo != "trace":
             raise ValueError(
                 f"jit=True compiles the 'trace' objective (JitTrace_ELBO); train elbo={self.elbo!r} without it."

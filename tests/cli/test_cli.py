@@ -25,7 +25,8 @@ def test_demo_writes_a_complete_run_folder_and_sample_reads_it(tmp_path, capsys)
     ):
         assert (out / name).stat().st_size > 0, name
         assert any(path.endswith(name) for path in summary["files"].values()), name
-    assert summary["test_elbo_per_image"] < 0  # log-probabilities of binary images
+    assert summary["test_elbo_per_point"] < 0  # log-probabilities of binary images
+    assert "test_elbo_per_image" not in summary and isinstance(summary["converged"], bool)
     assert pyro_vae.load(out / "model.pt").latent_dim == 2
 
     assert main(["sample", str(out), "--source", "aggregate", "--num", "8"]) == 0
@@ -243,3 +244,25 @@ def test_evaluate_with_few_particles_runs_without_the_pareto_fit(two_runs, capsy
     metrics = json.loads(out.read_text())
     assert metrics["pareto_k"] is None and metrics["num_particles"] == 5
     assert "psis=False" not in capsys.readouterr().out
+
+
+def test_the_demo_prints_a_few_lines_and_no_warning_without_a_terminal(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-m", "pyro_vae.cli", "demo", "--out", str(tmp_path / "d"), "--epochs", "30"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "MPLBACKEND": "Agg"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = (done.stdout + done.stderr).splitlines()
+    assert len(lines) <= 30, lines
+    assert not [line for line in lines if "Warning" in line], lines
+    assert sum(line.startswith("epoch ") for line in lines) <= 11  # a line every tenth of the epochs
+    assert any("latent space has 2 dimensions" in line for line in lines)
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text())
+    if not summary["converged"]:  # the advice is a sentence of the summary, not a raw warning
+        assert any("still rising" in line for line in lines)
