@@ -48,7 +48,8 @@ def test_a_users_linear_decoder_reaches_the_ppca_maximum_with_default_settings(n
         warnings.simplefilter("ignore", RuntimeWarning)
         pyro_vae.fit(vae, x, epochs=20, progress=False)
     layer = vae.decoder
-    achieved = log_marginal(layer.weight.detach(), layer.bias.detach(), float(vae.likelihood.scale.value()), x)
+    scale = float(vae.likelihood.scale.value().detach())
+    achieved = log_marginal(layer.weight.detach(), layer.bias.detach(), scale, x)
     assert target - 0.05 <= achieved.mean().item() <= target + 1e-3
 
 
@@ -62,7 +63,7 @@ def test_user_decoders_ending_in_a_linear_layer_start_from_the_data():
     vae = pyro_vae.VAE(6, 2, likelihood="normal", decoder=pyro_vae.vae.networks.FlattenLeading(wrapped))
     vae.initialize_from_data(x)
     assert torch.allclose(wrapped[0].bias, x.mean(0), atol=1e-4)  # a linear decoder: the PPCA start
-    start = log_marginal(wrapped[0].weight, wrapped[0].bias, float(vae.likelihood.scale.value()), x).mean()
+    start = log_marginal(wrapped[0].weight, wrapped[0].bias, float(vae.likelihood.scale.value().detach()), x).mean()
     assert abs(start.item() - max_log_likelihood(x, 2).item()) < 1e-3
     # No output layer of the likelihood's raw size: the user's start is kept.
     for decoder in (nn.Sequential(nn.Linear(2, 6), nn.Tanh()), nn.Linear(2, 6, bias=False)):

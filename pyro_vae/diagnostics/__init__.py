@@ -16,6 +16,7 @@ outside the data plate needs ``global_values=``, as :func:`pyro_vae.log_likeliho
 returns a small result object with the numbers, their Monte Carlo or sampling errors, and a
 ``summary()`` dict ready for JSON."""
 
+from . import quality  # noqa: F401 -- pyro_vae.diagnostics.quality, as documented
 from .amortization import AmortizationGap, amortization_gap
 from .criticism import STATISTICS, PredictiveCheck, StatisticCheck, posterior_predictive_check
 from .pareto import ParetoReport, pareto_k_report
