@@ -45,7 +45,7 @@ def float32(values):
     if isinstance(values, pd.DataFrame):
         values = values.to_numpy()
     if isinstance(values, np.ndarray):
-        values = torch.from_numpy(values)
+        values = torch.from_numpy(np.array(values))  # a copy: pandas 3 hands out read-only arrays
     return values.float()
 
 

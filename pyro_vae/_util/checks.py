@@ -75,7 +75,10 @@ def as_tensor(value: Any, what: str, dtype: torch.dtype | None = None, *, keep_b
             raise TypeError(f"{what} is a numpy array of {value.dtype} values; pass numbers (a float array).")
         if value.dtype.kind == "c":
             raise ValueError(f"{what} has complex values; pass real numbers (e.g. x.real or abs(x)).")
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        value = np.ascontiguousarray(value)
+        # A read-only array (a memory map, a pandas 3 frame's values) is copied: a tensor shares its
+        # memory and may be written to.
+        value = torch.from_numpy(value if value.flags.writeable else value.copy())
     if not isinstance(value, torch.Tensor):
         raise TypeError(
             f"{what} must be a torch.Tensor or numpy array (or a pandas DataFrame), got {type(value).__name__}; "
