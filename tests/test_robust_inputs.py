@@ -91,3 +91,15 @@ def test_bad_training_settings_are_refused_before_any_work(vae, settings, messag
 def test_bad_model_options_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         pyro_vae.VAE(D, 2, **kwargs)
+
+
+def test_a_read_only_array_is_copied_not_shared():
+    from pyro_vae._util.checks import as_tensor
+
+    values = np.ones((3, 2), dtype=np.float32)
+    values.flags.writeable = False  # as pandas 3 hands out a frame's values, or a memory map
+    tensor = as_tensor(values, "x")
+    tensor[0, 0] = 5.0
+    assert values[0, 0] == 1.0
+    writable = np.ones((3, 2), dtype=np.float32)
+    assert as_tensor(writable, "x").data_ptr() == writable.ctypes.data  # a writable one is shared
