@@ -57,16 +57,21 @@ class Imputation:
     mask: torch.Tensor
     effective_sample_size: torch.Tensor
     num_particles: int
+    #: The program's observed site the imputations fill (a VAE's ``"x"``).
+    site: str = "x"
 
     @property
     def observed(self) -> torch.Tensor:
         """The data as given: observed entries, NaN where missing, shape ``(N, D)``."""
         return torch.where(self.mask, self.mean, torch.full_like(self.mean, float("nan")))
 
-    def to_inference_data(self, *, var_name: str = "x", sample_dims: tuple[str, ...] = ("chain", "draw")) -> Any:
+    def to_inference_data(
+        self, *, var_name: str | None = None, sample_dims: tuple[str, ...] = ("chain", "draw")
+    ) -> Any:
         """The multiple imputations as ArviZ data: ``posterior_predictive[var_name]`` holds the draws
         (one chain of ``num_samples``, dimensions ``(chain, draw, obs, feature)``), ``observed_data`` the
-        data with NaN where missing, ``constant_data["mask"]`` the mask. ArviZ's summaries and
+        data with NaN where missing, ``constant_data["mask"]`` the mask; ``var_name`` defaults to the
+        observed site's name. ArviZ's summaries and
         ``plot_ppc`` read it; an :class:`arviz.InferenceData` on ArviZ 0.x, a ``DataTree`` on 1.x."""
         from .._util.arviz_compat import write_dataset, write_inference_data
 
@@ -74,12 +79,15 @@ class Imputation:
             raise ValueError("This imputation holds no draws; impute with num_samples > 0 to export them.")
         if len(sample_dims) not in (1, 2):
             raise ValueError(f"sample_dims must be ('chain', 'draw') or one name, got {sample_dims!r}.")
+        var_name = self.site if var_name is None else var_name
         draws = self.draws.detach().cpu().numpy()
         if len(sample_dims) == 2:
             draws = draws[None]
         n, d = self.mean.shape[0], self.mean.shape[-1]
-        coords = {"obs": np.arange(n), "feature": np.arange(d)}
-        dims = {var_name: ["obs", "feature"]}
+        # Dimension names other than the variable's own (xarray would make them one coordinate).
+        obs, feature = (name if name != var_name else f"{name}_dim" for name in ("obs", "feature"))
+        coords = {obs: np.arange(n), feature: np.arange(d)}
+        dims = {var_name: [obs, feature]}
         attrs = {"imputation": f"importance-weighted, {self.num_particles} particles per point"}
 
         def group(values, dims, sampled):
@@ -91,7 +99,7 @@ class Imputation:
             {
                 "posterior_predictive": group({var_name: draws}, dims, True),
                 "observed_data": group({var_name: self.observed.numpy()}, dims, False),
-                "constant_data": group({"mask": self.mask.numpy()}, {"mask": ["obs", "feature"]}, False),
+                "constant_data": group({"mask": self.mask.numpy()}, {"mask": [obs, feature]}, False),
             }
         )
 
@@ -115,7 +123,7 @@ class Imputation:
         taken = [name for name in (layer, f"{layer}_sd") if name in adata.layers]
         if taken:
             raise ValueError(f"adata already has the layer(s) {taken}; choose another layer= name.")
-        spread = self.draws.std(0, unbiased=False) if self.draws.shape[0] else torch.full_like(self.mean, float("nan"))
+        spread = self.draws.std(0, correction=0) if self.draws.shape[0] else torch.full_like(self.mean, float("nan"))
         adata.layers[layer] = mean
         adata.layers[f"{layer}_sd"] = spread.detach().cpu().numpy()
         return adata
@@ -214,6 +222,7 @@ def impute(
         mask=data.mask,
         effective_sample_size=torch.cat(sizes),
         num_particles=num_particles,
+        site=name,
     )
 
 

@@ -107,7 +107,7 @@ def test_imputations_go_to_anndata_layers_of_a_copy(data):
     assert not np.isnan(out.layers["imputed"]).any()
     sd = out.layers["imputed_sd"]
     assert (sd[mask.numpy()] == 0).all() and (sd[~mask.numpy()] > 0).all()
-    np.testing.assert_allclose(sd, imputed.draws.std(0, unbiased=False).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(sd, imputed.draws.std(0, correction=0).numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match="already has"):
         imputed.to_anndata(out)
     with pytest.raises(ValueError, match="shape"):
@@ -139,3 +139,28 @@ def test_the_command_line_imputes_a_tables_empty_cells_with_a_trained_run(tmp_pa
     # The outputs are not replaced without --overwrite; a bad --out is refused before any work.
     assert main(["impute", str(run), "--data", str(holes)]) == 2
     assert main(["impute", str(run), "--data", str(holes), "--out", str(tmp_path / "x.txt")]) == 2
+
+
+def test_the_export_names_the_programs_own_observed_site():
+    import pyro
+    import pyro.distributions as dist
+
+    decoder, encoder = torch.nn.Linear(L, D), torch.nn.Linear(D, 2 * L)
+
+    def model(x):
+        pyro.module("decoder", decoder)
+        with pyro.plate("data"):
+            z = pyro.sample("latent", dist.Normal(0.0, 1.0).expand([L]).to_event(1))
+            pyro.sample("obs", dist.Normal(decoder(z), 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("encoder", encoder)
+        with pyro.plate("data"):
+            h = encoder(x)
+            pyro.sample("latent", dist.Normal(h[..., :L], torch.nn.functional.softplus(h[..., L:]) + 0.1).to_event(1))
+
+    x = torch.randn(N, D)
+    x[1:, 0] = float("nan")
+    imputed = pyro_vae.impute(model, x, guide=guide, num_particles=10, num_samples=2)
+    assert imputed.site == "obs"
+    assert np.asarray(imputed.to_inference_data()["posterior_predictive"]["obs"]).shape == (1, 2, N, D)
