@@ -33,7 +33,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check pyro_vae tests experiments docs/api
 	$(BIN)/mypy
 
-# The API reference from the docstrings; any warning fails the build.
+# The tutorials (docs/tutorials, executed) and the API reference from the docstrings; any warning or
+# failing cell fails the build.
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs/api docs/api/_build/html
 

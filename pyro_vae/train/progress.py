@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 #: Lines at most that ``progress="summary"`` prints for a whole run (and one more for its last epoch).
@@ -16,7 +17,11 @@ class Progress:
     def __init__(self, mode: bool | str | None, total: int, initial: int = 0):
         if mode not in (None, True, False, "lines", "summary"):
             raise ValueError(f'progress must be True, False, None, "lines" or "summary", got {mode!r}.')
-        from tqdm.auto import tqdm
+        # tqdm.auto draws a notebook widget in Jupyter, which needs ipywidgets (and warns without it)
+        if importlib.util.find_spec("ipywidgets") is not None:
+            from tqdm.auto import tqdm
+        else:
+            from tqdm.std import tqdm
 
         show = sys.stderr.isatty() if mode is None else mode is True
         self.total = total
