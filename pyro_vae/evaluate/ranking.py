@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ import pandas as pd
 from .._util.arviz_compat import ElpdEstimate, arviz_line, compare_elpd
 from .._util.isolation import leaves_pyro_state_alone
 from .._util.memory import MAX_MEMORY_MB
+from .._util.user_warnings import warn_user
 from ..program.protocol import Program, as_program
 from .baselines import closed_form_baselines, losing_to
 from .estimate import describe_observed, log_likelihood
@@ -164,7 +164,7 @@ def compare(
         notes = {name: text for name, text in notes.items() if text}
         for name, texts in notes.items():
             for text in texts:
-                warnings.warn(f"{name}: {text}", RuntimeWarning, stacklevel=2)
+                warn_user(f"{name}: {text}", RuntimeWarning)
         results = {**results, **found}
     table = _table(results, weighting)
     table.attrs["warnings"] = notes
@@ -194,12 +194,11 @@ def _flag_slack(table: pd.DataFrame) -> None:
 
     for name in table.attrs["unresolved"]:
         row = table.loc[name]
-        warnings.warn(
+        warn_user(
             f"{best} ranks above {name} by {row['elpd_diff']:.1f} nats (dse {row['dse']:.1f}), but {name}'s estimate "
             f"may fall short of the truth by up to {describe_slack(row['slack'])}, {share(name)}, enough to overturn "
             f"it: the ranking is not resolved. {SLACK_ADVICE}",
             RuntimeWarning,
-            stacklevel=3,
         )
 
 

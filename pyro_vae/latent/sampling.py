@@ -39,6 +39,7 @@ from .sources import SOURCES
 
 
 @leaves_pyro_state_alone
+@torch.no_grad()
 def sample(
     model: Any,
     num_samples: int,

@@ -30,7 +30,6 @@ methods, its data checks and a template batch for generation; no tool knows more
 from __future__ import annotations
 
 import inspect
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +41,7 @@ from pyro.poutine.enum_messenger import EnumMessenger
 from pyro.poutine.uncondition_messenger import UnconditionMessenger
 
 from .._util.checks import as_tensor
+from .._util.user_warnings import warn_user
 from .._util.value_checks import all_finite
 from ..data.rows import RowSource, as_row_source, checked_rows
 from ..data.splits import data_parts
@@ -194,11 +194,10 @@ class Program:
             if pareto_k is None
             else f"Pareto k > 0.7 for {100 * float((pareto_k > 0.7).double().mean()):.1f}% of points"
         )
-        warnings.warn(
+        warn_user(
             f"{tool}: the guide never sees which entries are missing, so q(z|x) reads filled-in values as data; "
             f"{share}, whose estimates are unreliable. Use a guide that takes mask= (VAE(..., missing=True)).",
             UserWarning,
-            stacklevel=3,
         )
 
     @property

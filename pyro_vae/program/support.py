@@ -8,13 +8,12 @@ and reads every observed site's value and ``fn.support`` from the trace.
 
 from __future__ import annotations
 
-import warnings
-
 import pyro
 import torch
 from pyro import poutine
 from torch.distributions import constraints
 
+from .._util.user_warnings import warn_user
 from .._util.value_checks import all_finite, in_support
 from .protocol import Data, Program
 from .sites import Sites
@@ -68,10 +67,9 @@ def _outside_support(node: dict, name: str, discrete: bool) -> bool:
             "data (validate_args=False only hides this). Binarise or round the data, or choose a density with that "
             "support (ContinuousBernoulli for values in [0, 1])."
         )
-    warnings.warn(
+    warn_user(
         f"The observed site {name!r} ({kind}) has {count} data value(s) outside its support {support} (for "
         f"example {example:g}); its log-densities there are not those of a density of the data.",
         UserWarning,
-        stacklevel=4,
     )
     return True

@@ -28,7 +28,6 @@ import dataclasses
 import math
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 from .._util.files import FileLock, check_free_space, check_writable
 from .._util.isolation import isolated
 from .._util.memory import release_freed_memory
+from .._util.user_warnings import warn_user
 from ..data.loading import Split
 from ..data.rows import CHUNK_BYTES, RowSource
 from ..objectives import ENUMERATING, IMPORTANCE_WEIGHTED, OBJECTIVES, training_objective
@@ -437,10 +437,9 @@ def _finish(trainee: Trainee, state: RunState, history: History, group, shown: P
     if group.active:
         history.rank_difference = group.parameter_difference(trainee.parameters)
     if not history.stopped_early and history.still_rising and group.is_main:
-        warnings.warn(
+        warn_user(
             history.not_converged("Train for more epochs (resume the checkpoint with a larger epochs) or raise lr."),
             RuntimeWarning,
-            stacklevel=4,  # the caller of fit
         )
     shown.close()
     trainee.eval()

@@ -18,8 +18,9 @@ def test_a_model_is_not_confidently_ranked_below_itself_by_a_poor_estimator():
         program.guide(x, y, factor=0.4, shift=0.8)
 
     models = {"exact guide": (program.model, program.guide), "poor guide": (program.model, poor)}
-    with pytest.warns(RuntimeWarning, match="ranking is not resolved.*method='ais'"):
+    with pytest.warns(RuntimeWarning, match="ranking is not resolved.*method='ais'") as caught:
         table = pyro_vae.compare(models, x, covariates={"y": y}, plate="points", num_particles=200)
+    assert {w.filename for w in caught if "not resolved" in str(w.message)} == {__file__}  # the caller's line
     assert table.index[0] == "exact guide"
     assert table.loc["exact guide", "slack"] == pytest.approx(0.0, abs=1e-6)
     poor_row = table.loc["poor guide"]

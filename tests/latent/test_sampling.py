@@ -90,6 +90,21 @@ def test_sample_sources_shapes_seeds_and_subsets():
     assert torch.equal(pyro_vae.sample(vae, 8, source=aggregate, seed=1).z, aggregate.sample(8, seed=1))
 
 
+def test_generated_tensors_carry_no_autograd_graph():
+    """What the generation tools return is data: no tensor holds the networks' graph (which would
+    keep it in memory and make ``.numpy()`` and plotting fail)."""
+    x, which = three_clusters(60)
+    split = Split(x=x, labels=which, image_shape=(2, 2))
+    vae = vae_with(FixedEncoder(scale=0.01))
+    outputs = [pyro_vae.sample(vae, 8, source=source, x=split) for source in ("prior", "aggregate", "subset")]
+    outputs += [pyro_vae.prior_predictive(vae, 8), pyro_vae.posterior_predictive(vae, x[:3], 2)]
+    for out in outputs:
+        tensors = [out.x, out.mean, *out.sites.values(), *out.means.values()]
+        assert not any(t.requires_grad for t in tensors)
+    assert not pyro_vae.reconstruct(vae, x[:3]).requires_grad
+    assert not pyro_vae.get_latent(vae, x[:3]).requires_grad
+
+
 def test_sample_refuses_bad_requests():
     x, which = three_clusters(50)
     vae = vae_with(FixedEncoder())
