@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .._util.arviz_compat import ElpdEstimate, arviz_line, compare_elpd
 from .._util.isolation import leaves_pyro_state_alone
 from .._util.memory import MAX_MEMORY_MB
 from .._util.user_warnings import warn_user
-from ..program.protocol import Program, as_program
+from ..program.protocol import Data, Program, as_program
 from .baselines import closed_form_baselines, losing_to
 from .estimate import describe_observed, log_likelihood
 from .result import LogLikelihood, describe_slack
@@ -216,8 +217,7 @@ def _baselines(results, entries, train, x, covariates, latent_dim) -> dict[str, 
             raise ValueError(
                 "Pass baseline_latent_dim: no model here says how many latent dimensions PPCA should have."
             )
-        data = program.template(1) if program.can_generate else program.data(x, covariates)
-        sites = program.sites(data)
+        sites = program.sites(_one_row(program, x, covariates))
         latent_dim = int(math.prod(sites.event_shapes[sites.local[0]]))
     return closed_form_baselines(train, x, latent_dim)
 
@@ -235,13 +235,23 @@ def _entry(name: str, model: Any, plate: str | None) -> Program | LogLikelihood:
     )
 
 
+def _one_row(program: Program, x: Any, covariates) -> Data:
+    """A row to read a program's sites from before any evaluation. A program that can make its own
+    rows (a VAE) is described by its own row, so that a model of another data size is refused for
+    that reason rather than for the shape of x; the covariates given (a conditional VAE's ``y``, which
+    its own row cannot know) come with it."""
+    if not program.can_generate:
+        return program.data(x, covariates)
+    row = program.template(1)
+    given = {name: torch.as_tensor(value)[:1] for name, value in (covariates or {}).items()}
+    return Data(row.x, {**row.covariates, **given})
+
+
 def _units(entry: Program | LogLikelihood, x: Any, covariates) -> tuple[bool, str, int | None]:
     """``(is_discrete, description, values per point)`` of a model, read before any evaluation."""
     if isinstance(entry, LogLikelihood):
         return entry.is_discrete, entry.likelihood, entry.num_features
-    # A program that can make its own rows (a VAE) is described without the data, so a model of
-    # another data size is refused for that reason rather than for the shape of x.
-    data = entry.template(1) if entry.can_generate else entry.data(x, covariates)
+    data = _one_row(entry, x, covariates)
     sites = entry.sites(data)
     features = sum(int(math.prod(sites.event_shapes[k])) for k in sites.observed)
     return all(sites.discrete.values()), describe_observed(entry, data, sites), features

@@ -86,3 +86,18 @@ def test_bad_input(models):
         import pandas as pd
 
         pyro_vae.plot_comparison(pd.DataFrame({"elpd": [1.0]}), "unused.png")
+
+
+def test_conditional_vaes_are_compared_with_their_covariates():
+    """A conditional VAE's own row cannot know its y: compare reads the models' units with the
+    covariates given, and scores each model exactly as log_likelihood does with them."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(40, 6, generator=g) < 0.5).float()
+    y = pyro_vae.data.one_hot(torch.arange(40) % 2, 2)
+    models = {name: pyro_vae.VAE(6, 2, hidden_sizes=(8,), covariate_dim=2) for name in ("a", "b")}
+    table = pyro_vae.compare(models, x, covariates={"y": y}, num_particles=20)
+    for name, vae in models.items():
+        alone = pyro_vae.log_likelihood(vae, x, covariates={"y": y}, num_particles=20)
+        assert table.loc[name, "nll"] == pytest.approx(-alone.mean)
