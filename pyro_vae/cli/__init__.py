@@ -41,6 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command. Any error ends in one line, ``pyro-vae COMMAND: error: ...``, and exit status 2;
     ``--debug`` shows the traceback instead."""
     args = build_parser().parse_args(argv)
+    # The options written out, so that a default that depends on the data (--mask-missing's bound)
+    # gives way to an explicit choice.
+    args.given_flags = {
+        arg.split("=", 1)[0] for arg in (sys.argv[1:] if argv is None else argv) if arg.startswith("--")
+    }
     import matplotlib
 
     matplotlib.use("Agg")  # the command line draws files, never windows
@@ -161,6 +166,13 @@ def _data_options(train) -> None:
         "--label-column",
         default=None,
         help="a table's column of class labels (name or position): whole numbers, or values read as classes",
+    )
+    train.add_argument(
+        "--mask-missing",
+        action="store_true",
+        help="read a table's empty and NA cells (NaN in .npy and .h5ad) as missing: train on the observed "
+        "entries, with an encoder that sees the mask and the importance-weighted bound of fit's masked "
+        "defaults (unless --elbo or --num-particles is given); docs/missing-data.md",
     )
     train.add_argument(
         "--covariate-columns",

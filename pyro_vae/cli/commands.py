@@ -24,7 +24,7 @@ from ..latent.sampling import sample
 from ..latent.sources import SOURCES
 from ..likelihoods.base import get_likelihood
 from ..train.distributed import Distributed, init_from_environment
-from ..train.loop import fit
+from ..train.loop import MASKED_PARTICLES, fit
 from ..train.settings import TrainSettings
 from ..vae.model import VAE
 
@@ -93,6 +93,11 @@ def _train(args, device) -> dict:
         "covariates": args.covariate_columns,
         "layer": args.layer,
     }
+    if args.mask_missing:
+        chosen["missing"] = True
+        if not {"--elbo", "--num-particles"} & getattr(args, "given_flags", set()):
+            # fit's default for data with missing entries, which explicit settings would otherwise replace
+            settings = settings.replace(elbo="iwae", num_particles=MASKED_PARTICLES)
     dataset = data_module.load(args.data, binarize=binarize, values=args.values, seed=args.seed, **chosen)
     if args.binarize == "auto":
         binarize = auto_binarize(dataset, args.likelihood)
@@ -123,6 +128,7 @@ def _train(args, device) -> dict:
         image_shape=dataset.image_shape,
         input_transform=None if args.input_transform == "auto" else args.input_transform,
         covariate_dim=0 if dataset.train.covariates is None else dataset.train.covariates.shape[1],
+        missing=args.mask_missing,
     ).to(device)
     return train_and_report(
         vae,
@@ -205,7 +211,8 @@ def train_and_report(
         if not group.is_main:
             return {}
         save(vae, out / "model.pt")
-        test_elbo = mean_elbo(vae, dataset.test.x, covariates=dataset.test.covariates_for(), seed=settings.seed)
+        # The test split brings its covariates and, for a table with missing entries, its mask.
+        test_elbo = mean_elbo(vae, dataset.test, seed=settings.seed)
         files = {
             "model": out / "model.pt",
             "checkpoint": out / "checkpoint.pt",
@@ -241,6 +248,7 @@ def train_and_report(
             out / "latent_map.png",
             title=f"{title}: encoded test points over the prior density",
             y=dataset.test.covariates,
+            mask=dataset.test.mask,
         )
         converged = history.stopped_early or not history.still_rising
         summary = {

@@ -18,7 +18,8 @@ from .commands import parse_device
 
 def held_out(run: Path, split: str, max_points: int | None):
     """The run's model, the held-out split it was trained against (binarised as in training), its
-    config, the data set and the split's covariates (``None`` without covariate columns)."""
+    config, the data set, the split's covariates (``None`` without covariate columns) and its mask of
+    observed entries (``None`` unless the run was trained with ``--mask-missing``)."""
     loaded = runs.load_run(run)
     vae, dataset, config = loaded.vae, loaded.dataset, loaded.config
     held = getattr(dataset, split)
@@ -26,7 +27,7 @@ def held_out(run: Path, split: str, max_points: int | None):
         if max_points < 1:
             raise ValueError(f"--max-points must be positive, got {max_points}.")
         held = held[:max_points]
-    return vae, held.x, config, dataset, held.covariates_for()
+    return vae, held.x, config, dataset, held.covariates_for(), held.mask
 
 
 def run_evaluate(args) -> dict:
@@ -72,10 +73,11 @@ def evaluate_run(run: Path, args) -> dict:
     from ..diagnostics.posterior import active_units, elbo_surgery
     from ..evaluate.estimate import DEFAULT_DRAWS, log_likelihood
 
-    vae, x, config, dataset, covariates = held_out(run, args.split, args.max_points)
+    vae, x, config, dataset, covariates, mask = held_out(run, args.split, args.max_points)
     device = parse_device(args.device)
     vae, x = vae.to(device), x.to(device)
     covariates = None if covariates is None else {k: v.to(device) for k, v in covariates.items()}
+    mask = None if mask is None else mask.to(device)  # a table with missing entries: log p(x_obs)
     print(
         f"Evaluating {run} on {len(x)} {args.split} points of {config['data']} "
         f"with {args.num_particles or DEFAULT_DRAWS[args.method]} "
@@ -85,13 +87,14 @@ def evaluate_run(run: Path, args) -> dict:
         vae,
         x,
         covariates=covariates,
+        mask=mask,
         num_particles=args.num_particles,
         seed=args.seed,
         max_memory_mb=args.max_memory_mb,
         **estimator_options(args),
     )
-    surgery = elbo_surgery(vae, x, covariates=covariates, seed=args.seed)
-    units = active_units(vae, x, covariates=covariates)
+    surgery = elbo_surgery(vae, x, covariates=covariates, seed=args.seed, mask=mask)
+    units = active_units(vae, x, covariates=covariates, mask=mask)
     pareto = pareto_k_report(result) if result.pareto_k is not None else None
     metrics = {
         "run": str(run),
@@ -123,7 +126,7 @@ def evaluate_run(run: Path, args) -> dict:
             f"upper bound that may be {amount} too high (its slack). Rerun with --method ais, or more "
             "--num-particles, before comparing models on it."
         )
-    if not result.is_discrete:  # closed-form baselines of real-valued data, in the same units
+    if not result.is_discrete and mask is None:  # closed-form baselines of complete real-valued data
         from ..evaluate.baselines import closed_form_baselines, losing_to
 
         found = closed_form_baselines(dataset.train.x.cpu(), x.cpu(), vae.latent_dim)
@@ -196,7 +199,7 @@ def run_compare(args):
     device = parse_device(args.device)
     results, data_keys = {}, {}
     for name, run in zip(names, run_paths):
-        vae, x, config, dataset, covariates = held_out(run, args.split, args.max_points)
+        vae, x, config, dataset, covariates, mask = held_out(run, args.split, args.max_points)
         data_keys[name] = (
             config.get("data_source") or config["data"],
             dataset.fingerprint(with_covariates=False),  # the same points, whichever covariates a run used
@@ -205,14 +208,15 @@ def run_compare(args):
             config["seed"],
         )
         moved = None if covariates is None else {k: v.to(device) for k, v in covariates.items()}
-        results[name] = (vae.to(device), x.to(device), moved)
+        results[name] = (vae.to(device), x.to(device), moved, None if mask is None else mask.to(device))
     if len(set(data_keys.values())) != 1:
         raise ValueError(
             f"The runs were trained on different data (source, fingerprint, binarize, values, seed): "
             f"{data_keys}; held-out log p(x) is comparable only on the same points."
         )
     x = next(iter(results.values()))[1]
-    densities = not any(vae.likelihood.is_discrete for vae, _, _ in results.values())
+    # Closed-form baselines exist for complete real-valued data (the runs share their data and masks).
+    densities = not any(vae.likelihood.is_discrete for vae, *_ in results.values()) and mask is None
     from ..evaluate.estimate import log_likelihood
 
     # Each run is scored here with its own covariates (and the chosen estimator); compare ranks them.
@@ -221,12 +225,13 @@ def run_compare(args):
             vae,
             x,
             covariates=covariates,
+            mask=observed,
             num_particles=args.num_particles,
             seed=args.seed,
             max_memory_mb=args.max_memory_mb,
             **estimator_options(args),
         )
-        for name, (vae, _, covariates) in results.items()
+        for name, (vae, _, covariates, observed) in results.items()
     }
     table = compare(
         models,

@@ -59,7 +59,12 @@ def _report(run: Path, out: Path, args) -> dict:
     from ..diagnostics.plots import image_grid, latent_map
 
     device = parse_device(args.device)
-    vae, x, config, dataset, covariates = held_out(run, "test", args.max_points)
+    vae, x, config, dataset, covariates, mask = held_out(run, "test", args.max_points)
+    if mask is not None:
+        raise ValueError(
+            f"{run} was trained on a table with missing entries; the report's samples, holes and mixture read "
+            "complete rows. Use pyro-vae evaluate (log p(x_obs)) and pyro-vae impute on this run."
+        )
     vae, x = vae.to(device), x.to(device)
     codes_input = runs.training_codes_input(dataset).to(device)
     # With covariate columns every tool gets each row's own covariates, and codes drawn from the prior

@@ -85,6 +85,7 @@ def load(
     label: Any = None,
     covariates: Any = None,
     layer: str | None = None,
+    missing: bool = False,
 ) -> Dataset:
     """Load a data set with deterministic train/validation/test splits.
 
@@ -117,6 +118,10 @@ def load(
             empty or ``NA`` cell in any label or covariate column.
         layer: for an ``.h5ad`` file, the layer read as the points (e.g. ``"counts"``); ``None``
             reads ``X`` (:func:`pyro_vae.data.anndata_files.read_h5ad`).
+        missing: for a table, read missing entries (a CSV file's empty and ``NA`` cells, NaN in a
+            ``.npy`` array or an AnnData matrix) as missing: ``x`` holds NaN there and every split a
+            ``mask``, True where observed, which ``fit`` and the tools that take ``mask=`` read from
+            the split (:mod:`pyro_vae.data.missing_values`). Without it such entries are refused.
 
     IDX files of a named data set are searched for in this order: ``$PYRO_VAE_DATA/<name>``, the
     user cache ``~/.cache/pyro_vae/<name>`` (or under ``$XDG_CACHE_HOME``), then Debian's
@@ -151,6 +156,10 @@ def load(
         )
     if layer is not None and suffix != H5AD_SUFFIX:
         raise ValueError(f"layer= names a layer of an AnnData file (.h5ad); {key} is not one.")
+    if missing and suffix not in (*TABLE_SUFFIXES, H5AD_SUFFIX):
+        raise ValueError(f"missing=True reads the empty cells of a table (.csv, .npy or .h5ad); {key} is not one.")
+    if missing and binarize != "none":
+        raise ValueError("missing=True needs binarize='none': a missing entry has no value to binarise.")
     y = None
     if key == "digits":
         x, labels, image_shape = _load_digits()
@@ -164,7 +173,9 @@ def load(
                 Path(key), layer=layer, columns=columns, label=label, covariates=covariates
             )
         else:
-            x, labels, chosen, y = read_table(Path(key), columns=columns, label=label, covariates=covariates)
+            x, labels, chosen, y = read_table(
+                Path(key), columns=columns, label=label, covariates=covariates, missing=missing
+            )
         source, key = str(Path(key).resolve()), Path(key).name
         test_x, test_labels, image_shape, num_levels = None, None, None, None
     else:
@@ -193,13 +204,36 @@ def load(
     n_val = max(1, round(val_fraction * len(x)))
     val_idx, train_idx = order[:n_val], order[n_val:]
 
+    observed = _observed(x, key) if missing else None
+    if missing:  # recorded with the columns, so that a run's data is read again the same way
+        chosen = {**(chosen or {}), "missing": True}
+
     def rows(index):  # the covariates of these rows
         return None if y is None or index is None else y[index]
 
+    def mask(index):  # and which of their entries were observed
+        return None if observed is None or index is None else observed[index]
+
     splits = {
-        "train": Split(x[train_idx], labels[train_idx], image_shape, num_levels=num_levels, covariates=rows(train_idx)),
-        "val": Split(x[val_idx], labels[val_idx], image_shape, num_levels=num_levels, covariates=rows(val_idx)),
-        "test": Split(test_x, test_labels, image_shape, num_levels=num_levels, covariates=rows(test_idx)),
+        "train": Split(
+            x[train_idx],
+            labels[train_idx],
+            image_shape,
+            num_levels=num_levels,
+            covariates=rows(train_idx),
+            mask=mask(train_idx),
+        ),
+        "val": Split(
+            x[val_idx],
+            labels[val_idx],
+            image_shape,
+            num_levels=num_levels,
+            covariates=rows(val_idx),
+            mask=mask(val_idx),
+        ),
+        "test": Split(
+            test_x, test_labels, image_shape, num_levels=num_levels, covariates=rows(test_idx), mask=mask(test_idx)
+        ),
     }
     if binarize != "none":
         # Distinct fixed seeds per split, so validation and test noise are independent.
@@ -210,6 +244,17 @@ def load(
         else:
             splits["train"] = replace(splits["train"], dynamic_binarization=True)
     return Dataset(key, splits["train"], splits["val"], splits["test"], source=source, columns=chosen)
+
+
+def _observed(x: torch.Tensor, key: str) -> torch.Tensor:
+    """The mask of a table read with ``missing=True``: True where a value was read; ``inf`` refused."""
+    if bool(torch.isinf(x).any()):
+        raise ValueError(f"{key} holds inf: a value out of range, not a missing one; fix or drop it.")
+    observed = ~torch.isnan(x)
+    if not bool(observed.any(0).all()):
+        empty = int((~observed.any(0)).nonzero()[0])
+        raise ValueError(f"{key}: feature {empty} is missing in every row; drop that column (columns=...).")
+    return observed
 
 
 # ---------------------------------------------------------------------- embedded digits

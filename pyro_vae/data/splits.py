@@ -23,6 +23,10 @@ class Split:
         num_levels: grey levels of the source images (``None`` if unknown).
         covariates: float tensor ``(N, K)`` of a table's covariate columns (one-hot blocks), or
             ``None``; :meth:`covariates_for` passes them on as a VAE's ``y``.
+        mask: bool tensor ``(N, D)``, True where an entry was observed, for a table read with
+            missing entries (``load(..., missing=True)``; ``x`` holds NaN where it is False), or
+            ``None``. Every tool that takes ``mask=`` reads it from the split unless given one; the
+            tools that read complete rows refuse such a split.
     """
 
     x: torch.Tensor
@@ -31,6 +35,7 @@ class Split:
     dynamic_binarization: bool = False
     num_levels: int | None = None
     covariates: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -38,7 +43,8 @@ class Split:
     def __getitem__(self, index) -> Split:
         """A sub-split: ``split[:100]``, ``split[split.labels == 3]``."""
         covariates = None if self.covariates is None else self.covariates[index]
-        return replace(self, x=self.x[index], labels=self.labels[index], covariates=covariates)
+        mask = None if self.mask is None else self.mask[index]
+        return replace(self, x=self.x[index], labels=self.labels[index], covariates=covariates, mask=mask)
 
     def covariates_for(self) -> dict[str, torch.Tensor] | None:
         """The tools' ``covariates=`` argument for a conditional VAE: ``{"y": covariates}``, or ``None``."""
@@ -94,17 +100,35 @@ class Dataset:
         return self.train.num_levels
 
 
-def data_parts(x: Any, covariates: Any) -> tuple[Any, Any]:
-    """``(x, covariates)`` for a tool: a :class:`Split` gives its points and, unless ``covariates``
-    are given, its covariates (a VAE's ``y``); a :class:`Dataset` is refused, naming its splits (a tool
-    does not guess which one); anything else passes through."""
+#: ``mask=`` of a tool that reads complete rows only (it takes no mask): a split with missing
+#: entries is refused rather than read as if complete.
+COMPLETE_ROWS: Any = type("CompleteRows", (), {"__repr__": lambda self: "COMPLETE_ROWS"})()
+
+
+def data_parts(x: Any, covariates: Any, mask: Any = None) -> tuple[Any, Any, Any]:
+    """``(x, covariates, mask)`` for a tool: a :class:`Split` gives its points and, unless given,
+    its covariates (a VAE's ``y``) and its mask of missing entries; a :class:`Dataset` is refused,
+    naming its splits (a tool does not guess which one); anything else passes through. A tool that
+    reads complete rows passes ``mask=COMPLETE_ROWS`` and gets ``None`` back, or a refusal for a split
+    with missing entries."""
     if isinstance(x, Dataset):
         raise ValueError(
             f"Pass one split of the data set {x.name!r}: its .train, .val or .test (a tool does not guess which)."
         )
+    if mask is COMPLETE_ROWS:
+        if isinstance(x, Split) and x.mask is not None and not bool(x.mask.all()):
+            raise ValueError(
+                "This split has missing entries (its mask), and this tool reads complete rows only: pass "
+                "the complete rows, split[split.mask.all(1)], or use a tool that takes mask=."
+            )
+        mask = None
     if isinstance(x, Split):
-        return x.x, covariates if covariates is not None else x.covariates_for()
-    return x, covariates
+        return (
+            x.x,
+            covariates if covariates is not None else x.covariates_for(),
+            mask if mask is not None else x.mask,
+        )
+    return x, covariates, mask
 
 
 def binarize(x: torch.Tensor, seed: int) -> torch.Tensor:

@@ -87,14 +87,17 @@ def latent_map(
     *,
     title: str = "",
     y: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None,
 ) -> Path:
-    """Encoder means of ``x`` (with covariates ``y`` for a conditional VAE) coloured by label, over the
-    prior density (2-D latents).
+    """Encoder means of ``x`` (with covariates ``y`` for a conditional VAE, and the ``mask`` of
+    observed entries for data with missing ones) coloured by label, over the prior density (2-D latents).
 
     For more than two latent dimensions the means are projected on their first two principal
     axes and the prior density is not drawn.
     """
-    loc, _ = vae.encode(x, y)
+    if mask is not None:  # missing entries (NaN) reach the encoder as zeros, with the mask
+        x = torch.where(mask, x, torch.zeros_like(x))
+    loc, _ = vae.encode(x, y, mask=mask)
     loc = loc.detach()
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     if vae.latent_dim == 2:

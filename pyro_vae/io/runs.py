@@ -226,6 +226,7 @@ def load_run(run: str | os.PathLike, **networks: nn.Module) -> Run:
         label=chosen.get("label"),
         covariates=chosen.get("covariates") or None,  # with the classes recorded at training
         layer=chosen.get("layer"),
+        missing=bool(chosen.get("missing", False)),
     )
     if dataset.input_dim != vae.input_dim:
         raise ValueError(

@@ -28,6 +28,7 @@ import torch
 from .._util.checks import positive_int
 from .._util.isolation import isolated, leaves_pyro_state_alone
 from ..data.missing_values import is_data_source, read_missing
+from ..data.splits import Split
 from ..program.binding import bind
 from ..program.sites import site_values
 from ..program.weights import point_weights
@@ -231,8 +232,11 @@ def _values_and_mask(x: Any, mask: Any) -> tuple[Any, Any]:
     if is_data_source(x):
         x, found = read_missing(x)
         return x, found if mask is None else mask
+    if isinstance(x, Split) and x.mask is not None:  # a split of a table read with missing entries
+        return x, x.mask if mask is None else mask
     if mask is None:
-        values = torch.as_tensor(np.asarray(x) if not torch.is_tensor(x) else x)
+        raw = x.x if isinstance(x, Split) else x
+        values = torch.as_tensor(np.asarray(raw) if not torch.is_tensor(raw) else raw)
         if not values.is_floating_point() or not bool(torch.isnan(values).any()):
             raise ValueError(
                 "impute needs to know what is missing: pass mask= (True where x was observed) or x with NaN "

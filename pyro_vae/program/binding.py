@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..data.splits import COMPLETE_ROWS
 from .global_latents import condition_on_globals
 from .protocol import Data, Program, as_program
 from .sites import Sites
@@ -61,7 +62,7 @@ def bind(
     particles: bool = True,
     draw_globals: bool = False,
     what: str = "x",
-    mask: Any = None,
+    mask: Any = COMPLETE_ROWS,
     scores: bool = True,
 ) -> Bound:
     """Check a tool's arguments once, in the order above, and return them bound.
@@ -77,7 +78,9 @@ def bind(
             so they stay random and ``global_values`` is not used.
         what: the data's name in error messages.
         mask: True where ``x`` was observed (:mod:`pyro_vae.program.missing`); ``x`` may hold NaN
-            elsewhere.
+            elsewhere. A tool that takes ``mask=`` passes its own (``None``: a split's mask, if any);
+            the default, ``COMPLETE_ROWS``, is for tools that read complete rows and refuses a split
+            with missing entries.
         scores: the tool scores or replicates the observed data, so their support is checked
             (step 6); tools that only encode ``x`` or decode codes pass False.
     """

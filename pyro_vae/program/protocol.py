@@ -218,7 +218,8 @@ class Program:
         """Validate ``x`` and the data-aligned ``covariates`` and return them as :class:`Data`.
 
         ``x`` is a tensor, an array, a row source or a :class:`~pyro_vae.data.Split` (which brings its
-        covariates unless ``covariates`` are given); a whole ``Dataset`` is refused, naming its splits.
+        covariates and its mask of missing entries unless they are given; ``mask=COMPLETE_ROWS``
+        refuses a split with missing entries); a whole ``Dataset`` is refused, naming its splits.
 
         ``checked=True`` says ``x`` was validated already (a tensor of the right kind), so only the
         covariates are checked: large data is not scanned twice. A row source (a numpy memory map,
@@ -227,7 +228,7 @@ class Program:
         False; those entries are filled with observed values of their feature before the checks
         (:mod:`pyro_vae.program.missing`).
         """
-        x, covariates = data_parts(x, covariates)
+        x, covariates, mask = data_parts(x, covariates, mask)
         source = as_row_source(x)
         checked_mask = None
         if mask is not None:

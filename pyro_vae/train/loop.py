@@ -112,7 +112,8 @@ def fit(
             elsewhere: only observed entries are scored (:mod:`pyro_vae.program.missing`; a VAE's
             encoder also sees the mask when built with ``missing=True``). A VAE given a mask and
             neither ``elbo`` nor ``num_particles`` maximises the importance-weighted bound with
-            :data:`MASKED_PARTICLES` samples (``docs/missing-data.md`` says why).
+            :data:`MASKED_PARTICLES` samples (``docs/missing-data.md`` says why). Splits read with
+            missing entries (``pyro_vae.data.load(..., missing=True)``) bring their own masks.
         val: optional validation data, evaluated every epoch by its average ELBO per point; with
             ``elbo="iwae"`` or ``"iwae-dreg"``, by the same ``num_particles``-sample
             importance-weighted ELBO that training maximises (so early stopping follows it).
@@ -143,6 +144,9 @@ def fit(
     unknown = sorted(set(options) - TRAIN_OPTIONS)
     if unknown:
         raise TypeError(f"fit() got unknown options {unknown}; the training options are {sorted(TRAIN_OPTIONS)}.")
+    # Splits of a table read with missing entries bring their masks unless others are given.
+    mask = train.mask if mask is None and isinstance(train, Split) else mask
+    val_mask = val.mask if val_mask is None and isinstance(val, Split) else val_mask
     if (
         isinstance(model, VAE)
         and mask is not None
