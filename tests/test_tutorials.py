@@ -27,7 +27,9 @@ def test_the_tutorial_runs_top_to_bottom(tutorial, tmp_path):
 
     notebook = jupytext.read(tutorial)
     assert notebook.metadata["kernelspec"]["name"] == "python3"
-    client = NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(
+        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert code_cells, f"{tutorial.name} has no code to run"

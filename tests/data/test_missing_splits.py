@@ -22,7 +22,9 @@ def table(tmp_path):
     x = rng.normal(size=(N, 2)) @ rng.normal(size=(2, D)) + 0.3 * rng.normal(size=(N, D))
     hidden = rng.random(x.shape) < 0.25
     hidden[0] = False
-    lines = ["a,b,c,d"] + [",".join("" if h else repr(float(v)) for v, h in zip(row, gone)) for row, gone in zip(x, hidden)]
+    lines = ["a,b,c,d"] + [
+        ",".join("" if h else repr(float(v)) for v, h in zip(row, gone)) for row, gone in zip(x, hidden)
+    ]
     path = tmp_path / "holes.csv"
     path.write_text("\n".join(lines) + "\n")
     return path, torch.as_tensor(~hidden)
