@@ -208,32 +208,15 @@ def load(
     if missing:  # recorded with the columns, so that a run's data is read again the same way
         chosen = {**(chosen or {}), "missing": True}
 
-    def rows(index):  # the covariates of these rows
-        return None if y is None or index is None else y[index]
-
-    def mask(index):  # and which of their entries were observed
-        return None if observed is None or index is None else observed[index]
+    def split(points, point_labels, index):  # with the covariates and the mask of these rows
+        covariates = None if y is None or index is None else y[index]
+        seen = None if observed is None or index is None else observed[index]
+        return Split(points, point_labels, image_shape, num_levels=num_levels, covariates=covariates, mask=seen)
 
     splits = {
-        "train": Split(
-            x[train_idx],
-            labels[train_idx],
-            image_shape,
-            num_levels=num_levels,
-            covariates=rows(train_idx),
-            mask=mask(train_idx),
-        ),
-        "val": Split(
-            x[val_idx],
-            labels[val_idx],
-            image_shape,
-            num_levels=num_levels,
-            covariates=rows(val_idx),
-            mask=mask(val_idx),
-        ),
-        "test": Split(
-            test_x, test_labels, image_shape, num_levels=num_levels, covariates=rows(test_idx), mask=mask(test_idx)
-        ),
+        "train": split(x[train_idx], labels[train_idx], train_idx),
+        "val": split(x[val_idx], labels[val_idx], val_idx),
+        "test": split(test_x, test_labels, test_idx),
     }
     if binarize != "none":
         # Distinct fixed seeds per split, so validation and test noise are independent.
