@@ -115,7 +115,8 @@ def data_parts(x: Any, covariates: Any, mask: Any = None) -> tuple[Any, Any, Any
         raise ValueError(
             f"Pass one split of the data set {x.name!r}: its .train, .val or .test (a tool does not guess which)."
         )
-    if mask is COMPLETE_ROWS:
+    complete = mask is COMPLETE_ROWS
+    if complete:
         if isinstance(x, Split) and x.mask is not None and not bool(x.mask.all()):
             raise ValueError(
                 "This split has missing entries (its mask), and this tool reads complete rows only: pass "
@@ -123,11 +124,8 @@ def data_parts(x: Any, covariates: Any, mask: Any = None) -> tuple[Any, Any, Any
             )
         mask = None
     if isinstance(x, Split):
-        return (
-            x.x,
-            covariates if covariates is not None else x.covariates_for(),
-            mask if mask is not None else x.mask,
-        )
+        own_mask = None if complete else x.mask
+        return x.x, covariates if covariates is not None else x.covariates_for(), mask if mask is not None else own_mask
     return x, covariates, mask
 
 

@@ -73,7 +73,9 @@ def test_fit_and_the_tools_read_the_split_mask(table):
     with pytest.raises(ValueError, match="missing entries.*complete rows"):
         pyro_vae.posterior_predictive_check(from_split, data.test, num_samples=5)
     complete = data.test[data.test.mask.all(1)]
-    assert pyro_vae.posterior_predictive_check(from_split, complete, num_samples=5).num_samples == 5
+    on_split = pyro_vae.posterior_predictive_check(from_split, complete, num_samples=5)
+    on_values = pyro_vae.posterior_predictive_check(from_split, complete.x, num_samples=5)
+    assert on_split.num_samples == 5 and on_split.summary() == on_values.summary()
 
 
 def test_train_mask_missing_on_the_command_line(table, tmp_path, capsys):
