@@ -13,8 +13,10 @@ Two parts (``python experiments/missing_data.py ppca|tables``):
   standardised, at 20% and 50% MCAR, ``--seeds`` seeds: pyro_vae's imputation RMSE on the masked
   entries beside ``IterativeImputer``, ``KNNImputer`` and the column mean, all on the same rows
   and masks in the same run, with standard errors over seeds; and the coverage of the central 90%
-  interval of ``impute(...).draws`` on the held-back values. ``--ensemble M`` trains M models per
-  mask and imputes the average of their means, with their draws pooled.
+  interval of ``impute(...).draws`` on the held-back values. Two pyro_vae models: a mask-aware VAE
+  trained by ``fit`` (``--ensemble M`` trains M per mask and imputes the average of their means,
+  with their draws pooled; 0 leaves it out), and probabilistic PCA (a linear-Gaussian VAE) at the
+  maximum-likelihood solution of the observed entries by EM, imputed from its exact posterior.
 
 Results are printed and written as JSON (``--out``); ``docs/missing-data.md`` holds the figures.
 
@@ -118,6 +120,7 @@ def tables_part(args) -> dict:
         values = (raw - raw.mean(0)) / raw.std(0)
         n, d = values.shape
         latent = max(2, int(args.latent_fraction * d))
+        hidden = (args.hidden,) if args.hidden else ()  # 0: a linear decoder and encoder
         for rate in args.rates:
             scores: dict[str, list[float]] = {}
             for seed in range(args.seeds):
@@ -139,11 +142,25 @@ def tables_part(args) -> dict:
                         warnings.simplefilter("ignore")
                         scores.setdefault(name, []).append(rmse(imputer.fit_transform(holes)))
                 x, mask = torch.from_numpy(holes).float(), torch.from_numpy(seen)
+
+                def coverage(draws, values=values, held=held):  # of the central 90% interval, held-back values
+                    low, high = np.quantile(draws, 0.05, axis=0), np.quantile(draws, 0.95, axis=0)
+                    return float(((values >= low) & (values <= high))[held].mean())
+
+                # Probabilistic PCA at the maximum-likelihood solution of the observed entries (EM),
+                # imputed from its exact posterior: no training loop, no encoder.
+                ppca = pyro_vae.VAE(d, latent, likelihood="normal", hidden_sizes=(), missing=True)
+                ppca.initialize_from_data(x, mask=mask)
+                filled = pyro_vae.impute(ppca, x, mask=mask, num_particles=1000, num_samples=200, seed=seed)
+                scores.setdefault("pyro_vae PPCA by EM", []).append(rmse(filled.mean.double().numpy()))
+                scores.setdefault("coverage_90 PPCA by EM", []).append(coverage(filled.draws.double().numpy()))
+                if not args.ensemble:
+                    continue
                 means, pooled = [], []
                 for member in range(args.ensemble):  # member 0 is the single model of earlier runs
                     start = seed if member == 0 else 100 * seed + member
                     torch.manual_seed(start)
-                    vae = pyro_vae.VAE(d, latent, likelihood="normal", hidden_sizes=(args.hidden,), missing=True)
+                    vae = pyro_vae.VAE(d, latent, likelihood="normal", hidden_sizes=hidden, missing=True)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         pyro_vae.fit(vae, x, mask=mask, epochs=args.epochs, progress=False, seed=start)
@@ -153,10 +170,7 @@ def tables_part(args) -> dict:
                 # An ensemble imputes the average of its members' means; its draws are the members'
                 # pooled, a mixture over models that carries their disagreement into the intervals.
                 scores.setdefault("pyro_vae", []).append(rmse(np.mean(means, axis=0)))
-                draws = np.concatenate(pooled)  # (M S, N, D)
-                low, high = np.quantile(draws, 0.05, axis=0), np.quantile(draws, 0.95, axis=0)
-                inside = (values >= low) & (values <= high)
-                scores.setdefault("coverage_90", []).append(float(inside[held].mean()))
+                scores.setdefault("coverage_90", []).append(coverage(np.concatenate(pooled)))  # (M S, N, D)
             summary = {
                 name: {
                     "mean": float(np.mean(v)),
@@ -179,13 +193,21 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (ppca 100, tables 1000)")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.5])
-    parser.add_argument("--hidden", type=int, default=128, help="hidden units of the tables' encoder and decoder")
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        default=128,
+        help="hidden units of the tables' encoder and decoder (0: linear maps, probabilistic PCA)",
+    )
     parser.add_argument("--latent-fraction", type=float, default=0.9, help="latent dimensions per feature (tables)")
     parser.add_argument(
         "--tables", nargs="+", default=["breast-cancer", "diabetes"], choices=["breast-cancer", "diabetes"]
     )
     parser.add_argument(
-        "--ensemble", type=int, default=1, help="models trained per mask (tables): their means averaged, draws pooled"
+        "--ensemble",
+        type=int,
+        default=1,
+        help="VAEs trained per mask (tables): their means averaged, draws pooled; 0 for PPCA by EM alone",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)

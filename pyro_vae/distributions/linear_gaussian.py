@@ -106,19 +106,21 @@ def observed_log_likelihood(
 
 
 def latent_posterior(
-    x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, weights: torch.Tensor, noise: float
+    x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, weights: torch.Tensor, noise: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``E[z | x_O]`` ``(N, L)`` and ``Cov[z | x_O]`` ``(N, L, L)`` of each row given its observed
-    entries ``O``: ``M = I + W_O^T W_O / s^2``, ``E[z] = M^{-1} W_O^T (x_O - mu_O) / s^2``, ``Cov = M^{-1}``."""
-    m = mask.to(x.dtype)
+    entries ``O``: ``M = I + W_O^T Psi_O^{-1} W_O``, ``E[z] = M^{-1} W_O^T Psi_O^{-1} (x_O - mu_O)``,
+    ``Cov = M^{-1}``, where ``Psi = s^2 I`` for a scalar ``noise`` (PPCA) or ``diag(noise)`` for a
+    ``(D,)`` one (factor analysis). Missing entries of ``x`` may hold anything, NaN included."""
+    m = mask.to(x.dtype) / torch.as_tensor(noise, dtype=x.dtype)  # (N, D): 1 / psi_d where observed
     centred = torch.where(mask, x - mean, 0.0)  # missing entries contribute nothing
     eye = torch.eye(weights.shape[1], dtype=x.dtype)
-    cov = torch.linalg.inv(eye + torch.einsum("nd,dk,dl->nkl", m, weights, weights) / noise)
-    return torch.einsum("nkl,nl->nk", cov, centred @ weights) / noise, cov
+    cov = torch.linalg.inv(eye + torch.einsum("nd,dk,dl->nkl", m, weights, weights))
+    return torch.einsum("nkl,nl->nk", cov, (centred * m) @ weights), cov
 
 
 def conditional_mean(
-    x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, weights: torch.Tensor, noise: float
+    x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, weights: torch.Tensor, noise: float | torch.Tensor
 ) -> torch.Tensor:
     """``x`` with each missing entry replaced by ``E[x_mis | x_obs] = mu_mis + W_mis E[z | x_O]``: the
     best imputation under PPCA ``(mean, W, s^2)`` in squared error (the oracle, for true parameters)."""

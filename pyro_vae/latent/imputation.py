@@ -30,6 +30,7 @@ from .._util.isolation import isolated, leaves_pyro_state_alone
 from ..data.missing_values import is_data_source, read_missing
 from ..data.splits import Split
 from ..program.binding import bind
+from ..program.protocol import as_program
 from ..program.sites import site_values
 from ..program.weights import point_weights
 from .predictive import MAX_VALUES, check_output_size
@@ -158,6 +159,11 @@ def impute(
 
     Args:
         model: a :class:`~pyro_vae.VAE` (best built with ``missing=True``) or a Pyro program with ``guide=``.
+            A VAE that is probabilistic PCA or factor analysis (linear decoder, Gaussian likelihood,
+            standard normal prior) draws ``z`` from its exact posterior given the observed entries
+            (:mod:`pyro_vae.vae.exact`), not from its encoder: every weight is then equal and the
+            estimates are exact up to the Monte Carlo error of the draws. Pass ``guide=vae.guide``
+            to use the encoder.
         x: data ``(N, D)``; entries where ``mask`` is False may be NaN. Or a file (``.csv`` with
             empty or ``NA`` cells, ``.npy`` or ``.h5ad`` with NaN) or an ``anndata.AnnData``, read by
             :func:`pyro_vae.data.read_missing` (every column, the AnnData's ``X``; call it yourself
@@ -178,7 +184,10 @@ def impute(
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 0:
         raise ValueError(f"num_samples must be an integer >= 0, got {num_samples!r}.")
     x, mask = _values_and_mask(x, mask)
-    bound = bind(model, x, guide=guide, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
+    program = as_program(model, guide, plate=plate)
+    if guide is None and program.exact_guide is not None:  # a linear-Gaussian VAE: draw from p(z | x_obs)
+        program = program.replace(guide=program.exact_guide, guide_reads_mask=True)
+    bound = bind(program, x, covariates=covariates, plate=plate, global_values=global_values, mask=mask)
     program, data, sites = bound.program, bound.data, bound.sites
     if sites.enumerated:
         raise ValueError(

@@ -111,6 +111,10 @@ class Program:
             tracing; a program whose model or guide is replaced loses it.
         guide_reads_mask: whether the guide is told which entries are missing (a VAE built with
             ``missing=True``); by default, whether the guide declares a ``mask`` parameter.
+        exact_guide: optional guide whose ``q(z|x)`` is the model's exact posterior given the observed
+            entries (a linear-Gaussian VAE's :meth:`~pyro_vae.VAE.exact_guide`). Tools that estimate
+            the model's own conditionals (:func:`pyro_vae.impute`) draw from it in place of
+            ``guide``; tools about the guide itself keep ``guide``. A replaced model drops it.
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class Program:
         name: str | None = None,
         direct_weights: Callable[[Data, int], torch.Tensor] | None = None,
         guide_reads_mask: bool | None = None,
+        exact_guide: Callable | None = None,
     ):
         if not callable(model):
             raise TypeError(f"model must be a callable Pyro program or a VAE, got {type(model).__name__}.")
@@ -135,6 +140,7 @@ class Program:
         self._check, self._template = check, template
         self.name, self.direct_weights = name, direct_weights
         self._guide_reads_mask = guide_reads_mask
+        self.exact_guide = exact_guide
         self._sites: Sites | None = None
         # How the global latents were fixed, once condition_on_globals has fixed them (else None).
         self._fixed_globals: dict[str, str] | None = None
@@ -151,6 +157,8 @@ class Program:
         )
         if "model" not in changes and "guide" not in changes:  # the weights are the two programs'
             fields["direct_weights"] = self.direct_weights
+        if "model" not in changes:  # the exact posterior is the model's
+            fields["exact_guide"] = self.exact_guide
         if "guide" not in changes:
             fields["guide_reads_mask"] = self._guide_reads_mask
         fields.update(changes)

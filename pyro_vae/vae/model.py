@@ -31,9 +31,10 @@ from .._util.checks import as_tensor, nonnegative_int, positive_int, positive_nu
 from ..latent.mixture import LatentMixture
 from ..likelihoods import Likelihood, get_likelihood
 from ..likelihoods.distributions import Standardized
-from ..program.missing import mask_features
+from ..program.missing import check_mask, fill_missing, mask_features
 from ..program.protocol import Data, Program
 from .config import describe, rebuild
+from .exact import exact_posterior, linear_gaussian_parameters
 from .guides import GuideFamily, get_guide
 from .networks import MLPDecoder, MLPEncoder, flatten_leading
 from .own_elbo import importance_log_weights
@@ -255,6 +256,23 @@ class VAE(nn.Module):
             with kl_scale(kl_weight):
                 pyro.sample("z", posterior)
 
+    def exact_guide(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        size_factor: torch.Tensor | None = None,
+        *,
+        indices: torch.Tensor | None = None,
+        num_data: int | None = None,
+        kl_weight: float = 1.0,
+        mask: torch.Tensor | None = None,
+    ) -> None:
+        """The model's exact posterior ``p(z | x_obs)`` as a guide, for a VAE that is probabilistic
+        PCA or factor analysis (:mod:`pyro_vae.vae.exact`; a ``ValueError`` for any other); arguments
+        as in :meth:`model`. Tools that estimate the model's own conditionals draw from it."""
+        with self._data_plate(x, indices, num_data):
+            pyro.sample("z", exact_posterior(self, x, mask))
+
     # ------------------------------------------------------------------ the three densities
     # The model, the guide and the ELBO from the parts (own_elbo) all build p(z), q(z|x) and p(x|z)
     # through these three calls and nothing else, so an override of any hook of the prior, the guide
@@ -303,6 +321,7 @@ class VAE(nn.Module):
             name=self.likelihood.name,
             direct_weights=partial(importance_log_weights, self) if direct and self.computes_own_elbo else None,
             guide_reads_mask=self.missing,
+            exact_guide=self.exact_guide if linear_gaussian_parameters(self) is not None else None,
         )
 
     def _template(self, n: int) -> Data:
@@ -413,7 +432,7 @@ class VAE(nn.Module):
         return self.data_loc + self.data_scale * mean if self.standardize else mean
 
     # ------------------------------------------------------------------ starting values
-    def initialize_from_data(self, x: Any) -> None:
+    def initialize_from_data(self, x: Any, *, mask: Any = None) -> None:
         """Start the parameters where the data ``x`` (shape ``(N, D)``) put them, before training.
 
         * Every likelihood: the decoder's output bias at each feature's mean through the link
@@ -428,10 +447,20 @@ class VAE(nn.Module):
         A user decoder that ends in an ``nn.Linear`` of the likelihood's raw size (an ``nn.Linear``
         itself, or an ``nn.Sequential`` ending in one) gets the same start of that layer; any other
         keeps its initialisation, and only the likelihood's own parameters move.
+
+        With ``mask`` (boolean, ``x``'s shape, True where observed; ``x`` may hold NaN elsewhere) only
+        the observed entries count, as in ``fit(..., mask=)``: probabilistic PCA then starts at the
+        maximum-likelihood solution of the observed entries, found by EM
+        (:func:`~pyro_vae.distributions.linear_gaussian.ppca_missing`).
         """
         from .initialization import initialize_from_data
 
-        initialize_from_data(self, x)
+        if mask is None:
+            initialize_from_data(self, x)
+            return
+        values = torch.as_tensor(x, dtype=torch.get_default_dtype())
+        seen = check_mask(mask, values)
+        initialize_from_data(self, fill_missing(values, seen), mask=seen)
 
     # ------------------------------------------------------------------ data checks
     def check_data(self, x: Any, what: str = "x") -> torch.Tensor:
