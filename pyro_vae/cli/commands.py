@@ -24,8 +24,8 @@ from ..latent.sampling import sample
 from ..latent.sources import SOURCES
 from ..likelihoods.base import get_likelihood
 from ..train.distributed import Distributed, init_from_environment
-from ..train.loop import MASKED_PARTICLES, fit
-from ..train.settings import TrainSettings
+from ..train.loop import fit
+from ..train.settings import TrainSettings, masked_defaults
 from ..vae.model import VAE
 
 
@@ -95,9 +95,9 @@ def _train(args, device) -> dict:
     }
     if args.mask_missing:
         chosen["missing"] = True
-        if not {"--elbo", "--num-particles"} & getattr(args, "given_flags", set()):
-            # fit's default for data with missing entries, which explicit settings would otherwise replace
-            settings = settings.replace(elbo="iwae", num_particles=MASKED_PARTICLES)
+        # fit's default for data with missing entries, which explicit settings would otherwise replace
+        given = {flag.lstrip("-").replace("-", "_") for flag in getattr(args, "given_flags", set())}
+        settings = settings.replace(**masked_defaults(given))
     dataset = data_module.load(args.data, binarize=binarize, values=args.values, seed=args.seed, **chosen)
     if args.binarize == "auto":
         binarize = auto_binarize(dataset, args.likelihood)

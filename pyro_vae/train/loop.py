@@ -51,7 +51,7 @@ from .distributed import Distributed
 from .early_stopping import EarlyStopping
 from .epochs import epoch_order, epoch_values, first_rows, first_rows_of, training_data
 from .progress import Progress
-from .settings import TrainSettings, settings_from, with_training_options
+from .settings import TrainSettings, masked_defaults, settings_from, with_training_options
 from .state import History, RunState, resume_state
 from .step import ObjectiveStep
 from .trainee import ModuleTrainee, ProgramTrainee, Trainee
@@ -65,10 +65,6 @@ TRAIN_OPTIONS = frozenset(f.name for f in dataclasses.fields(TrainSettings))
 #: Rows sampled from data on disk to start an untrained model (``init_from_data``), at most
 #: :data:`pyro_vae.data.rows.CHUNK_BYTES` of them.
 INIT_SAMPLE_ROWS = 10_000
-
-
-#: Importance samples per point of the bound ``fit`` maximises by default on data with missing entries.
-MASKED_PARTICLES = 20
 
 
 @with_training_options
@@ -112,7 +108,7 @@ def fit(
             elsewhere: only observed entries are scored (:mod:`pyro_vae.program.missing`; a VAE's
             encoder also sees the mask when built with ``missing=True``). A VAE given a mask and
             neither ``elbo`` nor ``num_particles`` maximises the importance-weighted bound with
-            :data:`MASKED_PARTICLES` samples (``docs/missing-data.md`` says why). Splits read with
+            :data:`~pyro_vae.train.settings.MASKED_PARTICLES` samples (``docs/missing-data.md`` says why). Splits read with
             missing entries (``pyro_vae.data.load(..., missing=True)``) bring their own masks.
         val: optional validation data, evaluated every epoch by its average ELBO per point; with
             ``elbo="iwae"`` or ``"iwae-dreg"``, by the same ``num_particles``-sample
@@ -147,13 +143,8 @@ def fit(
     # Splits of a table read with missing entries bring their masks unless others are given.
     mask = train.mask if mask is None and isinstance(train, Split) else mask
     val_mask = val.mask if val_mask is None and isinstance(val, Split) else val_mask
-    if (
-        isinstance(model, VAE)
-        and mask is not None
-        and settings is None
-        and not {"elbo", "num_particles"} & set(options)
-    ):
-        options = {**options, "elbo": "iwae", "num_particles": MASKED_PARTICLES}  # the masked-data default
+    if isinstance(model, VAE) and mask is not None and settings is None:
+        options = {**masked_defaults(options), **options}
     settings = settings_from(settings, options)
     if settings.patience is not None and val is None:
         raise ValueError("Early stopping needs val data and a positive integer patience.")

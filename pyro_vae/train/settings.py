@@ -198,6 +198,18 @@ class TrainSettings:
         return None if flag is None else flag or "--" + f.name.replace("_", "-")
 
 
+#: Importance samples per point of the bound ``fit`` maximises by default on data with missing entries.
+MASKED_PARTICLES = 20
+
+
+def masked_defaults(chosen: Any) -> dict[str, Any]:
+    """The objective of a VAE trained on data with missing entries, unless ``chosen`` (the names of
+    the options the caller gave) names one: the :data:`MASKED_PARTICLES`-sample importance-weighted
+    bound (MIWAE; ``docs/missing-data.md`` says why). ``fit`` and ``pyro-vae train --mask-missing``
+    both read it."""
+    return {} if {"elbo", "num_particles"} & set(chosen) else {"elbo": "iwae", "num_particles": MASKED_PARTICLES}
+
+
 def objective_options(elbo: Any) -> dict[str, Any]:
     """The options that name a Pyro ELBO instance: ``Trace_ELBO(num_particles=4)`` is
     ``{"elbo": "trace", "num_particles": 4}``; ``JitTrace_ELBO`` adds ``jit=True``."""
