@@ -176,6 +176,8 @@ def tables_part(args) -> dict:
                 # pooled, a mixture over models that carries their disagreement into the intervals.
                 scores.setdefault("pyro_vae", []).append(rmse(np.mean(means, axis=0)))
                 scores.setdefault("coverage_90", []).append(coverage(np.concatenate(pooled)))  # (M S, N, D)
+            for name in [k for k in scores if k.startswith("pyro_vae")]:  # paired: the same masks
+                scores[f"{name} minus IterativeImputer"] = list(np.subtract(scores[name], scores["IterativeImputer"]))
             summary = {
                 name: {
                     "mean": float(np.mean(v)),
