@@ -216,13 +216,7 @@ def drift_part(args) -> dict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pyro_vae.fit(vae, x, mask=mask, epochs=epochs, progress=False, seed=args.seed)
-        bias, weights, noise = linear_gaussian_parameters(vae)
-        cov = weights @ weights.T + torch.diag(noise)
-        values64 = torch.from_numpy(values)
-        per_row = [
-            float(torch.distributions.MultivariateNormal(bias[o], cov[o][:, o]).log_prob(values64[i, o]))
-            for i, o in enumerate(mask)
-        ]
+        per_row = observed_log_likelihood(x.double(), mask, *linear_gaussian_parameters(vae))
         filled = pyro_vae.impute(vae, x, mask=mask, num_particles=1000, num_samples=0, seed=args.seed)
         by_encoder = pyro_vae.impute(
             vae, x, mask=mask, num_particles=1000, num_samples=0, seed=args.seed, guide=vae.guide
@@ -233,8 +227,8 @@ def drift_part(args) -> dict:
 
         row = {
             "epochs": epochs,
-            "log_p_x_obs_per_row": float(np.mean(per_row)),
-            "noise_variance": float(noise.mean()),
+            "log_p_x_obs_per_row": float(per_row.mean()),
+            "noise_variance": float(linear_gaussian_parameters(vae)[2].mean()),
             "rmse": rmse(filled),
             "rmse_through_the_encoder": rmse(by_encoder),
         }

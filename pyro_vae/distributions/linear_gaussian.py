@@ -89,20 +89,23 @@ def ppca_missing(
 
 
 def observed_log_likelihood(
-    x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, weights: torch.Tensor, noise: float
+    x: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor, weights: torch.Tensor, noise: float | torch.Tensor
 ) -> torch.Tensor:
     """``log p(x_O)`` of each row under PPCA ``(mean, W, s^2)``, marginalising its missing entries:
-    ``N(x_O; mu_O, W_O W_O^T + s^2 I)``, by the matrix determinant lemma in the latent space,
-    shape ``(N,)``."""
-    m = mask.to(x.dtype)
+    ``N(x_O; mu_O, W_O W_O^T + Psi_O)`` with ``Psi = s^2 I`` for a scalar ``noise`` or ``diag(noise)``
+    for a ``(D,)`` one (factor analysis), by the matrix determinant lemma in the latent space, shape
+    ``(N,)``. Missing entries of ``x`` may hold anything, NaN included."""
+    noise = torch.as_tensor(noise, dtype=x.dtype)
+    seen = mask.to(x.dtype)
+    m = seen / noise  # (N, D): 1 / psi_d where observed
     latent = weights.shape[1]
-    centred = (x - mean) * m
-    precision = torch.eye(latent, dtype=x.dtype) + torch.einsum("nd,dk,dl->nkl", m, weights, weights) / noise
-    projected = centred @ weights / noise  # W_O^T (x_O - mu_O) / s^2
+    centred = torch.where(mask, x - mean, 0.0)
+    precision = torch.eye(latent, dtype=x.dtype) + torch.einsum("nd,dk,dl->nkl", m, weights, weights)
+    projected = (centred * m) @ weights  # W_O^T Psi_O^{-1} (x_O - mu_O)
     solved = torch.linalg.solve(precision, projected[..., None])[..., 0]
-    quadratic = centred.pow(2).sum(1) / noise - (projected * solved).sum(1)
-    log_det = torch.linalg.slogdet(precision)[1] + m.sum(1) * torch.log(torch.tensor(noise, dtype=x.dtype))
-    return -0.5 * (m.sum(1) * torch.log(torch.tensor(2 * torch.pi, dtype=x.dtype)) + log_det + quadratic)
+    quadratic = (centred.pow(2) * m).sum(1) - (projected * solved).sum(1)
+    log_det = torch.linalg.slogdet(precision)[1] + (seen * torch.log(noise)).sum(1)
+    return -0.5 * (seen.sum(1) * torch.log(torch.tensor(2 * torch.pi, dtype=x.dtype)) + log_det + quadratic)
 
 
 def latent_posterior(

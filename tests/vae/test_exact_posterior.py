@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import pyro_vae
-from pyro_vae.distributions.linear_gaussian import conditional_mean
+from pyro_vae.distributions.linear_gaussian import conditional_mean, observed_log_likelihood
 from pyro_vae.vae.exact import exact_posterior, linear_gaussian_parameters
 
 
@@ -49,7 +49,7 @@ def _marginal(vae):
     return loc, cov
 
 
-def test_per_feature_noise_gives_the_gaussian_conditional_mean():
+def test_per_feature_noise_gives_the_gaussian_conditional_mean_and_marginal():
     vae = _factor_analysis()
     bias, weights, noise = linear_gaussian_parameters(vae)
     g = torch.Generator().manual_seed(1)
@@ -57,6 +57,12 @@ def test_per_feature_noise_gives_the_gaussian_conditional_mean():
     mask = torch.rand(30, 6, generator=g) > 0.4
     filled = conditional_mean(torch.where(mask, x, torch.nan), mask, bias, weights, noise)
     loc, cov = _marginal(vae)
+    scored = observed_log_likelihood(torch.where(mask, x, torch.nan), mask, bias, weights, noise)
+    for row, observed, got in zip(x, mask, scored):
+        expected = torch.distributions.MultivariateNormal(loc[observed], cov[observed][:, observed]).log_prob(
+            row[observed]
+        )
+        assert torch.allclose(got, expected, atol=1e-9)
     for row, observed, got in zip(x, mask, filled):
         if (~observed).any() and observed.any():
             expected, _ = _gaussian_conditional(row, observed, loc, cov)
