@@ -216,7 +216,8 @@ def drift_part(args) -> dict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pyro_vae.fit(vae, x, mask=mask, epochs=epochs, progress=False, seed=args.seed)
-        per_row = observed_log_likelihood(x.double(), mask, *linear_gaussian_parameters(vae))
+        bias, weights, noise = linear_gaussian_parameters(vae)
+        per_row = observed_log_likelihood(x.double(), mask, bias, weights, noise)
         filled = pyro_vae.impute(vae, x, mask=mask, num_particles=1000, num_samples=0, seed=args.seed)
         by_encoder = pyro_vae.impute(
             vae, x, mask=mask, num_particles=1000, num_samples=0, seed=args.seed, guide=vae.guide
@@ -228,7 +229,7 @@ def drift_part(args) -> dict:
         row = {
             "epochs": epochs,
             "log_p_x_obs_per_row": float(per_row.mean()),
-            "noise_variance": float(linear_gaussian_parameters(vae)[2].mean()),
+            "noise_variance": float(noise.mean()),
             "rmse": rmse(filled),
             "rmse_through_the_encoder": rmse(by_encoder),
         }
