@@ -89,7 +89,11 @@ def _names(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``pyro-vae`` parser: one sub-command per task, each built by its own function below."""
-    parser = argparse.ArgumentParser(prog="pyro-vae", description="Variational autoencoders as Pyro programs.")
+    # Options are written out in full (no abbreviations): a default that gives way to an explicit
+    # choice (--mask-missing's bound) reads which options the command line names.
+    parser = argparse.ArgumentParser(
+        prog="pyro-vae", description="Variational autoencoders as Pyro programs.", allow_abbrev=False
+    )
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
     for add in (
@@ -106,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _command(commands, name: str, text: str) -> argparse.ArgumentParser:
-    sub = commands.add_parser(name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    sub = commands.add_parser(
+        name, help=text, description=text, formatter_class=argparse.ArgumentDefaultsHelpFormatter, allow_abbrev=False
+    )
     # Also after the command's name; set only when given, so `pyro-vae --debug train` keeps it.
     sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)
     return sub

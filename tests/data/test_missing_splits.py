@@ -97,3 +97,9 @@ def test_train_mask_missing_on_the_command_line(table, tmp_path, capsys):
     other = tmp_path / "trace"
     assert main([*argv, "--epochs", "2", "--hidden", "8", "--elbo", "trace", "--out", str(other)]) == 0
     assert json.loads((other / "config.json").read_text())["training"]["elbo"] == "trace"
+    # An abbreviation would hide the explicit choice from the masked default: it is refused instead.
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*argv, "--epochs", "2", "--elb", "trace", "--out", str(tmp_path / "abbreviated")])
+    assert "unrecognized arguments: --elb" in capsys.readouterr().err
+    assert not (tmp_path / "abbreviated").exists()
